@@ -1,0 +1,463 @@
+"""The official yacs config tree, YAML + ``KEY VALUE`` merging, and the official output layout.
+
+This is the only module that imports yacs. The default tree holds every key of the official
+``lib/config/default.py`` with the official defaults (so the official experiment YAMLs load unchanged)
+plus one extra node, ``HRPOSE``, for this project's own switches (see docs/architecture.md).
+
+Merging follows the official ``update_config``: YAML file, then the ``KEY VALUE`` list, then the
+``--modelDir/--logDir/--dataDir`` overrides, then ``DATA_DIR`` is joined in front of ``DATASET.ROOT``,
+``MODEL.PRETRAINED`` and (when set) ``TEST.MODEL_FILE``. Differences from yacs, all stricter in what they
+report and never different in what a valid official config produces:
+
+- YAML is read with ``yaml.safe_load`` only (yacs would also execute ``.py`` config files);
+- an unknown key raises :class:`UnknownKeyError` naming the key, where it came from and the closest
+  valid key; a wrong value type raises :class:`ConfigError` naming the key and the expected type;
+- an ``int`` is accepted where the default is a ``float`` (``TRAIN.LR 1``), widened to float;
+- nodes that accept new keys (``MODEL.EXTRA``) accept them from the command line too, and new nodes
+  created under them accept new keys as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yacs.config import CfgNode
+
+__all__ = [
+    "CfgNode",
+    "ConfigError",
+    "UnknownKeyError",
+    "get_default_config",
+    "load_config",
+    "config_from_args",
+    "config_from_dict",
+    "merge_dict",
+    "merge_opts",
+    "config_to_dict",
+    "output_dirs",
+    "experiment_name",
+    "dataset_dir_name",
+    "add_official_arguments",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or ``KEY VALUE`` list that cannot be merged (bad key, bad type, bad YAML)."""
+
+
+class UnknownKeyError(ConfigError, KeyError):
+    """A key that is not in the config tree. Also a ``KeyError``, as yacs raises for the same mistake.
+
+    Attributes: ``key`` (the full dotted key), ``source`` (file path or ``'command line'``),
+    ``suggestion`` (closest valid full key, or ``None``).
+    """
+
+    def __init__(self, key: str, source: str, suggestion: str | None):
+        self.key = key
+        self.source = source
+        self.suggestion = suggestion
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        super().__init__(f"unknown config key {key!r} in {source}{hint}")
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+def _official_tree() -> dict[str, Any]:
+    """The official defaults, key for key (lib/config/default.py). Sizes are (width, height)."""
+    return {
+        "OUTPUT_DIR": "",
+        "LOG_DIR": "",
+        "DATA_DIR": "",
+        "GPUS": (0,),
+        "WORKERS": 4,
+        "PRINT_FREQ": 20,
+        "AUTO_RESUME": False,
+        "PIN_MEMORY": True,
+        "RANK": 0,
+        "CUDNN": {"BENCHMARK": True, "DETERMINISTIC": False, "ENABLED": True},
+        "MODEL": {
+            "NAME": "pose_hrnet",
+            "INIT_WEIGHTS": True,
+            "PRETRAINED": "",
+            "NUM_JOINTS": 17,
+            "TAG_PER_JOINT": True,
+            "TARGET_TYPE": "gaussian",
+            "IMAGE_SIZE": [256, 256],
+            "HEATMAP_SIZE": [64, 64],
+            "SIGMA": 2,
+            # EXTRA (the architecture spec) is created below with new_allowed=True.
+        },
+        "LOSS": {
+            "USE_OHKM": False,
+            "TOPK": 8,
+            "USE_TARGET_WEIGHT": True,
+            "USE_DIFFERENT_JOINTS_WEIGHT": False,
+        },
+        "DATASET": {
+            "ROOT": "",
+            "DATASET": "mpii",
+            "TRAIN_SET": "train",
+            "TEST_SET": "valid",
+            "DATA_FORMAT": "jpg",
+            "HYBRID_JOINTS_TYPE": "",
+            "SELECT_DATA": False,
+            "FLIP": True,
+            "SCALE_FACTOR": 0.25,
+            "ROT_FACTOR": 30,
+            "PROB_HALF_BODY": 0.0,
+            "NUM_JOINTS_HALF_BODY": 8,
+            "COLOR_RGB": False,
+        },
+        "TRAIN": {
+            "LR_FACTOR": 0.1,
+            "LR_STEP": [90, 110],
+            "LR": 0.001,
+            "OPTIMIZER": "adam",
+            "MOMENTUM": 0.9,
+            "WD": 0.0001,
+            "NESTEROV": False,
+            "GAMMA1": 0.99,
+            "GAMMA2": 0.0,
+            "BEGIN_EPOCH": 0,
+            "END_EPOCH": 140,
+            "RESUME": False,
+            "CHECKPOINT": "",
+            "BATCH_SIZE_PER_GPU": 32,
+            "SHUFFLE": True,
+        },
+        "TEST": {
+            "BATCH_SIZE_PER_GPU": 32,
+            "FLIP_TEST": False,
+            "POST_PROCESS": False,
+            "SHIFT_HEATMAP": False,
+            "USE_GT_BBOX": False,
+            "IMAGE_THRE": 0.1,
+            "NMS_THRE": 0.6,
+            "SOFT_NMS": False,
+            "OKS_THRE": 0.5,
+            "IN_VIS_THRE": 0.0,
+            "COCO_BBOX_FILE": "",
+            "BBOX_THRE": 1.0,
+            "MODEL_FILE": "",
+        },
+        "DEBUG": {
+            "DEBUG": False,
+            "SAVE_BATCH_IMAGES_GT": False,
+            "SAVE_BATCH_IMAGES_PRED": False,
+            "SAVE_HEATMAPS_GT": False,
+            "SAVE_HEATMAPS_PRED": False,
+        },
+    }
+
+
+def _hrpose_tree() -> dict[str, Any]:
+    """This project's own keys; the table in docs/architecture.md is the reference."""
+    return {
+        "DECODER": "official",  # 'official' | 'dark' | 'udp'
+        "AMP": "",  # '' | 'bf16' | 'fp16'
+        "CHANNELS_LAST": False,
+        "SYNC_BN": False,
+        "SEED": -1,  # seed everything when >= 0
+        "DETERMINISTIC": False,
+        "FLIP_PAIRS": [],  # [[left, right], ...]; empty = from left_*/right_* joint names
+        "OKS_SIGMAS": [],  # per joint; empty = COCO's for 17 joints, else uniform 0.1
+        "UPPER_BODY_IDS": [],
+        "SKIP_BAD_IMAGES": True,
+        "BACKEND": "torch",  # 'torch' | 'onnxruntime'
+        "TENSORBOARD": True,
+        "MAX_ITERS_PER_EPOCH": 0,  # 0 = all
+    }
+
+
+def get_default_config() -> CfgNode:
+    """A fresh, unfrozen copy of the full default tree (official keys + ``HRPOSE``)."""
+    tree = _official_tree()
+    tree["HRPOSE"] = _hrpose_tree()
+    cfg = CfgNode(tree)
+    cfg.MODEL.EXTRA = CfgNode(new_allowed=True)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------
+# merging
+
+
+def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CfgNode):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _suggest(full_key: str, root: CfgNode) -> str | None:
+    """The closest valid full key: the same leaf name elsewhere, else the nearest spelling."""
+    candidates = _all_keys(root)
+    leaf = full_key.rsplit(".", 1)[-1]
+    same_leaf = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf]
+    if same_leaf:
+        return min(same_leaf, key=lambda c: -difflib.SequenceMatcher(None, c, full_key).ratio())
+    close = difflib.get_close_matches(full_key, candidates, n=1, cutoff=0.6)
+    if not close:  # compare case-insensitively as a last resort ('train.lr')
+        upper = {c.upper(): c for c in candidates}
+        close = [upper[m] for m in difflib.get_close_matches(full_key.upper(), list(upper), n=1, cutoff=0.6)]
+    return close[0] if close else None
+
+
+def _type_name(value: Any) -> str:
+    return "node" if isinstance(value, CfgNode) else type(value).__name__
+
+
+def _coerce(value: Any, default: Any, full_key: str, source: str) -> Any:
+    """``value`` checked against the type of ``default`` (yacs rules, plus int -> float)."""
+    if type(value) is type(default) or value is None or default is None:
+        return value
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return type(default)(value)
+    if type(default) is float and type(value) is int:
+        return float(value)
+    raise ConfigError(
+        f"config key {full_key!r} in {source}: expected {_type_name(default)} "
+        f"(default {default!r}), got {_type_name(value)} {value!r}"
+    )
+
+
+def _new_node(value: Mapping[str, Any]) -> CfgNode:
+    """A node created under a ``new_allowed`` parent: it accepts new keys too."""
+    node = CfgNode(new_allowed=True)
+    for k, v in value.items():
+        node[str(k)] = _new_node(v) if isinstance(v, Mapping) else CfgNode._decode_cfg_value(v)
+    return node
+
+
+def _merge_into(dst: CfgNode, src: Mapping[str, Any], root: CfgNode, prefix: str, source: str) -> None:
+    for key, raw in src.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config key {prefix}{key!r} in {source}: keys must be strings")
+        full = f"{prefix}{key}"
+        # Strings go through literal_eval as in yacs: '(0,1,2,3)' -> tuple, '0.01' -> float, 'foo' stays.
+        value = raw if isinstance(raw, Mapping) else CfgNode._decode_cfg_value(copy.deepcopy(raw))
+        if key not in dst:
+            if not dst.is_new_allowed():
+                raise UnknownKeyError(full, source, _suggest(full, root))
+            dst[key] = _new_node(value) if isinstance(value, Mapping) else value
+            continue
+        current = dst[key]
+        if isinstance(current, CfgNode):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"config key {full!r} in {source}: expected a mapping of sub-keys, got "
+                    f"{_type_name(value)} {value!r}"
+                )
+            _merge_into(current, value, root, full + ".", source)
+        elif isinstance(value, Mapping):
+            raise ConfigError(
+                f"config key {full!r} in {source}: expected {_type_name(current)} "
+                f"(default {current!r}), got a mapping"
+            )
+        else:
+            dst[key] = _coerce(value, current, full, source)
+
+
+def merge_dict(cfg: CfgNode, values: Mapping[str, Any], source: str = "<dict>") -> CfgNode:
+    """Merge a nested mapping into unfrozen ``cfg`` in place, checking keys and types; returns ``cfg``."""
+    _merge_into(cfg, values, cfg, "", source)
+    return cfg
+
+
+def _load_yaml(cfg_file: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(cfg_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        with path.open(encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path}: expected a mapping of keys at top level, got {type(data).__name__}"
+        )
+    return data
+
+
+def merge_opts(cfg: CfgNode, opts: Sequence[str] | None, source: str = "command line") -> CfgNode:
+    """Merge a flat ``[KEY, VALUE, KEY, VALUE, ...]`` list into ``cfg`` (unfrozen) in place; returns ``cfg``.
+
+    Values are strings parsed as Python literals where possible (``False``, ``0.01``, ``[1,2]``), as in yacs.
+    """
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise ConfigError(
+            f"{source}: config overrides must be KEY VALUE pairs, got an odd number of items: {opts}"
+        )
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if not isinstance(key, str) or not key or key.startswith("-"):
+            raise ConfigError(f"{source}: expected a config KEY like TRAIN.LR, got {key!r}")
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:  # report the whole dotted key, not just the first missing part
+            if not isinstance(node, CfgNode) or (p not in node and not node.is_new_allowed()):
+                raise UnknownKeyError(key, source, _suggest(key, cfg))
+            node = node.get(p, CfgNode(new_allowed=True))
+        if not isinstance(node, CfgNode):
+            raise UnknownKeyError(key, source, _suggest(key, cfg))
+        nested: dict[str, Any] = {}
+        d = nested
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[leaf] = value
+        _merge_into(cfg, nested, cfg, "", source)
+    return cfg
+
+
+def load_config(
+    cfg_file: str | os.PathLike[str],
+    opts: Sequence[str] | None = (),
+    *,
+    model_dir: str | None = None,
+    log_dir: str | None = None,
+    data_dir: str | None = None,
+    freeze: bool = True,
+) -> CfgNode:
+    """The official ``update_config``: defaults <- YAML <- ``KEY VALUE`` opts <- dir overrides.
+
+    Then, exactly as the official code does, ``DATASET.ROOT`` and ``MODEL.PRETRAINED`` become
+    ``os.path.join(DATA_DIR, ...)`` and so does ``TEST.MODEL_FILE`` when it is non-empty. Empty or ``None``
+    dir overrides leave the file's values. Note the official quirk kept here: with a non-empty
+    ``DATA_DIR`` an empty ``MODEL.PRETRAINED`` becomes ``DATA_DIR + '/'``.
+    """
+    cfg = get_default_config()
+    merge_dict(cfg, _load_yaml(cfg_file), source=f"config file {os.fspath(cfg_file)}")
+    merge_opts(cfg, opts)
+    if model_dir:
+        cfg.OUTPUT_DIR = model_dir
+    if log_dir:
+        cfg.LOG_DIR = log_dir
+    if data_dir:
+        cfg.DATA_DIR = data_dir
+    cfg.DATASET.ROOT = os.path.join(cfg.DATA_DIR, cfg.DATASET.ROOT)
+    cfg.MODEL.PRETRAINED = os.path.join(cfg.DATA_DIR, cfg.MODEL.PRETRAINED)
+    if cfg.TEST.MODEL_FILE:
+        cfg.TEST.MODEL_FILE = os.path.join(cfg.DATA_DIR, cfg.TEST.MODEL_FILE)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def config_from_args(args: argparse.Namespace, *, freeze: bool = True) -> CfgNode:
+    """``load_config`` from a namespace parsed by :func:`add_official_arguments`."""
+    return load_config(
+        args.cfg,
+        getattr(args, "opts", None),
+        model_dir=getattr(args, "modelDir", None),
+        log_dir=getattr(args, "logDir", None),
+        data_dir=getattr(args, "dataDir", None),
+        freeze=freeze,
+    )
+
+
+def config_to_dict(cfg: CfgNode) -> dict[str, Any]:
+    """Plain nested dicts with lists for tuples: JSON-ready and safe for ``torch.load(weights_only=True)``."""
+
+    def convert(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): convert(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [convert(x) for x in v]
+        return v
+
+    return convert(cfg)
+
+
+def config_from_dict(values: Mapping[str, Any], *, freeze: bool = True) -> CfgNode:
+    """Defaults with a (possibly partial) dict merged in, e.g. the config stored in a checkpoint.
+
+    No ``DATA_DIR`` joining: the stored values are taken as already resolved.
+    """
+    cfg = merge_dict(get_default_config(), values, source="config dict")
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------
+# output layout
+
+
+def experiment_name(cfg_file: str | os.PathLike[str]) -> str:
+    """Official experiment name: the file's base name up to its FIRST dot (``w32_256x192_adam_lr1e-3``)."""
+    return os.path.basename(os.fspath(cfg_file)).split(".")[0]
+
+
+def dataset_dir_name(cfg: CfgNode) -> str:
+    """Official dataset folder: ``DATASET[_HYBRID_JOINTS_TYPE]`` with ``:`` replaced by ``_``."""
+    name = cfg.DATASET.DATASET
+    if cfg.DATASET.HYBRID_JOINTS_TYPE:
+        name = f"{name}_{cfg.DATASET.HYBRID_JOINTS_TYPE}"
+    return name.replace(":", "_")
+
+
+def output_dirs(
+    cfg: CfgNode,
+    cfg_file: str | os.PathLike[str],
+    *,
+    time_str: str | None = None,
+    create: bool = True,
+) -> tuple[Path, Path]:
+    """``(final_output_dir, tb_log_dir)`` in the official layout, created unless ``create=False``.
+
+    ``final_output_dir = OUTPUT_DIR/<dataset>/<MODEL.NAME>/<experiment name>`` and
+    ``tb_log_dir = LOG_DIR/<dataset>/<MODEL.NAME>/<experiment name>_<time_str>``, where ``time_str``
+    defaults to the current local time as ``%Y-%m-%d-%H-%M`` (the official log-file stamp).
+    """
+    dataset = dataset_dir_name(cfg)
+    name = experiment_name(cfg_file)
+    if time_str is None:
+        time_str = time.strftime("%Y-%m-%d-%H-%M")
+    final_output_dir = Path(cfg.OUTPUT_DIR) / dataset / cfg.MODEL.NAME / name
+    tb_log_dir = Path(cfg.LOG_DIR) / dataset / cfg.MODEL.NAME / f"{name}_{time_str}"
+    if create:
+        final_output_dir.mkdir(parents=True, exist_ok=True)
+        tb_log_dir.mkdir(parents=True, exist_ok=True)
+    return final_output_dir, tb_log_dir
+
+
+# ----------------------------------------------------------------------------------------------------
+# command line
+
+
+def add_official_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The official ``tools/train.py`` / ``tools/test.py`` arguments, unchanged; returns ``parser``.
+
+    ``--cfg FILE`` (required), trailing ``KEY VALUE`` overrides in ``opts``, and ``--modelDir``,
+    ``--logDir``, ``--dataDir``, ``--prevModelDir`` (accepted; unused, as in the official code).
+    As in the official scripts, everything after the first ``KEY`` goes into ``opts``, so put the
+    ``--`` options before the overrides.
+    """
+    parser.add_argument("--cfg", help="experiment config file (YAML)", required=True, type=str)
+    parser.add_argument(
+        "opts", help="config overrides as KEY VALUE pairs, e.g. TEST.USE_GT_BBOX False",
+        default=None, nargs=argparse.REMAINDER,
+    )
+    parser.add_argument("--modelDir", help="output directory (overrides OUTPUT_DIR)", type=str, default="")
+    parser.add_argument("--logDir", help="log directory (overrides LOG_DIR)", type=str, default="")
+    parser.add_argument("--dataDir", help="data directory (overrides DATA_DIR)", type=str, default="")
+    parser.add_argument(
+        "--prevModelDir", help="previous model directory (accepted, unused)", type=str, default=""
+    )
+    return parser
+
