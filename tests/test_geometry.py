@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import golden_json
 
+from conftest import golden_json
 from hrpose import geometry
 
 
@@ -19,8 +19,9 @@ def test_transform_preds_matches_official():
     for c in golden_json("transforms.json")["transform_preds"]:
         got = geometry.transform_preds(np.array(c["coords"]), c["center"], c["scale"], c["heatmap_size_wh"])
         np.testing.assert_allclose(got, np.array(c["result"])[..., :2], atol=1e-4)
-        batch = geometry.transform_preds_batch(np.array(c["coords"])[None], [c["center"]], [c["scale"]],
-                                               c["heatmap_size_wh"])
+        batch = geometry.transform_preds_batch(
+            np.array(c["coords"])[None], [c["center"]], [c["scale"]], c["heatmap_size_wh"]
+        )
         np.testing.assert_allclose(batch[0], got, atol=1e-4)
 
 

@@ -31,7 +31,9 @@ def box_to_center_scale(
     return center, scale
 
 
-def center_scale_to_box(center, scale, padding: float = BOX_PADDING, pixel_std: float = PIXEL_STD) -> np.ndarray:
+def center_scale_to_box(
+    center, scale, padding: float = BOX_PADDING, pixel_std: float = PIXEL_STD
+) -> np.ndarray:
     """Inverse of `box_to_center_scale` for the aspect-corrected box: -> (x, y, w, h)."""
     w, h = (np.asarray(scale, dtype=np.float64) * pixel_std / padding).tolist()
     cx, cy = np.asarray(center, dtype=np.float64).tolist()
@@ -48,7 +50,9 @@ def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return b + np.array([-d[1], d[0]], dtype=np.float32)
 
 
-def get_affine_transform(center, scale, rot: float, output_size, shift=(0.0, 0.0), inv: bool = False) -> np.ndarray:
+def get_affine_transform(
+    center, scale, rot: float, output_size, shift=(0.0, 0.0), inv: bool = False
+) -> np.ndarray:
     """2x3 matrix mapping the (rotated) box of `center`/`scale` onto an `output_size` (w, h) image.
 
     Only scale[0] (the box width) fixes the zoom; the height follows from `output_size`, which is why
@@ -109,7 +113,9 @@ def transform_preds_batch(coords_hm, centers, scales, output_size) -> np.ndarray
     return out
 
 
-def warp_crop(image: np.ndarray, center, scale, rot: float, output_size, flags: int = cv2.INTER_LINEAR) -> np.ndarray:
+def warp_crop(
+    image: np.ndarray, center, scale, rot: float, output_size, flags: int = cv2.INTER_LINEAR
+) -> np.ndarray:
     """Crop (and rotate) the box of `center`/`scale` out of `image` into an `output_size` (w, h) array."""
     trans = get_affine_transform(center, scale, rot, output_size)
     return cv2.warpAffine(image, trans, (int(output_size[0]), int(output_size[1])), flags=flags)

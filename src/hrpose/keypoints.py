@@ -23,7 +23,25 @@ COCO_SKELETON = (
 # Per-joint OKS sigmas published with the COCO keypoint benchmark (cocodataset.org/#keypoints-eval).
 COCO_SIGMAS = tuple(
     s / 10.0
-    for s in (0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89)
+    for s in (
+        0.26,
+        0.25,
+        0.25,
+        0.35,
+        0.35,
+        0.79,
+        0.79,
+        0.72,
+        0.72,
+        0.62,
+        0.62,
+        1.07,
+        1.07,
+        0.87,
+        0.87,
+        0.89,
+        0.89,
+    )
 )
 COCO_UPPER_BODY = tuple(range(11))
 # Loss weights used when LOSS.USE_DIFFERENT_JOINTS_WEIGHT is on: elbows/knees 1.2, wrists/ankles 1.5.
@@ -102,7 +120,7 @@ def flip_pairs_from_names(names: tuple[str, ...] | list[str]) -> tuple[tuple[int
         for side, prefixes in (("L", ("left_", "l_")), ("R", ("right_", "r_"))):
             for p in prefixes:
                 if n.startswith(p):
-                    return side, n[len(p):]
+                    return side, n[len(p) :]
             for s in ("_left", "_l") if side == "L" else ("_right", "_r"):
                 if n.endswith(s):
                     return side, n[: -len(s)]
