@@ -1,0 +1,48 @@
+"""Reading images from disk the way the official loader does (cv2, BGR, EXIF orientation ignored)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# The official loader reads with IMREAD_IGNORE_ORIENTATION: annotations refer to the stored pixel grid,
+# not to the EXIF-rotated view, so rotating here would misplace every keypoint.
+READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+class ImageReadError(OSError):
+    """An image file is missing, empty, truncated or not an image."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path}: {reason}")
+
+
+def read_image(path: str | os.PathLike[str], color_rgb: bool = False) -> np.ndarray:
+    """Image file -> uint8 (H, W, 3), BGR like cv2 unless `color_rgb` (DATASET.COLOR_RGB).
+
+    Raises `ImageReadError` naming the file for missing, zero-byte, undecodable or truncated files.
+    The file is read into memory first so that a truncated JPEG (which cv2 decodes partially, with only a
+    warning on stderr) is caught: its last start-of-scan marker is never followed by an end-of-image marker.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(p, "file not found") from None
+    except OSError as e:
+        raise ImageReadError(p, f"{type(e).__name__}: {e}") from None
+    if not data:
+        raise ImageReadError(p, "zero-byte file")
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        raise ImageReadError(p, "truncated JPEG (no end-of-image marker)")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), READ_FLAGS)
+    if image is None or image.size == 0:
+        raise ImageReadError(p, "not a decodable image")
+    if color_rgb:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
