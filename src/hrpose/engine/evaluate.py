@@ -1,0 +1,459 @@
+"""Inference over a dataset with flip test, decoding, dataset evaluation; ``hrpose test``.
+
+:func:`run_inference` turns a loader into image-space predictions ``preds (N, K, 3)`` and the official
+``boxes (N, 6)`` (center, scale, area = prod(scale * 200), score); :func:`validate` adds the dataset's
+evaluation (COCO AP / MPII PCKh) and is shared by training and :func:`test`.
+
+Under DDP each rank runs inference on its own strided shard of the dataset
+(:func:`shard_indices`), the shards are gathered on rank 0, which evaluates and writes the results,
+and the metrics are broadcast back to every rank.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .distributed import (
+    DistInfo,
+    all_gather_objects,
+    broadcast_object,
+    cleanup_distributed,
+    is_dist,
+    setup_distributed,
+)
+from .logging import AverageMeter, TensorBoardWriter, close_logger, get_logger, name_value_table, setup_logger
+
+__all__ = [
+    "InferenceOutput",
+    "build_codec",
+    "flip_pairs_of",
+    "predict_heatmaps",
+    "run_inference",
+    "shard_indices",
+    "validate",
+    "make_eval_loader",
+    "test",
+]
+
+PIXEL_STD = 200.0  # the official scale unit: scale * 200 = box size in pixels
+
+
+def build_codec(cfg: Any) -> Any:
+    """The heatmap codec of an experiment (``MODEL.IMAGE_SIZE``/``HEATMAP_SIZE``/``SIGMA``, ``HRPOSE.DECODER``)."""
+    from hrpose import codec as codec_mod
+
+    builder = getattr(codec_mod, "build_codec", None)
+    if builder is not None:
+        return builder(cfg)
+    return codec_mod.HeatmapCodec(
+        tuple(cfg.MODEL.IMAGE_SIZE),
+        tuple(cfg.MODEL.HEATMAP_SIZE),
+        float(cfg.MODEL.SIGMA),
+        method=str(cfg.HRPOSE.DECODER),
+    )
+
+
+def flip_pairs_of(dataset: Any) -> tuple[tuple[int, int], ...]:
+    """Flip pairs from ``dataset.meta`` (or an official-style ``dataset.flip_pairs``)."""
+    meta = getattr(dataset, "meta", None)
+    if meta is not None and hasattr(meta, "flip_pairs"):
+        return tuple((int(a), int(b)) for a, b in meta.flip_pairs)
+    pairs = getattr(dataset, "flip_pairs", None)
+    if pairs is None:
+        raise AttributeError(f"{type(dataset).__name__} has neither .meta.flip_pairs nor .flip_pairs")
+    return tuple((int(a), int(b)) for a, b in pairs)
+
+
+def _last(outputs: Any) -> torch.Tensor:
+    # Models with several outputs: the last is the final prediction (official validate).
+    return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def predict_heatmaps(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    flip_test: bool = False,
+    shift_heatmap: bool = True,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Heatmaps ``(B, K, h, w)`` float32 for ``inputs (B, 3, H, W)``, averaged with the flipped pass.
+
+    The flipped pass runs on ``inputs.flip(3)``; ``codec.merge_flip`` mirrors it back, swaps left/right
+    channels and (``shift_heatmap``) moves it one pixel right, as the official flip test does.
+    """
+    autocast = (
+        torch.autocast(device_type=inputs.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    )
+    with autocast:
+        out = _last(model(inputs))
+        flipped = _last(model(inputs.flip(3))) if flip_test else None
+    out = out.float()
+    if flipped is None:
+        return out
+    from hrpose.codec import merge_flip
+
+    return merge_flip(out, flipped.float(), flip_pairs, shift=shift_heatmap)
+
+
+@dataclass
+class InferenceOutput:
+    """Predictions of one pass over a loader, in loader order.
+
+    ``preds (N, K, 3)``: image x, y and the heatmap maximum; ``boxes (N, 6)``: center x/y, scale w/h,
+    area ``prod(scale * 200)``, detection score; ``indices (N,)``: dataset indices; ``image_paths``.
+    """
+
+    preds: np.ndarray
+    boxes: np.ndarray
+    indices: np.ndarray
+    image_paths: list[str] = field(default_factory=list)
+    loss: float = float("nan")
+    acc: float = float("nan")
+    seconds: float = 0.0
+
+
+def _np(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def run_inference(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str,
+    codec: Any,
+    *,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    flip_test: bool = False,
+    shift_heatmap: bool = True,
+    post_process: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    criterion: Callable | None = None,
+    max_iters: int = 0,
+    progress: bool = False,
+    print_freq: int = 0,
+) -> InferenceOutput:
+    """Model + flip test + ``codec.decode`` over ``loader`` under ``torch.inference_mode``.
+
+    ``loader`` yields ``(input, target, target_weight, meta)`` with ``meta['center'|'scale'|'score'|
+    'image'|'index']``; ``input`` moves to ``device`` once. With ``criterion`` the (flip-merged)
+    heatmaps are also scored against ``target`` (loss and ``codec.accuracy``), as the official does.
+    """
+    device = torch.device(device)
+    logger = get_logger()
+    was_training = model.training
+    model.eval()
+    preds_l: list[np.ndarray] = []
+    boxes_l: list[np.ndarray] = []
+    idx_l: list[np.ndarray] = []
+    paths: list[str] = []
+    losses, accs = AverageMeter(), AverageMeter()
+    n_total = len(loader) if hasattr(loader, "__len__") else 0  # type: ignore[arg-type]
+    if max_iters > 0:
+        n_total = min(n_total, max_iters) if n_total else max_iters
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_total or None, desc="test", leave=False, dynamic_ncols=True)
+    start = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for i, (inputs, target, target_weight, meta) in enumerate(loader):
+                if max_iters > 0 and i >= max_iters:
+                    break
+                inputs = inputs.to(device, non_blocking=device.type == "cuda")
+                if channels_last:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                heatmaps = predict_heatmaps(
+                    model,
+                    inputs,
+                    flip_pairs=flip_pairs,
+                    flip_test=flip_test,
+                    shift_heatmap=shift_heatmap,
+                    amp_dtype=amp_dtype,
+                )
+                if criterion is not None and isinstance(target, torch.Tensor) and target.numel():
+                    t = target.to(device)
+                    loss = criterion(heatmaps, t, target_weight.to(device))
+                    losses.update(float(loss.item()), inputs.shape[0])
+                    from hrpose.codec import accuracy
+
+                    _, avg_acc, cnt, _ = accuracy(heatmaps.cpu().numpy(), t.float().cpu().numpy())
+                    accs.update(float(avg_acc), int(cnt))
+                centers = _np(meta["center"]).astype(np.float64).reshape(-1, 2)
+                scales = _np(meta["scale"]).astype(np.float64).reshape(-1, 2)
+                scores = _np(meta["score"]).astype(np.float64).reshape(-1)
+                coords, maxvals = codec.decode(heatmaps.cpu().numpy(), centers, scales, post_process=post_process)
+                b = inputs.shape[0]
+                pred = np.zeros((b, coords.shape[1], 3), np.float32)
+                pred[:, :, :2] = coords[:, :, :2]
+                pred[:, :, 2:3] = np.asarray(maxvals).reshape(b, -1, 1)
+                box = np.zeros((b, 6), np.float64)
+                box[:, 0:2] = centers
+                box[:, 2:4] = scales
+                box[:, 4] = np.prod(scales * PIXEL_STD, axis=1)
+                box[:, 5] = scores
+                preds_l.append(pred)
+                boxes_l.append(box)
+                idx_l.append(
+                    _np(meta["index"]).astype(np.int64).reshape(-1) if "index" in meta else np.full(b, -1, np.int64)
+                )
+                paths.extend(str(p) for p in meta["image"])
+                if bar is not None:
+                    bar.update(1)
+                if print_freq > 0 and i % print_freq == 0:
+                    logger.info(
+                        f"Test: [{i}/{n_total}]\tLoss {losses.val:.4f} ({losses.avg:.4f})\t"
+                        f"Accuracy {accs.val:.3f} ({accs.avg:.3f})"
+                    )
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    k = preds_l[0].shape[1] if preds_l else 0
+    return InferenceOutput(
+        preds=np.concatenate(preds_l) if preds_l else np.zeros((0, k, 3), np.float32),
+        boxes=np.concatenate(boxes_l) if boxes_l else np.zeros((0, 6), np.float64),
+        indices=np.concatenate(idx_l) if idx_l else np.zeros(0, np.int64),
+        image_paths=paths,
+        loss=losses.avg if losses.count else float("nan"),
+        acc=accs.avg if accs.count else float("nan"),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _merge_shards(parts: Sequence[InferenceOutput]) -> InferenceOutput:
+    """Shards from every rank back in dataset order (by ``indices``)."""
+    preds = np.concatenate([p.preds for p in parts])
+    boxes = np.concatenate([p.boxes for p in parts])
+    indices = np.concatenate([p.indices for p in parts])
+    paths = [s for p in parts for s in p.image_paths]
+    order = np.argsort(indices, kind="stable")
+    n = sum(len(p.indices) for p in parts)
+    loss = sum(p.loss * len(p.indices) for p in parts if np.isfinite(p.loss)) / max(n, 1)
+    acc = sum(p.acc * len(p.indices) for p in parts if np.isfinite(p.acc)) / max(n, 1)
+    return InferenceOutput(
+        preds[order],
+        boxes[order],
+        indices[order],
+        [paths[i] for i in order],
+        float(loss),
+        float(acc),
+        max(p.seconds for p in parts),
+    )
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """This rank's strided share of ``range(n)``; shards are disjoint and cover everything (no padding)."""
+    return list(range(rank, n, world_size))
+
+
+def make_eval_loader(
+    dataset: Any, batch_size: int, workers: int, info: DistInfo | None = None, pin_memory: bool = False
+) -> Any:
+    """A sequential loader over ``dataset`` (this rank's shard under DDP)."""
+    from torch.utils.data import DataLoader, Subset
+
+    ds = dataset
+    if info is not None and info.is_distributed:
+        ds = Subset(dataset, shard_indices(len(dataset), info.rank, info.world_size))
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory)
+
+
+def _evaluate_dataset(dataset: Any, result: InferenceOutput, output_dir: Path) -> tuple[Any, float | None]:
+    """``dataset.evaluate(preds, output_dir, boxes, image_paths)``; returns ``(name_values, perf or None)``."""
+    out = dataset.evaluate(result.preds, str(output_dir), result.boxes, result.image_paths)
+    if isinstance(out, tuple) and len(out) == 2 and not isinstance(out[0], str):
+        return out[0], float(out[1])
+    return out, None
+
+
+def _sync_buffers(model: nn.Module) -> None:
+    # DDP broadcasts buffers at each forward, so after training ranks may differ by the last step's
+    # BN statistics; evaluate every shard with rank 0's.
+    if is_dist():
+        import torch.distributed as dist
+
+        for buf in model.buffers():
+            dist.broadcast(buf.data, src=0)
+
+
+def validate(
+    model: nn.Module,
+    loader: Iterable,
+    dataset: Any,
+    device: torch.device | str,
+    *,
+    codec: Any,
+    output_dir: str | os.PathLike[str],
+    flip_test: bool = False,
+    shift_heatmap: bool = True,
+    post_process: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    criterion: Callable | None = None,
+    arch: str = "",
+    progress: bool = False,
+    print_freq: int = 0,
+    writer: TensorBoardWriter | None = None,
+    step: int = 0,
+    max_iters: int = 0,
+) -> tuple[Any, float | None]:
+    """Predict over ``loader`` and evaluate on ``dataset``; returns ``(name_values, perf_indicator)`` on
+    every rank (``perf_indicator`` is ``None`` when the dataset does not name one).
+
+    ``loader`` covers ``dataset`` (or, under DDP, this rank's shard of it, see :func:`make_eval_loader`).
+    The markdown results table is logged.
+    """
+    logger = get_logger()
+    _sync_buffers(model)
+    result = run_inference(
+        model,
+        loader,
+        device,
+        codec,
+        flip_pairs=flip_pairs_of(dataset),
+        flip_test=flip_test,
+        shift_heatmap=shift_heatmap,
+        post_process=post_process,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        criterion=criterion,
+        max_iters=max_iters,
+        progress=progress,
+        print_freq=print_freq,
+    )
+    parts = all_gather_objects(result)
+    rank0 = not is_dist() or _rank() == 0
+    answer: tuple[Any, float | None] = (None, None)
+    if rank0:
+        merged = _merge_shards(parts) if len(parts) > 1 else result
+        logger.info(
+            f"=> inference on {len(merged.preds)} samples in {merged.seconds:.1f}s"
+            + (f", loss {merged.loss:.6f}, acc {merged.acc:.3f}" if np.isfinite(merged.loss) else "")
+        )
+        name_values, perf = _evaluate_dataset(dataset, merged, Path(output_dir))
+        tables = name_values if isinstance(name_values, (list, tuple)) else [name_values]
+        for table in tables:
+            logger.info("\n" + name_value_table(table, arch))
+        if writer is not None:
+            if np.isfinite(merged.loss):
+                writer.scalar("valid_loss", merged.loss, step)
+                writer.scalar("valid_acc", merged.acc, step)
+            for table in tables:
+                writer.scalars("valid", dict(table), step)
+        answer = (name_values, perf)
+    return broadcast_object(answer)
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank()
+
+
+# ----------------------------------------------------------------------------------------------------
+# hrpose test
+
+
+def _load_test_weights(model: nn.Module, cfg: Any, final_output_dir: Path) -> Path:
+    from hrpose.models.weights import load_weights
+
+    path = Path(cfg.TEST.MODEL_FILE) if cfg.TEST.MODEL_FILE else final_output_dir / "final_state.pth"
+    if not path.is_file():
+        hint = "" if cfg.TEST.MODEL_FILE else " (no TEST.MODEL_FILE given, so the trained final_state.pth is used)"
+        raise FileNotFoundError(f"model weights not found: {path}{hint}")
+    get_logger().info(f"=> loading model from {path}")
+    load_weights(model, path, strict=True)
+    return path
+
+
+def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Official ``tools/test.py``: load ``TEST.MODEL_FILE`` (else ``final_state.pth`` in the output
+    directory), predict over ``DATASET.TEST_SET`` with the ``TEST.*`` flip/post-process switches and
+    evaluate. Returns ``{'name_values', 'perf', 'output_dir', 'model_file', 'log_file'}``.
+    """
+    from hrpose.config import experiment_name, output_dirs
+    from hrpose.data import build_dataset
+    from hrpose.models import build_model
+
+    from .train import amp_settings
+
+    info = setup_distributed(device)
+    try:
+        if info.is_main:
+            final_output_dir, _ = output_dirs(cfg, cfg_file)
+        else:
+            final_output_dir, _ = output_dirs(cfg, cfg_file, create=False)
+        final_output_dir = Path(broadcast_object(Path(final_output_dir)))
+        logger, log_file = setup_logger(final_output_dir, experiment_name(cfg_file), "test", rank=info.rank)
+        logger.info(str(cfg))
+        if str(cfg.HRPOSE.BACKEND) != "torch":
+            logger.warning(f"HRPOSE.BACKEND {cfg.HRPOSE.BACKEND!r}: hrpose test runs the torch model")
+        torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
+        torch.backends.cudnn.deterministic = bool(cfg.CUDNN.DETERMINISTIC)
+        torch.backends.cudnn.enabled = bool(cfg.CUDNN.ENABLED)
+
+        model = build_model(cfg, is_train=False)
+        model_file = _load_test_weights(model, cfg, final_output_dir)
+        model.to(info.device)
+        if bool(cfg.HRPOSE.CHANNELS_LAST):
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        amp_dtype, _ = amp_settings(str(cfg.HRPOSE.AMP), info.device)
+
+        dataset = build_dataset(cfg, "test", False)
+        loader = make_eval_loader(
+            dataset,
+            int(cfg.TEST.BATCH_SIZE_PER_GPU),
+            int(cfg.WORKERS),
+            info,
+            pin_memory=bool(cfg.PIN_MEMORY) and info.device.type == "cuda",
+        )
+        codec = build_codec(cfg)
+        name_values, perf = validate(
+            model,
+            loader,
+            dataset,
+            info.device,
+            codec=codec,
+            output_dir=final_output_dir,
+            flip_test=bool(cfg.TEST.FLIP_TEST),
+            shift_heatmap=_shift(cfg),
+            post_process=bool(cfg.TEST.POST_PROCESS),
+            amp_dtype=amp_dtype,
+            channels_last=bool(cfg.HRPOSE.CHANNELS_LAST),
+            arch=str(cfg.MODEL.NAME),
+            progress=info.is_main,
+            print_freq=int(cfg.PRINT_FREQ),
+            max_iters=0,
+        )
+        return {
+            "name_values": name_values,
+            "perf": perf,
+            "output_dir": final_output_dir,
+            "model_file": model_file,
+            "log_file": log_file,
+        }
+    finally:
+        close_logger()
+        cleanup_distributed(info)
+
+
+def _shift(cfg: Any) -> bool:
+    """``TEST.SHIFT_HEATMAP``, except that UDP's unbiased flip needs no shift."""
+    return bool(cfg.TEST.SHIFT_HEATMAP) and str(cfg.HRPOSE.DECODER) != "udp"

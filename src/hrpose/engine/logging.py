@@ -1,0 +1,185 @@
+"""Log file + console logger, running averages, the markdown results table, optional TensorBoard.
+
+The log file follows the official name ``<cfg name>_<%Y-%m-%d-%H-%M>_<phase>.log`` in the output
+directory; only rank 0 writes it. TensorBoard is optional: :class:`TensorBoardWriter` is a no-op when
+tensorboard is not importable or when it is disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LOGGER_NAME",
+    "setup_logger",
+    "get_logger",
+    "AverageMeter",
+    "name_value_table",
+    "TensorBoardWriter",
+    "draw_skeleton_batch",
+]
+
+LOGGER_NAME = "hrpose"
+_FORMAT = "%(asctime)-15s %(message)s"
+
+
+def get_logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
+
+
+def setup_logger(
+    output_dir: str | Path | None,
+    cfg_name: str,
+    phase: str,
+    *,
+    rank: int = 0,
+    time_str: str | None = None,
+) -> tuple[logging.Logger, Path | None]:
+    """The ``hrpose`` logger with a console handler and (rank 0, ``output_dir`` given) a log file.
+
+    Calling it again replaces the handlers it added before (repeated ``train`` calls in one process).
+    Ranks other than 0 only log warnings and errors. Returns ``(logger, log_file or None)``.
+    """
+    logger = get_logger()
+    for h in list(logger.handlers):
+        if getattr(h, "_hrpose", False):
+            logger.removeHandler(h)
+            h.close()
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logger.propagate = False
+    fmt = logging.Formatter(_FORMAT)
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    console._hrpose = True  # type: ignore[attr-defined]
+    logger.addHandler(console)
+    log_file = None
+    if rank == 0 and output_dir is not None:
+        time_str = time_str or time.strftime("%Y-%m-%d-%H-%M")
+        log_file = Path(output_dir) / f"{cfg_name}_{time_str}_{phase}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file, encoding="utf-8")
+        fh.setFormatter(fmt)
+        fh._hrpose = True  # type: ignore[attr-defined]
+        logger.addHandler(fh)
+    return logger, log_file
+
+
+def close_logger() -> None:
+    """Remove and close the handlers added by :func:`setup_logger` (flushes the log file)."""
+    logger = get_logger()
+    for h in list(logger.handlers):
+        if getattr(h, "_hrpose", False):
+            logger.removeHandler(h)
+            h.close()
+
+
+class AverageMeter:
+    """Last value and running (weighted) average."""
+
+    def __init__(self) -> None:
+        self.val = 0.0
+        self.sum = 0.0
+        self.count = 0.0
+        self.avg = 0.0
+
+    def update(self, val: float, n: float = 1) -> None:
+        self.val = float(val)
+        self.sum += float(val) * n
+        self.count += n
+        self.avg = self.sum / self.count if self.count else 0.0
+
+
+def name_value_table(name_values: Mapping[str, float], arch: str) -> str:
+    """The official markdown results table (``| Arch | AP | Ap .5 | ... |``), three lines."""
+    names = list(name_values.keys())
+    if len(arch) > 15:
+        arch = arch[:8] + "..."
+    head = "| Arch " + " ".join(f"| {n}" for n in names) + " |"
+    rule = "|---" * (len(names) + 1) + "|"
+    row = f"| {arch} " + " ".join(f"| {float(v):.3f}" for v in name_values.values()) + " |"
+    return "\n".join((head, rule, row))
+
+
+# ----------------------------------------------------------------------------------------------------
+# TensorBoard
+
+
+_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def draw_skeleton_batch(
+    images: torch.Tensor,
+    joints_input: np.ndarray,
+    visible: np.ndarray | None = None,
+    skeleton: Sequence[tuple[int, int]] = (),
+    *,
+    max_images: int = 4,
+) -> np.ndarray:
+    """Normalised input crops with joints and limbs drawn, as uint8 ``(B, H, W, 3)`` RGB.
+
+    ``images``: ``(B, 3, H, W)`` normalised with the ImageNet mean/std; ``joints_input``: ``(B, K, 2)`` in
+    input-crop pixels; ``visible``: ``(B, K)`` bool (all drawn when ``None``).
+    """
+    import cv2
+
+    imgs = images[:max_images].detach().float().cpu().numpy().transpose(0, 2, 3, 1)
+    imgs = np.clip((imgs * _STD + _MEAN) * 255.0, 0, 255).astype(np.uint8)
+    out = []
+    for b, img in enumerate(imgs):
+        canvas = np.ascontiguousarray(img)
+        pts = joints_input[b]
+        vis = np.ones(len(pts), bool) if visible is None else np.asarray(visible[b], bool)
+        for a, c in skeleton:
+            if vis[a] and vis[c]:
+                p, q = pts[a], pts[c]
+                cv2.line(canvas, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), (0, 200, 255), 1, cv2.LINE_AA)
+        for k, p in enumerate(pts):
+            if vis[k]:
+                cv2.circle(canvas, (int(p[0]), int(p[1])), 2, (255, 40, 40), -1, cv2.LINE_AA)
+        out.append(canvas)
+    return np.stack(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+class TensorBoardWriter:
+    """``SummaryWriter`` when enabled and importable, else every method does nothing."""
+
+    def __init__(self, log_dir: str | Path | None, enabled: bool = True) -> None:
+        self._writer: Any = None
+        if not enabled or log_dir is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception as e:  # tensorboard missing or broken: training goes on without it
+            get_logger().info(f"=> TensorBoard disabled ({type(e).__name__}: {e})")
+            return
+        self._writer = SummaryWriter(log_dir=str(log_dir))
+
+    @property
+    def active(self) -> bool:
+        return self._writer is not None
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag, float(value), step)
+
+    def scalars(self, tag: str, values: Mapping[str, float], step: int) -> None:
+        if self._writer is not None:
+            self._writer.add_scalars(tag, {k: float(v) for k, v in values.items()}, step)
+
+    def images(self, tag: str, images_nhwc: np.ndarray, step: int) -> None:
+        if self._writer is not None and len(images_nhwc):
+            self._writer.add_images(tag, images_nhwc, step, dataformats="NHWC")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

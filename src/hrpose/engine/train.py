@@ -1,0 +1,536 @@
+"""The training loop: :func:`train_one_epoch` (a plain function) and :func:`train` (the official
+``tools/train.py`` schedule, with DDP, AMP, atomic checkpoints and exact resume).
+
+Output layout (official): ``OUTPUT_DIR/<dataset>/<MODEL.NAME>/<cfg name>/`` holds the log file,
+``checkpoint.pth`` (written every epoch), ``model_best.pth`` and ``final_state.pth`` (bare state
+dicts, loadable by the official code), and ``results/`` from validation. TensorBoard events go to
+``LOG_DIR/<dataset>/<MODEL.NAME>/<cfg name>_<time>``.
+
+Learning rate: epoch ``e`` (0-based) trains with ``LR * LR_FACTOR ** (number of LR_STEP <= e)``, the
+official schedule as written for the PyTorch of its time (the scheduler steps after each epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint_atomic, to_safe
+from .distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    setup_distributed,
+    unwrap_model,
+    wrap_ddp,
+)
+from .logging import AverageMeter, TensorBoardWriter, close_logger, draw_skeleton_batch, get_logger, setup_logger
+
+__all__ = [
+    "NonFiniteLossError",
+    "build_optimizer",
+    "build_scheduler",
+    "amp_settings",
+    "seed_everything",
+    "train_one_epoch",
+    "train",
+]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    *,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    nesterov: bool = False,
+) -> torch.optim.Optimizer:
+    """Official ``get_optimizer``: ``'sgd'`` (momentum, WD, Nesterov) or ``'adam'`` (no weight decay)."""
+    key = name.lower()
+    if key == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
+    if key == "adam":
+        # The official code passes only the learning rate to Adam (TRAIN.WD is ignored); kept.
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    raise ValueError(f"TRAIN.OPTIMIZER: expected 'adam' or 'sgd', got {name!r}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, milestones: Sequence[int], gamma: float
+) -> torch.optim.lr_scheduler.MultiStepLR:
+    """MultiStepLR stepped once per epoch, after the epoch."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma)
+
+
+def amp_settings(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, use GradScaler)`` for ``HRPOSE.AMP`` on ``device``."""
+    key = (amp or "").lower()
+    if key in ("", "none", "false", "off"):
+        return None, False
+    if key == "bf16":
+        return torch.bfloat16, False
+    if key == "fp16":
+        return torch.float16, device.type == "cuda"
+    raise ValueError(f"HRPOSE.AMP: expected '', 'bf16' or 'fp16', got {amp!r}")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally switch torch to deterministic algorithms."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def _to_device(x: Any, device: torch.device, non_blocking: bool) -> Any:
+    return x.to(device, non_blocking=non_blocking) if isinstance(x, torch.Tensor) else x
+
+
+def _loss_of(criterion: Callable, outputs: Any, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Official multi-output rule: the sum of the loss of every output; losses are computed in float32."""
+    if isinstance(outputs, (list, tuple)):
+        loss = criterion(outputs[0].float(), target, weight)
+        for out in outputs[1:]:
+            loss = loss + criterion(out.float(), target, weight)
+        return loss
+    return criterion(outputs.float(), target, weight)
+
+
+def _last(outputs: Any) -> torch.Tensor:
+    return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _accuracy(output: torch.Tensor, target: torch.Tensor) -> tuple[float, int, np.ndarray]:
+    from hrpose.codec import accuracy
+
+    _, avg_acc, cnt, pred = accuracy(output.detach().float().cpu().numpy(), target.detach().float().cpu().numpy())
+    return float(avg_acc), int(cnt), np.asarray(pred)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str,
+    *,
+    epoch: int,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    max_iters: int = 0,
+    print_freq: int = 20,
+    compute_accuracy: bool = True,
+    progress: bool = True,
+    writer: TensorBoardWriter | None = None,
+    global_step: int = 0,
+    skeleton: Sequence[tuple[int, int]] = (),
+    image_every: int = 0,
+) -> dict[str, float]:
+    """One pass over ``loader``: forward, loss, backward, step. Returns the epoch's metrics.
+
+    ``loader`` yields ``(input (B,3,H,W), target (B,K,h,w), target_weight (B,K,1), meta)``; each is
+    moved to ``device`` once. ``criterion(output, target, target_weight)`` must be mean-reduced (so DDP's
+    gradient averaging equals training on the combined batch). With ``amp_dtype`` the forward runs
+    under autocast; ``scaler`` (fp16 on CUDA) scales the loss. ``max_iters > 0`` caps the iterations.
+    A NaN/inf loss (on any rank) raises :class:`NonFiniteLossError` before the optimizer step.
+
+    Returns ``{'loss', 'acc', 'samples', 'iters', 'seconds', 'samples_per_s', 'global_step'}`` where
+    ``loss``/``acc`` are this process's sample-weighted averages.
+    """
+    device = torch.device(device)
+    logger = get_logger()
+    model.train()
+    losses, acc = AverageMeter(), AverageMeter()
+    n_total = len(loader) if hasattr(loader, "__len__") else 0  # type: ignore[arg-type]
+    if max_iters > 0:
+        n_total = min(n_total, max_iters) if n_total else max_iters
+    non_blocking = device.type == "cuda"
+    autocast = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_total or None, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+    samples = 0
+    iters = 0
+    start = time.perf_counter()
+    step_start = start
+    try:
+        for i, (inputs, target, target_weight, _meta) in enumerate(loader):
+            if max_iters > 0 and i >= max_iters:
+                break
+            inputs = _to_device(inputs, device, non_blocking)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            target = _to_device(target, device, non_blocking)
+            target_weight = _to_device(target_weight, device, non_blocking)
+            with autocast:
+                outputs = model(inputs)
+            loss = _loss_of(criterion, outputs, target, target_weight)
+            # Every rank checks the same (averaged) value, so all of them stop together.
+            loss_value = float(all_reduce_mean(loss).item())
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"non-finite training loss ({loss_value}) at epoch {epoch}, step {i}: "
+                    "lower TRAIN.LR, check the data, or turn off HRPOSE.AMP"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+
+            batch = int(inputs.shape[0])
+            samples += batch
+            iters += 1
+            losses.update(loss_value, batch)
+            output = _last(outputs)
+            pred = None
+            if compute_accuracy:
+                avg_acc, cnt, pred = _accuracy(output, target)
+                acc.update(avg_acc, cnt)
+            now = time.perf_counter()
+            speed = batch / max(now - step_start, 1e-9)
+            step_start = now
+            if bar is not None:
+                bar.set_postfix(loss=f"{losses.val:.5f}", acc=f"{acc.val:.3f}", sps=f"{speed:.1f}")
+                bar.update(1)
+            step = global_step + iters
+            if print_freq > 0 and i % print_freq == 0:
+                logger.info(
+                    f"Epoch: [{epoch}][{i}/{n_total}]\tSpeed {speed:.1f} samples/s\t"
+                    f"Loss {losses.val:.5f} ({losses.avg:.5f})\tAccuracy {acc.val:.3f} ({acc.avg:.3f})"
+                )
+                if writer is not None:
+                    writer.scalar("train_loss", losses.val, step)
+                    writer.scalar("train_acc", acc.val, step)
+            if writer is not None and writer.active and image_every > 0 and i % image_every == 0 and pred is not None:
+                stride = inputs.shape[-1] / output.shape[-1]  # heatmap -> input pixels
+                vis = target_weight[..., 0].detach().cpu().numpy() > 0
+                writer.images("train_pred", draw_skeleton_batch(inputs, pred * stride, vis, skeleton), step)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    return {
+        "loss": losses.avg,
+        "acc": acc.avg,
+        "samples": float(samples),
+        "iters": float(iters),
+        "seconds": seconds,
+        "samples_per_s": samples / seconds if seconds > 0 else 0.0,
+        "global_step": float(global_step + iters),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# the full schedule
+
+
+def _perf_indicator(name_values: Any, perf: float | None, dataset_name: str) -> float:
+    """AP for COCO/custom, PCKh ``Mean`` for MPII; the dataset's own indicator when it gives one."""
+    if perf is not None:
+        return float(perf)
+    table = name_values[0] if isinstance(name_values, (list, tuple)) else name_values
+    key = "Mean" if dataset_name == "mpii" else "AP"
+    return float(table[key])
+
+
+def _make_loader(
+    dataset: Any,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    workers: int,
+    pin_memory: bool,
+    info: DistInfo,
+    drop_last: bool = False,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler: DistributedSampler | None = None
+    if info.is_distributed:
+        sampler = DistributedSampler(
+            dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory and info.device.type == "cuda",
+        drop_last=drop_last,
+        persistent_workers=False,
+    )
+    return loader, sampler
+
+
+def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Official ``tools/train.py``: train ``BEGIN_EPOCH..END_EPOCH``, validate every epoch, checkpoint.
+
+    Under ``torchrun`` this is DDP (one process per device, ``TRAIN.BATCH_SIZE_PER_GPU`` each);
+    validation is sharded across ranks and gathered on rank 0, which evaluates, logs and writes every
+    file. ``AUTO_RESUME`` continues from ``checkpoint.pth`` (model, optimizer, scheduler, scaler,
+    epoch, best perf, RNG state). Returns ``{'best_perf', 'last_perf', 'epochs', 'output_dir',
+    'final_state', 'history'}`` (``history``: one dict of train/val metrics per epoch run here).
+    """
+    from hrpose.config import config_to_dict, experiment_name, output_dirs
+    from hrpose.data import build_dataset
+    from hrpose.losses import build_loss
+    from hrpose.models import build_model
+
+    from .evaluate import build_codec, validate
+
+    info = setup_distributed(device)
+    try:
+        return _train(
+            cfg,
+            cfg_file,
+            info,
+            build_model=build_model,
+            build_loss=build_loss,
+            build_dataset=build_dataset,
+            build_codec=build_codec,
+            validate=validate,
+            output_dirs=output_dirs,
+            experiment_name=experiment_name,
+            config_to_dict=config_to_dict,
+        )
+    finally:
+        close_logger()
+        cleanup_distributed(info)
+
+
+def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any) -> dict[str, Any]:
+    from .evaluate import make_eval_loader
+
+    device = info.device
+    cfg_name = fn["experiment_name"](cfg_file)
+    if info.is_main:
+        final_output_dir, tb_log_dir = fn["output_dirs"](cfg, cfg_file)
+    else:
+        final_output_dir, tb_log_dir = fn["output_dirs"](cfg, cfg_file, create=False)
+    final_output_dir, tb_log_dir = broadcast_object((Path(final_output_dir), Path(tb_log_dir)))
+    logger, log_file = setup_logger(final_output_dir, cfg_name, "train", rank=info.rank)
+    logger.info(f"=> device {device}, world size {info.world_size}, output {final_output_dir}")
+    logger.info(str(cfg))
+
+    torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
+    torch.backends.cudnn.deterministic = bool(cfg.CUDNN.DETERMINISTIC)
+    torch.backends.cudnn.enabled = bool(cfg.CUDNN.ENABLED)
+    hp = cfg.HRPOSE
+    if int(hp.SEED) >= 0:
+        # Different augmentation per rank; DDP broadcasts rank 0's initial weights anyway.
+        seed_everything(int(hp.SEED) + info.rank, bool(hp.DETERMINISTIC))
+    elif bool(hp.DETERMINISTIC):
+        seed_everything(0 + info.rank, True)
+
+    model = fn["build_model"](cfg, is_train=True)
+    model.to(device)
+    if bool(hp.CHANNELS_LAST):
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    train_model = wrap_ddp(model, info, sync_bn=bool(hp.SYNC_BN))
+    model = unwrap_model(train_model)  # SyncBN conversion returns a new module
+    criterion = fn["build_loss"](cfg).to(device)
+
+    train_dataset = fn["build_dataset"](cfg, "train", True)
+    valid_dataset = fn["build_dataset"](cfg, "test", False)
+    seed = max(int(hp.SEED), 0)
+    train_loader, train_sampler = _make_loader(
+        train_dataset,
+        int(cfg.TRAIN.BATCH_SIZE_PER_GPU),
+        shuffle=bool(cfg.TRAIN.SHUFFLE),
+        workers=int(cfg.WORKERS),
+        pin_memory=bool(cfg.PIN_MEMORY),
+        info=info,
+        seed=seed,
+    )
+    valid_loader = make_eval_loader(
+        valid_dataset,
+        int(cfg.TEST.BATCH_SIZE_PER_GPU),
+        int(cfg.WORKERS),
+        info,
+        pin_memory=bool(cfg.PIN_MEMORY) and device.type == "cuda",
+    )
+    codec = fn["build_codec"](cfg)
+    shift_heatmap = bool(cfg.TEST.SHIFT_HEATMAP) and str(hp.DECODER) != "udp"
+
+    optimizer = build_optimizer(
+        train_model,
+        cfg.TRAIN.OPTIMIZER,
+        float(cfg.TRAIN.LR),
+        momentum=float(cfg.TRAIN.MOMENTUM),
+        weight_decay=float(cfg.TRAIN.WD),
+        nesterov=bool(cfg.TRAIN.NESTEROV),
+    )
+    scheduler = build_scheduler(optimizer, cfg.TRAIN.LR_STEP, float(cfg.TRAIN.LR_FACTOR))
+    amp_dtype, use_scaler = amp_settings(str(hp.AMP), device)
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    begin_epoch = int(cfg.TRAIN.BEGIN_EPOCH)
+    if begin_epoch > 0:
+        # Official BEGIN_EPOCH without a checkpoint: start the schedule at that epoch.
+        for _ in range(begin_epoch):
+            scheduler.step()
+    best_perf = 0.0
+    best_state: dict[str, torch.Tensor] | None = None
+    checkpoint_file = Path(final_output_dir) / "checkpoint.pth"
+    if bool(cfg.AUTO_RESUME) and checkpoint_file.is_file():
+        logger.info(f"=> loading checkpoint '{checkpoint_file}'")
+        ckpt = load_checkpoint(checkpoint_file, map_location=device)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if "scheduler" in ckpt:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        begin_epoch = int(ckpt["epoch"])
+        best_perf = float(ckpt.get("best_perf", ckpt.get("perf", 0.0)))
+        best_state = ckpt.get("best_state_dict")
+        rng = ckpt.get("rng")
+        if isinstance(rng, (list, tuple)) and info.rank < len(rng):
+            restore_rng_state(rng[info.rank])
+        elif isinstance(rng, Mapping):
+            restore_rng_state(rng)
+        logger.info(f"=> loaded checkpoint '{checkpoint_file}' (epoch {begin_epoch})")
+
+    writer = TensorBoardWriter(tb_log_dir, enabled=info.is_main and bool(hp.TENSORBOARD))
+    skeleton = tuple(getattr(getattr(train_dataset, "meta", None), "skeleton", ()) or ())
+    history: list[dict[str, Any]] = []
+    last_perf = float("nan")
+    global_step = 0
+    end_epoch = int(cfg.TRAIN.END_EPOCH)
+    try:
+        for epoch in range(begin_epoch, end_epoch):
+            if train_sampler is not None:
+                train_sampler.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            logger.info(f"=> epoch {epoch}, lr {lr:g}")
+            tm = train_one_epoch(
+                train_model,
+                train_loader,
+                criterion,
+                optimizer,
+                device,
+                epoch=epoch,
+                scaler=scaler,
+                amp_dtype=amp_dtype,
+                channels_last=bool(hp.CHANNELS_LAST),
+                max_iters=int(hp.MAX_ITERS_PER_EPOCH),
+                print_freq=int(cfg.PRINT_FREQ),
+                progress=info.is_main,
+                writer=writer,
+                global_step=global_step,
+                skeleton=skeleton,
+                image_every=max(int(cfg.PRINT_FREQ), 1) * 10,
+            )
+            global_step = int(tm["global_step"])
+            scheduler.step()
+            logger.info(
+                f"=> epoch {epoch} done: loss {tm['loss']:.6f}, acc {tm['acc']:.3f}, "
+                f"{tm['samples_per_s']:.1f} samples/s, {tm['seconds']:.1f}s"
+            )
+            name_values, perf = fn["validate"](
+                model,
+                valid_loader,
+                valid_dataset,
+                device,
+                codec=codec,
+                output_dir=final_output_dir,
+                flip_test=bool(cfg.TEST.FLIP_TEST),
+                shift_heatmap=shift_heatmap,
+                post_process=bool(cfg.TEST.POST_PROCESS),
+                amp_dtype=amp_dtype,
+                channels_last=bool(hp.CHANNELS_LAST),
+                criterion=criterion,
+                arch=str(cfg.MODEL.NAME),
+                progress=info.is_main,
+                writer=writer,
+                step=epoch,
+            )
+            perf = _perf_indicator(name_values, perf, str(cfg.DATASET.DATASET))
+            last_perf = perf
+            is_best = perf >= best_perf
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if is_best:
+                best_perf = perf
+                best_state = {k: v.cpu() for k, v in state.items()}
+            history.append({"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tm.items()}, "perf": perf})
+            writer.scalar("valid_perf", perf, epoch)
+            rng_all = _gather_rng()
+            if info.is_main:
+                ckpt_obj = to_safe(
+                    {
+                        "epoch": epoch + 1,
+                        "model": str(cfg.MODEL.NAME),
+                        "state_dict": state,
+                        "best_state_dict": best_state,
+                        "perf": perf,
+                        "best_perf": best_perf,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else None,
+                        "rng": rng_all,
+                        "config": fn["config_to_dict"](cfg),
+                    }
+                )
+                logger.info(f"=> saving checkpoint to {final_output_dir}")
+                save_checkpoint_atomic(ckpt_obj, checkpoint_file)
+                if is_best:
+                    save_checkpoint_atomic(best_state, Path(final_output_dir) / "model_best.pth")
+                logger.info(f"=> epoch {epoch}: perf {perf:.4f}, best {best_perf:.4f}")
+            barrier()
+        final_state = Path(final_output_dir) / "final_state.pth"
+        if info.is_main:
+            logger.info(f"=> saving final model state to {final_state}")
+            save_checkpoint_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, final_state)
+        barrier()
+    finally:
+        writer.close()
+    return {
+        "best_perf": best_perf,
+        "last_perf": last_perf,
+        "epochs": len(history),
+        "output_dir": Path(final_output_dir),
+        "final_state": final_state,
+        "log_file": log_file,
+        "history": history,
+    }
+
+
+def _gather_rng() -> list[dict[str, Any]]:
+    """Every rank's RNG state (rank order), so a resumed DDP run continues each rank's stream."""
+    from .distributed import all_gather_objects
+
+    return all_gather_objects(capture_rng_state())
