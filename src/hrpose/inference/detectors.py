@@ -1,0 +1,440 @@
+"""Person detectors for top-down pose estimation: pluggable, all returning boxes (N, 5) = x, y, w, h, score.
+
+A detector is any callable `detector(image_bgr (H, W, 3) uint8) -> (N, 5) float32` in image pixels,
+sorted by score (see `Detector`). Detectors that look boxes up by image (a detection file) also take
+`key=` (the image's file name or COCO id), and say so with `needs_key = True`.
+
+- `WholeImageDetector`: one box covering the image (single-person photos, pre-cropped people).
+- `HOGDetector`: OpenCV's HOG + linear SVM pedestrian detector; needs no model file, so it is the
+  offline default. Upright, whole-body people of at least ~64x128 pixels; expect misses otherwise.
+- `DetectionFileDetector`: precomputed detections in the COCO results format.
+- `OnnxDetector`: a user-supplied ONNX detector (YOLOX- or RTMDet-style outputs; see its docstring).
+
+`build_detector("hog" | "whole" | "file:PATH" | "onnx:PATH")` makes one from the CLI spelling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "default_detector",
+    "hog_available",
+    "Detector",
+    "DetectorError",
+    "WholeImageDetector",
+    "HOGDetector",
+    "DetectionFileDetector",
+    "OnnxDetector",
+    "nms_boxes",
+    "build_detector",
+]
+
+
+class DetectorError(ValueError):
+    """A detector that cannot be built or run (bad file, unknown output layout, missing key)."""
+
+
+@runtime_checkable
+class Detector(Protocol):
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 BGR -> (N, 5) float32 boxes x, y, w, h, score in image pixels, best first."""
+        ...
+
+
+def _empty() -> np.ndarray:
+    return np.zeros((0, 5), dtype=np.float32)
+
+
+def nms_boxes(boxes_xywh: np.ndarray, scores: np.ndarray, iou_thr: float) -> np.ndarray:
+    """Greedy class-agnostic NMS. boxes (N, 4) xywh, scores (N,) -> kept indices, best first."""
+    boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    x1, y1 = boxes[:, 0], boxes[:, 1]
+    x2, y2 = x1 + boxes[:, 2], y1 + boxes[:, 3]
+    areas = np.clip(boxes[:, 2], 0, None) * np.clip(boxes[:, 3], 0, None)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = iw * ih
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
+        order = rest[iou <= iou_thr]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def clip_boxes(boxes_xywh: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip (N, >=4) xywh boxes to the image; extra columns (score) are kept. Boxes may become empty."""
+    out = np.array(boxes_xywh, dtype=np.float32, copy=True).reshape(len(boxes_xywh), -1)
+    x1 = np.clip(out[:, 0], 0, width)
+    y1 = np.clip(out[:, 1], 0, height)
+    x2 = np.clip(out[:, 0] + out[:, 2], 0, width)
+    y2 = np.clip(out[:, 1] + out[:, 3], 0, height)
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3] = x1, y1, np.maximum(x2 - x1, 0), np.maximum(y2 - y1, 0)
+    return out
+
+
+class WholeImageDetector:
+    """One box, the whole image, score 1: for photos of one person filling the frame."""
+
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
+        h, w = image_bgr.shape[:2]
+        return np.array([[0.0, 0.0, w, h, 1.0]], dtype=np.float32)
+
+
+HOG_MISSING = (
+    "the HOG people detector needs cv2.HOGDescriptor, which OpenCV {version} does not have (OpenCV 5 moved "
+    "it out of the main modules): install 'opencv-python-headless<5', or use another detector "
+    "(--detector whole, file:DETECTIONS.json or onnx:MODEL.onnx)"
+)
+
+
+def hog_available() -> bool:
+    """Whether this OpenCV build has the HOG people detector (OpenCV 4.x does, 5.x does not)."""
+    return hasattr(cv2, "HOGDescriptor") and hasattr(cv2, "HOGDescriptor_getDefaultPeopleDetector")
+
+
+def _default_people_hog() -> Any:
+    if not hog_available():
+        raise DetectorError(HOG_MISSING.format(version=cv2.__version__))
+    hog = cv2.HOGDescriptor()  # type: ignore[attr-defined]
+    hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
+    return hog
+
+
+def default_detector() -> Detector:
+    """HOG when this OpenCV has it, else the whole image (with a warning saying why)."""
+    if hog_available():
+        return HOGDetector()
+    logger.warning(
+        "OpenCV %s has no HOG people detector: using the whole image as the person box "
+        "(install 'opencv-python-headless<5' for HOG, or pass --detector file:... / onnx:...)", cv2.__version__
+    )
+    return WholeImageDetector()
+
+
+class HOGDetector:
+    """OpenCV's default HOG people detector (Dalal-Triggs), multi-scale, with box NMS.
+
+    The image is resized so its longest side is at most `max_side` (speed), and small images are
+    upsampled so their shortest side is at least `min_side` (HOG's window is 64x128, so people shorter
+    than ~128 pixels are never found otherwise). Scores are the SVM margins squashed with a logistic
+    function into (0, 1), so they can multiply keypoint scores like a detector's confidence does.
+
+    OpenCV 5 moved HOG out of its main modules: there, pass `hog=` an object with OpenCV 4's
+    `detectMultiScale(gray, winStride, padding, scale, hitThreshold) -> (rects, weights)` or install
+    `opencv-python-headless<5`; `hog_available()` tells. Without it the constructor raises DetectorError.
+    """
+
+    def __init__(
+        self,
+        score_thr: float = 0.5,
+        nms_thr: float = 0.45,
+        max_side: int = 800,
+        min_side: int = 384,
+        win_stride: int = 8,
+        pyramid_scale: float = 1.05,
+        hog: Any = None,
+    ) -> None:
+        self.score_thr = score_thr
+        self.nms_thr = nms_thr
+        self.max_side = max_side
+        self.min_side = min_side
+        self.win_stride = win_stride
+        self.pyramid_scale = pyramid_scale
+        self._hog = hog if hog is not None else _default_people_hog()
+
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
+        h, w = image_bgr.shape[:2]
+        factor = min(1.0, self.max_side / max(h, w))
+        if min(h, w) * factor < self.min_side:
+            factor = min(self.min_side / min(h, w), 4.0)
+        work = image_bgr
+        if factor != 1.0:
+            interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+            work = cv2.resize(image_bgr, (round(w * factor), round(h * factor)), interpolation=interp)
+        if work.shape[0] < 128 or work.shape[1] < 64:
+            return _empty()
+        gray = cv2.cvtColor(work, cv2.COLOR_BGR2GRAY)
+        stride = (self.win_stride, self.win_stride)
+        rects, weights = self._hog.detectMultiScale(
+            gray, winStride=stride, padding=(8, 8), scale=self.pyramid_scale, hitThreshold=0.0
+        )
+        if len(rects) == 0:
+            return _empty()
+        rects = np.asarray(rects, dtype=np.float32).reshape(-1, 4) / factor
+        scores = 1.0 / (1.0 + np.exp(-np.asarray(weights, dtype=np.float32).reshape(-1)))
+        ok = scores >= self.score_thr
+        rects, scores = rects[ok], scores[ok]
+        keep = nms_boxes(rects, scores, self.nms_thr)
+        out = np.concatenate([rects[keep], scores[keep, None]], axis=1)
+        return clip_boxes(out, w, h)
+
+
+class DetectionFileDetector:
+    """Boxes from a COCO detection-results JSON: `[{"image_id", "category_id", "bbox": [x,y,w,h], "score"}]`.
+
+    Entries are matched to an image by `image_id` (int, or a string) or by an optional `file_name` /
+    `image_name` field; `key` may be a path, a file name, a stem or an id: for `000000000785.jpg` the
+    lookups are the file name, the stem and the integer 785 (COCO's naming). Only `category_id` ==
+    `category` (1, person) with `score >= score_thr` are kept. An image with no entry has no people.
+    """
+
+    needs_key = True
+
+    def __init__(self, path: str | os.PathLike[str], score_thr: float = 0.0, category: int = 1) -> None:
+        self.path = Path(path)
+        try:
+            entries = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise DetectorError(f"detection file not found: {self.path}") from e
+        except (OSError, ValueError) as e:
+            raise DetectorError(f"detection file {self.path} is not readable JSON: {e}") from e
+        if isinstance(entries, dict) and "annotations" in entries:
+            entries = entries["annotations"]
+        if not isinstance(entries, list):
+            raise DetectorError(
+                f"detection file {self.path}: expected a list of COCO detection results, got "
+                f"{type(entries).__name__}"
+            )
+        table: dict[str, list[list[float]]] = defaultdict(list)
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict) or "bbox" not in e:
+                raise DetectorError(f"detection file {self.path}: entry {i} has no 'bbox': {str(e)[:120]}")
+            if int(e.get("category_id", 1)) != category:
+                continue
+            score = float(e.get("score", 1.0))
+            if score < score_thr:
+                continue
+            bbox = [float(v) for v in e["bbox"]]
+            if len(bbox) != 4:
+                raise DetectorError(f"detection file {self.path}: entry {i} bbox must be [x, y, w, h], got {bbox}")
+            ident = e.get("file_name", e.get("image_name", e.get("image_id")))
+            if ident is None:
+                raise DetectorError(f"detection file {self.path}: entry {i} has no 'image_id' or 'file_name'")
+            table[self._norm(ident)].append([*bbox, score])
+        self._table = {k: np.asarray(v, dtype=np.float32) for k, v in table.items()}
+
+    @staticmethod
+    def _norm(ident: Any) -> str:
+        s = str(ident)
+        return str(int(s)) if s.isdigit() else s
+
+    def boxes_for(self, key: str | int | os.PathLike[str]) -> np.ndarray:
+        """(N, 5) boxes for an image path / name / id, best first; (0, 5) when the file lists none."""
+        p = Path(str(key))
+        for k in (self._norm(p.name), self._norm(p.stem), self._norm(str(key))):
+            if k in self._table:
+                boxes = self._table[k]
+                return boxes[np.argsort(-boxes[:, 4], kind="stable")].copy()
+        return _empty()
+
+    def __call__(self, image_bgr: np.ndarray, key: str | int | os.PathLike[str] | None = None) -> np.ndarray:
+        if key is None:
+            raise DetectorError(
+                f"the detection file {self.path} is looked up by image name/id, but this image has none "
+                "(an array or a video frame): pass boxes=... or use another detector"
+            )
+        h, w = image_bgr.shape[:2]
+        return clip_boxes(self.boxes_for(key), w, h)
+
+
+class OnnxDetector:
+    """A user's ONNX person detector run in ONNX Runtime (CPU unless `providers` says otherwise).
+
+    Input: the first graph input, NCHW float32, `input_size` (w, h) taken from the graph when static,
+    else the `input_size` argument (default 640x640). The image is letterboxed: resized by
+    r = min(W / w_img, H / h_img) keeping its aspect, placed at the top-left (`center=False`, YOLOX and
+    mmdeploy's RTMDet) or centred (`center=True`), padded with `pad_value` (114). Pixels are BGR 0..255 as
+    YOLOX expects, or RGB (`rgb=True`) and/or normalised `(x - mean) / std` per channel for models that
+    fold no normalisation into the graph (RTMDet from mmdeploy: mean 103.53,116.28,123.675 /
+    std 57.375,57.12,58.395 in BGR).
+
+    Outputs accepted (a leading batch dim of 1 is optional):
+
+    1. YOLOX style, one output (1, N, 5 + C): rows `[cx, cy, w, h, objectness, class_0 .. class_C-1]`
+       in input pixels (YOLOX exported with decode_in_inference); score = objectness x class
+       `person_class`. With `yolox_raw=True` the rows are the raw head outputs (exported without
+       decoding) and are decoded here with `strides` (8, 16, 32): cx = (x + grid_x) * stride,
+       w = exp(w) * stride, N must equal the number of grid cells. Objectness and class scores are
+       taken as already sigmoid-ed, as YOLOX's head outputs them at inference.
+    2. RTMDet / mmdeploy style: output `dets` (1, N, 5) `[x1, y1, x2, y2, score]` in input pixels, and
+       optionally `labels` (1, N) integers; rows whose label != `person_class` are dropped.
+       The same layout with C == 0 (a single (1, N, 5) output and no labels) is read as this format.
+
+    Then: score >= `score_thr`, class-agnostic NMS at `nms_thr`, boxes mapped back through the
+    letterbox and clipped to the image.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        score_thr: float = 0.3,
+        nms_thr: float = 0.45,
+        person_class: int = 0,
+        input_size: tuple[int, int] | None = None,
+        rgb: bool = False,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        pad_value: float = 114.0,
+        center: bool = False,
+        yolox_raw: bool = False,
+        strides: tuple[int, ...] = (8, 16, 32),
+        providers: list[str] | None = None,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - onnxruntime is an optional dependency
+            raise DetectorError("OnnxDetector needs onnxruntime: pip install 'hrpose[onnx]'") from e
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DetectorError(f"ONNX detector model not found: {self.path}")
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise DetectorError(f"cannot load the ONNX detector {self.path}: {e}") from e
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        shape = list(inp.shape)
+        if len(shape) != 4:
+            raise DetectorError(f"{self.path}: expected an NCHW image input, got input {inp.name} of shape {shape}")
+        if isinstance(shape[2], int) and isinstance(shape[3], int):
+            self.input_size = (int(shape[3]), int(shape[2]))
+        else:
+            self.input_size = tuple(input_size) if input_size else (640, 640)  # type: ignore[assignment]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.score_thr, self.nms_thr, self.person_class = score_thr, nms_thr, person_class
+        self.rgb, self.pad_value, self.center = rgb, pad_value, center
+        self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+        self.std = None if std is None else np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+        self.yolox_raw, self.strides = yolox_raw, tuple(strides)
+
+    def letterbox(self, image_bgr: np.ndarray) -> tuple[np.ndarray, float, tuple[float, float]]:
+        """-> (input (1, 3, H, W) float32, ratio r, pad (x, y)); input px = image px * r + pad."""
+        h, w = image_bgr.shape[:2]
+        tw, th = self.input_size
+        r = min(tw / w, th / h)
+        nw, nh = max(1, round(w * r)), max(1, round(h * r))
+        resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas = np.full((th, tw, 3), self.pad_value, dtype=np.float32)
+        px, py = ((tw - nw) // 2, (th - nh) // 2) if self.center else (0, 0)
+        canvas[py : py + nh, px : px + nw] = resized
+        if self.rgb:
+            canvas = canvas[:, :, ::-1]
+        blob = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None])
+        if self.mean is not None:
+            blob = blob - self.mean
+        if self.std is not None:
+            blob = blob / self.std
+        return blob.astype(np.float32), r, (float(px), float(py))
+
+    def _grid_decode(self, rows: np.ndarray) -> np.ndarray:
+        tw, th = self.input_size
+        grids, strides = [], []
+        for s in self.strides:
+            gh, gw = th // s, tw // s
+            ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+            grids.append(np.stack([xs, ys], -1).reshape(-1, 2))
+            strides.append(np.full((gh * gw, 1), s))
+        grid, stride = np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+        if len(grid) != len(rows):
+            raise DetectorError(
+                f"{self.path}: yolox_raw expects {len(grid)} rows for input {tw}x{th} and strides "
+                f"{self.strides}, the model gave {len(rows)}"
+            )
+        out = rows.copy()
+        out[:, :2] = (rows[:, :2] + grid) * stride
+        out[:, 2:4] = np.exp(rows[:, 2:4]) * stride
+        return out
+
+    def parse_outputs(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw session outputs -> (boxes (N, 4) x1y1x2y2 in input pixels, scores (N,)) of persons."""
+        named = dict(zip(self.output_names, outputs))
+        arrays = [np.asarray(o) for o in outputs]
+        dets = named.get("dets")
+        labels = named.get("labels")
+        if dets is None:
+            floats = [a for a in arrays if np.issubdtype(a.dtype, np.floating) and a.shape[-1] >= 5]
+            if not floats:
+                raise DetectorError(
+                    f"{self.path}: no output of shape (1, N, 5) or (1, N, 5 + C); outputs are "
+                    f"{[(n, a.shape) for n, a in zip(self.output_names, arrays)]}"
+                )
+            dets = floats[0]
+            if labels is None:
+                # labels: the other output with one dimension less (int or float class ids)
+                others = [a for a in arrays if a is not dets and a.ndim == dets.ndim - 1]
+                labels = others[0] if others else None
+        dets = np.asarray(dets, dtype=np.float32)
+        if dets.ndim == 3:
+            dets = dets[0]
+        if dets.ndim != 2 or dets.shape[1] < 5:
+            raise DetectorError(f"{self.path}: detector output of shape {dets.shape} is not (1, N, >=5)")
+        if dets.shape[1] == 5 and not self.yolox_raw:  # RTMDet style: x1, y1, x2, y2, score (+ labels)
+            boxes, scores = dets[:, :4], dets[:, 4]
+            if labels is not None:
+                lab = np.asarray(labels).reshape(-1)
+                if len(lab) != len(dets):
+                    raise DetectorError(f"{self.path}: {len(lab)} labels for {len(dets)} boxes")
+                keep = lab.astype(np.int64) == self.person_class
+                boxes, scores = boxes[keep], scores[keep]
+            return boxes, scores
+        rows = self._grid_decode(dets) if self.yolox_raw else dets  # YOLOX: cx, cy, w, h, obj, cls...
+        if rows.shape[1] > 5 + self.person_class:
+            scores = rows[:, 4] * rows[:, 5 + self.person_class]
+        else:
+            scores = rows[:, 4]
+        cx, cy, bw, bh = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+        return boxes, scores
+
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
+        h, w = image_bgr.shape[:2]
+        blob, r, (px, py) = self.letterbox(image_bgr)
+        outputs = self.session.run(None, {self.input_name: blob})
+        boxes, scores = self.parse_outputs(outputs)
+        ok = scores >= self.score_thr
+        boxes, scores = boxes[ok], scores[ok]
+        if len(boxes) == 0:
+            return _empty()
+        x1 = (boxes[:, 0] - px) / r
+        y1 = (boxes[:, 1] - py) / r
+        x2 = (boxes[:, 2] - px) / r
+        y2 = (boxes[:, 3] - py) / r
+        xywh = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
+        keep = nms_boxes(xywh, scores, self.nms_thr)
+        out = np.concatenate([xywh[keep], scores[keep, None]], axis=1).astype(np.float32)
+        out = clip_boxes(out, w, h)
+        return out[(out[:, 2] > 0) & (out[:, 3] > 0)]
+
+
+def build_detector(spec: str, **kwargs: Any) -> Detector:
+    """'hog' | 'whole' | 'file:PATH' | 'onnx:PATH' -> a detector; kwargs go to its constructor."""
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "hog" and not arg:
+        return HOGDetector(**kwargs)
+    if kind in ("whole", "none", "full") and not arg:
+        return WholeImageDetector()
+    if kind == "file" and arg:
+        return DetectionFileDetector(arg, **kwargs)
+    if kind == "onnx" and arg:
+        return OnnxDetector(arg, **kwargs)
+    raise DetectorError(
+        f"unknown detector {spec!r}: expected hog, whole, file:PATH (COCO detections JSON) or onnx:PATH"
+    )

@@ -1,0 +1,358 @@
+"""`PoseEstimator`: people's keypoints in an image, top-down (person boxes -> crops -> heatmaps -> keypoints).
+
+    est = PoseEstimator("experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml", "pose_hrnet_w32.pth")
+    poses = est("photo.jpg")                      # boxes from the default detector (HOG)
+    poses = est(frame_bgr, boxes=[[x, y, w, h]])  # your own boxes
+
+Images are file paths or numpy arrays. **Arrays are BGR** (OpenCV's order, what `cv2.imread` and
+`cv2.VideoCapture` give); pass `rgb=True` for RGB arrays. Grayscale, 16-bit, float and RGBA arrays are
+converted to 8-bit BGR (`hrpose.inference.images.to_bgr8`). Files are read upright by their EXIF
+orientation, so keypoints are in the coordinates of the upright image (see `hrpose.inference.images`).
+
+Each person is cropped exactly as the official test pipeline crops a detection (box -> center/scale
+padded by 1.25 to the model aspect, affine warp), normalised as in training (DATASET.COLOR_RGB channel
+order, ImageNet mean/std), run through the model with the flip test (merge_flip, TEST.SHIFT_HEATMAP),
+decoded by the configured codec (HRPOSE.DECODER, TEST.POST_PROCESS) back to image pixels, and rescored
+as the official COCO evaluation does: mean score of the joints above TEST.IN_VIS_THRE times the box score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from hrpose.geometry import box_to_center_scale, warp_crop
+from hrpose.inference.detectors import Detector, clip_boxes, default_detector
+from hrpose.inference.images import ImageReadError, load_image, to_bgr8
+from hrpose.keypoints import BUILTIN, DatasetMeta, flip_pairs_from_names
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+ImageLike = str | os.PathLike[str] | np.ndarray
+
+
+@dataclass
+class PersonPose:
+    """One person. keypoints (K, 3): x, y in image pixels and the joint score (heatmap maximum);
+    box (4,) x, y, w, h in image pixels; score: official rescoring (mean joint score above threshold x
+    box score); box_score: the detector's; track_id: identity across video frames (None for images)."""
+
+    keypoints: np.ndarray
+    box: np.ndarray
+    score: float
+    box_score: float = 1.0
+    track_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_coco(self, image_id: int | str, category_id: int = 1) -> dict[str, Any]:
+        """A COCO keypoint result: keypoints flat [x1, y1, s1, ...], bbox xywh, score."""
+        out: dict[str, Any] = {
+            "image_id": image_id,
+            "category_id": category_id,
+            "keypoints": [round(float(v), 3) for v in np.asarray(self.keypoints, dtype=np.float64).reshape(-1)],
+            "score": round(float(self.score), 6),
+            "bbox": [round(float(v), 3) for v in np.asarray(self.box, dtype=np.float64)[:4]],
+            "box_score": round(float(self.box_score), 6),
+        }
+        if self.track_id is not None:
+            out["track_id"] = int(self.track_id)
+        return out
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs the pose network: normalised crops (N, 3, H, W) float32 (numpy or tensor) -> heatmaps (N, K, h, w).
+
+    `hrpose.backends` classes (EagerBackend, TorchBackend, OnnxRuntimeBackend) fit this protocol.
+    """
+
+    def __call__(self, batch: Any) -> np.ndarray: ...
+
+
+class TorchModelBackend:
+    """The model as it is, eval mode, under `torch.inference_mode()`, on the device of its parameters."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.eval()
+        p = next(model.parameters(), None)
+        self.device = p.device if p is not None else torch.device("cpu")
+
+    def __call__(self, batch: Any) -> np.ndarray:
+        with torch.inference_mode():
+            x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
+            out = self.model(x.to(self.device, dtype=torch.float32))
+            if isinstance(out, (list, tuple)):  # multi-stage models: the last stage's maps
+                out = out[-1]
+            return out.float().cpu().numpy()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu; anything else as torch.device (checked)."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS is not available (use --device cpu)")
+    return dev
+
+
+def meta_from_config(cfg: Any) -> DatasetMeta:
+    """The keypoint layout of a config: COCO/MPII built in; `custom` from its annotation file's category
+    (ROOT/annotations/person_keypoints_<TEST_SET>.json or <TEST_SET>.json), else generic joint names
+    `joint_<i>` with HRPOSE.FLIP_PAIRS."""
+    name = str(cfg.DATASET.DATASET).lower()
+    if name in BUILTIN:
+        return BUILTIN[name]
+    k = int(cfg.MODEL.NUM_JOINTS)
+    hr = cfg.get("HRPOSE", {})
+    flip = tuple((int(a), int(b)) for a, b in hr.get("FLIP_PAIRS", []) or [])
+    sigmas = tuple(float(s) for s in hr.get("OKS_SIGMAS", []) or [])
+    root = Path(str(cfg.DATASET.ROOT))
+    for ann in (root / "annotations" / f"person_keypoints_{cfg.DATASET.TEST_SET}.json",
+                root / "annotations" / f"{cfg.DATASET.TEST_SET}.json"):  # fmt: skip
+        if ann.is_file():
+            try:
+                from hrpose.data.custom import meta_from_category
+
+                cats = json.loads(ann.read_text(encoding="utf-8")).get("categories", [])
+                if cats:
+                    meta = meta_from_category(cats[0], source=str(ann), flip_pairs=flip, sigmas=sigmas)
+                    if meta.num_joints == k:
+                        return meta
+            except (ValueError, OSError, ImportError) as e:
+                logger.warning("could not read the joint names from %s: %s", ann, e)
+    names = tuple(f"joint_{i}" for i in range(k))
+    return DatasetMeta(name or "custom", names, flip or flip_pairs_from_names(names), (), sigmas or (0.1,) * k)
+
+
+class PoseEstimator:
+    """Top-down pose estimation on images (see the module docstring).
+
+    config: a YAML path or a CfgNode; weights: a checkpoint (strict load; `.onnx` for
+    backend="onnxruntime") or None to keep the model's current weights (TEST.MODEL_FILE when set);
+    device: "auto" | "cpu" | "cuda[:i]" | "mps"; flip_test: average with the mirrored crop;
+    backend: "torch", "onnxruntime" or any `Backend` callable; batch_size: crops per forward pass;
+    detector: person detector used when no boxes are given (default: HOG when OpenCV has it, else
+    the whole image; see `default_detector`);
+    meta: the keypoint layout, default from the config (`meta_from_config`).
+    """
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | Any,
+        weights: str | os.PathLike[str] | None = None,
+        *,
+        device: str | torch.device = "auto",
+        flip_test: bool = True,
+        backend: str | Backend = "torch",
+        batch_size: int = 16,
+        detector: Detector | None = None,
+        meta: DatasetMeta | None = None,
+        model: nn.Module | None = None,
+    ) -> None:
+        from hrpose.codec import build_codec
+        from hrpose.config import load_config
+
+        cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
+        self.cfg = cfg
+        self.meta = meta or meta_from_config(cfg)
+        if self.meta.num_joints != int(cfg.MODEL.NUM_JOINTS):
+            raise ValueError(
+                f"the keypoint layout {self.meta.name!r} has {self.meta.num_joints} joints but MODEL.NUM_JOINTS "
+                f"is {cfg.MODEL.NUM_JOINTS}"
+            )
+        self.codec = build_codec(cfg, self.meta)
+        self.input_size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))  # (w, h)
+        self.aspect_ratio = self.input_size[0] / self.input_size[1]
+        self.color_rgb = bool(cfg.DATASET.COLOR_RGB)
+        self.flip_test = flip_test
+        self.shift_heatmap = bool(cfg.TEST.SHIFT_HEATMAP) and self.codec.shift_heatmap
+        self.post_process = bool(cfg.TEST.POST_PROCESS)
+        self.in_vis_thre = float(cfg.TEST.IN_VIS_THRE)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.detector: Detector = detector if detector is not None else default_detector()
+        self.warn_no_person = True
+        self.model: nn.Module | None = None
+
+        if not isinstance(backend, str):
+            self.backend: Backend = backend
+            self.model = model
+            self.device = torch.device("cpu")
+        elif backend == "torch":
+            if model is None:
+                from hrpose.models import build_model
+
+                model = build_model(cfg, is_train=False)
+                model.to(resolve_device(device))
+                weights = weights or (str(cfg.TEST.MODEL_FILE) or None)
+                if weights is None:
+                    logger.warning("no weights given: the %s model keeps its random initial weights", cfg.MODEL.NAME)
+            if weights is not None:
+                from hrpose.models.weights import load_weights
+
+                load_weights(model, weights, strict=True)
+            self.model = model.eval()
+            self.backend = TorchModelBackend(self.model)
+            self.device = self.backend.device
+        elif backend == "onnxruntime":
+            if weights is None or Path(weights).suffix.lower() != ".onnx":
+                raise ValueError(
+                    f"backend 'onnxruntime' needs an exported .onnx model as weights (hrpose export), got {weights!r}"
+                )
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"ONNX model not found: {weights}")
+            from hrpose.backends import OnnxRuntimeBackend
+
+            self.backend = OnnxRuntimeBackend(weights)
+            self.device = torch.device("cpu")
+        else:
+            raise ValueError(f"unknown backend {backend!r}: expected 'torch' or 'onnxruntime'")
+
+    @classmethod
+    def from_model(cls, model: nn.Module, cfg: Any, meta: DatasetMeta | None = None, **kwargs: Any) -> PoseEstimator:
+        """An estimator around an already built (and loaded) model, on that model's device."""
+        return cls(cfg, None, model=model, meta=meta, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self.meta.joint_names
+
+    @property
+    def skeleton(self) -> tuple[tuple[int, int], ...]:
+        return self.meta.skeleton
+
+    @property
+    def flip_pairs(self) -> tuple[tuple[int, int], ...]:
+        return self.meta.flip_pairs
+
+    # ------------------------------------------------------------------------------------------------
+    def read(self, image: ImageLike, *, rgb: bool = False) -> np.ndarray:
+        """A path (read upright by EXIF) or an array (BGR unless `rgb`) -> (H, W, 3) uint8 BGR."""
+        if isinstance(image, (str, os.PathLike)):
+            return load_image(image)
+        if isinstance(image, np.ndarray):
+            return to_bgr8(image, rgb=rgb)
+        raise ImageReadError(f"expected an image path or a numpy array, got {type(image).__name__}")
+
+    def detect(self, image_bgr: np.ndarray, key: Any = None) -> np.ndarray:
+        """Person boxes (N, 5) from the detector; `key` names the image for file-based detectors."""
+        if getattr(self.detector, "needs_key", False):
+            return self.detector(image_bgr, key=key)  # type: ignore[call-arg]
+        return self.detector(image_bgr)
+
+    def prepare_boxes(self, boxes: Any, width: int, height: int, name: str = "image") -> np.ndarray:
+        """(N, 4) or (N, 5) xywh[+score] -> (M, 5) clipped to the image; zero-area boxes dropped with a message."""
+        arr = np.asarray(boxes, dtype=np.float32)
+        if arr.size == 0:
+            return np.zeros((0, 5), dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None]
+        if arr.ndim != 2 or arr.shape[1] not in (4, 5):
+            raise ValueError(f"{name}: boxes must be (N, 4) xywh or (N, 5) xywh+score, got shape {arr.shape}")
+        if arr.shape[1] == 4:
+            arr = np.concatenate([arr, np.ones((len(arr), 1), np.float32)], axis=1)
+        finite: np.ndarray = np.isfinite(arr).all(axis=1)
+        clipped = clip_boxes(np.where(finite[:, None], arr, 0), width, height)
+        ok = finite & (clipped[:, 2] > 0) & (clipped[:, 3] > 0)
+        for i in np.flatnonzero(~ok):
+            logger.warning(
+                "%s: box %d %s lies outside the %dx%d image or has zero area: skipped",
+                name, i, np.round(arr[i, :4], 1).tolist(), width, height,
+            )  # fmt: skip
+        return clipped[ok]
+
+    def crops(self, image_bgr: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """boxes (N, >=4) -> model inputs (N, 3, H, W) float32 normalised, centers (N, 2), scales (N, 2)."""
+        w, h = self.input_size
+        n = len(boxes)
+        batch = np.empty((n, h, w, 3), dtype=np.uint8)
+        centers = np.zeros((n, 2), dtype=np.float32)
+        scales = np.zeros((n, 2), dtype=np.float32)
+        source = image_bgr[:, :, ::-1] if self.color_rgb else image_bgr
+        source = np.ascontiguousarray(source)
+        for i, box in enumerate(boxes):
+            centers[i], scales[i] = box_to_center_scale(box[:4], self.aspect_ratio)
+            batch[i] = warp_crop(source, centers[i], scales[i], 0, self.input_size)
+        x = (batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), centers, scales
+
+    def heatmaps(self, inputs: np.ndarray) -> np.ndarray:
+        """Normalised crops (N, 3, H, W) -> heatmaps (N, K, h, w), flip-tested when `flip_test`, in batches."""
+        from hrpose.codec import merge_flip
+
+        outs = []
+        for s in range(0, len(inputs), self.batch_size):
+            x = inputs[s : s + self.batch_size]
+            if self.flip_test:
+                both = self.backend(np.concatenate([x, np.ascontiguousarray(x[..., ::-1])], axis=0))
+                hm = merge_flip(both[: len(x)], both[len(x) :], self.flip_pairs, shift=self.shift_heatmap)
+            else:
+                hm = self.backend(x)
+            outs.append(np.asarray(hm, dtype=np.float32))
+        return np.concatenate(outs, axis=0)
+
+    def rescore(self, maxvals: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
+        """Official COCO rescoring: mean of joint scores > TEST.IN_VIS_THRE (0 if none) x box score -> (N,)."""
+        s = np.asarray(maxvals, dtype=np.float64).reshape(len(box_scores), -1)
+        above = s > self.in_vis_thre
+        n = above.sum(axis=1)
+        kpt = np.where(n > 0, (s * above).sum(axis=1) / np.maximum(n, 1), 0.0)
+        return kpt * np.asarray(box_scores, dtype=np.float64)
+
+    def __call__(
+        self, image: ImageLike, boxes: Any = None, *, rgb: bool = False, key: Any = None
+    ) -> list[PersonPose]:
+        """Poses of the people in `image` (see the class docstring); boxes (N, 4|5) xywh[+score] or None.
+
+        `key` names the image for a detection-file detector (default: the path, when `image` is one).
+        """
+        if key is None and isinstance(image, (str, os.PathLike)):
+            key = image
+        name = str(key) if key is not None else "image"
+        img = self.read(image, rgb=rgb)
+        height, width = img.shape[:2]
+        if boxes is None:
+            boxes = self.detect(img, key)
+        prepared = self.prepare_boxes(boxes, width, height, name)
+        if len(prepared) == 0:
+            if self.warn_no_person:
+                logger.warning("%s: no person found", name)
+            return []
+        inputs, centers, scales = self.crops(img, prepared)
+        hm = self.heatmaps(inputs)
+        preds, maxvals = self.codec.decode(hm, centers, scales, post_process=self.post_process)
+        scores = self.rescore(maxvals, prepared[:, 4])
+        kpts = np.concatenate([preds, maxvals], axis=2).astype(np.float32)
+        return [
+            PersonPose(kpts[i], prepared[i, :4].copy(), float(scores[i]), float(prepared[i, 4]))
+            for i in range(len(prepared))
+        ]
+
+    def predict_many(self, images: Sequence[ImageLike], **kwargs: Any) -> list[list[PersonPose]]:
+        return [self(im, **kwargs) for im in images]

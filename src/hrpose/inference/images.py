@@ -1,0 +1,210 @@
+"""Reading people's own images: any depth/channel layout -> 8-bit 3-channel BGR, phone photos upright.
+
+Colour order: every array this module returns, and every array `PoseEstimator` accepts by default, is
+**BGR** (OpenCV's order, what `cv2.imread` gives). Pass `rgb=True` where an array is RGB (PIL, imageio).
+
+EXIF orientation: **honoured**. A phone photo stored sideways with an EXIF `Orientation` tag is turned
+upright before anything else, so boxes and keypoints are in the coordinates of the upright image (the
+image a photo viewer shows, and the image `hrpose predict` draws on). This differs on purpose from the
+dataset loaders, which read with `IMREAD_IGNORE_ORIENTATION` as the official code does, because the
+COCO/MPII annotations were made on the stored pixels. `load_image(path, exif=False)` gives the stored
+pixels instead.
+
+Normalisation (`to_bgr8`): grayscale -> 3 equal channels; 16-bit -> 8-bit by the top byte (x / 257);
+float -> 8-bit assuming [0, 1] when the maximum is <= 1, else [0, 255]; RGBA/BGRA -> composited over
+black by its alpha.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+#: Suffixes `hrpose predict` treats as images when it walks a folder (OpenCV can decode all of them).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pbm", ".pgm", ".ppm",
+     ".pnm", ".sr", ".ras", ".jp2", ".exr", ".hdr", ".pic"}
+)  # fmt: skip
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be used: missing, empty, truncated, an unsupported format or layout."""
+
+
+def to_bgr8(image: np.ndarray, *, rgb: bool = False, name: str = "image") -> np.ndarray:
+    """Any (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/uint16/float array -> (H, W, 3) uint8 BGR.
+
+    `rgb=True` says the 3/4-channel input is in RGB(A) order. Always returns a C-contiguous array
+    (a copy unless the input already was contiguous 8-bit BGR).
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageReadError(
+            f"{name}: expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {arr.shape}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageReadError(f"{name}: empty image of shape {arr.shape}")
+    arr = _to_uint8(arr, name)
+    if arr.ndim == 2:
+        return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
+    if arr.shape[2] == 4:
+        alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
+        arr = np.clip(arr[:, :, :3].astype(np.float32) * alpha + 0.5, 0, 255).astype(np.uint8)
+    if rgb:
+        arr = arr[:, :, ::-1]
+    return np.ascontiguousarray(arr)
+
+
+def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return (arr // 257).astype(np.uint8)  # 65535 -> 255, keeps the top byte's resolution
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(finite.max()) if finite.size else 0.0
+        factor = 255.0 if peak <= 1.0 else 1.0
+        return np.clip(finite * factor + 0.5, 0, 255).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        if info.min >= 0 and info.max > 255:  # uint32 etc.: scale the full range
+            return (arr.astype(np.float64) * (255.0 / info.max) + 0.5).astype(np.uint8)
+        return np.clip(arr, 0, 255).astype(np.uint8)
+    raise ImageReadError(f"{name}: unsupported pixel type {arr.dtype} (expected uint8, uint16 or float)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# EXIF orientation
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF Orientation tag (1..8) of a JPEG/TIFF/PNG/WebP byte string; 1 (upright) when absent."""
+    tiff = _find_tiff_block(data)
+    if tiff is None or len(tiff) < 8:
+        return 1
+    endian = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if endian is None:
+        return 1
+    try:
+        (ifd0,) = struct.unpack_from(endian + "I", tiff, 4)
+        (count,) = struct.unpack_from(endian + "H", tiff, ifd0)
+        for i in range(count):
+            tag, typ, _n = struct.unpack_from(endian + "HHI", tiff, ifd0 + 2 + 12 * i)
+            if tag == 0x0112:  # Orientation, a SHORT stored in the value field
+                (value,) = struct.unpack_from(endian + "H", tiff, ifd0 + 2 + 12 * i + 8)
+                return int(value) if 1 <= value <= 8 else 1
+    except struct.error:  # a truncated EXIF block: treat as upright
+        return 1
+    return 1
+
+
+def _find_tiff_block(data: bytes) -> bytes | None:
+    if data[:2] == b"\xff\xd8":  # JPEG: walk the markers up to the image data
+        pos = 2
+        while pos + 4 <= len(data) and data[pos] == 0xFF:
+            marker = data[pos + 1]
+            if marker in (0xD9, 0xDA):  # end of image / start of scan
+                return None
+            (length,) = struct.unpack_from(">H", data, pos + 2)
+            if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+                return data[pos + 10 : pos + 2 + length]
+            pos += 2 + length
+        return None
+    if data[:4] in (b"II*\x00", b"MM\x00*"):  # TIFF: the file is the block
+        return data
+    if data[:8] == b"\x89PNG\r\n\x1a\n":  # PNG eXIf chunk
+        idx = data.find(b"eXIf")
+        if idx >= 4:
+            (length,) = struct.unpack_from(">I", data, idx - 4)
+            return data[idx + 4 : idx + 4 + length]
+        return None
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        idx = data.find(b"EXIF", 12)
+        if idx >= 0:
+            (length,) = struct.unpack_from("<I", data, idx + 4)
+            block = data[idx + 8 : idx + 8 + length]
+            return block[6:] if block.startswith(b"Exif\x00\x00") else block
+    return None
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels upright for an EXIF orientation 1..8 (the inverse of how the camera stored them)."""
+    ops = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],  # mirrored
+        3: lambda a: a[::-1, ::-1],  # 180
+        4: lambda a: a[::-1, :],  # mirrored vertically
+        5: lambda a: np.swapaxes(a, 0, 1),  # transpose
+        6: lambda a: np.rot90(a, k=-1),  # stored rotated 90 CCW -> rotate 90 CW
+        7: lambda a: np.rot90(a, k=-1)[::-1, :],  # transverse
+        8: lambda a: np.rot90(a, k=1),  # rotate 90 CCW
+    }
+    return np.ascontiguousarray(ops.get(orientation, ops[1])(image))
+
+
+# ----------------------------------------------------------------------------------------------------
+# files
+
+
+def decode_image(data: bytes, *, name: str = "image", exif: bool = True) -> np.ndarray:
+    """Encoded bytes -> (H, W, 3) uint8 BGR, upright by EXIF unless `exif=False`. Raises ImageReadError."""
+    if len(data) == 0:
+        raise ImageReadError(f"{name}: the file is empty (0 bytes)")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    # IMREAD_UNCHANGED keeps 16-bit and alpha (and never applies EXIF), so orientation is applied below.
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageReadError(
+            f"{name}: cannot decode the image (unsupported format, or the file is corrupt or truncated)"
+        )
+    image = to_bgr8(image, name=name)
+    if exif:
+        image = apply_orientation(image, exif_orientation(data))
+    return image
+
+
+def load_image(path: str | os.PathLike[str], *, exif: bool = True) -> np.ndarray:
+    """Read an image file -> (H, W, 3) uint8 BGR (see the module docstring). Raises ImageReadError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageReadError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageReadError(f"{p}: is a folder, expected an image file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{p}: cannot read the file ({e})") from e
+    if _jpeg_truncated(data):
+        # libjpeg decodes a truncated file with a grey bottom and only a warning on stderr: refuse it.
+        raise ImageReadError(f"{p}: the JPEG file is truncated (no end-of-image marker after the image data)")
+    return decode_image(data, name=str(p), exif=exif)
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """True for a JPEG whose entropy-coded data has no end-of-image marker after it.
+
+    The search starts at the first start-of-scan marker, so an EXIF thumbnail's own end marker (inside
+    APP1) does not count, and data appended after the image (motion photos) does not hide a good one.
+    """
+    if data[:2] != b"\xff\xd8":
+        return False
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xDA:
+            return b"\xff\xd9" not in data[pos:]
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        pos += 2 + length
+    return True
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
