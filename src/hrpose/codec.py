@@ -7,8 +7,9 @@ Frames: `joints_crop` are model-input pixels (MODEL.IMAGE_SIZE, (w, h)), `*_hm` 
 Methods:
 - ``official``: the official JointsDataset.generate_target (a Gaussian pasted on the *rounded* heatmap pixel,
   stride = input / heatmap) and get_final_preds (argmax, then a quarter-pixel step toward the higher neighbour).
-- ``dark``: same targets; decoding refines the argmax with DARK (Zhang et al., CVPR 2020, "Distribution-Aware
-  Coordinate Representation"): blur the heatmap, take its log, one Newton step of the 2nd-order Taylor expansion.
+- ``dark``: DARK (Zhang et al., CVPR 2020, "Distribution-Aware Coordinate Representation"): unbiased targets
+  (the Gaussian centred on the exact position x / stride, not the rounded pixel); decoding refines the argmax:
+  blur the heatmap, take its log, one Newton step of the 2nd-order Taylor expansion.
 - ``udp``: Unbiased Data Processing (Huang et al., CVPR 2020): stride = (input - 1) / (heatmap - 1) so that a
   horizontal flip (x -> w - 1 - x) is the same map in both frames, Gaussian centred on the unrounded position,
   DARK-style refinement (MMPose's `udp` refine), and no one-pixel shift in the flip test.
@@ -40,14 +41,14 @@ def get_max_preds(heatmaps: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
     """
     if heatmaps.ndim != 4:
         raise ValueError(f"get_max_preds: heatmaps must be (N, K, H, W), got shape {tuple(heatmaps.shape)}")
-    n, k, _, w = heatmaps.shape
+    n, k, h, w = heatmaps.shape
     if isinstance(heatmaps, torch.Tensor):
-        flat = heatmaps.reshape(n, k, -1)
+        flat = heatmaps.reshape(n, k, h * w)
         maxvals_t, idx_t = flat.max(dim=2, keepdim=True)
         coords_t = torch.cat([idx_t % w, torch.div(idx_t, w, rounding_mode="floor")], dim=2).float()
         coords_t = coords_t * (maxvals_t > 0).float()
         return coords_t, maxvals_t
-    flat_np = np.asarray(heatmaps).reshape(n, k, -1)
+    flat_np = np.asarray(heatmaps).reshape(n, k, h * w)
     idx = np.argmax(flat_np, axis=2)[..., None]
     maxvals = np.take_along_axis(flat_np, idx, axis=2)
     coords = np.concatenate([idx % w, idx // w], axis=2).astype(np.float32)
@@ -354,8 +355,9 @@ class HeatmapCodec:
 
         xs = np.arange(w, dtype=np.float64)
         ys = np.arange(h, dtype=np.float64)
-        if self.method == "udp":
-            # UDP: the Gaussian is centred on the exact position and evaluated on the whole grid
+        if self.method != "official":
+            # DARK's unbiased encoding and UDP: the Gaussian is centred on the exact (unrounded) position and
+            # evaluated on the whole grid; only the in-bounds test above uses the rounded centre
             cx, cy = pos_hm[:, 0], pos_hm[:, 1]
             in_x = np.ones((num_joints, w), dtype=bool)
             in_y = np.ones((num_joints, h), dtype=bool)
