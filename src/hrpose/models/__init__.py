@@ -6,6 +6,8 @@ Builders read only `cfg.MODEL`.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,8 @@ from torch import nn
 from hrpose.models.blocks import BasicBlock, Bottleneck
 from hrpose.models.hrnet import HRNetSpec, PoseHighResolutionNet
 from hrpose.models.resnet import PoseResNet, ResNetSpec
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "MODELS",
@@ -33,7 +37,12 @@ def _init_for_training(model: PoseHighResolutionNet | PoseResNet, cfg: Any, is_t
     # As the official get_pose_net: only training runs initialise (and load MODEL.PRETRAINED);
     # evaluation models keep PyTorch's default init until their weights are loaded.
     if is_train and bool(cfg.MODEL.get("INIT_WEIGHTS", True)):
-        model.init_weights(str(cfg.MODEL.get("PRETRAINED", "") or ""))
+        pretrained = str(cfg.MODEL.get("PRETRAINED", "") or "")
+        if pretrained and os.path.isdir(pretrained):
+            # load_config joins DATA_DIR to an empty PRETRAINED (official quirk): that means "none".
+            logger.warning("MODEL.PRETRAINED %r is a directory, not a weights file: training from scratch", pretrained)
+            pretrained = ""
+        model.init_weights(pretrained)
 
 
 def build_pose_hrnet(cfg: Any, is_train: bool = False) -> nn.Module:
