@@ -18,12 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hrpose.config import config_from_args
     from hrpose.engine import test
-    from hrpose.engine.logging import name_value_table
 
     cfg = config_from_args(args)
-    result = test(cfg, args.cfg)
-    tables = result["name_values"]
-    for table in tables if isinstance(tables, (list, tuple)) else [tables]:
-        if table:
-            print(name_value_table(table, str(cfg.MODEL.NAME)))
+    result = test(cfg, args.cfg)  # logs the results table (console + log file)
+    print(f"=> results in {result['output_dir']}")
     return 0

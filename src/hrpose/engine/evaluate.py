@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +74,18 @@ def flip_pairs_of(dataset: Any) -> tuple[tuple[int, int], ...]:
     return tuple((int(a), int(b)) for a, b in pairs)
 
 
+def dataset_builder() -> Callable[..., Any]:
+    """``hrpose.data.build_dataset`` (the contract), falling back to where it is defined."""
+    import hrpose.data as data
+
+    fn = getattr(data, "build_dataset", None)
+    if fn is not None:
+        return fn
+    from hrpose.data.dataset import build_dataset
+
+    return build_dataset
+
+
 def _last(outputs: Any) -> torch.Tensor:
     # Models with several outputs: the last is the final prediction (official validate).
     return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
@@ -112,12 +124,14 @@ class InferenceOutput:
     """Predictions of one pass over a loader, in loader order.
 
     ``preds (N, K, 3)``: image x, y and the heatmap maximum; ``boxes (N, 6)``: center x/y, scale w/h,
-    area ``prod(scale * 200)``, detection score; ``indices (N,)``: dataset indices; ``image_paths``.
+    area ``prod(scale * 200)``, detection score; ``indices (N,)``: the record each sample came from
+    (``meta['index']``); ``image_ids (N,)`` (``meta['image_id']``, -1 when absent); ``image_paths``.
     """
 
     preds: np.ndarray
     boxes: np.ndarray
     indices: np.ndarray
+    image_ids: np.ndarray
     image_paths: list[str] = field(default_factory=list)
     loss: float = float("nan")
     acc: float = float("nan")
@@ -128,6 +142,12 @@ def _np(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _meta_ints(meta: Mapping[str, Any], key: str, n: int) -> np.ndarray:
+    if key not in meta:
+        return np.full(n, -1, np.int64)
+    return _np(meta[key]).astype(np.int64).reshape(-1)
 
 
 def run_inference(
@@ -160,6 +180,7 @@ def run_inference(
     preds_l: list[np.ndarray] = []
     boxes_l: list[np.ndarray] = []
     idx_l: list[np.ndarray] = []
+    ids_l: list[np.ndarray] = []
     paths: list[str] = []
     losses, accs = AverageMeter(), AverageMeter()
     n_total = len(loader) if hasattr(loader, "__len__") else 0  # type: ignore[arg-type]
@@ -210,17 +231,14 @@ def run_inference(
                 box[:, 5] = scores
                 preds_l.append(pred)
                 boxes_l.append(box)
-                idx_l.append(
-                    _np(meta["index"]).astype(np.int64).reshape(-1) if "index" in meta else np.full(b, -1, np.int64)
-                )
+                idx_l.append(_meta_ints(meta, "index", b))
+                ids_l.append(_meta_ints(meta, "image_id", b))
                 paths.extend(str(p) for p in meta["image"])
                 if bar is not None:
                     bar.update(1)
                 if print_freq > 0 and i % print_freq == 0:
-                    logger.info(
-                        f"Test: [{i}/{n_total}]\tLoss {losses.val:.4f} ({losses.avg:.4f})\t"
-                        f"Accuracy {accs.val:.3f} ({accs.avg:.3f})"
-                    )
+                    scored = f"\tLoss {losses.val:.4f} ({losses.avg:.4f})\tAccuracy {accs.val:.3f} ({accs.avg:.3f})"
+                    logger.info(f"Test: [{i}/{n_total}]" + (scored if criterion is not None else ""))
     finally:
         if bar is not None:
             bar.close()
@@ -230,6 +248,7 @@ def run_inference(
         preds=np.concatenate(preds_l) if preds_l else np.zeros((0, k, 3), np.float32),
         boxes=np.concatenate(boxes_l) if boxes_l else np.zeros((0, 6), np.float64),
         indices=np.concatenate(idx_l) if idx_l else np.zeros(0, np.int64),
+        image_ids=np.concatenate(ids_l) if ids_l else np.zeros(0, np.int64),
         image_paths=paths,
         loss=losses.avg if losses.count else float("nan"),
         acc=accs.avg if accs.count else float("nan"),
@@ -237,25 +256,32 @@ def run_inference(
     )
 
 
-def _merge_shards(parts: Sequence[InferenceOutput]) -> InferenceOutput:
-    """Shards from every rank back in dataset order (by ``indices``)."""
-    preds = np.concatenate([p.preds for p in parts])
-    boxes = np.concatenate([p.boxes for p in parts])
-    indices = np.concatenate([p.indices for p in parts])
+def _merge_shards(parts: Sequence[InferenceOutput], positions: Sequence[np.ndarray]) -> InferenceOutput:
+    """Shards from every rank back in dataset order; ``positions[r]``: dataset positions of shard ``r``."""
+    pos = np.concatenate([np.asarray(p)[: len(r.preds)] for p, r in zip(positions, parts)])
+    order = np.argsort(pos, kind="stable")
     paths = [s for p in parts for s in p.image_paths]
-    order = np.argsort(indices, kind="stable")
-    n = sum(len(p.indices) for p in parts)
-    loss = sum(p.loss * len(p.indices) for p in parts if np.isfinite(p.loss)) / max(n, 1)
-    acc = sum(p.acc * len(p.indices) for p in parts if np.isfinite(p.acc)) / max(n, 1)
+    n = sum(len(p.preds) for p in parts)
+    loss = sum(p.loss * len(p.preds) for p in parts if np.isfinite(p.loss)) / max(n, 1)
+    acc = sum(p.acc * len(p.preds) for p in parts if np.isfinite(p.acc)) / max(n, 1)
     return InferenceOutput(
-        preds[order],
-        boxes[order],
-        indices[order],
-        [paths[i] for i in order],
-        float(loss),
-        float(acc),
-        max(p.seconds for p in parts),
+        preds=np.concatenate([p.preds for p in parts])[order],
+        boxes=np.concatenate([p.boxes for p in parts])[order],
+        indices=np.concatenate([p.indices for p in parts])[order],
+        image_ids=np.concatenate([p.image_ids for p in parts])[order],
+        image_paths=[paths[i] for i in order],
+        loss=float(loss),
+        acc=float(acc),
+        seconds=max(p.seconds for p in parts),
     )
+
+
+def _loader_positions(loader: Any) -> np.ndarray:
+    """Dataset positions a sequential loader visits: a ``Subset``'s indices, else ``0..len-1``."""
+    ds = getattr(loader, "dataset", None)
+    if ds is not None and hasattr(ds, "indices"):
+        return np.asarray(ds.indices, dtype=np.int64)
+    return np.arange(len(ds) if ds is not None else 0, dtype=np.int64)
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
@@ -276,8 +302,9 @@ def make_eval_loader(
 
 
 def _evaluate_dataset(dataset: Any, result: InferenceOutput, output_dir: Path) -> tuple[Any, float | None]:
-    """``dataset.evaluate(preds, output_dir, boxes, image_paths)``; returns ``(name_values, perf or None)``."""
-    out = dataset.evaluate(result.preds, str(output_dir), result.boxes, result.image_paths)
+    """``dataset.evaluate(preds, output_dir, boxes, image_ids)``; returns ``(name_values, perf or None)``."""
+    ids = result.image_ids if len(result.image_ids) and (result.image_ids >= 0).all() else None
+    out = dataset.evaluate(result.preds, str(output_dir), result.boxes, ids)
     if isinstance(out, tuple) and len(out) == 2 and not isinstance(out[0], str):
         return out[0], float(out[1])
     return out, None
@@ -338,11 +365,11 @@ def validate(
         progress=progress,
         print_freq=print_freq,
     )
-    parts = all_gather_objects(result)
+    parts = all_gather_objects((result, _loader_positions(loader)))
     rank0 = not is_dist() or _rank() == 0
     answer: tuple[Any, float | None] = (None, None)
     if rank0:
-        merged = _merge_shards(parts) if len(parts) > 1 else result
+        merged = _merge_shards([p[0] for p in parts], [p[1] for p in parts]) if len(parts) > 1 else result
         logger.info(
             f"=> inference on {len(merged.preds)} samples in {merged.seconds:.1f}s"
             + (f", loss {merged.loss:.6f}, acc {merged.acc:.3f}" if np.isfinite(merged.loss) else "")
@@ -389,7 +416,6 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
     evaluate. Returns ``{'name_values', 'perf', 'output_dir', 'model_file', 'log_file'}``.
     """
     from hrpose.config import experiment_name, output_dirs
-    from hrpose.data import build_dataset
     from hrpose.models import build_model
 
     from .train import amp_settings
@@ -416,7 +442,7 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         amp_dtype, _ = amp_settings(str(cfg.HRPOSE.AMP), info.device)
 
-        dataset = build_dataset(cfg, "test", False)
+        dataset = dataset_builder()(cfg, "test", False)
         loader = make_eval_loader(
             dataset,
             int(cfg.TEST.BATCH_SIZE_PER_GPU),
@@ -424,7 +450,7 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
             info,
             pin_memory=bool(cfg.PIN_MEMORY) and info.device.type == "cuda",
         )
-        codec = build_codec(cfg)
+        codec = getattr(dataset, "codec", None) or build_codec(cfg)
         name_values, perf = validate(
             model,
             loader,

@@ -306,11 +306,10 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
     'final_state', 'history'}`` (``history``: one dict of train/val metrics per epoch run here).
     """
     from hrpose.config import config_to_dict, experiment_name, output_dirs
-    from hrpose.data import build_dataset
     from hrpose.losses import build_loss
     from hrpose.models import build_model
 
-    from .evaluate import build_codec, validate
+    from .evaluate import build_codec, dataset_builder, validate
 
     info = setup_distributed(device)
     try:
@@ -320,7 +319,7 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
             info,
             build_model=build_model,
             build_loss=build_loss,
-            build_dataset=build_dataset,
+            build_dataset=dataset_builder(),
             build_codec=build_codec,
             validate=validate,
             output_dirs=output_dirs,
@@ -383,7 +382,7 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
         info,
         pin_memory=bool(cfg.PIN_MEMORY) and device.type == "cuda",
     )
-    codec = fn["build_codec"](cfg)
+    codec = getattr(valid_dataset, "codec", None) or fn["build_codec"](cfg)
     shift_heatmap = bool(cfg.TEST.SHIFT_HEATMAP) and str(hp.DECODER) != "udp"
 
     optimizer = build_optimizer(
