@@ -1,10 +1,12 @@
 """Datasets: person records (COCO, MPII, custom COCO-format, detection files), augmentation, torch Dataset."""
 
 from hrpose.data.augment import IDENTITY, AugParams, CropResult, apply, sample_aug_params, to_input_tensor
+from hrpose.data.dataset import AugConfig, EvalSpec, PoseDataset, build_dataset
 from hrpose.data.images import ImageReadError, read_image
 from hrpose.data.records import AnnotationError, PersonRecord, select_data
 
 __all__ = [
-    "IDENTITY", "AnnotationError", "AugParams", "CropResult", "ImageReadError", "PersonRecord",
-    "apply", "read_image", "sample_aug_params", "select_data", "to_input_tensor",
+    "IDENTITY", "AnnotationError", "AugConfig", "AugParams", "CropResult", "EvalSpec", "ImageReadError",
+    "PersonRecord", "PoseDataset", "apply", "build_dataset", "read_image", "sample_aug_params", "select_data",
+    "to_input_tensor",
 ]  # fmt: skip
