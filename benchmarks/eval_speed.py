@@ -21,6 +21,7 @@ the speed-up. Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -168,7 +169,7 @@ def baseline_rescore(kpts: dict[int, list[dict]], num_joints: int, in_vis_thre: 
     for img in kpts:
         for n_p in kpts[img]:
             box_score = n_p["score"]
-            kpt_score = 0
+            kpt_score: Any = 0  # int 0 + a float32 joint score stays float32, as in the official
             valid_num = 0
             for n_jt in range(num_joints):
                 t_s = n_p["keypoints"][n_jt][2]
@@ -312,11 +313,9 @@ def run(quick: bool = False, seed: int = 0, decode_people: int | None = None) ->
         rows.append({"stage": stage, "persons": persons, "baseline_s": t_base, "ours_s": t_ours, "agree": agree})
 
     # decode (the codec is another module; skip the stage when it is not there)
-    try:
+    if importlib.util.find_spec("hrpose.codec") is not None and n_dec > 0:
         from hrpose.codec import HeatmapCodec
-    except ImportError:
-        HeatmapCodec = None  # noqa: N806
-    if HeatmapCodec is not None and n_dec > 0:
+
         hms = random_heatmaps(n_dec, NUM_JOINTS, 64, 48, seed)
         centers, scales = boxes[:n_dec, 0:2], boxes[:n_dec, 2:4]
         codec = HeatmapCodec((192, 256), (48, 64), 2.0)
@@ -334,7 +333,7 @@ def run(quick: bool = False, seed: int = 0, decode_people: int | None = None) ->
     add("rescore", n, tb, to, agree)
 
     # greedy and soft OKS NMS (grouping by image included on both sides)
-    results = {}
+    results: dict[bool, tuple[list[list[dict]], np.ndarray, np.ndarray]] = {}
     for soft in (False, True):
 
         def base_nms(soft: bool = soft) -> list[list[dict]]:

@@ -81,7 +81,9 @@ def rescore(preds: np.ndarray, box_scores: np.ndarray, in_vis_thre: float) -> np
     The joint sum runs left to right in the predictions' dtype (a cumulative sum), as the official
     per-joint loop does, so float32 predictions give bit-identical scores.
     """
-    s = preds[:, :, 2]
+    s = np.asarray(preds)[:, :, 2]
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
     above = s > in_vis_thre
     total = np.cumsum(np.where(above, s, s.dtype.type(0)), axis=1, dtype=s.dtype)[:, -1]
     count = above.sum(axis=1)
