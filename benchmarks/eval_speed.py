@@ -191,7 +191,7 @@ def baseline_nms(kpts: dict[int, list[dict]], oks_thre: float, soft: bool) -> li
 
 
 def baseline_write(keypoints: list[list[dict]], num_joints: int, res_file: str) -> list[dict]:
-    results = []
+    results: list[dict] = []
     for img_kpts in keypoints:
         if len(img_kpts) == 0:
             continue
