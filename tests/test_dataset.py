@@ -211,3 +211,28 @@ def test_coco_evaluate_ground_truth_scores_high(coco_test, tmp_path):
     assert coco_test.evaluate(shifted, tmp_path)[1] < 0.5
     ids = np.array([r.image_id for r in coco_test.records])
     assert coco_test.evaluate(preds, tmp_path, image_ids=np.roll(ids, 7))[1] < 0.5
+
+
+def test_coco_test_dev_layout_uses_image_info_and_detections(tmp_path):
+    """Test sets: `annotations/image_info_<set>.json` (no annotations, plain categories), images in
+    `images/test2017/`, boxes from the detection file; evaluation writes results but has no ground truth."""
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "images" / "test2017").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "images" / "test2017" / "a.jpg"), np.full((100, 120, 3), 90, np.uint8))
+    info = {"images": [{"id": 42, "file_name": "a.jpg", "width": 120, "height": 100}],
+            "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "bicycle"}]}  # fmt: skip
+    (tmp_path / "annotations" / "image_info_test-dev2017.json").write_text(json.dumps(info))
+    dets = [{"image_id": 42, "category_id": 1, "bbox": [10, 10, 50, 80], "score": 0.9},
+            {"image_id": 42, "category_id": 2, "bbox": [10, 10, 50, 80], "score": 0.9},
+            {"image_id": 42, "category_id": 1, "bbox": [60, 10, 40, 60], "score": 0.05}]  # fmt: skip
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    cfg = make_cfg(COCO_EXP, **{"DATASET.ROOT": str(tmp_path), "DATASET.TEST_SET": "test-dev2017",
+                                "TEST.USE_GT_BBOX": False, "TEST.IMAGE_THRE": 0.1,
+                                "TEST.COCO_BBOX_FILE": str(tmp_path / "dets.json")})  # fmt: skip
+    ds = build_dataset(cfg, "test", is_train=False)
+    assert len(ds) == 1 and ds.records[0].image == str(tmp_path / "images" / "test2017" / "a.jpg")
+    inp, _, _, meta = ds[0]
+    assert meta["image_id"] == 42 and meta["score"] == pytest.approx(0.9) and inp.shape == (3, 256, 192)
+    stats, _ = ds.evaluate(np.ones((1, 17, 3)), tmp_path / "out")
+    assert dict(stats) == {"Null": 0.0}
+    assert (tmp_path / "out" / "results" / "keypoints_test-dev2017_results_0.json").is_file()
