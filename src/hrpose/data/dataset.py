@@ -65,7 +65,7 @@ class EvalSpec:
     rank: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class PoseDataset(Dataset):
     """Top-down pose samples.
 
@@ -99,6 +99,11 @@ class PoseDataset(Dataset):
             if rec.num_joints != self.meta.num_joints:
                 raise ValueError(f"records have {rec.num_joints} joints but meta {self.meta.name!r} has "
                                  f"{self.meta.num_joints}")  # fmt: skip
+
+    def __repr__(self) -> str:
+        mode = "train" if self.aug is not None else "test"
+        return (f"PoseDataset({self.meta.name!r}, {len(self.records)} records, {mode}, "
+                f"input_size_wh={self.input_size_wh}, codec={self.codec!r})")  # fmt: skip
 
     @property
     def is_train(self) -> bool:
