@@ -4,7 +4,8 @@ Setup: a 256x192 (h x w) input with a 64x48 heatmap (stride 4), sigma 2, like th
 Each sample is one keypoint drawn uniformly (sub-pixel) in the input, at least 16 input pixels (4 heatmap
 pixels) from the border so every refinement has the neighbours it needs. Its heatmap is the *ideal*
 unquantised Gaussian (peak 1) centred on the keypoint's exact heatmap position:
-- official / DARK rows: position = x_input / stride (the frame official decoding inverts);
+- official / DARK rows: position = x_input / stride (the frame official decoding inverts; this is
+  `HeatmapCodec(method="dark").encode`, DARK's unbiased encoding);
 - UDP row: position = x_input * (heatmap - 1) / (input - 1), i.e. `HeatmapCodec(method="udp").encode`,
   decoded by the UDP codec (the UDP convention end to end).
 Noise model: i.i.d. additive Gaussian noise N(0, noise^2) on every heatmap pixel (peak height 1), no clipping.

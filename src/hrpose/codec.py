@@ -176,24 +176,28 @@ def dark_kernel_size(sigma: float) -> int:
 def gaussian_blur(heatmaps: np.ndarray, kernel_size: int) -> np.ndarray:
     """Zero-padded separable Gaussian blur of every map, rescaled to keep each map's maximum.
 
-    heatmaps (N, K, H, W) -> float64 (N, K, H, W). The kernel is cv2.getGaussianKernel(kernel_size, 0) and
+    heatmaps (N, K, H, W) -> float32 (N, K, H, W). The kernel is cv2.getGaussianKernel(kernel_size, 0) and
     the border is zeros (as DARK pads the map before cv2.GaussianBlur). Maps whose blurred maximum is not
     positive are left unscaled, so an empty map never divides by zero.
     """
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"gaussian_blur: kernel_size must be a positive odd number, got {kernel_size}")
-    hm = np.asarray(heatmaps, dtype=np.float64)
-    _, _, h, w = hm.shape
+    hm = np.asarray(heatmaps, dtype=np.float32)
+    n, k, h, w = hm.shape
+    if hm.size == 0:
+        return hm.copy()
     r = (kernel_size - 1) // 2
-    kern = cv2.getGaussianKernel(kernel_size, 0).ravel()
-    padded = np.pad(hm, ((0, 0), (0, 0), (r, r), (r, r)))
-    rows = sum(kern[i] * padded[:, :, i : i + h, :] for i in range(kernel_size))
-    blurred = sum(kern[i] * rows[:, :, :, i : i + w] for i in range(kernel_size))
-    assert isinstance(blurred, np.ndarray)
+    kern = cv2.getGaussianKernel(kernel_size, 0).astype(np.float32)
+    # One tall single-channel image: every map followed by r zero rows, so no map's blur reaches the next
+    # one; the outer border is zeros too. One cv2 call instead of N*K (about 50x faster than numpy shifts).
+    tall = np.zeros((n * k, h + r, w), dtype=np.float32)
+    tall[:, :h] = hm.reshape(n * k, h, w)
+    blurred = cv2.sepFilter2D(tall.reshape(-1, w), -1, kern, kern, borderType=cv2.BORDER_CONSTANT)
+    blurred = blurred.reshape(n * k, h + r, w)[:, :h].reshape(n, k, h, w)
     origin_max = hm.max(axis=(2, 3), keepdims=True)
     new_max = blurred.max(axis=(2, 3), keepdims=True)
     ok = (new_max > 0) & (origin_max > 0)
-    return blurred * np.where(ok, origin_max / np.where(ok, new_max, 1.0), 1.0)
+    return blurred * np.where(ok, origin_max / np.where(ok, new_max, 1.0), 1.0).astype(np.float32)
 
 
 def _newton_step(
@@ -218,14 +222,14 @@ def dark_refine(heatmaps: np.ndarray, coords_hm: np.ndarray, kernel_size: int) -
     i.e. where the +-2 neighbours exist; a flat (all-zero or negative) map gives a singular Hessian: no step.
     """
     _, _, h, w = heatmaps.shape
-    logs = np.log(np.maximum(gaussian_blur(heatmaps, kernel_size), 1e-10))
+    blurred = gaussian_blur(heatmaps, kernel_size)
     px = coords_hm[..., 0].astype(np.int64)
     py = coords_hm[..., 1].astype(np.int64)
     inside = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
     cx, cy = np.clip(px, 2, w - 3), np.clip(py, 2, h - 3)
 
-    def at(ox: int, oy: int) -> np.ndarray:
-        return _gather(logs, cx + ox, cy + oy)
+    def at(ox: int, oy: int) -> np.ndarray:  # log of the blurred map, only where it is needed
+        return np.log(np.maximum(_gather(blurred, cx + ox, cy + oy).astype(np.float64), 1e-10))
 
     c = at(0, 0)
     dx = 0.5 * (at(1, 0) - at(-1, 0))
@@ -240,17 +244,17 @@ def dark_refine(heatmaps: np.ndarray, coords_hm: np.ndarray, kernel_size: int) -
 def udp_refine(heatmaps: np.ndarray, coords_hm: np.ndarray, kernel_size: int) -> np.ndarray:
     """UDP's refinement (MMPose 'dark_udp'): heatmaps (N, K, H, W), argmax (N, K, 2) -> (N, K, 2) float32.
 
-    Blur, clip to [1e-3, 50], log, pad by one edge pixel; gradient and Hessian from the 3x3 neighbourhood
+    Blur, clip to [1e-3, 50], log, extend by the edge values; gradient and Hessian from the 3x3 neighbourhood
     (step-1 differences), Hessian regularised by float32 eps. Applies everywhere, borders included.
     """
     _, _, h, w = heatmaps.shape
-    logs = np.log(np.clip(gaussian_blur(heatmaps, kernel_size), 1e-3, 50.0))
-    logs = np.pad(logs, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-    cx = np.clip(coords_hm[..., 0].astype(np.int64), 0, w - 1) + 1
-    cy = np.clip(coords_hm[..., 1].astype(np.int64), 0, h - 1) + 1
+    blurred = gaussian_blur(heatmaps, kernel_size)
+    cx = np.clip(coords_hm[..., 0].astype(np.int64), 0, w - 1)
+    cy = np.clip(coords_hm[..., 1].astype(np.int64), 0, h - 1)
 
-    def at(ox: int, oy: int) -> np.ndarray:
-        return _gather(logs, cx + ox, cy + oy)
+    def at(ox: int, oy: int) -> np.ndarray:  # clamping the index = padding by the edge value
+        vals = _gather(blurred, np.clip(cx + ox, 0, w - 1), np.clip(cy + oy, 0, h - 1))
+        return np.log(np.clip(vals.astype(np.float64), 1e-3, 50.0))
 
     c, xp, xm, yp, ym = at(0, 0), at(1, 0), at(-1, 0), at(0, 1), at(0, -1)
     dx, dy = 0.5 * (xp - xm), 0.5 * (yp - ym)
