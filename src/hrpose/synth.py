@@ -49,7 +49,7 @@ MAX_PEOPLE = (255 - 1) // PARTS_PER_PERSON  # the label map is uint8
 JOINT_PARTS: tuple[frozenset[int], ...] = tuple(
     frozenset(p)
     for p in (
-        {HEAD}, {HEAD}, {HEAD}, {HEAD, L_EAR}, {HEAD, R_EAR},
+        *([{HEAD, L_EAR, R_EAR}] * 5),  # the ears are part of the head (they touch the eyes on tiny people)
         {TORSO, L_UARM}, {TORSO, R_UARM}, {L_UARM, L_FARM}, {R_UARM, R_FARM}, {L_FARM}, {R_FARM},
         {TORSO, L_THIGH}, {TORSO, R_THIGH}, {L_THIGH, L_SHIN}, {R_THIGH, R_SHIN}, {L_SHIN}, {R_SHIN},
     )
@@ -58,6 +58,7 @@ JPEG_QUALITY = 90
 _SHIFT = 4  # cv2 sub-pixel bits: shapes are placed with 1/16 px precision
 _ONE = float(1 << _SHIFT)
 
+_Colour = tuple[float, float, float]
 _SKIN = ((60, 90, 140), (80, 120, 175), (105, 150, 205), (140, 180, 225), (45, 65, 100), (120, 165, 215))
 _HAIR = ((20, 20, 25), (30, 45, 70), (40, 80, 120), (90, 150, 190), (150, 150, 150), (15, 30, 60))
 
@@ -92,8 +93,9 @@ class Figure:
     build: float = 1.0  # limb thickness factor
     skin: tuple[float, float, float] = _SKIN[1]  # BGR
     hair: tuple[float, float, float] = _HAIR[0]
-    shirt: tuple[tuple[float, float, float], tuple[float, float, float]] = ((40, 40, 200), (90, 90, 250))
-    pants: tuple[tuple[float, float, float], tuple[float, float, float]] = ((120, 60, 20), (170, 100, 50))
+    # (left, right) clothing colours; a turned figure's far side takes the darker one
+    shirt: tuple[_Colour, _Colour] = ((40, 40, 200), (90, 90, 250))
+    pants: tuple[_Colour, _Colour] = ((120, 60, 20), (170, 100, 50))
     shoes: tuple[float, float, float] = (30, 30, 30)
     shirt_texture: Texture = field(default_factory=Texture)
     pants_texture: Texture = field(default_factory=Texture)
@@ -200,6 +202,15 @@ def figure_joints(fig: Figure) -> tuple[np.ndarray, np.ndarray, list[_Paint]]:
         return math.atan2(d[1], d[0])
 
     far = 0 if s_yaw > 0.25 else (1 if s_yaw < -0.25 else -1)  # 0: left side is far, 1: right, -1: neither
+
+    def far_darker(pair: tuple[_Colour, _Colour]) -> tuple[_Colour, _Colour]:
+        # The far side of a turned figure wears the darker of the two colours (a depth cue that mirrors).
+        if far < 0:
+            return pair
+        dark, bright = sorted(pair, key=sum)
+        return (dark, bright) if far == 0 else (bright, dark)
+
+    shirts, pantss = far_darker(fig.shirt), far_darker(fig.pants)
     sides = []
     for k, (sh, el, wr, wd, hp, kn, an, ad, uarm, farm, thigh, shin) in enumerate(
         (
@@ -207,8 +218,8 @@ def figure_joints(fig: Figure) -> tuple[np.ndarray, np.ndarray, list[_Paint]]:
             (rs, re, rw, rwd, rh, rk, ra, rad, R_UARM, R_FARM, R_THIGH, R_SHIN),
         )
     ):
-        dim = 0.75 if k == far else 1.0
-        shirt, pants = shade(fig.shirt[k], dim), shade(fig.pants[k], dim)
+        dim = 0.85 if k == far else 1.0
+        shirt, pants = shade(shirts[k], dim), shade(pantss[k], dim)
         outward = out_l if k == 0 else out_r
         foot0, foot1 = an + 0.035 * H * ad, an + 0.05 * H * ad + 0.05 * H * outward
         hand = wr + 0.045 * H * wd
