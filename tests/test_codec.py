@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -278,7 +279,9 @@ def test_build_codec():
     with pytest.raises(ValueError, match="DECODER"):
         build_codec(_cfg(decoder="soft-argmax"))
     with pytest.raises(ValueError, match="USE_DIFFERENT_JOINTS_WEIGHT"):
-        build_codec(_cfg(joints_weight=True))
+        build_codec(_cfg(joints_weight=True), meta=dataclasses.replace(MPII, joints_weight=()))
+    with pytest.warns(UserWarning, match="no DatasetMeta"):
+        assert build_codec(_cfg(joints_weight=True)).joints_weight is None  # decode-only use
 
 
 def test_build_codec_from_default_config():

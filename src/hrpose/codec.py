@@ -17,6 +17,7 @@ Methods:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -451,14 +452,21 @@ def build_codec(cfg: Any, meta: Any = None) -> HeatmapCodec:
     joints_weight = None
     loss_node = cfg.get("LOSS", None)
     if loss_node is not None and bool(loss_node.get("USE_DIFFERENT_JOINTS_WEIGHT", False)):
-        weights = tuple(getattr(meta, "joints_weight", ()) or ())
-        if not weights:
-            name = getattr(meta, "name", None)
-            raise ValueError(
-                "LOSS.USE_DIFFERENT_JOINTS_WEIGHT is on but no per-joint weights are known"
-                + (f" for dataset {name!r}" if name else " (pass the dataset's DatasetMeta as `meta`)")
+        if meta is None:
+            # decoding needs no weights (the engine builds a decode-only codec); training passes the meta
+            warnings.warn(
+                "build_codec: LOSS.USE_DIFFERENT_JOINTS_WEIGHT is on but no DatasetMeta was given; "
+                "this codec's targets carry no per-joint weights",
+                stacklevel=2,
             )
-        joints_weight = weights
+        else:
+            weights = tuple(getattr(meta, "joints_weight", ()) or ())
+            if not weights:
+                raise ValueError(
+                    "LOSS.USE_DIFFERENT_JOINTS_WEIGHT is on but dataset "
+                    f"{getattr(meta, 'name', '?')!r} defines no per-joint weights (DatasetMeta.joints_weight)"
+                )
+            joints_weight = weights
     return HeatmapCodec(
         tuple(cfg.MODEL.IMAGE_SIZE),
         tuple(cfg.MODEL.HEATMAP_SIZE),
