@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import struct
 import tempfile
 from collections import OrderedDict
@@ -82,13 +83,18 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _unsafe_message(path: Path, err: Exception) -> str:
+    # torch's message is long; keep the line that names the offending global, if any.
+    reason = next((ln.strip() for ln in str(err).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+    reason = re.sub(r"\x1b\[[0-9;]*m", "", reason).split(". Please")[0].removeprefix("WeightsUnpickler error: ")
+    out = path.with_name(path.stem + "_weights.pth")
     return (
-        f"{path} contains pickled Python objects or code (not only tensors), which hrpose does not load "
-        f"for safety (torch.load weights_only=True refused it: {str(err).splitlines()[0]}). If you trust the "
-        "file, convert it once to plain weights, e.g.\n"
-        "  python -c \"import torch; c = torch.load('IN', map_location='cpu', weights_only=False); "
-        "torch.save({k: v for k, v in c.get('state_dict', c).items()}, 'OUT.pth')\"\n"
-        "or save it as safetensors with hrpose.models.weights.save_weights(state_dict, 'OUT.safetensors')."
+        f"{path} contains pickled Python objects or code, not only tensors, so hrpose does not load it "
+        f"(safe loading with torch.load(weights_only=True) refused it{': ' + reason if reason else ''}). "
+        "If you trust the file, convert it once to plain weights:\n"
+        f"  python -c \"import torch; c = torch.load('{path}', map_location='cpu', weights_only=False); "
+        "c = c.state_dict() if hasattr(c, 'state_dict') else c.get('state_dict', c); "
+        f"torch.save(dict(c), '{out}')\"\n"
+        "(or write .safetensors with hrpose.models.weights.save_weights)."
     )
 
 
