@@ -79,7 +79,9 @@ def nms_boxes(boxes_xywh: np.ndarray, scores: np.ndarray, iou_thr: float) -> np.
 
 def clip_boxes(boxes_xywh: np.ndarray, width: int, height: int) -> np.ndarray:
     """Clip (N, >=4) xywh boxes to the image; extra columns (score) are kept. Boxes may become empty."""
-    out = np.array(boxes_xywh, dtype=np.float32, copy=True).reshape(len(boxes_xywh), -1)
+    out = np.array(boxes_xywh, dtype=np.float32, copy=True)
+    if out.ndim != 2:
+        out = out.reshape(len(out), -1)
     x1 = np.clip(out[:, 0], 0, width)
     y1 = np.clip(out[:, 1], 0, height)
     x2 = np.clip(out[:, 0] + out[:, 2], 0, width)
@@ -212,18 +214,18 @@ class DetectionFileDetector:
                 f"{type(entries).__name__}"
             )
         table: dict[str, list[list[float]]] = defaultdict(list)
-        for i, e in enumerate(entries):
-            if not isinstance(e, dict) or "bbox" not in e:
-                raise DetectorError(f"detection file {self.path}: entry {i} has no 'bbox': {str(e)[:120]}")
-            if int(e.get("category_id", 1)) != category:
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "bbox" not in entry:
+                raise DetectorError(f"detection file {self.path}: entry {i} has no 'bbox': {str(entry)[:120]}")
+            if int(entry.get("category_id", 1)) != category:
                 continue
-            score = float(e.get("score", 1.0))
+            score = float(entry.get("score", 1.0))
             if score < score_thr:
                 continue
-            bbox = [float(v) for v in e["bbox"]]
+            bbox = [float(v) for v in entry["bbox"]]
             if len(bbox) != 4:
                 raise DetectorError(f"detection file {self.path}: entry {i} bbox must be [x, y, w, h], got {bbox}")
-            ident = e.get("file_name", e.get("image_name", e.get("image_id")))
+            ident = entry.get("file_name", entry.get("image_name", entry.get("image_id")))
             if ident is None:
                 raise DetectorError(f"detection file {self.path}: entry {i} has no 'image_id' or 'file_name'")
             table[self._norm(ident)].append([*bbox, score])

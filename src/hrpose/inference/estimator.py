@@ -100,6 +100,20 @@ class TorchModelBackend:
             return out.float().cpu().numpy()
 
 
+def make_inputs(
+    image_bgr: np.ndarray, centers: np.ndarray, scales: np.ndarray, input_size_wh: Sequence[int], color_rgb: bool
+) -> np.ndarray:
+    """Crops of (center, scale) boxes -> (N, 3, H, W) float32 model inputs, exactly as the test pipeline:
+    warp (bilinear) in RGB when DATASET.COLOR_RGB else BGR, / 255, minus ImageNet mean, over its std."""
+    w, h = int(input_size_wh[0]), int(input_size_wh[1])
+    source = np.ascontiguousarray(image_bgr[:, :, ::-1]) if color_rgb else image_bgr
+    batch = np.empty((len(centers), h, w, 3), dtype=np.uint8)
+    for i in range(len(centers)):
+        batch[i] = warp_crop(source, centers[i], scales[i], 0, (w, h))
+    x = (batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda if available, else mps, else cpu; anything else as torch.device (checked)."""
     if isinstance(device, torch.device):
@@ -277,7 +291,7 @@ class PoseEstimator:
             raise ValueError(f"{name}: boxes must be (N, 4) xywh or (N, 5) xywh+score, got shape {arr.shape}")
         if arr.shape[1] == 4:
             arr = np.concatenate([arr, np.ones((len(arr), 1), np.float32)], axis=1)
-        finite: np.ndarray = np.isfinite(arr).all(axis=1)
+        finite = np.asarray(np.isfinite(arr).all(axis=1), dtype=bool)
         clipped = clip_boxes(np.where(finite[:, None], arr, 0), width, height)
         ok = finite & (clipped[:, 2] > 0) & (clipped[:, 3] > 0)
         for i in np.flatnonzero(~ok):
@@ -289,18 +303,12 @@ class PoseEstimator:
 
     def crops(self, image_bgr: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """boxes (N, >=4) -> model inputs (N, 3, H, W) float32 normalised, centers (N, 2), scales (N, 2)."""
-        w, h = self.input_size
         n = len(boxes)
-        batch = np.empty((n, h, w, 3), dtype=np.uint8)
         centers = np.zeros((n, 2), dtype=np.float32)
         scales = np.zeros((n, 2), dtype=np.float32)
-        source = image_bgr[:, :, ::-1] if self.color_rgb else image_bgr
-        source = np.ascontiguousarray(source)
         for i, box in enumerate(boxes):
             centers[i], scales[i] = box_to_center_scale(box[:4], self.aspect_ratio)
-            batch[i] = warp_crop(source, centers[i], scales[i], 0, self.input_size)
-        x = (batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), centers, scales
+        return make_inputs(image_bgr, centers, scales, self.input_size, self.color_rgb), centers, scales
 
     def heatmaps(self, inputs: np.ndarray) -> np.ndarray:
         """Normalised crops (N, 3, H, W) -> heatmaps (N, K, h, w), flip-tested when `flip_test`, in batches."""
