@@ -173,3 +173,9 @@ def test_tiny_hrnet_trains_and_follows_the_input_device_and_dtype():
     assert all(p.grad is not None for p in model.parameters())
     with torch.inference_mode():
         assert model.double().eval()(x.double()).dtype == torch.float64
+
+
+def test_pretrained_directory_means_none(tmp_path):
+    # load_config joins DATA_DIR to an empty MODEL.PRETRAINED, giving a directory: train from scratch.
+    model = build_model(_resnet_cfg(PRETRAINED=str(tmp_path) + "/"), is_train=True)
+    assert abs(float(model.layer1[0].conv1.weight.detach().std()) - 0.001) < 0.0002

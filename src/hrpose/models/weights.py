@@ -88,7 +88,7 @@ def _unsafe_message(path: Path, err: Exception) -> str:
     reason = re.sub(r"\x1b\[[0-9;]*m", "", reason).split(". Please")[0].removeprefix("WeightsUnpickler error: ")
     out = path.with_name(path.stem + "_weights.pth")
     return (
-        f"{path} contains pickled Python objects or code, not only tensors, so hrpose does not load it "
+        f"{path} contains pickled Python objects or code, not only tensors, so for safety hrpose does not load it "
         f"(safe loading with torch.load(weights_only=True) refused it{': ' + reason if reason else ''}). "
         "If you trust the file, convert it once to plain weights:\n"
         f"  python -c \"import torch; c = torch.load('{path}', map_location='cpu', weights_only=False); "
