@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import DATA, GOLDEN, golden_json
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import DATA, GOLDEN, golden_json
 from hrpose.geometry import box_to_center_scale
 from hrpose.inference import detectors as det_mod
 from hrpose.inference.detectors import (

@@ -7,8 +7,8 @@ import struct
 import cv2
 import numpy as np
 import pytest
-from conftest import DATA
 
+from conftest import DATA
 from hrpose.inference.images import (
     ImageReadError,
     apply_orientation,
