@@ -1,0 +1,128 @@
+"""ONNX export checks itself in ONNX Runtime; the fast backends agree with the eager baseline."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, GOLDEN, ROOT
+
+from hrpose.backends import EagerBackend, OnnxRuntimeBackend, TorchBackend, quantize_int8
+from hrpose.bench import keypoints_input_px, markdown_table, real_crops, run_bench
+from hrpose.config import load_config
+from hrpose.export import ExportError, export_onnx, fold_batchnorm
+from hrpose.models import build_model
+
+SMALL = (64, 64)  # (w, h): small inputs keep the suite fast; the graph is the full architecture
+
+
+def _fill():
+    spec = importlib.util.spec_from_file_location("golden_fill", GOLDEN / "fill.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def hrnet():
+    cfg = load_config(ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
+    return _fill().fill_(build_model(cfg), 3).eval()
+
+
+@pytest.fixture(scope="module")
+def crops():
+    root = DATA / "coco-mini"
+    return real_crops(root / "images/train2017", root / "annotations/person_keypoints_train2017.json", SMALL, 16)
+
+
+def test_real_crops_are_normalised_person_crops(crops):
+    assert crops.shape == (16, 3, SMALL[1], SMALL[0]) and crops.dtype == np.float32
+    # ImageNet-normalised pixels: roughly zero mean, unit spread, not constant
+    assert abs(float(crops.mean())) < 1.0 and 0.3 < float(crops.std()) < 2.0
+
+
+def test_fold_batchnorm_keeps_outputs(hrnet):
+    x = torch.randn(2, 3, SMALL[1], SMALL[0])
+    folded = fold_batchnorm(hrnet)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        ref, got = hrnet(x), folded(x)
+    assert torch.allclose(ref, got, atol=1e-4 * float(ref.abs().max()))
+
+
+def test_export_onnx_self_checks_and_matches(tmp_path, hrnet, crops):
+    report = export_onnx(hrnet, tmp_path / "m.onnx", SMALL, dynamic_batch=True)
+    assert report.path.is_file() and report.keypoints_equal and report.rel_err < 1e-4
+    ort_backend = OnnxRuntimeBackend(report.path)
+    ref = EagerBackend(hrnet)(crops[:5])
+    got = ort_backend(crops[:5])  # batch 5: the dynamic batch axis works
+    assert got.shape == ref.shape == (5, 17, SMALL[1] // 4, SMALL[0] // 4)
+    np.testing.assert_allclose(got, ref, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_array_equal(keypoints_input_px(got, SMALL), keypoints_input_px(ref, SMALL))
+
+
+def test_export_refuses_a_graph_that_disagrees(tmp_path, hrnet, monkeypatch):
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession
+
+    class Corrupt(real):  # type: ignore[misc, valid-type]
+        def run(self, *a, **k):
+            return [o + 1.0 for o in super().run(*a, **k)]
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Corrupt)
+    (tmp_path / "keep.onnx").write_bytes(b"previous export")
+    with pytest.raises(ExportError, match="disagrees"):
+        export_onnx(hrnet, tmp_path / "keep.onnx", SMALL)
+    assert (tmp_path / "keep.onnx").read_bytes() == b"previous export"  # nothing already written is lost
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.onnx"]
+
+
+def test_torch_fast_backends_agree_with_eager(hrnet, crops):
+    ref = EagerBackend(hrnet)(crops[:4])
+    fp32 = TorchBackend(hrnet)(crops[:4])
+    np.testing.assert_allclose(fp32, ref, atol=1e-4 * np.abs(ref).max())
+    bf16 = TorchBackend(hrnet, dtype=torch.bfloat16)(crops[:4])
+    assert bf16.dtype == np.float32 and bf16.shape == ref.shape
+    # bf16 has an 8-bit mantissa: heatmaps agree to a few percent of their range
+    assert np.abs(bf16 - ref).max() < 0.1 * np.abs(ref).max()
+
+
+def test_int8_quantization_runs_and_stays_close(tmp_path, hrnet, crops):
+    fp32 = export_onnx(hrnet, tmp_path / "m.onnx", SMALL, dynamic_batch=True).path
+    q = quantize_int8(fp32, tmp_path / "m_int8.onnx", [crops[:8]])
+    ref = EagerBackend(hrnet)(crops[8:12])
+    got = OnnxRuntimeBackend(q)(crops[8:12])
+    assert got.shape == ref.shape
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_int8(fp32, tmp_path / "x.onnx", [])
+
+
+def test_run_bench_reports_every_backend(tmp_path, hrnet, crops):
+    rows = run_bench(hrnet, SMALL, crops[:8], batch_sizes=(1, 2), iters=1, warmup=0,
+                     backends=("torch-fp32", "onnxruntime-fp32"), workdir=tmp_path, log=lambda s: None)
+    assert [r.backend for r in rows] == ["eager-fp32 (baseline)", "torch-fp32", "onnxruntime-fp32"]
+    assert rows[0].speedup == {1: 1.0, 2: 1.0} and rows[0].mean_dev_px == 0.0
+    for r in rows:
+        assert all(v > 0 for v in r.ms_per_crop.values()) and 0.99 <= r.within_2px <= 1.0
+    table = markdown_table(rows, (1, 2))
+    assert table.count("\n") == 1 + len(rows) and "onnxruntime-fp32" in table
+    with pytest.raises(ValueError, match="unknown backend"):
+        run_bench(hrnet, SMALL, crops[:2], backends=("tensorrt",), workdir=tmp_path, log=lambda s: None)
+
+
+def test_export_cli_writes_checked_model(tmp_path, hrnet, capsys):
+    from hrpose.cli import main
+    from hrpose.models.weights import save_weights
+
+    weights = tmp_path / "w.pth"
+    save_weights(hrnet, weights)
+    cfg = str(ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
+    out = tmp_path / "w.onnx"
+    args = ["export", "--cfg", cfg, "--weights", str(weights), "--out", str(out), "MODEL.IMAGE_SIZE", "[64, 64]",
+            "MODEL.HEATMAP_SIZE", "[16, 16]"]
+    assert main(args) == 0
+    assert out.is_file() and "checked in ONNX Runtime" in capsys.readouterr().out
