@@ -434,6 +434,8 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
         for epoch in range(begin_epoch, end_epoch):
             if train_sampler is not None:
                 train_sampler.set_epoch(epoch)
+            if hasattr(train_dataset, "set_epoch"):
+                train_dataset.set_epoch(epoch)  # per-epoch augmentation stream (seeded datasets)
             lr = optimizer.param_groups[0]["lr"]
             logger.info(f"=> epoch {epoch}, lr {lr:g}")
             tm = train_one_epoch(
