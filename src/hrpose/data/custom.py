@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from hrpose.data.records import AnnotationError, short_repr
 from hrpose.keypoints import COCO, DatasetMeta, flip_pairs_from_names
 
 logger = logging.getLogger(__name__)
@@ -35,16 +36,24 @@ def meta_from_category(
     else COCO's when there are 17 joints, else uniform 0.1 (with a warning: OKS-based AP is then only
     indicative). upper_body_ids: given (HRPOSE.UPPER_BODY_IDS) or from the names.
     """
-    names = tuple(str(n) for n in category.get("keypoints", ()))
+    where = f"{source}: category {category.get('name', '?')!r}"
+    raw_names = category.get("keypoints") or ()
+    if not isinstance(raw_names, (list, tuple)) or not all(isinstance(n, str) for n in raw_names):
+        raise AnnotationError(f"{where}: field 'keypoints' must be a list of joint-name strings")
+    names = tuple(raw_names)
     if not names:
-        raise ValueError(f"{source}: category {category.get('name', '?')!r} has no 'keypoints' (joint names)")
+        raise AnnotationError(f"{where}: has no 'keypoints' (joint names)")
     k = len(names)
     skeleton_raw = category.get("skeleton") or ()
+    if not isinstance(skeleton_raw, (list, tuple)):
+        raise AnnotationError(f"{where}: field 'skeleton' must be a list of [joint, joint] pairs")
     skeleton = []
     for pair in skeleton_raw:
-        if len(pair) != 2 or not all(1 <= int(j) <= k for j in pair):
-            raise ValueError(f"{source}: skeleton edge {pair} is not a pair of 1-based joint indices in 1..{k}")
-        skeleton.append((int(pair[0]) - 1, int(pair[1]) - 1))
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(type(j) is int and 1 <= j <= k for j in pair)):  # fmt: skip
+            raise AnnotationError(f"{where}: field 'skeleton': edge {short_repr(pair)} is not a pair of 1-based "
+                                  f"joint indices in 1..{k}")  # fmt: skip
+        skeleton.append((pair[0] - 1, pair[1] - 1))
     pairs = tuple((int(a), int(b)) for a, b in flip_pairs) if flip_pairs else flip_pairs_from_names(names)
     if sigmas:
         sig = tuple(float(s) for s in sigmas)

@@ -31,7 +31,7 @@ from hrpose.data.coco import (
 from hrpose.data.custom import meta_from_category
 from hrpose.data.images import ImageReadError, read_image
 from hrpose.data.mpii import load_mpii_records, mpii_annotation_file, mpii_gt_file
-from hrpose.data.records import PersonRecord, select_data
+from hrpose.data.records import AnnotationError, PersonRecord, select_data
 from hrpose.geometry import PIXEL_STD
 from hrpose.keypoints import COCO, MPII, DatasetMeta
 
@@ -73,10 +73,13 @@ class PoseDataset(Dataset):
     input_size_wh: model input (w, h); aug: training augmentation (None = test mode, no augmentation);
     seed: per-item generators are seeded by (seed, epoch, index), so any worker count gives the same
     samples (None = fresh OS entropy per item); skip_bad_images: unreadable images are warned about,
-    recorded in `bad_images` (path -> reason, per process) and replaced by the next readable record.
+    recorded in `bad_images` (path -> reason, per process) and replaced by the next readable record; the
+    item's meta then has `index` != `requested_index`, which is how a DataLoader with worker processes
+    counts substitutions in the main process.
 
     Item: input float32 (3, H, W) normalised; target (K, h, w) float32; target_weight (K, 1) float32;
-    meta dict: image, image_id, index (the record actually returned), center (2,), scale (2,), rotation,
+    meta dict: image, image_id, index (the record actually returned), requested_index (the index asked for),
+    center (2,), scale (2,), rotation,
     score, area, joints (K, 3) crop pixels (official: visible joints transformed), joints_vis (K, 3).
     """
 
@@ -95,10 +98,10 @@ class PoseDataset(Dataset):
     def __post_init__(self) -> None:
         super().__init__()
         self.input_size_wh = (int(self.input_size_wh[0]), int(self.input_size_wh[1]))
-        for rec in self.records[:1]:
+        for i, rec in enumerate(self.records):
             if rec.num_joints != self.meta.num_joints:
-                raise ValueError(f"records have {rec.num_joints} joints but meta {self.meta.name!r} has "
-                                 f"{self.meta.num_joints}")  # fmt: skip
+                raise ValueError(f"record {i} ({rec.image}) has {rec.num_joints} joints but meta "
+                                 f"{self.meta.name!r} has {self.meta.num_joints}")  # fmt: skip
 
     def __repr__(self) -> str:
         mode = "train" if self.aug is not None else "test"
@@ -151,7 +154,9 @@ class PoseDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         index = int(index)
         i, image = self.load_image(index)
-        return self.make_item(i, image, self.sample_params(i))
+        item = self.make_item(i, image, self.sample_params(i))
+        item[3]["requested_index"] = index
+        return item
 
     def make_item(
         self, index: int, image: np.ndarray, params: AugParams
@@ -165,6 +170,7 @@ class PoseDataset(Dataset):
             "image": rec.image,
             "image_id": rec.image_id,
             "index": index,
+            "requested_index": index,
             "center": np.asarray(res.center, dtype=np.float64),
             "scale": np.asarray(res.scale, dtype=np.float64),
             "rotation": res.rotation,
@@ -258,7 +264,7 @@ def build_dataset(cfg: Any, split: str, is_train: bool) -> PoseDataset:
                 sigmas=list(_hr(cfg, "OKS_SIGMAS", [])), upper_body_ids=list(_hr(cfg, "UPPER_BODY_IDS", [])),
             )  # fmt: skip
         if kp_file.joint_names and len(kp_file.joint_names) != meta.num_joints:
-            raise ValueError(f"{ann_path}: category lists {len(kp_file.joint_names)} keypoints, expected "
+            raise AnnotationError(f"{ann_path}: category lists {len(kp_file.joint_names)} keypoints, expected "
                              f"{meta.num_joints} for DATASET.DATASET {kind!r}")  # fmt: skip
         image_dir = coco_image_dir(root, image_set)
         if use_gt:
@@ -272,6 +278,9 @@ def build_dataset(cfg: Any, split: str, is_train: bool) -> PoseDataset:
                         soft_nms=bool(cfg.TEST.SOFT_NMS), category_id=kp_file.category_id,
                         rank=int(cfg.get("RANK", 0)))  # fmt: skip
 
+    if not records:
+        raise AnnotationError(f"DATASET.{'TRAIN_SET' if split == 'train' else 'TEST_SET'} {image_set!r} under "
+                              f"{root}: no usable person records (see the log for what was skipped)")  # fmt: skip
     if int(cfg.MODEL.NUM_JOINTS) != meta.num_joints:
         raise ValueError(f"MODEL.NUM_JOINTS is {cfg.MODEL.NUM_JOINTS} but the {kind} dataset has "
                          f"{meta.num_joints} joints")  # fmt: skip

@@ -25,15 +25,22 @@ class ImageReadError(OSError):
 def read_image(path: str | os.PathLike[str], color_rgb: bool = False) -> np.ndarray:
     """Image file -> uint8 (H, W, 3), BGR like cv2 unless `color_rgb` (DATASET.COLOR_RGB).
 
-    Raises `ImageReadError` naming the file for missing, zero-byte, undecodable or truncated files.
+    Raises `ImageReadError` naming the file for missing, zero-byte, undecodable or truncated files, broken
+    symlinks, unreadable files and anything that is not a regular file (directories, FIFOs, devices).
     The file is read into memory first so that a truncated JPEG (which cv2 decodes partially, with only a
     warning on stderr) is caught: its last start-of-scan marker is never followed by an end-of-image marker.
     """
     p = Path(path)
     try:
+        # A FIFO or device in place of an image would block or never end: only regular files are read.
+        if p.exists() and not p.is_file():
+            raise ImageReadError(p, "not a regular file (a directory, FIFO or device)")
         data = p.read_bytes()
+    except ImageReadError:
+        raise
     except FileNotFoundError:
-        raise ImageReadError(p, "file not found") from None
+        reason = "broken symbolic link" if p.is_symlink() else "file not found"
+        raise ImageReadError(p, reason) from None
     except OSError as e:
         raise ImageReadError(p, f"{type(e).__name__}: {e}") from None
     if not data:

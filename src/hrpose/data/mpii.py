@@ -6,19 +6,28 @@ Layout: `ROOT/annot/<set>.json`, images in `ROOT/images/<image>`, the evaluation
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from hrpose.data.records import AnnotationError, PersonRecord
+from hrpose.data.records import (
+    MAX_COORD,
+    AnnotationError,
+    PersonRecord,
+    as_number,
+    finite_array,
+    read_json,
+    safe_file_name,
+    short_repr,
+)
 from hrpose.geometry import BOX_PADDING, PIXEL_STD
 
 # MPII's person scale is measured at the head; the official loader moves the center 15 scale units down
 # (towards the hips) and pads the box by 1.25 so that the crop keeps the limbs.
 CENTER_SHIFT_Y = 15.0
+# Smallest accepted MPII `scale` (person height / 200): 0.2 pixels. Smaller (or zero) scales would make the
+# crop's affine transform blow up to inf.
+MIN_SCALE = 1e-3
 
 
 def mpii_annotation_file(root: str | Path, image_set: str) -> Path:
@@ -29,45 +38,36 @@ def mpii_gt_file(root: str | Path, image_set: str) -> Path:
     return Path(root) / "annot" / f"gt_{image_set}.mat"
 
 
-def _numbers(value: Any, where: str, key: str, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise AnnotationError(f"{where}: field '{key}' holds non-numeric or ragged values") from None
-    if arr.shape != shape:
-        raise AnnotationError(f"{where}: field '{key}' has shape {arr.shape}, expected {shape}")
-    if not np.all(np.isfinite(arr)):
-        raise AnnotationError(f"{where}: field '{key}' holds NaN/inf")
-    return arr
-
-
 def load_mpii_records(
     ann_file: str | Path, image_dir: str | Path, num_joints: int = 16, with_joints: bool = True
 ) -> list[PersonRecord]:
     """Official MPII records: center + (0, 15 * scale), scale * 1.25 (unless the center is the -1 sentinel),
     then center and joints from 1-based (Matlab) to 0-based pixels. `with_joints=False` for the test set,
-    which has no joints (zeros, invisible)."""
+    which has no joints (zeros, invisible).
+
+    Malformed records raise `AnnotationError` naming the file, the record index (and image) and the field:
+    missing fields, wrong types, NaN/inf, coordinates beyond +-MAX_COORD, `scale` outside
+    [MIN_SCALE, MAX_COORD / 200], `joints`/`joints_vis` of the wrong shape, visibilities other than 0..1,
+    and `image` names outside the image folder. Nothing is skipped silently."""
     ann_file = Path(ann_file)
     if not ann_file.is_file():
         raise FileNotFoundError(f"MPII annotation file not found: {ann_file}")
-    try:
-        anns = json.loads(ann_file.read_text())
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{ann_file}: not valid JSON ({e})") from None
+    anns = read_json(ann_file)
     if not isinstance(anns, list):
         raise AnnotationError(f"{ann_file}: expected a JSON list of person annotations")
     image_dir = Path(image_dir)
     records = []
+    required = ("image", "center", "scale") + (("joints", "joints_vis") if with_joints else ())
     for i, a in enumerate(anns):
-        where = f"{ann_file}: record {i} (image {a.get('image', '?') if isinstance(a, dict) else '?'})"
-        required = ("image", "center", "scale") + (("joints", "joints_vis") if with_joints else ())
+        where = f"{ann_file}: record {i} (image {short_repr(a.get('image', '?')) if isinstance(a, dict) else '?'})"
+        if not isinstance(a, dict):
+            raise AnnotationError(f"{where}: expected a JSON object, got {type(a).__name__}")
         for key in required:
-            if not isinstance(a, dict) or key not in a:
+            if key not in a:
                 raise AnnotationError(f"{where}: missing field '{key}'")
-        center = _numbers(a["center"], where, "center", (2,))
-        s = a["scale"]
-        if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-            raise AnnotationError(f"{where}: field 'scale' must be a positive number, got {s!r}")
+        image = safe_file_name(a["image"], where, "image")
+        center = finite_array(a["center"], where, "center", (2,))
+        s = as_number(a["scale"], where, "scale", low=MIN_SCALE, high=MAX_COORD / PIXEL_STD)
         scale = np.array([s, s], dtype=np.float64)
         if center[0] != -1:
             center[1] = center[1] + CENTER_SHIFT_Y * scale[1]
@@ -76,13 +76,16 @@ def load_mpii_records(
         joints = np.zeros((num_joints, 3), dtype=np.float64)
         vis = np.zeros((num_joints, 3), dtype=np.float64)
         if with_joints:
-            joints[:, :2] = _numbers(a["joints"], where, "joints", (num_joints, 2)) - 1
-            jv = _numbers(a["joints_vis"], where, "joints_vis", (num_joints,))
+            joints[:, :2] = finite_array(a["joints"], where, "joints", (num_joints, 2)) - 1
+            jv = finite_array(a["joints_vis"], where, "joints_vis", (num_joints,))
+            if np.any((jv < 0) | (jv > 1)):
+                raise AnnotationError(f"{where}: field 'joints_vis' holds {short_repr(a['joints_vis'])}; expected "
+                                      "0 (not labelled) or 1 per joint")  # fmt: skip
             vis[:, 0] = jv
             vis[:, 1] = jv
         records.append(
             PersonRecord(
-                image=str(image_dir / str(a["image"])),
+                image=str(image_dir / image),
                 image_id=i,
                 center=center,
                 scale=scale,
