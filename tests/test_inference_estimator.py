@@ -250,3 +250,20 @@ def test_custom_meta_from_config(tmp_path):
     meta = meta_from_config(load_config(yaml_path))
     assert meta.joint_names == ("wrist", "left_tip", "right_tip")
     assert meta.flip_pairs == ((1, 2),) and meta.skeleton == ((0, 1), (0, 2))
+
+
+@pytest.mark.parametrize("dynamic_batch", [True, False])
+def test_onnxruntime_backend_matches_torch(tiny, tmp_path, dynamic_batch):
+    from hrpose.export import export_onnx
+
+    path_cfg, cfg, model = tiny
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(model, onnx_path, (32, 64), dynamic_batch=dynamic_batch)
+    boxes = [BOX, [10, 10, 60, 120, 0.5], [300, 200, 100, 100, 0.7]]
+    ort_est = PoseEstimator(path_cfg, onnx_path, backend="onnxruntime", detector=WholeImageDetector(), batch_size=2)
+    ref = PoseEstimator.from_model(model, cfg, detector=WholeImageDetector())(IMAGE, boxes=boxes)
+    got = ort_est(IMAGE, boxes=boxes)
+    assert len(got) == 3
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a.keypoints[:, 2], b.keypoints[:, 2], atol=1e-4)
+        np.testing.assert_allclose(a.keypoints[:, :2], b.keypoints[:, :2], atol=0.5)

@@ -120,9 +120,11 @@ def _results(poses: list[Any], path: str, joint_names: list[str]) -> list[dict[s
 
 
 def _build_detector(spec: str, det_thr: float | None) -> Any:
-    from hrpose.inference.detectors import build_detector, default_detector
+    from hrpose.inference.detectors import HOGDetector, build_detector, default_detector, hog_available
 
     if spec == "auto":
+        if hog_available() and det_thr is not None:
+            return HOGDetector(score_thr=det_thr)
         return default_detector()
     kind = spec.partition(":")[0].lower()
     kwargs = {} if det_thr is None or kind in ("whole", "none", "full") else {"score_thr": det_thr}

@@ -100,6 +100,24 @@ class TorchModelBackend:
             return out.float().cpu().numpy()
 
 
+class _FixedBatch:
+    """Feeds a backend whose model was exported with a fixed batch size `size` (pads the last chunk)."""
+
+    def __init__(self, backend: Backend, size: int) -> None:
+        self.backend, self.size = backend, max(1, int(size))
+
+    def __call__(self, batch: Any) -> np.ndarray:
+        x = np.asarray(batch, dtype=np.float32)
+        outs = []
+        for s in range(0, len(x), self.size):
+            chunk = x[s : s + self.size]
+            n = len(chunk)
+            if n < self.size:
+                chunk = np.concatenate([chunk, np.zeros((self.size - n, *chunk.shape[1:]), np.float32)])
+            outs.append(np.asarray(self.backend(chunk))[:n])
+        return np.concatenate(outs, axis=0)
+
+
 def make_inputs(
     image_bgr: np.ndarray, centers: np.ndarray, scales: np.ndarray, input_size_wh: Sequence[int], color_rgb: bool
 ) -> np.ndarray:
@@ -242,7 +260,9 @@ class PoseEstimator:
                 raise FileNotFoundError(f"ONNX model not found: {weights}")
             from hrpose.backends import OnnxRuntimeBackend
 
-            self.backend = OnnxRuntimeBackend(weights)
+            ort_backend = OnnxRuntimeBackend(weights)
+            batch_dim = ort_backend.session.get_inputs()[0].shape[0]
+            self.backend = _FixedBatch(ort_backend, batch_dim) if isinstance(batch_dim, int) else ort_backend
             self.device = torch.device("cpu")
         else:
             raise ValueError(f"unknown backend {backend!r}: expected 'torch' or 'onnxruntime'")
