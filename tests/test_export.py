@@ -25,10 +25,25 @@ def _fill():
     return mod
 
 
+W32 = ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
+# The w32 topology (4 stages, all branches and fuse layers) with one module per stage and narrow branches:
+# every op type of the full model goes through export, at a fraction of the graph size.
+REDUCED = [
+    "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]",
+    "MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[8, 16]",
+    "MODEL.EXTRA.STAGE3.NUM_MODULES", "1", "MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[8, 16, 32]",
+    "MODEL.EXTRA.STAGE4.NUM_MODULES", "1", "MODEL.EXTRA.STAGE4.NUM_CHANNELS", "[8, 16, 32, 64]",
+]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def hrnet():
-    cfg = load_config(ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
-    return _fill().fill_(build_model(cfg), 3).eval()
+    return _fill().fill_(build_model(load_config(W32, REDUCED)), 3).eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory, hrnet):
+    return export_onnx(hrnet, tmp_path_factory.mktemp("onnx") / "m.onnx", SMALL, dynamic_batch=True)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +67,8 @@ def test_fold_batchnorm_keeps_outputs(hrnet):
     assert torch.allclose(ref, got, atol=1e-4 * float(ref.abs().max()))
 
 
-def test_export_onnx_self_checks_and_matches(tmp_path, hrnet, crops):
-    report = export_onnx(hrnet, tmp_path / "m.onnx", SMALL, dynamic_batch=True)
+def test_export_onnx_self_checks_and_matches(onnx_model, hrnet, crops):
+    report = onnx_model
     assert report.path.is_file() and report.keypoints_equal and report.rel_err < 1e-4
     ort_backend = OnnxRuntimeBackend(report.path)
     ref = EagerBackend(hrnet)(crops[:5])
@@ -90,8 +105,8 @@ def test_torch_fast_backends_agree_with_eager(hrnet, crops):
     assert np.abs(bf16 - ref).max() < 0.1 * np.abs(ref).max()
 
 
-def test_int8_quantization_runs_and_stays_close(tmp_path, hrnet, crops):
-    fp32 = export_onnx(hrnet, tmp_path / "m.onnx", SMALL, dynamic_batch=True).path
+def test_int8_quantization_runs_and_stays_close(tmp_path, onnx_model, hrnet, crops):
+    fp32 = onnx_model.path
     q = quantize_int8(fp32, tmp_path / "m_int8.onnx", [crops[:8]])
     ref = EagerBackend(hrnet)(crops[8:12])
     got = OnnxRuntimeBackend(q)(crops[8:12])
@@ -120,9 +135,7 @@ def test_export_cli_writes_checked_model(tmp_path, hrnet, capsys):
 
     weights = tmp_path / "w.pth"
     save_weights(hrnet, weights)
-    cfg = str(ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml")
     out = tmp_path / "w.onnx"
-    args = ["export", "--cfg", cfg, "--weights", str(weights), "--out", str(out), "MODEL.IMAGE_SIZE", "[64, 64]",
-            "MODEL.HEATMAP_SIZE", "[16, 16]"]
+    args = ["export", "--cfg", str(W32), "--weights", str(weights), "--out", str(out), *REDUCED]
     assert main(args) == 0
     assert out.is_file() and "checked in ONNX Runtime" in capsys.readouterr().out
