@@ -7,8 +7,8 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, GOLDEN, ROOT
 
+from conftest import DATA, GOLDEN, ROOT
 from hrpose.backends import EagerBackend, OnnxRuntimeBackend, TorchBackend, quantize_int8
 from hrpose.bench import keypoints_input_px, markdown_table, real_crops, run_bench
 from hrpose.config import load_config

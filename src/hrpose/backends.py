@@ -62,7 +62,7 @@ class TorchBackend:
         self.device = _model_device(model)
         m = fold_batchnorm(model) if fold_bn else model.eval()
         if channels_last:
-            m = m.to(memory_format=torch.channels_last)
+            m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if compile:
             m = torch.compile(m)  # type: ignore[assignment]
         self.model = m
