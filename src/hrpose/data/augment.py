@@ -77,6 +77,7 @@ def half_body_center_scale(
     The upper half is used when `prefer_upper` and it has more than two visible joints; otherwise the lower
     half if it has more than two, else the upper. Fewer than two joints in the chosen half -> None.
     The box is the joints' extent grown to `aspect_ratio` (w/h) and padded by 1.5; center = joint mean.
+    A box under one pixel (the joints on one point) -> None as well, so the full box is used.
     """
     vis = np.asarray(joints_vis)[:, 0] > 0
     is_upper = np.zeros(len(vis), dtype=bool)
@@ -95,6 +96,10 @@ def half_body_center_scale(
         h = w * 1.0 / aspect_ratio
     elif w < aspect_ratio * h:
         w = h * aspect_ratio
+    if max(w, h) < 1.0:
+        # All chosen joints (nearly) on one point: the official code would crop with a zero scale (a blank
+        # input); keep the full-body box instead.
+        return None
     scale = np.array([w * 1.0 / PIXEL_STD, h * 1.0 / PIXEL_STD], dtype=np.float32) * HALF_BODY_PADDING
     return center, scale
 

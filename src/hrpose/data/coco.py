@@ -137,12 +137,14 @@ def read_coco_keypoint_file(path: str | Path, *, require_annotations: bool = Tru
                        category.get("name"), category["id"])  # fmt: skip
 
     images: dict[int, ImageInfo] = {}
+    first_index: dict[int, int] = {}
     for i, img in enumerate(_list_field(data, "images", path)):
         where = f"{path}: images[{i}] (id {img.get('id', '?') if isinstance(img, dict) else '?'})"
         _require(img, ("id", "file_name", "width", "height"), where)
         image_id = as_int(img["id"], where, "id")
         if image_id in images:
-            raise AnnotationError(f"{where}: field 'id' repeats image id {image_id}")
+            raise AnnotationError(f"{where}: field 'id' repeats the id of images[{first_index[image_id]}]")
+        first_index[image_id] = i
         images[image_id] = ImageInfo(image_id, safe_file_name(img["file_name"], where, "file_name"),
                                      as_int(img["width"], where, "width", low=1, high=MAX_COORD),
                                      as_int(img["height"], where, "height", low=1, high=MAX_COORD))  # fmt: skip
@@ -265,7 +267,7 @@ def load_detection_records(
 
     As the official loader: only `category_id` (person, 1) boxes with `score >= image_thre` (TEST.IMAGE_THRE),
     unsanitised box -> center/scale, joints zero with visibility one; boxes of zero or negative width or
-    height are skipped (counted in a warning). Image paths come from `images`
+    height, or under one pixel both ways, are skipped (counted in a warning). Image paths come from `images`
     (the annotation file's image table). An empty file is an error, not an empty dataset.
     """
     det_file = Path(det_file)
@@ -292,7 +294,7 @@ def load_detection_records(
         if info is None:
             raise AnnotationError(f"{where}: image_id {image_id} is not in the annotation file's image table")
         box = finite_array(det["bbox"], where, "bbox", (4,))
-        if box[2] <= 0 or box[3] <= 0:  # no crop can be taken from it
+        if box[2] <= 0 or box[3] <= 0 or max(box[2], box[3]) < 1.0:  # no crop can be taken from it
             empty += 1
             continue
         center, scale = box_to_center_scale(box, aspect_ratio)
@@ -311,7 +313,7 @@ def load_detection_records(
             )
         )
     if empty:
-        logger.warning("%s: skipped %d boxes of zero or negative width/height", det_file, empty)
+        logger.warning("%s: skipped %d boxes of zero, negative or sub-pixel width/height", det_file, empty)
     logger.info("%s: %d boxes, %d after category/score filter (IMAGE_THRE %s)", det_file, len(dets),
                 len(records), image_thre)  # fmt: skip
     return records
