@@ -559,6 +559,8 @@ def sample_scene(rng: np.random.Generator, width: int, height: int, max_people: 
             if inside.sum() >= 5:
                 figures.append(fig)
                 break
+    if not figures:  # every placement was rejected (very unlikely): one person in the middle
+        figures.append(sample_figure(rng, 0.8 * height, (0.5 * width, 0.55 * height)))
     # Bigger (nearer) people are drawn later, with some shuffling so small people sometimes cover big ones.
     order = np.argsort([f.height * rng.uniform(0.8, 1.25) for f in figures], kind="stable")
     scene = render_scene(bg, [figures[i] for i in order], rng)
