@@ -1,0 +1,248 @@
+"""hrpose.engine.train: optimizer/schedule, train_one_epoch, overfitting, train() outputs and exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from conftest import DATA
+from hrpose.config import load_config
+from hrpose.engine import NonFiniteLossError, build_optimizer, build_scheduler, load_checkpoint, train, train_one_epoch
+from hrpose.losses import JointsMSELoss
+
+COCO_MINI = DATA / "coco-mini"
+
+
+class TinyPose(nn.Module):
+    """(B, 3, 32, 32) -> (B, 4, 8, 8); no BatchNorm, so results do not depend on batch statistics."""
+
+    def __init__(self, k: int = 4) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(8, k, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def _batches(n: int, b: int = 2, k: int = 4, seed: int = 0) -> list:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        x = torch.randn(b, 3, 32, 32, generator=g)
+        t = torch.rand(b, k, 8, 8, generator=g)
+        w = torch.ones(b, k, 1)
+        out.append((x, t, w, {}))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# optimizer and schedule
+
+
+def test_optimizers_follow_train_keys():
+    model = TinyPose()
+    sgd = build_optimizer(model, "sgd", 0.1, momentum=0.8, weight_decay=1e-3, nesterov=True)
+    g = sgd.param_groups[0]
+    assert isinstance(sgd, torch.optim.SGD)
+    assert (g["lr"], g["momentum"], g["weight_decay"], g["nesterov"]) == (0.1, 0.8, 1e-3, True)
+    adam = build_optimizer(model, "adam", 1e-3, weight_decay=1e-4)
+    assert isinstance(adam, torch.optim.Adam)
+    assert adam.param_groups[0]["lr"] == 1e-3 and adam.param_groups[0]["weight_decay"] == 0  # official
+    with pytest.raises(ValueError, match="TRAIN.OPTIMIZER.*'rmsprop'"):
+        build_optimizer(model, "rmsprop", 1e-3)
+
+
+def test_lr_schedule_is_the_official_per_epoch_schedule():
+    opt = build_optimizer(TinyPose(), "adam", 1.0)
+    sched = build_scheduler(opt, [2, 4], 0.1)
+    lrs = []
+    for _ in range(6):  # epoch e trains with the lr read at its start; the scheduler steps after it
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+# ----------------------------------------------------------------------------------------------------
+# train_one_epoch
+
+
+def test_train_one_epoch_metrics_and_max_iters():
+    torch.manual_seed(0)
+    model = TinyPose()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    m = train_one_epoch(model, _batches(5), JointsMSELoss(True), opt, "cpu", epoch=0, max_iters=3,
+                        progress=False, print_freq=0)  # fmt: skip
+    assert m["iters"] == 3 and m["samples"] == 6
+    assert math.isfinite(m["loss"]) and m["loss"] > 0 and 0.0 <= m["acc"] <= 1.0
+    assert m["samples_per_s"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_non_finite_loss_stops_with_epoch_and_step():
+    torch.manual_seed(0)
+    model = TinyPose()
+    batches = _batches(4)
+    batches[2][0][0, 0, 0, 0] = float("nan")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snapshots = []
+
+    class Recorder(list):
+        def __iter__(self):
+            for item in super().__iter__():
+                snapshots.append([p.detach().clone() for p in model.parameters()])
+                yield item
+
+    with pytest.raises(NonFiniteLossError, match=r"epoch 7, step 2") as info:
+        train_one_epoch(model, Recorder(batches), JointsMSELoss(True), opt, "cpu", epoch=7, progress=False)
+    assert "nan" in str(info.value)
+    # the bad batch never reached the optimizer: weights are those from before step 2
+    assert all(torch.equal(a, b) for a, b in zip(snapshots[2], model.parameters()))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bf16_autocast_on_cpu_trains():
+    torch.manual_seed(0)
+    model = TinyPose()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = train_one_epoch(model, _batches(3), JointsMSELoss(True), opt, "cpu", epoch=0, amp_dtype=torch.bfloat16,
+                            channels_last=True, progress=False, print_freq=0)  # fmt: skip
+    for e in range(1, 6):
+        last = train_one_epoch(model, _batches(3), JointsMSELoss(True), opt, "cpu", epoch=e,
+                               amp_dtype=torch.bfloat16, progress=False, print_freq=0)  # fmt: skip
+    assert last["loss"] < first["loss"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# real model, real crops
+
+
+def _tiny_cfg_dict(root: Path, **train) -> dict:
+    return {
+        "GPUS": "(0,)", "OUTPUT_DIR": "output", "LOG_DIR": "log", "WORKERS": 0, "PRINT_FREQ": 1,
+        "PIN_MEMORY": False, "AUTO_RESUME": True,
+        "DATASET": {"DATASET": "coco", "ROOT": str(root), "TRAIN_SET": "train2017", "TEST_SET": "train2017",
+                    "FLIP": True, "ROT_FACTOR": 40, "SCALE_FACTOR": 0.3},
+        "MODEL": {"NAME": "pose_resnet", "PRETRAINED": "", "IMAGE_SIZE": [64, 64], "HEATMAP_SIZE": [16, 16],
+                  "SIGMA": 2, "NUM_JOINTS": 17,
+                  "EXTRA": {"FINAL_CONV_KERNEL": 1, "DECONV_WITH_BIAS": False, "NUM_DECONV_LAYERS": 3,
+                            "NUM_DECONV_FILTERS": [16, 16, 16], "NUM_DECONV_KERNELS": [4, 4, 4],
+                            "NUM_LAYERS": 18}},
+        "LOSS": {"USE_TARGET_WEIGHT": True},
+        "TRAIN": {"BATCH_SIZE_PER_GPU": 4, "BEGIN_EPOCH": 0, "END_EPOCH": 2, "OPTIMIZER": "adam", "LR": 1e-3,
+                  "LR_STEP": [1], "LR_FACTOR": 0.1, "SHUFFLE": True, **train},
+        "TEST": {"BATCH_SIZE_PER_GPU": 8, "FLIP_TEST": True, "POST_PROCESS": True, "SHIFT_HEATMAP": True,
+                 "USE_GT_BBOX": True, "IN_VIS_THRE": 0.2, "OKS_THRE": 0.9},
+        "HRPOSE": {"TENSORBOARD": False, "MAX_ITERS_PER_EPOCH": 2, "SEED": 0, "DETERMINISTIC": True},
+    }  # fmt: skip
+
+
+def _mini_coco(tmp_path: Path, n_images: int) -> Path:
+    """A COCO-layout dataset with the first `n_images` coco-mini images that have keypoints."""
+    ann = json.loads((COCO_MINI / "annotations" / "person_keypoints_train2017.json").read_text())
+    with_kp = sorted({a["image_id"] for a in ann["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]})
+    keep = set(with_kp[:n_images])
+    ann["images"] = [im for im in ann["images"] if im["id"] in keep]
+    ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in keep]
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "person_keypoints_train2017.json").write_text(json.dumps(ann))
+    (root / "images").mkdir()
+    (root / "images" / "train2017").symlink_to(COCO_MINI / "images" / "train2017")
+    return root
+
+
+def _write_cfg(path: Path, d: dict) -> Path:
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+TINY_HRNET = {
+    "FINAL_CONV_KERNEL": 1, "PRETRAINED_LAYERS": ["*"],
+    "STAGE2": {"NUM_MODULES": 1, "NUM_BRANCHES": 2, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1],
+               "NUM_CHANNELS": [16, 32], "FUSE_METHOD": "SUM"},
+    "STAGE3": {"NUM_MODULES": 1, "NUM_BRANCHES": 3, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1],
+               "NUM_CHANNELS": [16, 32, 64], "FUSE_METHOD": "SUM"},
+    "STAGE4": {"NUM_MODULES": 1, "NUM_BRANCHES": 4, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1, 1],
+               "NUM_CHANNELS": [16, 32, 64, 128], "FUSE_METHOD": "SUM"},
+}  # fmt: skip
+
+
+def test_overfit_a_few_real_crops(tmp_path):
+    """A tiny pose_hrnet (1.1M parameters) at 64x64 on two real COCO person crops: the loss falls >= 5x."""
+    from hrpose.data.dataset import build_dataset
+    from hrpose.losses import build_loss
+    from hrpose.models import build_model
+
+    torch.manual_seed(0)
+    d = _tiny_cfg_dict(_mini_coco(tmp_path, 2))
+    d["MODEL"].update(NAME="pose_hrnet", EXTRA=TINY_HRNET)
+    cfg = load_config(_write_cfg(tmp_path / "tiny.yaml", d))
+    ds = build_dataset(cfg, "test", False)  # no augmentation: the same two crops every step
+    batch = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(ds, [0, 1]), batch_size=2)))
+    model = build_model(cfg, is_train=True)
+    criterion = build_loss(cfg)
+    with torch.no_grad():
+        initial = criterion(model(batch[0]), batch[1], batch[2]).item()
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for epoch in range(12):  # at most 60 steps; about 20-25 suffice
+        m = train_one_epoch(model, [batch] * 5, criterion, opt, "cpu", epoch=epoch, progress=False, print_freq=0)
+        losses.append(m["loss"])
+        if initial / m["loss"] >= 5:
+            break
+    assert initial / losses[-1] >= 5, f"loss went from {initial:.5f} only to {losses}"
+
+
+def test_train_writes_official_outputs_and_resume_is_exact(tmp_path):
+    root = _mini_coco(tmp_path, 3)
+    base = _tiny_cfg_dict(root)
+
+    # uninterrupted: 2 epochs
+    cfg_a = _write_cfg(tmp_path / "run.yaml", base)
+    out_a = tmp_path / "a"
+    res_a = train(load_config(cfg_a, ["OUTPUT_DIR", str(out_a), "LOG_DIR", str(tmp_path / "log")]), cfg_a)
+    exp_dir = out_a / "coco" / "pose_resnet" / "run"
+    assert res_a["output_dir"] == exp_dir and res_a["epochs"] == 2
+    for name in ("checkpoint.pth", "model_best.pth", "final_state.pth"):
+        assert (exp_dir / name).is_file(), name
+    assert (exp_dir / "results" / "keypoints_train2017_results_0.json").is_file()
+    logs = list(exp_dir.glob("run_*_train.log"))
+    assert len(logs) == 1 and "Epoch: [1][1/2]" in logs[0].read_text()
+
+    ckpt = load_checkpoint(exp_dir / "checkpoint.pth")  # weights_only=True inside
+    assert {"epoch", "model", "state_dict", "best_state_dict", "perf", "optimizer", "scheduler", "rng",
+            "config"} <= set(ckpt)  # fmt: skip
+    assert ckpt["epoch"] == 2 and ckpt["model"] == "pose_resnet"
+    assert ckpt["scheduler"]["last_epoch"] == 2
+    final = torch.load(exp_dir / "final_state.pth", weights_only=True)
+    best = torch.load(exp_dir / "model_best.pth", weights_only=True)
+    assert set(final) == set(best) and not any(k.startswith("module.") for k in final)
+    assert all(torch.equal(final[k], ckpt["state_dict"][k]) for k in final)
+
+    from hrpose.models import build_model
+    from hrpose.models.weights import load_weights
+
+    load_weights(build_model(load_config(cfg_a)), exp_dir / "final_state.pth", strict=True)
+
+    # interrupted: 1 epoch, then AUTO_RESUME for the second
+    out_b = tmp_path / "b"
+    opts_b = ["OUTPUT_DIR", str(out_b), "LOG_DIR", str(tmp_path / "log")]
+    res_b1 = train(load_config(cfg_a, [*opts_b, "TRAIN.END_EPOCH", "1"]), cfg_a)
+    assert res_b1["epochs"] == 1
+    torch.manual_seed(123)  # the resume must not depend on the RNG state it starts from
+    res_b2 = train(load_config(cfg_a, opts_b), cfg_a)
+    assert res_b2["epochs"] == 1  # only the second epoch ran
+    final_b = torch.load(out_b / "coco" / "pose_resnet" / "run" / "final_state.pth", weights_only=True)
+    for k in final:
+        assert torch.equal(final[k], final_b[k]), k
+    assert res_b2["best_perf"] == res_a["best_perf"]
+    assert res_b2["history"][0]["train_loss"] == res_a["history"][1]["train_loss"]
