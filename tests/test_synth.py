@@ -82,7 +82,7 @@ def test_annotations_are_consistent(dataset: Path) -> None:
         assert a["num_keypoints"] == int((v > 0).sum()) > 0
         assert a["iscrowd"] == 0 and a["category_id"] == 1
         x, y, bw, bh = a["bbox"]
-        assert bw > 0 and bh > 0 and a["area"] > 0
+        assert bw > 0 and bh > 0 and a["area"] == bw * bh
         assert 0 <= x and 0 <= y and x + bw <= w and y + bh <= h, a["id"]
         lab = k[v > 0, :2]
         assert ((lab[:, 0] >= 0) & (lab[:, 0] <= w - 1) & (lab[:, 1] >= 0) & (lab[:, 1] <= h - 1)).all()
@@ -189,8 +189,18 @@ def test_cli_writes_train_and_heldout_val(tmp_path: Path, capsys) -> None:
         ({"images": 1, "split": "a/b"}, "split must be a plain folder name"),
         ({"images": 1, "image_size": (8, 8)}, "at least 32x32"),
         ({"images": 1, "max_people": 0}, "max_people"),
+        ({"images": 1, "area": "segm"}, "area must be one of"),
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         write_synthetic_dataset(tmp_path, seed=0, **kwargs)
+
+
+def test_mask_area_is_the_figure_pixel_count(tmp_path: Path) -> None:
+    ann = write_synthetic_dataset(tmp_path, 2, seed=4, area="mask")
+    scene = sample_scene(image_rng(4, "train", 0), 256, 256)
+    doc = json.loads(ann.read_text())
+    first = [a for a in doc["annotations"] if a["image_id"] == 1]
+    assert [a["area"] for a in first] == [float(m.sum()) for m in scene.masks]
+    assert all(a["area"] < a["bbox"][2] * a["bbox"][3] for a in first)

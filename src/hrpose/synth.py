@@ -588,8 +588,18 @@ def coco_category() -> dict:
     }
 
 
-def scene_annotations(scene: Scene, image_id: int, first_ann_id: int) -> list[dict]:
-    """COCO person annotations of a scene (figures with at least one labelled joint)."""
+AREA_MODES = ("bbox", "mask")
+
+
+def scene_annotations(scene: Scene, image_id: int, first_ann_id: int, area: str = "bbox") -> list[dict]:
+    """COCO person annotations of a scene (figures with at least one labelled joint).
+
+    `bbox` is the tight box of the figure's own pixels inside the image (also where others cover it).
+    `area` (the OKS scale) is `"bbox"`: its w*h, as COCO-format keypoint sets without masks do, or
+    `"mask"`: the figure's pixel count, which is much stricter for stick-thin limbs (about 0.35 w*h).
+    """
+    if area not in AREA_MODES:
+        raise ValueError(f"area must be one of {AREA_MODES}, got {area!r}")
     anns: list[dict] = []
     for joints, vis, mask in zip(scene.joints, scene.visibility, scene.masks):
         ys, xs = np.nonzero(mask)
@@ -605,7 +615,7 @@ def scene_annotations(scene: Scene, image_id: int, first_ann_id: int) -> list[di
                 "image_id": image_id,
                 "category_id": 1,
                 "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
-                "area": float(ys.size),
+                "area": float(ys.size) if area == "mask" else float((x1 - x0 + 1) * (y1 - y0 + 1)),
                 "iscrowd": 0,
                 "num_keypoints": int((vis > 0).sum()),
                 "keypoints": [round(float(v), 2) if i % 3 != 2 else int(v) for i, v in enumerate(kpts.ravel())],
@@ -624,14 +634,17 @@ def write_synthetic_dataset(
     image_size: tuple[int, int] = (256, 256),
     max_people: int = 4,
     jpeg_quality: int = JPEG_QUALITY,
+    area: str = "bbox",
 ) -> Path:
     """Write `images` synthetic images and their COCO keypoint annotations; returns the annotation path.
 
     Files: `out_dir/annotations/person_keypoints_<split>.json` and `out_dir/images/<split>/synth_%06d.jpg`
-    (image ids 1..images, annotation ids 1..). `image_size` is (W, H).
+    (image ids 1..images, annotation ids 1..). `image_size` is (W, H); `area` as in `scene_annotations`.
     """
     if images < 1:
         raise ValueError(f"images must be >= 1, got {images}")
+    if area not in AREA_MODES:
+        raise ValueError(f"area must be one of {AREA_MODES}, got {area!r}")
     width, height = (int(v) for v in image_size)
     if width < 32 or height < 32:
         raise ValueError(f"image_size must be at least 32x32 (W, H), got {image_size}")
@@ -653,7 +666,7 @@ def write_synthetic_dataset(
             raise RuntimeError(f"JPEG encoding failed for {img_dir / name}")
         (img_dir / name).write_bytes(buf.tobytes())
         records.append({"id": image_id, "file_name": name, "width": width, "height": height})
-        anns += scene_annotations(scene, image_id, len(anns) + 1)
+        anns += scene_annotations(scene, image_id, len(anns) + 1, area)
     doc = {
         "info": {
             "description": f"hrpose synthetic people, split {split!r}, seed {seed}",

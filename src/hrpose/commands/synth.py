@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"), help="default 256 256"
     )
     parser.add_argument("--max-people", type=int, default=4, help="people per image: 1..N (default 4)")
+    parser.add_argument(
+        "--area",
+        choices=("bbox", "mask"),
+        default="bbox",
+        help="annotation area (the OKS scale): bbox w*h (default) or the figure's pixel count (stricter)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             split=split,
             image_size=tuple(args.image_size),
             max_people=args.max_people,
+            area=args.area,
         )
         doc = json.loads(path.read_text())
         print(
