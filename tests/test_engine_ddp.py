@@ -3,6 +3,7 @@ sharded validation gathers to exactly the single-process predictions, and a NaN 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -159,3 +160,42 @@ def r0_model(r0: dict) -> nn.Module:
     m = TinyPose()
     m.load_state_dict(r0["state_dict"])
     return m
+
+
+def test_torchrun_train_two_cpu_processes_and_resume(tmp_path):
+    """The whole `hrpose train` under torchrun (gloo): rank 0 writes every file, validation covers the
+    full set (gathered shards), and AUTO_RESUME continues the DDP run."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from hrpose.engine import load_checkpoint
+    from test_engine_train import _mini_coco, _tiny_cfg_dict
+
+    d = _tiny_cfg_dict(_mini_coco(tmp_path, 3))
+    d.update(OUTPUT_DIR=str(tmp_path / "out"), LOG_DIR=str(tmp_path / "log"))
+    d["HRPOSE"]["SYNC_BN"] = True  # CPU: ignored with a warning
+    cfg_file = tmp_path / "ddp.yaml"
+    cfg_file.write_text(yaml.safe_dump(d))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(_free_port()), "-m", "hrpose.cli", "train", "--cfg", str(cfg_file)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run([*torchrun, "TRAIN.END_EPOCH", "1"], env=env, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    exp_dir = tmp_path / "out" / "coco" / "pose_resnet" / "ddp"
+    assert load_checkpoint(exp_dir / "checkpoint.pth")["epoch"] == 1
+    assert len(load_checkpoint(exp_dir / "checkpoint.pth")["rng"]) == 2  # one RNG state per rank
+    assert first.stdout.count("=> best perf") == 1  # rank 0 only
+    second = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "loaded checkpoint" in second.stdout and "(epoch 1)" in second.stdout
+    assert load_checkpoint(exp_dir / "checkpoint.pth")["epoch"] == 2
+    n_people = len(json.loads((tmp_path / "out" / "coco" / "pose_resnet" / "ddp" / "results" /
+                               "keypoints_train2017_results_0.json").read_text()))  # fmt: skip
+    assert n_people > 0
+    logs = sorted(exp_dir.glob("ddp_*_train.log"))
+    text = "".join(p.read_text() for p in logs)
+    assert "world size 2" in text and "SYNC_BN ignored" in text
+    assert (exp_dir / "final_state.pth").is_file() and (exp_dir / "model_best.pth").is_file()

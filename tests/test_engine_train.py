@@ -246,3 +246,34 @@ def test_train_writes_official_outputs_and_resume_is_exact(tmp_path):
         assert torch.equal(final[k], final_b[k]), k
     assert res_b2["best_perf"] == res_a["best_perf"]
     assert res_b2["history"][0]["train_loss"] == res_a["history"][1]["train_loss"]
+
+
+def test_tensorboard_scalars_and_skeleton_images(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hrpose.engine.logging import TensorBoardWriter, draw_skeleton_batch
+
+    images = torch.zeros(2, 3, 32, 32)  # normalised zeros = the ImageNet mean colour
+    joints = torch.tensor([[[4.0, 4.0], [20.0, 20.0], [8.0, 28.0], [28.0, 8.0]]] * 2).numpy()
+    drawn = draw_skeleton_batch(images, joints, skeleton=[(0, 1)])
+    assert drawn.shape == (2, 32, 32, 3) and drawn.dtype.name == "uint8"
+    background = drawn[0, 0, 31]
+    for x, y in joints[0].astype(int):
+        assert (drawn[0, y, x] != background).any()  # a joint marker
+    assert (drawn[0, 12, 12] != background).any()  # on the limb 0-1
+    assert (drawn[0, 2, 28] == background).all()  # far from every joint and limb
+
+    writer = TensorBoardWriter(tmp_path, enabled=True)
+    assert writer.active
+    torch.manual_seed(0)
+    model = TinyPose()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_one_epoch(model, _batches(2), JointsMSELoss(True), opt, "cpu", epoch=0, progress=False, print_freq=1,
+                    writer=writer, skeleton=[(0, 1)], image_every=1)  # fmt: skip
+    writer.close()
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert {"train_loss", "train_acc"} <= set(acc.Tags()["scalars"])
+    assert len(acc.Scalars("train_loss")) == 2
+    assert "train_pred" in acc.Tags()["images"]
+    assert not TensorBoardWriter(tmp_path / "off", enabled=False).active

@@ -7,6 +7,7 @@ DATASET.TEST_SET and prints the COCO AP / MPII PCKh table. Works under torchrun 
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,5 +22,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     result = test(cfg, args.cfg)  # logs the results table (console + log file)
-    print(f"=> results in {result['output_dir']}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"=> results in {result['output_dir']}")
     return 0

@@ -7,6 +7,7 @@ Single process: the GPU if there is one, else the CPU. Multi-GPU: launch with to
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,5 +22,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     result = train(cfg, args.cfg)
-    print(f"=> best perf {result['best_perf']:.4f}; final weights: {result['final_state']}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"=> best perf {result['best_perf']:.4f}; final weights: {result['final_state']}")
     return 0

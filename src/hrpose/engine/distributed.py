@@ -122,10 +122,15 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo, *, sync_bn: bool = False) -> nn.Module:
-    """``model`` (already on ``info.device``) in DDP when distributed, optionally with SyncBatchNorm."""
+    """``model`` (already on ``info.device``) in DDP when distributed, optionally with SyncBatchNorm (CUDA)."""
     if not info.is_distributed:
         return model
-    if sync_bn:
+    if sync_bn and info.device.type != "cuda":
+        # torch's SyncBatchNorm only runs on GPUs; on the CPU each process keeps its own BN statistics.
+        import logging
+
+        logging.getLogger("hrpose").warning("HRPOSE.SYNC_BN ignored: SyncBatchNorm needs CUDA devices")
+    elif sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
