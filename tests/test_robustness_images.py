@@ -198,3 +198,16 @@ def test_no_readable_image_at_all_is_a_clear_error(tmp_path):
     assert isinstance(ds, PoseDataset)
     with pytest.warns(RuntimeWarning), pytest.raises(ImageReadError, match=r"no readable image in the whole dataset"):
         ds[0]
+
+
+def test_split_without_usable_records_is_a_clear_error(tmp_path):
+    write_dataset(tmp_path)
+    ann_file = tmp_path / "annotations" / "val.json"
+    doc = json.loads(ann_file.read_text())
+    for ann in doc["annotations"]:
+        ann["iscrowd"] = 1  # every annotation is skipped (counted as crowd)
+    ann_file.write_text(json.dumps(doc))
+    from hrpose.data import AnnotationError
+
+    with pytest.raises(AnnotationError, match=r"DATASET.TRAIN_SET 'val' under .*: no usable person records"):
+        build_dataset(make_cfg(tmp_path), "train", is_train=True)
