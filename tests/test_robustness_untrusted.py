@@ -182,7 +182,8 @@ def test_yaml_with_python_tags_is_refused_by_the_config_loader(tmp_path, yaml_te
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.yaml"
     path.write_text(yaml_text.format(marker=marker))
-    with pytest.raises(ConfigError, match=r"evil.yaml: the YAML tag !!python/\S+ is not allowed.*plain data"):
+    expected = r"evil.yaml is not valid YAML for hrpose: the tag !!python/\S+ is not allowed.*plain data"
+    with pytest.raises(ConfigError, match=expected):
         load_config(path)
     assert not marker.exists()
 

@@ -288,8 +288,8 @@ def _load_yaml(cfg_file: str | os.PathLike[str]) -> dict[str, Any]:
         tag = (e.problem or "?").rsplit(" ", 1)[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
         where = str(e.problem_mark).strip() if e.problem_mark else ""
         raise ConfigError(
-            f"config file {path}: the YAML tag {tag} is not allowed ({where}); configs are plain data "
-            "(numbers, strings, lists, mappings) and hrpose never builds Python objects from them"
+            f"config file {path} is not valid YAML for hrpose: the tag {tag} is not allowed ({where}); configs are "
+            "plain data (numbers, strings, lists, mappings) and hrpose never builds Python objects from them"
         ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
