@@ -184,7 +184,7 @@ def test_torchrun_train_two_cpu_processes_and_resume(tmp_path):
     first = subprocess.run([*torchrun, "TRAIN.END_EPOCH", "1"], env=env, capture_output=True, text=True,
                            timeout=300)  # fmt: skip
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    exp_dir = tmp_path / "out" / "coco" / "pose_resnet" / "ddp"
+    exp_dir = tmp_path / "out" / "coco" / "pose_hrnet" / "ddp"
     assert load_checkpoint(exp_dir / "checkpoint.pth")["epoch"] == 1
     assert len(load_checkpoint(exp_dir / "checkpoint.pth")["rng"]) == 2  # one RNG state per rank
     assert first.stdout.count("=> best perf") == 1  # rank 0 only
@@ -192,7 +192,7 @@ def test_torchrun_train_two_cpu_processes_and_resume(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "loaded checkpoint" in second.stdout and "(epoch 1)" in second.stdout
     assert load_checkpoint(exp_dir / "checkpoint.pth")["epoch"] == 2
-    n_people = len(json.loads((tmp_path / "out" / "coco" / "pose_resnet" / "ddp" / "results" /
+    n_people = len(json.loads((tmp_path / "out" / "coco" / "pose_hrnet" / "ddp" / "results" /
                                "keypoints_train2017_results_0.json").read_text()))  # fmt: skip
     assert n_people > 0
     logs = sorted(exp_dir.glob("ddp_*_train.log"))

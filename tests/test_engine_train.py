@@ -125,17 +125,26 @@ def test_bf16_autocast_on_cpu_trains():
 # real model, real crops
 
 
+TINY_HRNET = {
+    "FINAL_CONV_KERNEL": 1, "PRETRAINED_LAYERS": ["*"],
+    "STAGE2": {"NUM_MODULES": 1, "NUM_BRANCHES": 2, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1],
+               "NUM_CHANNELS": [16, 32], "FUSE_METHOD": "SUM"},
+    "STAGE3": {"NUM_MODULES": 1, "NUM_BRANCHES": 3, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1],
+               "NUM_CHANNELS": [16, 32, 64], "FUSE_METHOD": "SUM"},
+    "STAGE4": {"NUM_MODULES": 1, "NUM_BRANCHES": 4, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1, 1],
+               "NUM_CHANNELS": [16, 32, 64, 128], "FUSE_METHOD": "SUM"},
+}  # fmt: skip
+
+
 def _tiny_cfg_dict(root: Path, **train) -> dict:
+    """A tiny pose_hrnet (1.1M parameters) at 64x64 on `root`, 2 iterations per epoch, deterministic."""
     return {
         "GPUS": "(0,)", "OUTPUT_DIR": "output", "LOG_DIR": "log", "WORKERS": 0, "PRINT_FREQ": 1,
         "PIN_MEMORY": False, "AUTO_RESUME": True,
         "DATASET": {"DATASET": "coco", "ROOT": str(root), "TRAIN_SET": "train2017", "TEST_SET": "train2017",
                     "FLIP": True, "ROT_FACTOR": 40, "SCALE_FACTOR": 0.3},
-        "MODEL": {"NAME": "pose_resnet", "PRETRAINED": "", "IMAGE_SIZE": [64, 64], "HEATMAP_SIZE": [16, 16],
-                  "SIGMA": 2, "NUM_JOINTS": 17,
-                  "EXTRA": {"FINAL_CONV_KERNEL": 1, "DECONV_WITH_BIAS": False, "NUM_DECONV_LAYERS": 3,
-                            "NUM_DECONV_FILTERS": [16, 16, 16], "NUM_DECONV_KERNELS": [4, 4, 4],
-                            "NUM_LAYERS": 18}},
+        "MODEL": {"NAME": "pose_hrnet", "PRETRAINED": "", "IMAGE_SIZE": [64, 64], "HEATMAP_SIZE": [16, 16],
+                  "SIGMA": 2, "NUM_JOINTS": 17, "EXTRA": TINY_HRNET},
         "LOSS": {"USE_TARGET_WEIGHT": True},
         "TRAIN": {"BATCH_SIZE_PER_GPU": 4, "BEGIN_EPOCH": 0, "END_EPOCH": 2, "OPTIMIZER": "adam", "LR": 1e-3,
                   "LR_STEP": [1], "LR_FACTOR": 0.1, "SHUFFLE": True, **train},
@@ -165,27 +174,16 @@ def _write_cfg(path: Path, d: dict) -> Path:
     return path
 
 
-TINY_HRNET = {
-    "FINAL_CONV_KERNEL": 1, "PRETRAINED_LAYERS": ["*"],
-    "STAGE2": {"NUM_MODULES": 1, "NUM_BRANCHES": 2, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1],
-               "NUM_CHANNELS": [16, 32], "FUSE_METHOD": "SUM"},
-    "STAGE3": {"NUM_MODULES": 1, "NUM_BRANCHES": 3, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1],
-               "NUM_CHANNELS": [16, 32, 64], "FUSE_METHOD": "SUM"},
-    "STAGE4": {"NUM_MODULES": 1, "NUM_BRANCHES": 4, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1, 1],
-               "NUM_CHANNELS": [16, 32, 64, 128], "FUSE_METHOD": "SUM"},
-}  # fmt: skip
 
 
 def test_overfit_a_few_real_crops(tmp_path):
-    """A tiny pose_hrnet (1.1M parameters) at 64x64 on two real COCO person crops: the loss falls >= 5x."""
+    """The tiny pose_hrnet at 64x64 on two real COCO person crops: the loss falls at least 5x."""
     from hrpose.data.dataset import build_dataset
     from hrpose.losses import build_loss
     from hrpose.models import build_model
 
     torch.manual_seed(0)
-    d = _tiny_cfg_dict(_mini_coco(tmp_path, 2))
-    d["MODEL"].update(NAME="pose_hrnet", EXTRA=TINY_HRNET)
-    cfg = load_config(_write_cfg(tmp_path / "tiny.yaml", d))
+    cfg = load_config(_write_cfg(tmp_path / "tiny.yaml", _tiny_cfg_dict(_mini_coco(tmp_path, 2))))
     ds = build_dataset(cfg, "test", False)  # no augmentation: the same two crops every step
     batch = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(ds, [0, 1]), batch_size=2)))
     model = build_model(cfg, is_train=True)
@@ -210,7 +208,8 @@ def test_train_writes_official_outputs_and_resume_is_exact(tmp_path):
     cfg_a = _write_cfg(tmp_path / "run.yaml", base)
     out_a = tmp_path / "a"
     res_a = train(load_config(cfg_a, ["OUTPUT_DIR", str(out_a), "LOG_DIR", str(tmp_path / "log")]), cfg_a)
-    exp_dir = out_a / "coco" / "pose_resnet" / "run"
+    assert not torch.are_deterministic_algorithms_enabled()  # HRPOSE.DETERMINISTIC is undone afterwards
+    exp_dir = out_a / "coco" / "pose_hrnet" / "run"
     assert res_a["output_dir"] == exp_dir and res_a["epochs"] == 2
     for name in ("checkpoint.pth", "model_best.pth", "final_state.pth"):
         assert (exp_dir / name).is_file(), name
@@ -221,8 +220,9 @@ def test_train_writes_official_outputs_and_resume_is_exact(tmp_path):
     ckpt = load_checkpoint(exp_dir / "checkpoint.pth")  # weights_only=True inside
     assert {"epoch", "model", "state_dict", "best_state_dict", "perf", "optimizer", "scheduler", "rng",
             "config"} <= set(ckpt)  # fmt: skip
-    assert ckpt["epoch"] == 2 and ckpt["model"] == "pose_resnet"
+    assert ckpt["epoch"] == 2 and ckpt["model"] == "pose_hrnet"
     assert ckpt["scheduler"]["last_epoch"] == 2
+    assert ckpt["global_step"] == 4  # 2 epochs x MAX_ITERS_PER_EPOCH 2
     final = torch.load(exp_dir / "final_state.pth", weights_only=True)
     best = torch.load(exp_dir / "model_best.pth", weights_only=True)
     assert set(final) == set(best) and not any(k.startswith("module.") for k in final)
@@ -241,7 +241,7 @@ def test_train_writes_official_outputs_and_resume_is_exact(tmp_path):
     torch.manual_seed(123)  # the resume must not depend on the RNG state it starts from
     res_b2 = train(load_config(cfg_a, opts_b), cfg_a)
     assert res_b2["epochs"] == 1  # only the second epoch ran
-    final_b = torch.load(out_b / "coco" / "pose_resnet" / "run" / "final_state.pth", weights_only=True)
+    final_b = torch.load(out_b / "coco" / "pose_hrnet" / "run" / "final_state.pth", weights_only=True)
     for k in final:
         assert torch.equal(final[k], final_b[k]), k
     assert res_b2["best_perf"] == res_a["best_perf"]

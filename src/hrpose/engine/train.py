@@ -312,6 +312,15 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
     from .evaluate import build_codec, dataset_builder, validate
 
     info = setup_distributed(device)
+    # Process-wide switches train() may change; restored afterwards so that a caller (or a test
+    # session) running train() in-process keeps its own settings.
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.enabled,
+    )
     try:
         return _train(
             cfg,
@@ -327,6 +336,8 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
             config_to_dict=config_to_dict,
         )
     finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled = saved[2:]
         close_logger()
         cleanup_distributed(info)
 
@@ -404,6 +415,7 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
             scheduler.step()
     best_perf = 0.0
     best_state: dict[str, torch.Tensor] | None = None
+    global_step = 0  # TensorBoard step: training iterations so far
     checkpoint_file = Path(final_output_dir) / "checkpoint.pth"
     if bool(cfg.AUTO_RESUME) and checkpoint_file.is_file():
         logger.info(f"=> loading checkpoint '{checkpoint_file}'")
@@ -417,6 +429,7 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
         begin_epoch = int(ckpt["epoch"])
         best_perf = float(ckpt.get("best_perf", ckpt.get("perf", 0.0)))
         best_state = ckpt.get("best_state_dict")
+        global_step = int(ckpt.get("global_step", 0))
         rng = ckpt.get("rng")
         if isinstance(rng, (list, tuple)) and info.rank < len(rng):
             restore_rng_state(rng[info.rank])
@@ -428,7 +441,6 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
     skeleton = tuple(getattr(getattr(train_dataset, "meta", None), "skeleton", ()) or ())
     history: list[dict[str, Any]] = []
     last_perf = float("nan")
-    global_step = 0
     end_epoch = int(cfg.TRAIN.END_EPOCH)
     try:
         for epoch in range(begin_epoch, end_epoch):
@@ -503,6 +515,7 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
                         "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict() if scaler is not None else None,
                         "rng": rng_all,
+                        "global_step": global_step,
                         "config": fn["config_to_dict"](cfg),
                     }
                 )
