@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 
 import pytest
 from yacs.config import CfgNode
@@ -17,20 +16,20 @@ ARCHS = golden_json("architectures.json")
 EXPERIMENTS = golden_json("experiments.json")
 COCO = [a for a in ARCHS if "/coco/" in a["experiment"]]
 
-# The official README tables (COCO val2017): #Params and GFLOPs, in the experiments' order. Two of the
-# GFLOPs printed there (res50 and res152 at 384x288: 20.0, 35.3) are not what the official counting code
-# gives for those models (20.23, 35.47 in architectures.json); `hrpose summary` prints what the code gives.
+# The official README's COCO val2017 table: #Params and GFLOPs as published. The ResNet GFLOPs there
+# (from the SimpleBaseline paper) are 0.05-0.2 below what the official counting code gives
+# (architectures.json), so `hrpose summary` prints the formula's value and the published row side by side.
 OFFICIAL_TABLE = {
     "hrnet/w32_256x192": ("28.5M", "7.1"),
     "hrnet/w32_384x288": ("28.5M", "16.0"),
     "hrnet/w48_256x192": ("63.6M", "14.6"),
     "hrnet/w48_384x288": ("63.6M", "32.9"),
-    "resnet/res50_256x192": ("34.0M", "9.0"),
-    "resnet/res50_384x288": ("34.0M", "20.2"),
+    "resnet/res50_256x192": ("34.0M", "8.9"),
+    "resnet/res50_384x288": ("34.0M", "20.0"),
     "resnet/res101_256x192": ("53.0M", "12.4"),
     "resnet/res101_384x288": ("53.0M", "27.9"),
-    "resnet/res152_256x192": ("68.6M", "15.8"),
-    "resnet/res152_384x288": ("68.6M", "35.5"),
+    "resnet/res152_256x192": ("68.6M", "15.7"),
+    "resnet/res152_384x288": ("68.6M", "35.3"),
 }
 
 
@@ -62,7 +61,6 @@ def test_real_gflops_of_w32_256x192_is_twice_the_multiply_adds():
 
 
 def run_cli(monkeypatch, capsys, *argv: str) -> str:
-    monkeypatch.setattr(sys, "argv", ["hrpose"])  # main() rewrites sys.argv; restore it after the test
     assert main(["summary", *argv]) == 0
     return capsys.readouterr().out
 
@@ -75,10 +73,13 @@ def test_table_key_names_every_coco_experiment():
 def test_cli_prints_the_official_table_row(monkeypatch, capsys, arch):
     printed = run_cli(monkeypatch, capsys, "--cfg", str(ROOT / arch["experiment"]))
     params, gflops = OFFICIAL_TABLE[table_key(arch)]
-    assert params == f"{arch['params'] / 1e6:.1f}M" and gflops == f"{arch['gflops_official_formula']:.1f}"
+    assert params == f"{arch['params'] / 1e6:.1f}M"
     row = printed.splitlines()[1].split()
     h, w = arch["image_size_wh"][1], arch["image_size_wh"][0]
-    assert row[:4] == [arch["model"], f"{h}x{w}", params, gflops]
+    assert row[:3] == [arch["model"], f"{h}x{w}", params]
+    # the official formula to 0.01, then the published #Params / GFLOPs of the official table
+    assert abs(float(row[4]) - arch["gflops_official_formula"]) <= 0.0051
+    assert row[-3:] == [params, "/", gflops]
 
 
 def test_cli_json_and_overrides(monkeypatch, capsys):

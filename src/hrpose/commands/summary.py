@@ -13,18 +13,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def format_table(s: dict) -> str:
-    """The columns of the official results tables: Arch, input size, #Params, GFLOPs."""
+    """The columns of the official results tables: Arch, input size, #Params, GFLOPs (+ the published row)."""
     w, h = s["input_size_wh"]
+    pub = s.get("published") or {}
     rows = [
-        ("Arch", "Input size", "#Params", "GFLOPs", "real GFLOPs", "Joints"),
-        (s["model"], f"{h}x{w}", f"{s['params'] / 1e6:.1f}M", f"{s['gflops_official']:.1f}",
-         f"{s['gflops']:.1f}", str(s["num_joints"])),
+        ("Arch", "Input size", "#Params", "GFLOPs", "GFLOPs (2 dp)", "real GFLOPs", "Joints", "published"),
+        (
+            s["model"],
+            f"{h}x{w}",
+            f"{s['params'] / 1e6:.1f}M",
+            f"{s['gflops_official']:.1f}",
+            f"{s['gflops_official']:.2f}",
+            f"{s['gflops']:.1f}",
+            str(s["num_joints"]),
+            f"{pub['params']} / {pub['gflops']:.1f}" if pub else "-",
+        ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in rows]
     lines.append(
         "GFLOPs: official formula (conv/linear multiply-adds / 1024^3, deconvs at output size); "
-        "real GFLOPs: torch FlopCounterMode (2 per multiply-add) / 1e9."
+        "real GFLOPs: torch FlopCounterMode (2 per multiply-add) / 1e9; published: #Params / GFLOPs in the "
+        "official COCO results table (its ResNet GFLOPs come from the SimpleBaseline paper's counting)."
     )
     return "\n".join(lines)
 

@@ -44,11 +44,46 @@ def _official_macs(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
+# #Params and GFLOPs as published in the official COCO val2017 results table (official README), keyed by
+# (MODEL.NAME, ResNet depth or HRNet width, input w, input h). The ResNet GFLOPs there come from the
+# SimpleBaseline paper and differ by 0.1-0.2 from what the official counting code gives for the same
+# models (e.g. res50 256x192: published 8.9, code 8.99); `summary` prints both so nobody is misled.
+PUBLISHED_COCO: dict[tuple[str, int, int, int], tuple[str, float]] = {
+    ("pose_resnet", 50, 192, 256): ("34.0M", 8.9),
+    ("pose_resnet", 50, 288, 384): ("34.0M", 20.0),
+    ("pose_resnet", 101, 192, 256): ("53.0M", 12.4),
+    ("pose_resnet", 101, 288, 384): ("53.0M", 27.9),
+    ("pose_resnet", 152, 192, 256): ("68.6M", 15.7),
+    ("pose_resnet", 152, 288, 384): ("68.6M", 35.3),
+    ("pose_hrnet", 32, 192, 256): ("28.5M", 7.1),
+    ("pose_hrnet", 32, 288, 384): ("28.5M", 16.0),
+    ("pose_hrnet", 48, 192, 256): ("63.6M", 14.6),
+    ("pose_hrnet", 48, 288, 384): ("63.6M", 32.9),
+}
+
+
+def published_coco(cfg: Any) -> tuple[str, float] | None:
+    """The official table's (#Params, GFLOPs) for this 17-joint COCO model, or None if it has no row."""
+    name = str(cfg.MODEL.NAME)
+    extra = cfg.MODEL.EXTRA
+    if int(cfg.MODEL.NUM_JOINTS) != 17:
+        return None
+    if name == "pose_resnet":
+        size = int(extra.get("NUM_LAYERS", 0))
+    elif name == "pose_hrnet" and "STAGE2" in extra:
+        size = int(extra.STAGE2.NUM_CHANNELS[0])
+    else:
+        return None
+    w, h = (int(v) for v in cfg.MODEL.IMAGE_SIZE)
+    return PUBLISHED_COCO.get((name, size, w, h))
+
+
 def model_summary(cfg: Any) -> dict[str, Any]:
     """Summary of the model `cfg.MODEL` describes, for a batch-1 input of `MODEL.IMAGE_SIZE`.
 
     Returns model, input_size_wh, heatmap_size_wh, num_joints, params (int), gflops_official,
-    gflops (see the module docstring) and output_shape (N, K, H, W).
+    gflops (see the module docstring), output_shape (N, K, H, W) and `published`: the official results
+    table's {"params": "28.5M", "gflops": 7.1} for the 10 COCO models it lists, else None.
     """
     width, height = (int(v) for v in cfg.MODEL.IMAGE_SIZE)
     with torch.device("meta"):
@@ -67,4 +102,5 @@ def model_summary(cfg: Any) -> dict[str, Any]:
         "gflops_official": macs / 1024**3,
         "gflops": counter.get_total_flops() / 1e9,
         "output_shape": list(out.shape),
+        "published": dict(zip(("params", "gflops"), published_coco(cfg) or ())) or None,
     }
