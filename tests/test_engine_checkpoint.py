@@ -120,3 +120,4 @@ def test_rng_state_roundtrip_through_file(tmp_path):
     np.testing.assert_array_equal(got[1], expected[1])
     assert got[2] == expected[2]
     assert torch.equal(got[3], expected[3])
+

@@ -53,8 +53,10 @@ def setup_logger(
         if getattr(h, "_hrpose", False):
             logger.removeHandler(h)
             h.close()
+    if not hasattr(logger, "_hrpose_saved"):
+        logger._hrpose_saved = (logger.level, logger.propagate)  # type: ignore[attr-defined]
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    logger.propagate = False
+    logger.propagate = False  # our handlers print it; the root logger would print it twice
     fmt = logging.Formatter(_FORMAT)
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(fmt)
@@ -73,12 +75,18 @@ def setup_logger(
 
 
 def close_logger() -> None:
-    """Remove and close the handlers added by :func:`setup_logger` (flushes the log file)."""
+    """Remove and close the handlers added by :func:`setup_logger` (flushes the log file) and give the
+    ``hrpose`` logger back its previous level and propagation."""
     logger = get_logger()
     for h in list(logger.handlers):
         if getattr(h, "_hrpose", False):
             logger.removeHandler(h)
             h.close()
+    saved = getattr(logger, "_hrpose_saved", None)
+    if saved is not None:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        del logger._hrpose_saved  # type: ignore[attr-defined]
 
 
 class AverageMeter:
