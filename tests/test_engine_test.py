@@ -148,3 +148,31 @@ def test_flip_test_averages_the_mirrored_pass():
     expected = plain.clone()
     expected[..., 1:] = (plain[..., 1:] + plain[..., :-1]) / 2  # official one-pixel shift of the flipped maps
     torch.testing.assert_close(shifted, expected)
+
+
+def test_hrpose_test_backends_give_the_same_results(tmp_path):
+    """HRPOSE.BACKEND torch-fast (folded BN) and onnxruntime (exported + checked) reproduce the torch results."""
+    cfg_file = tmp_path / "tiny_gt.yaml"
+    cfg_file.write_text(yaml.safe_dump(_cfg("coco", COCO_MINI, "train2017", USE_GT_BBOX=True)))
+    weights = _random_weights(cfg_file, tmp_path / "w.pth")
+    res = {}
+    for backend in ("torch", "torch-fast", "onnxruntime"):
+        out = tmp_path / backend
+        assert _run_test(cfg_file, out, "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", backend) == 0
+        exp_dir = out / "coco" / "pose_resnet" / "tiny_gt"
+        res[backend] = json.loads((exp_dir / "results" / "keypoints_train2017_results_0.json").read_text())
+    onnx_file = tmp_path / "onnxruntime" / "coco" / "pose_resnet" / "tiny_gt" / "model.onnx"
+    assert onnx_file.is_file()
+    ref = np.array([r["keypoints"] for r in res["torch"]])
+    for backend in ("torch-fast", "onnxruntime"):
+        got = np.array([r["keypoints"] for r in res[backend]])
+        assert got.shape == ref.shape
+        # same argmax cells; quarter-pixel shifts and scores agree to float tolerance
+        np.testing.assert_allclose(got, ref, atol=1e-3, rtol=1e-4)
+    # an exported .onnx file is accepted directly as TEST.MODEL_FILE
+    out = tmp_path / "direct"
+    assert _run_test(cfg_file, out, "TEST.MODEL_FILE", str(onnx_file), "HRPOSE.BACKEND", "onnxruntime") == 0
+    direct = json.loads((out / "coco/pose_resnet/tiny_gt/results/keypoints_train2017_results_0.json").read_text())
+    np.testing.assert_allclose(np.array([r["keypoints"] for r in direct]), ref, atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="HRPOSE.BACKEND"):
+        _run_test(cfg_file, tmp_path / "bad", "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", "tensorrt")

@@ -398,16 +398,66 @@ def _rank() -> int:
 # hrpose test
 
 
-def _load_test_weights(model: nn.Module, cfg: Any, final_output_dir: Path) -> Path:
-    from hrpose.models.weights import load_weights
-
+def _test_weights_path(cfg: Any, final_output_dir: Path) -> Path:
     path = Path(cfg.TEST.MODEL_FILE) if cfg.TEST.MODEL_FILE else final_output_dir / "final_state.pth"
     if not path.is_file():
         hint = "" if cfg.TEST.MODEL_FILE else " (no TEST.MODEL_FILE given, so the trained final_state.pth is used)"
         raise FileNotFoundError(f"model weights not found: {path}{hint}")
+    return path
+
+
+def _load_test_weights(model: nn.Module, cfg: Any, final_output_dir: Path) -> Path:
+    from hrpose.models.weights import load_weights
+
+    path = _test_weights_path(cfg, final_output_dir)
     get_logger().info(f"=> loading model from {path}")
     load_weights(model, path, strict=True)
     return path
+
+
+class BackendModule(nn.Module):
+    """A `hrpose.backends` backend (numpy crops -> numpy heatmaps) behind the `nn.Module` call the test loop uses."""
+
+    def __init__(self, backend: Callable[[np.ndarray], np.ndarray]):
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.backend(x.detach().float().cpu().numpy())).to(x.device)
+
+
+def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple[nn.Module, Path]:
+    """The model `hrpose test` runs: torch (HRPOSE.BACKEND torch), BN-folded torch (torch-fast) or ONNX Runtime.
+
+    For onnxruntime, TEST.MODEL_FILE may be an exported `.onnx`; a PyTorch checkpoint is exported (and
+    checked) to `<output dir>/model.onnx` first.
+    """
+    backend = str(cfg.HRPOSE.BACKEND)
+    if backend not in ("torch", "torch-fast", "onnxruntime"):
+        raise ValueError(f"HRPOSE.BACKEND {backend!r}: expected 'torch', 'torch-fast' or 'onnxruntime'")
+    if backend == "onnxruntime" and str(cfg.TEST.MODEL_FILE).endswith(".onnx"):
+        from hrpose.backends import OnnxRuntimeBackend
+
+        path = _test_weights_path(cfg, final_output_dir)
+        get_logger().info(f"=> running {path} in ONNX Runtime")
+        return BackendModule(OnnxRuntimeBackend(path)), path
+    from hrpose.models import build_model
+
+    model = build_model(cfg, is_train=False)
+    path = _load_test_weights(model, cfg, final_output_dir)
+    if backend == "torch":
+        return model, path
+    if backend == "torch-fast":
+        from hrpose.export import fold_batchnorm
+
+        return fold_batchnorm(model), path
+    from hrpose.backends import OnnxRuntimeBackend
+    from hrpose.export import export_onnx
+
+    size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
+    report = export_onnx(model, final_output_dir / "model.onnx", size, dynamic_batch=True)
+    get_logger().info(f"=> exported {report.path} (rel error {report.rel_err:.1e}); running it in ONNX Runtime")
+    return BackendModule(OnnxRuntimeBackend(report.path)), path
 
 
 def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.device | None = None) -> dict[str, Any]:
@@ -416,7 +466,6 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
     evaluate. Returns ``{'name_values', 'perf', 'output_dir', 'model_file', 'log_file'}``.
     """
     from hrpose.config import experiment_name, output_dirs
-    from hrpose.models import build_model
 
     from .train import amp_settings
 
@@ -429,14 +478,11 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
         final_output_dir = Path(broadcast_object(Path(final_output_dir)))
         logger, log_file = setup_logger(final_output_dir, experiment_name(cfg_file), "test", rank=info.rank)
         logger.info(str(cfg))
-        if str(cfg.HRPOSE.BACKEND) != "torch":
-            logger.warning(f"HRPOSE.BACKEND {cfg.HRPOSE.BACKEND!r}: hrpose test runs the torch model")
         torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
         torch.backends.cudnn.deterministic = bool(cfg.CUDNN.DETERMINISTIC)
         torch.backends.cudnn.enabled = bool(cfg.CUDNN.ENABLED)
 
-        model = build_model(cfg, is_train=False)
-        model_file = _load_test_weights(model, cfg, final_output_dir)
+        model, model_file = _test_model(cfg, final_output_dir, info.device)
         model.to(info.device)
         if bool(cfg.HRPOSE.CHANNELS_LAST):
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -417,6 +417,12 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
     best_state: dict[str, torch.Tensor] | None = None
     global_step = 0  # TensorBoard step: training iterations so far
     checkpoint_file = Path(final_output_dir) / "checkpoint.pth"
+    best_file = Path(final_output_dir) / "model_best.pth"
+    if info.is_main:
+        # temp files of writes that a kill interrupted (save_checkpoint_atomic names them .<file>.*.tmp)
+        for stale in Path(final_output_dir).glob(".*.pth.*.tmp"):
+            logger.warning(f"=> removing {stale.name}, left by an interrupted checkpoint write")
+            stale.unlink(missing_ok=True)
     if bool(cfg.AUTO_RESUME) and checkpoint_file.is_file():
         logger.info(f"=> loading checkpoint '{checkpoint_file}'")
         ckpt = load_checkpoint(checkpoint_file, map_location=device)
@@ -436,6 +442,10 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
         elif isinstance(rng, Mapping):
             restore_rng_state(rng)
         logger.info(f"=> loaded checkpoint '{checkpoint_file}' (epoch {begin_epoch})")
+        if info.is_main and best_state is not None and not best_file.is_file():
+            # an earlier run was killed while writing model_best.pth: restore it from the checkpoint
+            logger.warning(f"=> {best_file} is missing; rewriting it from the checkpoint's best_state_dict")
+            save_checkpoint_atomic(best_state, best_file)
 
     writer = TensorBoardWriter(tb_log_dir, enabled=info.is_main and bool(hp.TENSORBOARD))
     skeleton = tuple(getattr(getattr(train_dataset, "meta", None), "skeleton", ()) or ())
@@ -520,9 +530,11 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
                     }
                 )
                 logger.info(f"=> saving checkpoint to {final_output_dir}")
-                save_checkpoint_atomic(ckpt_obj, checkpoint_file)
+                # model_best.pth first: a kill between the two writes then leaves a checkpoint.pth that
+                # resumes *before* this epoch, which redoes it and rewrites both files.
                 if is_best:
-                    save_checkpoint_atomic(best_state, Path(final_output_dir) / "model_best.pth")
+                    save_checkpoint_atomic(best_state, best_file)
+                save_checkpoint_atomic(ckpt_obj, checkpoint_file)
                 logger.info(f"=> epoch {epoch}: perf {perf:.4f}, best {best_perf:.4f}")
             barrier()
         final_state = Path(final_output_dir) / "final_state.pth"
