@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hrpose.codec import build_codec
+from hrpose.data import build_dataset
+
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -48,21 +51,6 @@ __all__ = [
 PIXEL_STD = 200.0  # the official scale unit: scale * 200 = box size in pixels
 
 
-def build_codec(cfg: Any) -> Any:
-    """The heatmap codec of an experiment (``MODEL.IMAGE_SIZE``/``HEATMAP_SIZE``/``SIGMA``, ``HRPOSE.DECODER``)."""
-    from hrpose import codec as codec_mod
-
-    builder = getattr(codec_mod, "build_codec", None)
-    if builder is not None:
-        return builder(cfg)
-    return codec_mod.HeatmapCodec(
-        tuple(cfg.MODEL.IMAGE_SIZE),
-        tuple(cfg.MODEL.HEATMAP_SIZE),
-        float(cfg.MODEL.SIGMA),
-        method=str(cfg.HRPOSE.DECODER),
-    )
-
-
 def flip_pairs_of(dataset: Any) -> tuple[tuple[int, int], ...]:
     """Flip pairs from ``dataset.meta`` (or an official-style ``dataset.flip_pairs``)."""
     meta = getattr(dataset, "meta", None)
@@ -72,18 +60,6 @@ def flip_pairs_of(dataset: Any) -> tuple[tuple[int, int], ...]:
     if pairs is None:
         raise AttributeError(f"{type(dataset).__name__} has neither .meta.flip_pairs nor .flip_pairs")
     return tuple((int(a), int(b)) for a, b in pairs)
-
-
-def dataset_builder() -> Callable[..., Any]:
-    """``hrpose.data.build_dataset`` (the contract), falling back to where it is defined."""
-    import hrpose.data as data
-
-    fn = getattr(data, "build_dataset", None)
-    if fn is not None:
-        return fn
-    from hrpose.data.dataset import build_dataset
-
-    return build_dataset
 
 
 def _last(outputs: Any) -> torch.Tensor:
@@ -488,7 +464,7 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         amp_dtype, _ = amp_settings(str(cfg.HRPOSE.AMP), info.device)
 
-        dataset = dataset_builder()(cfg, "test", False)
+        dataset = build_dataset(cfg, "test", False)
         loader = make_eval_loader(
             dataset,
             int(cfg.TEST.BATCH_SIZE_PER_GPU),

@@ -305,11 +305,13 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
     epoch, best perf, RNG state). Returns ``{'best_perf', 'last_perf', 'epochs', 'output_dir',
     'final_state', 'history'}`` (``history``: one dict of train/val metrics per epoch run here).
     """
+    from hrpose.codec import build_codec
     from hrpose.config import config_to_dict, experiment_name, output_dirs
+    from hrpose.data import build_dataset
     from hrpose.losses import build_loss
     from hrpose.models import build_model
 
-    from .evaluate import build_codec, dataset_builder, validate
+    from .evaluate import validate
 
     info = setup_distributed(device)
     # Process-wide switches train() may change; restored afterwards so that a caller (or a test
@@ -328,7 +330,7 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
             info,
             build_model=build_model,
             build_loss=build_loss,
-            build_dataset=dataset_builder(),
+            build_dataset=build_dataset,
             build_codec=build_codec,
             validate=validate,
             output_dirs=output_dirs,
