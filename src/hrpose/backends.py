@@ -1,16 +1,19 @@
 """Inference backends: normalised crops `(N, 3, H, W)` float32 in, heatmaps `(N, K, h, w)` float32 out.
 
 - `EagerBackend`: the model as the official code runs it (fp32, NCHW, `no_grad`): the baseline.
-- `TorchBackend`: BatchNorm folded into the convs, channels_last, `inference_mode`, optional bf16 autocast
-  (uses AMX/AVX-512 BF16 on CPUs that have it) and optional `torch.compile`.
+- `TorchBackend`: BatchNorm folded into the convs, channels_last, `inference_mode`; optionally frozen
+  TorchScript (`jit=True`: oneDNN fuses conv + add + relu), bf16 weights (`dtype=torch.bfloat16`: the whole
+  folded model in bf16, which oneDNN runs on AMX / AVX-512 BF16), bf16 autocast (`autocast=True`) or
+  `torch.compile`.
 - `OnnxRuntimeBackend`: an ONNX file (see `hrpose.export`) in ONNX Runtime, fp32 or int8.
 `quantize_int8` makes the int8 model: static QDQ quantization calibrated on real crops.
+`make_backend(name, model, ...)` builds one by its `BACKENDS` name.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +33,19 @@ def _model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def _as_tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(batch, torch.Tensor):
+        return batch.float()
+    return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+
+
+def _last_stage(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    if isinstance(out, (list, tuple)):
+        return out[-1]
+    assert isinstance(out, torch.Tensor)
+    return out  # multi-stage models: the last stage's maps
+
+
 class EagerBackend:
     """The official code's way: eager fp32 NCHW under `torch.no_grad()`."""
 
@@ -39,74 +55,151 @@ class EagerBackend:
         self.model = model.eval()
         self.device = _model_device(model)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-            return self.model(x).float().cpu().numpy()
+            y = _last_stage(self.model(_as_tensor(batch).to(self.device)))
+            return y.float().cpu().numpy()
 
 
 class TorchBackend:
-    """Folded BN + channels_last + inference_mode; `dtype=torch.bfloat16` for bf16 autocast."""
+    """Folded BN + channels_last + inference_mode, on the device of `model`'s parameters.
+
+    dtype: the weights' and activations' dtype (bf16: the folded model is converted, no autocast casts
+    per op); autocast: keep fp32 weights and run under `torch.autocast(dtype=torch.bfloat16)` instead;
+    jit: trace and freeze (TorchScript) at the first batch shape, re-traced when the shape changes;
+    compile: `torch.compile` (inductor; slow to start). fp32 with fold_bn/channels_last/jit is the
+    eager model to float rounding (tested within 1e-4 of the heatmap range).
+    """
 
     def __init__(
         self,
         model: nn.Module,
         *,
         dtype: torch.dtype = torch.float32,
+        autocast: bool = False,
         channels_last: bool = True,
         fold_bn: bool = True,
+        jit: bool = False,
         compile: bool = False,
     ):
         from .export import fold_batchnorm
 
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"TorchBackend: dtype must be float32, bfloat16 or float16, got {dtype}")
+        if jit and compile:
+            raise ValueError("TorchBackend: choose jit or compile, not both")
         self.device = _model_device(model)
-        m = fold_batchnorm(model) if fold_bn else model.eval()
+        self.dtype = torch.float32 if autocast else dtype
+        self.autocast_dtype = dtype if autocast and dtype != torch.float32 else None
+        if fold_bn:
+            m = fold_batchnorm(model)  # a copy
+        elif self.dtype != torch.float32 or channels_last:
+            import copy
+
+            m = copy.deepcopy(model).eval()  # never change the caller's model in place
+        else:
+            m = model.eval()
+        if self.dtype != torch.float32:
+            m = m.to(self.dtype)
         if channels_last:
             m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if compile:
-            m = torch.compile(m)  # type: ignore[assignment]
+            # freezing: weights become constants, so inductor pre-packs them for oneDNN (AMX on bf16)
+            m = torch.compile(m, options={"freezing": True})  # type: ignore[assignment]
         self.model = m
-        self.dtype = dtype
         self.channels_last = channels_last
-        parts = ["torch", "bf16" if dtype == torch.bfloat16 else "fp16" if dtype == torch.float16 else "fp32"]
+        self.jit = jit
+        self._traced: tuple[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]] | None = None
+        precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+        parts = ["torch", precision]
+        if autocast and dtype != torch.float32:
+            parts.append("autocast")
+        if jit:
+            parts.append("jit")
         if compile:
             parts.append("compile")
         self.name = "-".join(parts)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.jit:
+            return _last_stage(self.model(x))
+        shape = tuple(x.shape)
+        if self._traced is None or self._traced[0] != shape:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings about python-constant shapes
+                traced = torch.jit.freeze(torch.jit.trace(self.model, x, check_trace=False))
+            self._traced = (shape, traced)
+        return _last_stage(self._traced[1](x))
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            x = _as_tensor(batch).to(self.device, dtype=self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if self.dtype == torch.float32:
-                y = self.model(x)
+            if self.autocast_dtype is None:
+                y = self._forward(x)
             else:
-                with torch.autocast(device_type=self.device.type, dtype=self.dtype):
-                    y = self.model(x)
+                with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+                    y = self._forward(x)
             return y.float().cpu().numpy()
+
+
+def ort_session_options(threads: int | None = None, spinning: bool = True):  # -> ort.SessionOptions
+    """All graph optimisations; `threads` intra-op threads (None: ONNX Runtime's default, one per core).
+
+    Spinning (threads busy-wait between ops) is on by default: about 25% faster per crop on 2 cores,
+    at the price of burning CPU between calls; turn it off when sharing the machine.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return opts
 
 
 class OnnxRuntimeBackend:
     """An exported ONNX model in ONNX Runtime (CUDA provider first when available)."""
 
     def __init__(
-        self, onnx_path: str | os.PathLike[str], *, threads: int | None = None, name: str | None = None
+        self,
+        onnx_path: str | os.PathLike[str],
+        *,
+        threads: int | None = None,
+        spinning: bool = True,
+        name: str | None = None,
     ):
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
         wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+        self.session = ort.InferenceSession(
+            str(onnx_path), sess_options=ort_session_options(threads, spinning), providers=providers
+        )
         self.input_name = self.session.get_inputs()[0].name
         self.name = name or f"onnxruntime-{Path(onnx_path).stem}"
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        x = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
+        x = np.ascontiguousarray(x, dtype=np.float32)
         return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def conv_node_names(onnx_path: str | os.PathLike[str]) -> list[str]:
+    """Names of the Conv nodes of an ONNX graph, in graph order (first = stem conv, last = final layer)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type == "Conv"]
 
 
 def quantize_int8(
@@ -115,15 +208,30 @@ def quantize_int8(
     calibration: Iterable[np.ndarray],
     *,
     per_channel: bool = True,
+    method: str = "minmax",
+    exclude_first: bool = False,
+    exclude_last: bool = False,
+    percentile: float = 99.999,
 ) -> Path:
-    """Static int8 quantization (QDQ, per-channel weights, u8 activations) calibrated on `calibration`.
+    """Static int8 quantization (QDQ, s8 weights, u8 activations) calibrated on `calibration`.
 
     `calibration` yields normalised crops `(N, 3, H, W)` float32: real people, not noise, so the
-    activation ranges are the ones the model meets in use.
+    activation ranges are the ones the model meets in use. u8 activations with s8 weights is the
+    combination ONNX Runtime's x86 kernels (AVX-512 VNNI) run fast; s8/s8 is 4x slower there.
+    method: activation range calibration, "minmax" | "entropy" | "percentile" (`percentile`);
+    exclude_first / exclude_last: keep the stem conv / the final 1x1 heatmap conv in fp32.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"quantize_int8: unknown calibration method {method!r}; choose from {CALIBRATION_METHODS}")
     batches = [np.ascontiguousarray(b, dtype=np.float32) for b in calibration]
     if not batches:
         raise ValueError("quantize_int8 needs at least one calibration batch of real crops")
@@ -142,15 +250,49 @@ def quantize_int8(
         src = pre
     except Exception:  # pre-processing is an optimisation; quantize the raw graph if it fails
         src = Path(onnx_fp32)
-    quantize_static(
-        str(src),
-        str(onnx_int8),
-        _Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=per_channel,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    if pre.exists():
-        pre.unlink()
+    convs = conv_node_names(src)
+    exclude = ([convs[0]] if exclude_first and convs else []) + ([convs[-1]] if exclude_last and convs else [])
+    calib = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    extra = {"CalibPercentile": percentile} if method == "percentile" else {}
+    try:
+        quantize_static(
+            str(src),
+            str(onnx_int8),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude or None,
+            calibrate_method=calib,
+            extra_options=extra,
+        )
+    finally:
+        if pre.exists():
+            pre.unlink()
     return onnx_int8
+
+
+# name -> TorchBackend keyword arguments; the names `hrpose bench`, `hrpose predict` and PoseEstimator accept
+TORCH_BACKENDS: dict[str, dict[str, object]] = {
+    "torch-fp32": {},
+    "torch-fp32-jit": {"jit": True},
+    "torch-bf16-autocast": {"dtype": torch.bfloat16, "autocast": True},
+    "torch-bf16": {"dtype": torch.bfloat16, "jit": True},
+    "torch-bf16-eager": {"dtype": torch.bfloat16},
+    "torch-bf16-compile": {"dtype": torch.bfloat16, "compile": True},
+    "torch-fp32-compile": {"compile": True},
+}
+
+
+def make_torch_backend(name: str, model: nn.Module) -> TorchBackend:
+    """A `TORCH_BACKENDS` entry around `model` (named `name`)."""
+    if name not in TORCH_BACKENDS:
+        raise ValueError(f"unknown torch backend {name!r}; choose from {sorted(TORCH_BACKENDS)}")
+    backend = TorchBackend(model, **TORCH_BACKENDS[name])  # type: ignore[arg-type]
+    backend.name = name
+    return backend

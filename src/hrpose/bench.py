@@ -1,9 +1,14 @@
 """`hrpose bench`: every inference backend against the official-style eager fp32 baseline, in one run.
 
 For each backend: ms/crop at batch 1 and 8, crops/s, speedup over the baseline's crops/s at the same batch
-size, and the keypoint deviation from the baseline's decoded keypoints in input pixels (mean, and the share
-within 2 px). Deviation is measured on real crops (coco-mini, or any dataset the config points at) and is
-only meaningful with trained weights: pass `--weights`.
+size, and the keypoint deviation from the baseline's decoded keypoints in input pixels (mean, share within
+2 px, and the mean over joints the baseline is confident about). Deviation is measured on real crops
+(coco-mini, or any COCO-layout dataset) that are NOT the int8 calibration crops, decoded by the config's
+codec; it is only meaningful with trained weights (`--weights`): an untrained model's heatmaps are flat, so
+any rounding moves the argmax.
+
+Timing on a shared machine: the backends take turns (a few calls each, round after round), so a burst
+of load from elsewhere hits all of them alike, and each reports its median call time.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,12 +27,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backends import EagerBackend, OnnxRuntimeBackend, TorchBackend, quantize_int8
-from .codec import get_max_preds
+from .backends import (
+    CALIBRATION_METHODS,
+    TORCH_BACKENDS,
+    EagerBackend,
+    OnnxRuntimeBackend,
+    make_torch_backend,
+    quantize_int8,
+)
+from .codec import HeatmapCodec, get_max_preds
 from .export import export_onnx
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+BASELINE = "eager-fp32 (baseline)"
+DEFAULT_BACKENDS = (
+    "torch-fp32",
+    "torch-fp32-jit",
+    "torch-bf16-autocast",
+    "torch-bf16",
+    "onnxruntime-fp32",
+    "onnxruntime-int8",
+)
+# onnxruntime-int8[-entropy|-percentile][-pertensor][-keepfirst][-keeplast]
+_INT8 = re.compile(r"onnxruntime-int8(?:-(entropy|percentile|minmax))?(-pertensor)?(-keepfirst)?(-keeplast)?")
 
 
 @dataclass
@@ -37,22 +61,45 @@ class BenchRow:
     speedup: dict[int, float] = field(default_factory=dict)
     mean_dev_px: float = 0.0
     within_2px: float = 1.0
+    mean_dev_confident_px: float = 0.0
+    max_abs_heatmap_err: float = 0.0
+
+
+def backend_names() -> list[str]:
+    """The backend names `run_bench` accepts (int8 variants follow the `_INT8` pattern)."""
+    return [*TORCH_BACKENDS, "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-entropy",
+            "onnxruntime-int8-percentile", "onnxruntime-int8-pertensor", "onnxruntime-int8-keeplast",
+            "onnxruntime-int8-keepfirst-keeplast"]  # fmt: skip
 
 
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     threads = torch.get_num_threads()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        ort_version = "not installed"
+    try:
+        load = f"load average {os.getloadavg()[0]:.1f}"
+    except OSError:  # pragma: no cover
+        load = "load unknown"
     return (
-        f"{cpu}; {os.cpu_count()} logical cores visible, torch threads {threads}; {gpu}; "
-        f"Python {platform.python_version()}, torch {torch.__version__}"
+        f"{cpu} ({' '.join(isa) or 'no AVX2'}); {os.cpu_count()} logical cores visible, {threads} threads; "
+        f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}, onnxruntime {ort_version}; "
+        f"{load} at start"
     )
 
 
@@ -82,23 +129,92 @@ def real_crops(image_dir: Path, annotation: Path, input_size_wh: tuple[int, int]
     return np.ascontiguousarray(np.stack(crops), dtype=np.float32)
 
 
-def keypoints_input_px(heatmaps: np.ndarray, input_size_wh: tuple[int, int]) -> np.ndarray:
-    """Argmax keypoints of `heatmaps (N, K, h, w)` in input-crop pixels `(N, K, 2)`."""
-    coords, _ = get_max_preds(heatmaps)
-    stride = input_size_wh[0] / heatmaps.shape[-1]
-    return coords * stride
+def keypoints_input_px(
+    heatmaps: np.ndarray, input_size_wh: tuple[int, int], codec: HeatmapCodec | None = None
+) -> np.ndarray:
+    """Keypoints of `heatmaps (N, K, h, w)` in input-crop pixels `(N, K, 2)`: the codec's decoding
+    (post-processed), or the bare argmax times the stride without one."""
+    if codec is None:
+        coords, _ = get_max_preds(heatmaps)
+        return coords * (input_size_wh[0] / heatmaps.shape[-1])
+    coords_hm, _ = codec.decode_hm(heatmaps, post_process=True)
+    return codec.hm_to_crop(coords_hm)
 
 
 def time_backend(fn: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, iters: int, warmup: int) -> float:
     """Median seconds per call."""
-    for _ in range(warmup):
-        fn(batch)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn(batch)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(time_interleaved({"x": fn}, batch, iters, warmup)["x"]))
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[np.ndarray], np.ndarray]],
+    batch: np.ndarray,
+    iters: int,
+    warmup: int,
+    block: int = 3,
+) -> dict[str, list[float]]:
+    """Seconds per call of each of `fns` on `batch`, `iters` timed calls each.
+
+    After `warmup` untimed calls each, the functions take turns in rounds, `block` timed calls at a time
+    after one untimed call: load from elsewhere spreads over all of them, and the threads one runtime
+    leaves spinning (OpenMP, ONNX Runtime) after its turn do not slow the next one's timed calls.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn(batch)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    while any(len(t) < iters for t in times.values()):
+        for name, fn in fns.items():
+            fn(batch)
+            for _ in range(min(block, iters - len(times[name]))):
+                t0 = time.perf_counter()
+                fn(batch)
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _run_batched(fn: Callable[[np.ndarray], np.ndarray], crops: np.ndarray, bs: int = 8) -> np.ndarray:
+    return np.concatenate([fn(crops[i : i + bs]) for i in range(0, len(crops), bs)])
+
+
+def prepare_backends(
+    model: nn.Module,
+    input_size_wh: tuple[int, int],
+    backends: tuple[str, ...],
+    calib_crops: np.ndarray,
+    workdir: Path,
+    *,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Baseline first, then every backend of `backends` (ONNX exported / int8 quantized into `workdir`)."""
+    for name in backends:
+        if name not in TORCH_BACKENDS and name != "onnxruntime-fp32" and not _INT8.fullmatch(name):
+            raise ValueError(f"unknown backend {name!r}; choose from {', '.join(backend_names())}")
+    candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = {BASELINE: EagerBackend(model)}
+    onnx_fp32 = workdir / "model_fp32.onnx"
+    if any(b.startswith("onnxruntime") for b in backends):
+        log("exporting ONNX (self-checked in ONNX Runtime) ...")
+        export_onnx(model, onnx_fp32, input_size_wh, dynamic_batch=True)
+    threads = threads or torch.get_num_threads()
+    for name in backends:
+        log(f"preparing {name} ...")
+        if name in TORCH_BACKENDS:
+            candidates[name] = make_torch_backend(name, model)
+        elif name == "onnxruntime-fp32":
+            candidates[name] = OnnxRuntimeBackend(onnx_fp32, threads=threads, name=name)
+        else:
+            m = _INT8.fullmatch(name)
+            assert m is not None
+            method = m.group(1) or "minmax"
+            assert method in CALIBRATION_METHODS
+            calib = [calib_crops[i : i + 8] for i in range(0, len(calib_crops), 8)]
+            path = quantize_int8(
+                onnx_fp32, workdir / f"{name}.onnx", calib, per_channel=not m.group(2), method=method,
+                exclude_first=bool(m.group(3)), exclude_last=bool(m.group(4)),
+            )  # fmt: skip
+            candidates[name] = OnnxRuntimeBackend(path, threads=threads, name=name)
+    return candidates
 
 
 def run_bench(
@@ -106,75 +222,68 @@ def run_bench(
     input_size_wh: tuple[int, int],
     crops: np.ndarray,
     *,
+    calib_crops: np.ndarray | None = None,
+    codec: HeatmapCodec | None = None,
     batch_sizes: tuple[int, ...] = (1, 8),
     iters: int = 10,
     warmup: int = 2,
-    backends: tuple[str, ...] = ("torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-int8"),
+    backends: tuple[str, ...] = DEFAULT_BACKENDS,
     workdir: Path | None = None,
+    threads: int | None = None,
+    confident: float = 0.2,
     log: Callable[[str], None] = print,
 ) -> list[BenchRow]:
-    """Benchmark `backends` against the eager baseline; `crops (M, 3, H, W)` are real normalised crops."""
+    """Benchmark `backends` against the eager baseline.
+
+    crops (M, 3, H, W): real normalised crops for the deviation; calib_crops: int8 calibration crops
+    (default: `crops`; pass a disjoint set); codec: keypoint decoding (default: bare argmax);
+    confident: `mean_dev_confident_px` counts joints whose baseline heatmap maximum exceeds this.
+    """
     model = model.eval().cpu()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="hrpose-bench-"))
-    candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = {"eager-fp32 (baseline)": EagerBackend(model)}
-    onnx_fp32 = workdir / "model_fp32.onnx"
-    if any(b.startswith("onnxruntime") for b in backends):
-        log("exporting ONNX (self-checked in ONNX Runtime) ...")
-        export_onnx(model, onnx_fp32, input_size_wh, dynamic_batch=True)
-    for name in backends:
-        log(f"preparing {name} ...")
-        if name == "torch-fp32":
-            candidates[name] = TorchBackend(model)
-        elif name == "torch-bf16":
-            candidates[name] = TorchBackend(model, dtype=torch.bfloat16)
-        elif name == "torch-compile":
-            candidates[name] = TorchBackend(model, compile=True)
-        elif name == "onnxruntime-fp32":
-            candidates[name] = OnnxRuntimeBackend(onnx_fp32, name=name)
-        elif name == "onnxruntime-int8":
-            calib = [crops[i : i + 8] for i in range(0, min(len(crops), 32), 8)]
-            path = quantize_int8(onnx_fp32, workdir / "model_int8.onnx", calib)
-            candidates[name] = OnnxRuntimeBackend(path, name=name)
-        else:
-            raise ValueError(
-                f"unknown backend {name!r}; choose from torch-fp32, torch-bf16, torch-compile, "
-                "onnxruntime-fp32, onnxruntime-int8"
-            )
+    calib_crops = crops if calib_crops is None else calib_crops
+    candidates = prepare_backends(model, input_size_wh, backends, calib_crops, workdir, threads=threads, log=log)
 
-    ref_hm = np.concatenate(
-        [candidates["eager-fp32 (baseline)"](crops[i : i + 8]) for i in range(0, len(crops), 8)]
-    )
-    ref_kp = keypoints_input_px(ref_hm, input_size_wh)
-    rows: list[BenchRow] = []
+    ref_hm = _run_batched(candidates[BASELINE], crops)
+    ref_kp = keypoints_input_px(ref_hm, input_size_wh, codec)
+    sure = get_max_preds(ref_hm)[1][..., 0] > confident
+    rows: dict[str, BenchRow] = {}
     for name, fn in candidates.items():
-        row = BenchRow(name)
-        hm = np.concatenate([fn(crops[i : i + 8]) for i in range(0, len(crops), 8)])
-        dev = np.linalg.norm(keypoints_input_px(hm, input_size_wh) - ref_kp, axis=-1)
-        row.mean_dev_px, row.within_2px = float(dev.mean()), float((dev <= 2.0).mean())
-        for bs in batch_sizes:
-            batch = np.ascontiguousarray(np.resize(crops, (bs, *crops.shape[1:])))
-            sec = time_backend(fn, batch, iters, warmup)
-            row.ms_per_crop[bs] = 1000.0 * sec / bs
-            row.crops_per_s[bs] = bs / sec
-        rows.append(row)
-        log(f"{name}: " + ", ".join(f"b{bs} {row.ms_per_crop[bs]:.1f} ms/crop" for bs in batch_sizes))
-    base = rows[0]
-    for row in rows:
+        hm = _run_batched(fn, crops)
+        dev = np.linalg.norm(keypoints_input_px(hm, input_size_wh, codec) - ref_kp, axis=-1)
+        rows[name] = BenchRow(
+            name,
+            mean_dev_px=float(dev.mean()),
+            within_2px=float((dev <= 2.0).mean()),
+            mean_dev_confident_px=float(dev[sure].mean()) if sure.any() else float("nan"),
+            max_abs_heatmap_err=float(np.abs(hm - ref_hm).max()),
+        )
+    for bs in batch_sizes:
+        batch = np.ascontiguousarray(np.resize(crops, (bs, *crops.shape[1:])))
+        log(f"timing batch {bs}: {iters} interleaved rounds ...")
+        times = time_interleaved(candidates, batch, iters, warmup)
+        for name, t in times.items():
+            sec = float(np.median(t))
+            rows[name].ms_per_crop[bs] = 1000.0 * sec / bs
+            rows[name].crops_per_s[bs] = bs / sec
+    base = rows[BASELINE]
+    for row in rows.values():
         row.speedup = {bs: row.crops_per_s[bs] / base.crops_per_s[bs] for bs in batch_sizes}
-    return rows
+        log(f"{row.backend}: " + ", ".join(f"b{bs} {row.ms_per_crop[bs]:.1f} ms/crop" for bs in batch_sizes))
+    return list(rows.values())
 
 
 def markdown_table(rows: list[BenchRow], batch_sizes: tuple[int, ...] = (1, 8)) -> str:
     head = ["backend"]
     for bs in batch_sizes:
         head += [f"ms/crop b{bs}", f"crops/s b{bs}", f"speedup b{bs}"]
-    head += ["mean dev (px)", "within 2 px"]
+    head += ["mean dev (px)", "within 2 px", "mean dev, confident (px)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.backend]
         for bs in batch_sizes:
             cells += [f"{r.ms_per_crop[bs]:.1f}", f"{r.crops_per_s[bs]:.1f}", f"{r.speedup[bs]:.2f}x"]
-        cells += [f"{r.mean_dev_px:.3f}", f"{100 * r.within_2px:.1f}%"]
+        cells += [f"{r.mean_dev_px:.3f}", f"{100 * r.within_2px:.1f}%", f"{r.mean_dev_confident_px:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 DEFAULT_CROPS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco-mini"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..bench import DEFAULT_BACKENDS
+
     parser.add_argument("--cfg", required=True, help="experiment config (YAML)")
     parser.add_argument(
         "--weights",
@@ -26,25 +29,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="COCO-layout folder whose ground-truth person crops feed calibration and deviation",
     )
     parser.add_argument("--crops-set", default="train2017")
-    parser.add_argument("--num-crops", type=int, default=64)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--num-crops", type=int, default=86, help="crops read (calibration + deviation)")
     parser.add_argument(
-        "--backends", nargs="+", default=["torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-int8"]
+        "--calib-crops", type=int, default=32, help="the first N crops calibrate int8; the others measure deviation"
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--iters", type=int, default=20, help="interleaved timing rounds (median reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads")
+    parser.add_argument(
+        "--backends", nargs="+", default=list(DEFAULT_BACKENDS), help="see hrpose.bench.backend_names()"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--write", default=None, metavar="MD", help="append the table to this markdown file")
+    parser.add_argument(
+        "--write",
+        default=None,
+        metavar="MD",
+        help="write the table into this markdown file (replacing the previous table of the same config "
+        "and weights, else appending)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+
+
+def write_section(md: Path, key: str, body: str) -> None:
+    """Put `body` between `<!-- bench:key -->` markers in `md`: replace the old block or append one."""
+    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = md.read_text(encoding="utf-8") if md.exists() else ""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    md.write_text(text, encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench import machine_description, markdown_table, real_crops, rows_to_json, run_bench
+    from ..bench import DEFAULT_BACKENDS, machine_description, markdown_table, real_crops, rows_to_json, run_bench
+    from ..codec import build_codec
     from ..config import load_config
     from ..models import build_model
     from ..models.weights import load_weights
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.cfg, args.opts)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -58,18 +87,28 @@ def run(args: argparse.Namespace) -> int:
         size,
         args.num_crops,
     )
+    if len(crops) <= args.calib_crops:
+        raise SystemExit(
+            f"hrpose bench: {root} gave {len(crops)} crops, not more than --calib-crops {args.calib_crops}: "
+            "none would be left to measure the deviation"
+        )
+    calib, evaluate = crops[: args.calib_crops], crops[args.calib_crops :]
     log = (lambda s: None) if args.json else print
+    machine = machine_description()
     rows = run_bench(
         model,
         size,
-        crops,
+        evaluate,
+        calib_crops=calib,
+        codec=build_codec(cfg),
         batch_sizes=tuple(args.batch_sizes),
         iters=args.iters,
+        threads=args.threads,
         backends=tuple(args.backends),
+        confident=float(cfg.TEST.IN_VIS_THRE),
         log=log,
     )
     table = markdown_table(rows, tuple(args.batch_sizes))
-    machine = machine_description()
     weights = args.weights or "seeded random weights"
     if args.json:
         print(
@@ -78,19 +117,34 @@ def run(args: argparse.Namespace) -> int:
                     "config": args.cfg,
                     "weights": weights,
                     "machine": machine,
-                    "crops": int(len(crops)),
+                    "calibration_crops": int(len(calib)),
+                    "deviation_crops": int(len(evaluate)),
                     "rows": rows_to_json(rows),
                 },
                 indent=2,
             )
         )
     else:
-        print(f"\n{args.cfg} ({weights}) on {machine}; deviation over {len(crops)} real crops\n")
+        print(f"\n{args.cfg} ({weights}) on {machine}; deviation over {len(evaluate)} real crops\n")
         print(table)
     if args.write:
-        with open(args.write, "a") as f:
-            f.write(
-                f"\n### `{args.cfg}` ({weights})\n\nMachine: {machine}. Deviation: decoded keypoints vs the "
-                f"baseline over {len(crops)} real crops from `{root.name}`, in input pixels.\n\n{table}\n"
-            )
+        opts = " ".join(args.opts)
+        cmd = (
+            f"hrpose bench --cfg {args.cfg}" + (f" --weights {args.weights}" if args.weights else "")
+            + (f" --crops-root {args.crops_root} --crops-set {args.crops_set}" if root != DEFAULT_CROPS else "")
+            + f" --iters {args.iters}" + (f" --threads {args.threads}" if args.threads else "")
+            + (f" --backends {' '.join(args.backends)}" if tuple(args.backends) != DEFAULT_BACKENDS else "")
+            + (f" {opts}" if opts else "")
+        )  # fmt: skip
+        write_section(
+            Path(args.write),
+            f"{Path(args.cfg).stem}:{Path(weights).name}",
+            f"#### `{Path(args.cfg).name}`, {'weights `' + weights + '`' if args.weights else weights}\n\n"
+            f"Command: `{cmd} --write {args.write}`\n\nMachine: {machine}. Timing: median of {args.iters} "
+            f"interleaved rounds. Deviation: keypoints decoded by the config's codec "
+            f"(`{build_codec(cfg).method}`) vs the baseline's, in input pixels, over {len(evaluate)} real "
+            f"crops from `{root.name}` (int8 calibrated on {len(calib)} other crops); 'confident' = joints "
+            f"whose baseline heatmap maximum exceeds TEST.IN_VIS_THRE ({float(cfg.TEST.IN_VIS_THRE):g}).\n\n"
+            f"{table}\n",
+        )
     return 0
