@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from conftest import DATA, GOLDEN, ROOT
-from hrpose.backends import EagerBackend, OnnxRuntimeBackend, TorchBackend, quantize_int8
+from hrpose.backends import (
+    EagerBackend,
+    OnnxRuntimeBackend,
+    TorchBackend,
+    conv_node_names,
+    make_torch_backend,
+    quantize_int8,
+)
 from hrpose.bench import keypoints_input_px, markdown_table, real_crops, run_bench
 from hrpose.config import load_config
 from hrpose.export import ExportError, export_onnx, fold_batchnorm
@@ -105,6 +112,32 @@ def test_torch_fast_backends_agree_with_eager(hrnet, crops):
     assert np.abs(bf16 - ref).max() < 0.1 * np.abs(ref).max()
 
 
+def test_torch_backend_variants_agree_and_leave_the_model_alone(hrnet, crops):
+    before = {k: v.clone() for k, v in hrnet.state_dict().items()}
+    ref = EagerBackend(hrnet)(crops[:3])
+    scale = np.abs(ref).max()
+    for name in ("torch-fp32", "torch-fp32-jit"):  # exact: fp32 within 1e-4 of the heatmap range
+        b = make_torch_backend(name, hrnet)
+        np.testing.assert_allclose(b(crops[:3]), ref, atol=1e-4 * scale, err_msg=name)
+        np.testing.assert_allclose(b(crops[3:5]), EagerBackend(hrnet)(crops[3:5]), atol=1e-4 * scale)  # re-traced
+    bf16 = make_torch_backend("torch-bf16", hrnet)
+    autocast = make_torch_backend("torch-bf16-autocast", hrnet)
+    for b in (bf16, autocast):
+        got = b(torch.from_numpy(crops[:3]))  # tensors are accepted too
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        assert 0 < np.abs(got - ref).max() < 0.1 * scale  # reduced precision, but close
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    # the caller's model is untouched: still fp32, NCHW, BatchNorm in place, same weights
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in hrnet.modules())
+    for k, v in hrnet.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+    assert hrnet.conv1.weight.is_contiguous()
+    with pytest.raises(ValueError, match="unknown torch backend"):
+        make_torch_backend("torch-int4", hrnet)
+    with pytest.raises(ValueError, match="jit or compile"):
+        TorchBackend(hrnet, jit=True, compile=True)
+
+
 def test_int8_quantization_runs_and_stays_close(tmp_path, onnx_model, hrnet, crops):
     fp32 = onnx_model.path
     q = quantize_int8(fp32, tmp_path / "m_int8.onnx", [crops[:8]])
@@ -114,6 +147,47 @@ def test_int8_quantization_runs_and_stays_close(tmp_path, onnx_model, hrnet, cro
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
     with pytest.raises(ValueError, match="calibration"):
         quantize_int8(fp32, tmp_path / "x.onnx", [])
+    with pytest.raises(ValueError, match="calibration method"):
+        quantize_int8(fp32, tmp_path / "x.onnx", [crops[:2]], method="mse")
+
+
+def test_int8_can_keep_the_first_and_last_conv_in_fp32(tmp_path, onnx_model, crops):
+    import onnx
+
+    convs = conv_node_names(onnx_model.path)
+    q = quantize_int8(onnx_model.path, tmp_path / "keep.onnx", [crops[:4]], exclude_first=True, exclude_last=True)
+    graph = onnx.load(str(q)).graph
+    # a quantized conv reads its weight through a DequantizeLinear node; a kept one reads the fp32 initializer
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    weight_of = {n.name: n.input[1] for n in graph.node if n.op_type == "Conv"}
+    assert weight_of[convs[0]] not in dq_outputs and weight_of[convs[-1]] not in dq_outputs
+    assert all(weight_of[c] in dq_outputs for c in convs[1:-1])
+    assert not (tmp_path / "keep.pre.onnx").exists()  # the pre-processed temp file is cleaned up
+
+
+def test_pose_estimator_torch_backends(tmp_path, hrnet):
+    from hrpose.inference import PoseEstimator
+    from hrpose.inference.detectors import WholeImageDetector
+    from hrpose.models.weights import save_weights
+
+    weights = save_weights(hrnet, tmp_path / "w.pth")
+    cfg = load_config(W32, REDUCED)
+    image = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
+    box = [[5, 5, 70, 100, 0.9]]
+    ref = PoseEstimator.from_model(hrnet, cfg, detector=WholeImageDetector())
+    assert not hasattr(ref.backend, "jit")  # a model the caller passes runs as it is (not a folded copy)
+    want = ref(image, boxes=box)[0].keypoints
+    for name in ("torch", "torch-fast"):
+        est = PoseEstimator(cfg, weights, device="cpu", backend=name, detector=WholeImageDetector())
+        got = est(image, boxes=box)[0].keypoints
+        np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-2, err_msg=name)
+    folded = PoseEstimator(cfg, weights, device="cpu", detector=WholeImageDetector())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.backend.model.modules())
+    bf16 = PoseEstimator(cfg, weights, device="cpu", backend="torch-bf16", detector=WholeImageDetector())
+    assert bf16(image, boxes=box)[0].keypoints.shape == want.shape
+    with pytest.raises(ValueError, match="torch-fast"):
+        PoseEstimator(cfg, weights, backend="torch-int4", detector=WholeImageDetector())
 
 
 def test_run_bench_reports_every_backend(tmp_path, hrnet, crops):

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hrpose.backends import TorchBackend, make_torch_backend
 from hrpose.geometry import box_to_center_scale, warp_crop
 from hrpose.inference.detectors import Detector, clip_boxes, default_detector
 from hrpose.inference.images import ImageReadError, load_image, to_bgr8
@@ -118,6 +119,33 @@ class _FixedBatch:
         return np.concatenate(outs, axis=0)
 
 
+# backend names of the torch model (see `_torch_backend`); "onnxruntime" runs an exported .onnx file
+TORCH_BACKEND_NAMES = ("torch", "torch-fast", "torch-bf16")
+
+
+def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelBackend | TorchBackend:
+    """The torch backends PoseEstimator offers, all on `model`'s device:
+
+    - "torch": fp32 with BatchNorm folded into the convs (a copy: `fold_bn`, i.e. when the estimator built
+      the model; a model the caller passes stays the one that runs, so later changes to it are seen);
+      equal to the eager model within float rounding;
+    - "torch-fast": folded BN, channels_last and frozen TorchScript, fp32 (same numbers as "torch" to
+      float rounding; about 2x the eager model's speed on a CPU);
+    - "torch-bf16": the folded model in bf16 with channels_last and TorchScript (CPUs with AMX / AVX-512
+      BF16, or GPUs); reduced precision, see docs/benchmarks.md.
+    """
+    if name == "torch":
+        if fold_bn:
+            from hrpose.export import fold_batchnorm
+
+            try:
+                return TorchModelBackend(fold_batchnorm(model))
+            except Exception as e:  # a model FX cannot trace runs unfolded
+                logger.debug("BatchNorm folding failed (%s): running the model unfolded", e)
+        return TorchModelBackend(model)
+    return make_torch_backend({"torch-fast": "torch-fp32-jit", "torch-bf16": "torch-bf16"}[name], model)
+
+
 def make_inputs(
     image_bgr: np.ndarray, centers: np.ndarray, scales: np.ndarray, input_size_wh: Sequence[int], color_rgb: bool
 ) -> np.ndarray:
@@ -186,7 +214,9 @@ class PoseEstimator:
     config: a YAML path or a CfgNode; weights: a checkpoint (strict load; `.onnx` for
     backend="onnxruntime") or None to keep the model's current weights (TEST.MODEL_FILE when set);
     device: "auto" | "cpu" | "cuda[:i]" | "mps"; flip_test: average with the mirrored crop;
-    backend: "torch", "onnxruntime" or any `Backend` callable; batch_size: crops per forward pass;
+    backend: "torch" (BatchNorm folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16",
+    "onnxruntime" (an exported .onnx file as `weights`) or any `Backend` callable (see `_torch_backend`);
+    batch_size: crops per forward pass;
     detector: person detector used when no boxes are given (default: HOG when OpenCV has it, else
     the whole image; see `default_detector`);
     meta: the keypoint layout, default from the config (`meta_from_config`).
@@ -235,7 +265,8 @@ class PoseEstimator:
             self.backend: Backend = backend
             self.model = model
             self.device = torch.device("cpu")
-        elif backend == "torch":
+        elif backend in TORCH_BACKEND_NAMES:
+            built_here = model is None
             if model is None:
                 from hrpose.models import build_model
 
@@ -249,7 +280,7 @@ class PoseEstimator:
 
                 load_weights(model, weights, strict=True)
             self.model = model.eval()
-            self.backend = TorchModelBackend(self.model)
+            self.backend = _torch_backend(backend, self.model, fold_bn=built_here)
             self.device = self.backend.device
         elif backend == "onnxruntime":
             if weights is None or Path(weights).suffix.lower() != ".onnx":
@@ -265,7 +296,9 @@ class PoseEstimator:
             self.backend = _FixedBatch(ort_backend, batch_dim) if isinstance(batch_dim, int) else ort_backend
             self.device = torch.device("cpu")
         else:
-            raise ValueError(f"unknown backend {backend!r}: expected 'torch' or 'onnxruntime'")
+            raise ValueError(
+                f"unknown backend {backend!r}: expected one of {', '.join(TORCH_BACKEND_NAMES)}, onnxruntime"
+            )
 
     @classmethod
     def from_model(cls, model: nn.Module, cfg: Any, meta: DatasetMeta | None = None, **kwargs: Any) -> PoseEstimator:
