@@ -213,3 +213,51 @@ def test_export_cli_writes_checked_model(tmp_path, hrnet, capsys):
     args = ["export", "--cfg", str(W32), "--weights", str(weights), "--out", str(out), *REDUCED]
     assert main(args) == 0
     assert out.is_file() and "checked in ONNX Runtime" in capsys.readouterr().out
+
+
+def test_time_interleaved_takes_turns():
+    from hrpose.bench import time_interleaved
+
+    order: list[str] = []
+    fns = {name: (lambda b, name=name: order.append(name) or b) for name in ("a", "b")}
+    times = time_interleaved(fns, np.zeros(1), iters=4, warmup=1, block=2)
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4}
+    # warmup, then rounds of one untimed + `block` timed calls each
+    assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+
+
+def test_write_section_replaces_its_own_block(tmp_path):
+    from hrpose.commands.bench import write_section
+
+    md = tmp_path / "b.md"
+    md.write_text("# Benchmarks\n\nintro\n")
+    write_section(md, "w32:random", "table 1")
+    write_section(md, "w16:best.pth", "other")
+    write_section(md, "w32:random", "table 2")
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n") and "table 1" not in text
+    assert text.count("<!-- bench:w32:random -->") == 1 and text.index("table 2") < text.index("other")
+
+
+def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
+    import json
+
+    from hrpose.cli import main
+    from hrpose.models.weights import save_weights
+
+    weights = save_weights(hrnet, tmp_path / "w.pth")
+    md = tmp_path / "bench.md"
+    args = ["bench", "--cfg", str(W32), "--weights", str(weights), "--num-crops", "12", "--calib-crops", "4",
+            "--iters", "1", "--batch-sizes", "1", "2", "--threads", "2", "--backends", "torch-fp32-jit",
+            "onnxruntime-int8-keeplast", "--json", "--write", str(md), *REDUCED]  # fmt: skip
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["calibration_crops"] == 4 and out["deviation_crops"] == 8 and "no GPU" in out["machine"]
+    rows = {r["backend"]: r for r in out["rows"]}
+    assert list(rows) == ["eager-fp32 (baseline)", "torch-fp32-jit", "onnxruntime-int8-keeplast"]
+    assert rows["torch-fp32-jit"]["mean_dev_px"] == 0.0 and rows["torch-fp32-jit"]["max_abs_heatmap_err"] < 1e-3
+    assert set(rows["onnxruntime-int8-keeplast"]["ms_per_crop"]) == {"1", "2"}
+    text = md.read_text()
+    assert "| onnxruntime-int8-keeplast |" in text and "Command: `hrpose bench" in text and "--weights" in text
+    with pytest.raises(SystemExit, match="calib-crops"):
+        main([*args[:5], "--num-crops", "3", "--calib-crops", "4", *REDUCED])
