@@ -127,6 +127,11 @@ def test_torch_backend_variants_agree_and_leave_the_model_alone(hrnet, crops):
         assert got.dtype == np.float32 and got.shape == ref.shape
         assert 0 < np.abs(got - ref).max() < 0.1 * scale  # reduced precision, but close
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    # the heatmap head stays fp32 (bf16 heatmaps would round nearby values at the peak into ties)
+    head = [m for m in bf16.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert head.weight.dtype == torch.float32 and head.out_channels == 17
+    plain = make_torch_backend("torch-bf16-bf16head", hrnet)
+    assert [m for m in plain.model.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.dtype == torch.bfloat16
     # the caller's model is untouched: still fp32, NCHW, BatchNorm in place, same weights
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in hrnet.modules())
     for k, v in hrnet.state_dict().items():

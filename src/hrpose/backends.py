@@ -61,11 +61,35 @@ class EagerBackend:
             return y.float().cpu().numpy()
 
 
+class _Fp32Head(nn.Module):
+    """Runs `conv` in fp32 on a reduced-precision input: the heatmaps keep fp32 resolution, so nearby
+    values at the peak do not round to ties (bf16 has 8 mantissa bits: 0.5 +- 0.002 is one value)."""
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.float())
+
+
+def _keep_last_conv_fp32(model: nn.Module) -> bool:
+    """Replace the last `nn.Conv2d` of `model` (module order: the heatmap head) by an `_Fp32Head`."""
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return False
+    parent_name, _, attr = convs[-1].rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, _Fp32Head(getattr(parent, attr)))
+    return True
+
+
 class TorchBackend:
     """Folded BN + channels_last + inference_mode, on the device of `model`'s parameters.
 
     dtype: the weights' and activations' dtype (bf16: the folded model is converted, no autocast casts
     per op); autocast: keep fp32 weights and run under `torch.autocast(dtype=torch.bfloat16)` instead;
+    fp32_head: with a reduced `dtype`, keep the last conv (the heatmap head) in fp32;
     jit: trace and freeze (TorchScript) at the first batch shape, re-traced when the shape changes;
     compile: `torch.compile` (inductor; slow to start). fp32 with fold_bn/channels_last/jit is the
     eager model to float rounding (tested within 1e-4 of the heatmap range).
@@ -81,6 +105,7 @@ class TorchBackend:
         fold_bn: bool = True,
         jit: bool = False,
         compile: bool = False,
+        fp32_head: bool = False,
     ):
         from .export import fold_batchnorm
 
@@ -101,6 +126,8 @@ class TorchBackend:
             m = model.eval()
         if self.dtype != torch.float32:
             m = m.to(self.dtype)
+            if fp32_head:
+                _keep_last_conv_fp32(m)
         if channels_last:
             m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if compile:
@@ -114,6 +141,8 @@ class TorchBackend:
         parts = ["torch", precision]
         if autocast and dtype != torch.float32:
             parts.append("autocast")
+        if fp32_head and self.dtype != torch.float32:
+            parts.append("fp32head")
         if jit:
             parts.append("jit")
         if compile:
@@ -282,7 +311,8 @@ TORCH_BACKENDS: dict[str, dict[str, object]] = {
     "torch-fp32": {},
     "torch-fp32-jit": {"jit": True},
     "torch-bf16-autocast": {"dtype": torch.bfloat16, "autocast": True},
-    "torch-bf16": {"dtype": torch.bfloat16, "jit": True},
+    "torch-bf16": {"dtype": torch.bfloat16, "jit": True, "fp32_head": True},
+    "torch-bf16-bf16head": {"dtype": torch.bfloat16, "jit": True},
     "torch-bf16-eager": {"dtype": torch.bfloat16},
     "torch-bf16-compile": {"dtype": torch.bfloat16, "compile": True},
     "torch-fp32-compile": {"compile": True},

@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the table into this markdown file (replacing the previous table of the same config "
         "and weights, else appending)",
     )
+    parser.add_argument(
+        "--label", default="", help="names this run's section in --write (several runs of one config and weights)"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
 
 
@@ -134,12 +137,14 @@ def run(args: argparse.Namespace) -> int:
             + (f" --crops-root {args.crops_root} --crops-set {args.crops_set}" if root != DEFAULT_CROPS else "")
             + f" --iters {args.iters}" + (f" --threads {args.threads}" if args.threads else "")
             + (f" --backends {' '.join(args.backends)}" if tuple(args.backends) != DEFAULT_BACKENDS else "")
-            + (f" {opts}" if opts else "")
+            + (f" --label '{args.label}'" if args.label else "") + (f" {opts}" if opts else "")
         )  # fmt: skip
         write_section(
             Path(args.write),
-            f"{Path(args.cfg).stem}:{Path(weights).name}",
-            f"#### `{Path(args.cfg).name}`, {'weights `' + weights + '`' if args.weights else weights}\n\n"
+            f"{Path(args.cfg).stem}:{Path(weights).name}" + (f":{args.label}" if args.label else ""),
+            f"#### `{Path(args.cfg).name}`, {'weights `' + weights + '`' if args.weights else weights}"
+            + (f": {args.label}" if args.label else "")
+            + "\n\n"
             f"Command: `{cmd} --write {args.write}`\n\nMachine: {machine}. Timing: median of {args.iters} "
             f"interleaved rounds. Deviation: keypoints decoded by the config's codec "
             f"(`{build_codec(cfg).method}`) vs the baseline's, in input pixels, over {len(evaluate)} real "
