@@ -215,9 +215,14 @@ def test_export_cli_writes_checked_model(tmp_path, hrnet, capsys):
     weights = tmp_path / "w.pth"
     save_weights(hrnet, weights)
     out = tmp_path / "w.onnx"
-    args = ["export", "--cfg", str(W32), "--weights", str(weights), "--out", str(out), *REDUCED]
+    args = ["export", "--cfg", str(W32), "--weights", str(weights), "--out", str(out), "--dynamic-batch",
+            "--int8-calib", str(DATA / "coco-mini"), "--calib-crops", "4", "--int8-keep-last", *REDUCED]  # fmt: skip
     assert main(args) == 0
-    assert out.is_file() and "checked in ONNX Runtime" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert out.is_file() and "checked in ONNX Runtime" in printed and "calibrated (minmax) on 4 real crops" in printed
+    q = tmp_path / "w_int8.onnx"
+    assert sorted(conv_node_names(q)) == sorted(conv_node_names(out))  # same convs, quantized around
+    assert OnnxRuntimeBackend(q)(np.zeros((3, 3, SMALL[1], SMALL[0]), np.float32)).shape == (3, 17, 16, 16)
 
 
 def test_time_interleaved_takes_turns():
