@@ -314,7 +314,7 @@ TORCH_BACKENDS: dict[str, dict[str, object]] = {
     "torch-bf16": {"dtype": torch.bfloat16, "jit": True, "fp32_head": True},
     "torch-bf16-bf16head": {"dtype": torch.bfloat16, "jit": True},
     "torch-bf16-eager": {"dtype": torch.bfloat16},
-    "torch-bf16-compile": {"dtype": torch.bfloat16, "compile": True},
+    "torch-bf16-compile": {"dtype": torch.bfloat16, "compile": True, "fp32_head": True},
     "torch-fp32-compile": {"compile": True},
 }
 
