@@ -137,6 +137,9 @@ def test_torch_backend_variants_agree_and_leave_the_model_alone(hrnet, crops):
     for k, v in hrnet.state_dict().items():
         assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
     assert hrnet.conv1.weight.is_contiguous()
+    fused = make_torch_backend("torch-bf16-onednn", hrnet)
+    assert fused(crops[:3]).shape == ref.shape
+    assert not torch.jit.onednn_fusion_enabled()  # switched on for tracing only, not left on for the process
     with pytest.raises(ValueError, match="unknown torch backend"):
         make_torch_backend("torch-int4", hrnet)
     with pytest.raises(ValueError, match="jit or compile"):
