@@ -24,7 +24,7 @@ dets = [{"file_name": names[a["image_id"]], "image_id": a["image_id"], "category
 json.dump(dets, open("output/quickstart/val_boxes.json", "w"))
 PY
 $HR predict --cfg "$CFG" --weights "$WEIGHTS" --detector file:output/quickstart/val_boxes.json \
-    data/synth/images/val/synth_000000.jpg data/synth/images/val/synth_000001.jpg --out "$OUT/predict"
+    data/synth/images/val/synth_000001.jpg data/synth/images/val/synth_000002.jpg --out "$OUT/predict"
 echo "quick start done: results, checkpoints and rendered predictions are under $OUT"
 echo "rendered skeletons: $(ls "$OUT"/predict/*.jpg 2>/dev/null | head -n 1)"
 grep -m1 "^| pose_hrnet" "$OUT/test.txt" | awk -F'|' '{printf "keypoint AP on the held-out synthetic split: %s\n", $3}'

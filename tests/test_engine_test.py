@@ -151,7 +151,8 @@ def test_flip_test_averages_the_mirrored_pass():
 
 
 def test_hrpose_test_backends_give_the_same_results(tmp_path):
-    """HRPOSE.BACKEND torch-fast (folded BN) and onnxruntime (exported + checked) reproduce the torch results."""
+    """HRPOSE.BACKEND torch-fast (folded BN, TorchScript) and onnxruntime (exported + checked) reproduce torch;
+    torch-bf16 runs through the same pipeline within bf16 tolerance."""
     cfg_file = tmp_path / "tiny_gt.yaml"
     cfg_file.write_text(yaml.safe_dump(_cfg("coco", COCO_MINI, "train2017", USE_GT_BBOX=True)))
     weights = _random_weights(cfg_file, tmp_path / "w.pth")
@@ -174,5 +175,9 @@ def test_hrpose_test_backends_give_the_same_results(tmp_path):
     assert _run_test(cfg_file, out, "TEST.MODEL_FILE", str(onnx_file), "HRPOSE.BACKEND", "onnxruntime") == 0
     direct = json.loads((out / "coco/pose_resnet/tiny_gt/results/keypoints_train2017_results_0.json").read_text())
     np.testing.assert_allclose(np.array([r["keypoints"] for r in direct]), ref, atol=1e-3, rtol=1e-4)
+    out = tmp_path / "bf16"
+    assert _run_test(cfg_file, out, "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", "torch-bf16") == 0
+    bf16 = json.loads((out / "coco/pose_resnet/tiny_gt/results/keypoints_train2017_results_0.json").read_text())
+    assert len(bf16) == len(res["torch"])
     with pytest.raises(ValueError, match="HRPOSE.BACKEND"):
         _run_test(cfg_file, tmp_path / "bad", "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", "tensorrt")
