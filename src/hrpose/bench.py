@@ -38,8 +38,6 @@ from .backends import (
 from .codec import HeatmapCodec, get_max_preds
 from .export import export_onnx
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 BASELINE = "eager-fp32 (baseline)"
 DEFAULT_BACKENDS = (
     "torch-fp32",
@@ -104,10 +102,12 @@ def machine_description() -> str:
 
 
 def real_crops(image_dir: Path, annotation: Path, input_size_wh: tuple[int, int], n: int) -> np.ndarray:
-    """Up to `n` normalised person crops `(n, 3, H, W)` from a COCO keypoint file (ground-truth boxes)."""
+    """Up to `n` normalised person crops `(n, 3, H, W)` from a COCO keypoint file (ground-truth boxes),
+    made exactly as the test pipeline makes them (`inference.estimator.make_inputs`, RGB)."""
     import cv2
 
-    from .geometry import box_to_center_scale, warp_crop
+    from .geometry import box_to_center_scale
+    from .inference.estimator import make_inputs
 
     data = json.loads(Path(annotation).read_text())
     files = {im["id"]: im["file_name"] for im in data["images"]}
@@ -120,8 +120,7 @@ def real_crops(image_dir: Path, annotation: Path, input_size_wh: tuple[int, int]
         if img is None:
             continue
         center, scale = box_to_center_scale(ann["bbox"], w / h)
-        crop = warp_crop(img, center, scale, 0.0, (w, h))[:, :, ::-1].astype(np.float32) / 255.0
-        crops.append(((crop - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
+        crops.append(make_inputs(img, center[None], scale[None], (w, h), color_rgb=True)[0])
         if len(crops) == n:
             break
     if not crops:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hrpose.data.augment import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "LOGGER_NAME",
     "setup_logger",
@@ -120,8 +122,8 @@ def name_value_table(name_values: Mapping[str, float], arch: str) -> str:
 # TensorBoard
 
 
-_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
+_STD = np.array(IMAGENET_STD, dtype=np.float32)
 
 
 def draw_skeleton_batch(

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from hrpose.backends import TorchBackend, make_torch_backend
+from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
+from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
 from hrpose.geometry import box_to_center_scale, warp_crop
 from hrpose.inference.detectors import Detector, clip_boxes, default_detector
 from hrpose.inference.images import ImageReadError, load_image, to_bgr8
@@ -38,8 +40,8 @@ from hrpose.keypoints import BUILTIN, DatasetMeta, flip_pairs_from_names
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET_MEAN = np.array(_IMAGENET_MEAN, dtype=np.float32)
+IMAGENET_STD = np.array(_IMAGENET_STD, dtype=np.float32)
 
 ImageLike = str | os.PathLike[str] | np.ndarray
 
