@@ -25,6 +25,7 @@ from torch import nn
 
 from hrpose.codec import build_codec
 from hrpose.data import build_dataset
+from hrpose.geometry import PIXEL_STD
 
 from .distributed import (
     DistInfo,
@@ -48,7 +49,6 @@ __all__ = [
     "test",
 ]
 
-PIXEL_STD = 200.0  # the official scale unit: scale * 200 = box size in pixels
 
 
 def flip_pairs_of(dataset: Any) -> tuple[tuple[int, int], ...]:
