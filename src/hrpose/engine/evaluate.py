@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 
-
 def flip_pairs_of(dataset: Any) -> tuple[tuple[int, int], ...]:
     """Flip pairs from ``dataset.meta`` (or an official-style ``dataset.flip_pairs``)."""
     meta = getattr(dataset, "meta", None)
