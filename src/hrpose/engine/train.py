@@ -532,11 +532,11 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
                     }
                 )
                 logger.info(f"=> saving checkpoint to {final_output_dir}")
-                # model_best.pth first: a kill between the two writes then leaves a checkpoint.pth that
-                # resumes *before* this epoch, which redoes it and rewrites both files.
+                save_checkpoint_atomic(ckpt_obj, checkpoint_file)
+                # A kill before this write completes leaves checkpoint.pth holding best_state_dict;
+                # resume then rewrites a missing model_best.pth from it (see above).
                 if is_best:
                     save_checkpoint_atomic(best_state, best_file)
-                save_checkpoint_atomic(ckpt_obj, checkpoint_file)
                 logger.info(f"=> epoch {epoch}: perf {perf:.4f}, best {best_perf:.4f}")
             barrier()
         final_state = Path(final_output_dir) / "final_state.pth"
