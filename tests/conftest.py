@@ -32,3 +32,56 @@ def golden_dir() -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+def mini_coco(tmp_path: Path, n_images: int) -> Path:
+    """A COCO-layout dataset in `tmp_path/coco` with coco-mini's first `n_images` images that have keypoints."""
+    src = DATA / "coco-mini"
+    ann = json.loads((src / "annotations" / "person_keypoints_train2017.json").read_text())
+    with_kp = sorted({a["image_id"] for a in ann["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]})
+    keep = set(with_kp[:n_images])
+    ann["images"] = [im for im in ann["images"] if im["id"] in keep]
+    ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in keep]
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "person_keypoints_train2017.json").write_text(json.dumps(ann))
+    (root / "images").mkdir()
+    (root / "images" / "train2017").symlink_to(src / "images" / "train2017")
+    return root
+
+
+def install_oracle_model(monkeypatch, reference, targets, targets_mirrored) -> list[tuple[int, bool]]:
+    """Make `hrpose.models.build_model` return models whose forward answers each crop with its true heatmaps.
+
+    `reference (N, 3, H, W)`: the test split's crops; `targets[i]` / `targets_mirrored[i]`: heatmaps encoded
+    from sample i's ground truth, plain and mirrored. Weights still load strictly; the network is not run.
+    Returns the list the forward appends `(sample index, mirrored)` to, so a test can check the flip pass ran.
+    """
+    import torch
+
+    import hrpose.models
+
+    seen: list[tuple[int, bool]] = []
+
+    def oracle_forward(x):
+        out = []
+        for crop in x:
+            d_plain = (reference - crop).abs().flatten(1).amax(1)
+            d_mirror = (reference.flip(3) - crop).abs().flatten(1).amax(1)
+            mirrored = bool(d_mirror.min() < d_plain.min())
+            d = d_mirror if mirrored else d_plain
+            i = int(d.argmin())
+            assert float(d[i]) < 1e-5, "the engine fed a crop that matches no test sample"
+            seen.append((i, mirrored))
+            out.append(torch.as_tensor((targets_mirrored if mirrored else targets)[i]))
+        return torch.stack(out)
+
+    original_build = hrpose.models.build_model
+
+    def oracle_build(cfg, is_train=False):
+        model = original_build(cfg, is_train=is_train)
+        model.forward = oracle_forward
+        return model
+
+    monkeypatch.setattr(hrpose.models, "build_model", oracle_build)
+    return seen

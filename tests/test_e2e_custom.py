@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import install_oracle_model
 from hrpose.cli import main as cli_main
 from hrpose.config import load_config
 from hrpose.models import build_model
@@ -248,31 +249,7 @@ def test_custom_ground_truth_heatmaps_score_full_ap(tmp_path, monkeypatch):
             joints[[a, b]], vis[[a, b]] = joints[[b, a]], vis[[b, a]]
         targets_mirrored.append(torch.from_numpy(codec.encode(joints, vis)[0]))
     ref = torch.stack(reference)
-    seen: list[tuple[int, bool]] = []
-
-    def oracle_forward(x: torch.Tensor) -> torch.Tensor:
-        out = []
-        for crop in x:
-            d_plain = (ref - crop).abs().flatten(1).amax(1)
-            d_mirror = (ref.flip(3) - crop).abs().flatten(1).amax(1)
-            mirrored = bool(d_mirror.min() < d_plain.min())
-            d = d_mirror if mirrored else d_plain
-            i = int(d.argmin())
-            assert float(d[i]) < 1e-5, "the engine fed a crop that matches no test sample"
-            seen.append((i, mirrored))
-            out.append((targets_mirrored if mirrored else targets)[i])
-        return torch.stack(out)
-
-    import hrpose.models
-
-    original_build = hrpose.models.build_model
-
-    def oracle_build(cfg, is_train=False):
-        model = original_build(cfg, is_train=is_train)
-        model.forward = oracle_forward  # weights still load strictly; the network itself is not run
-        return model
-
-    monkeypatch.setattr(hrpose.models, "build_model", oracle_build)
+    seen = install_oracle_model(monkeypatch, ref, targets, targets_mirrored)
     result = engine_test(cfg, cfg_file)
     assert sorted(seen) == sorted([(i, m) for i in range(4) for m in (False, True)])
     stats = result["name_values"]

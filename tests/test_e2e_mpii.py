@@ -21,7 +21,7 @@ import pytest
 import torch
 from scipy.io import loadmat
 
-from conftest import DATA, GOLDEN, ROOT
+from conftest import DATA, GOLDEN, ROOT, install_oracle_model
 from hrpose.cli import main as cli_main
 from hrpose.codec import HeatmapCodec, merge_flip
 from hrpose.config import load_config
@@ -205,31 +205,7 @@ def test_ground_truth_heatmaps_score_pckh_100(tmp_path, monkeypatch):
 
     # Which crop is which: the test split's own inputs (deterministic, no augmentation) as reference.
     reference = torch.stack([build_dataset(cfg, "test", False)[i][0] for i in range(5)])
-    seen: list[tuple[int, bool]] = []
-
-    def oracle_forward(x: torch.Tensor) -> torch.Tensor:
-        out = []
-        for crop in x:
-            d_plain = (reference - crop).abs().flatten(1).amax(1)
-            d_mirror = (reference.flip(3) - crop).abs().flatten(1).amax(1)
-            mirrored = bool(d_mirror.min() < d_plain.min())
-            d = d_mirror if mirrored else d_plain
-            i = int(d.argmin())
-            assert float(d[i]) < 1e-5, "the engine fed a crop that matches no test sample"
-            seen.append((i, mirrored))
-            out.append(torch.from_numpy((targets_mirrored if mirrored else targets)[i]))
-        return torch.stack(out)
-
-    import hrpose.models
-
-    original_build = hrpose.models.build_model
-
-    def oracle_build(cfg, is_train=False):
-        model = original_build(cfg, is_train=is_train)
-        model.forward = oracle_forward  # weights still load strictly; the network itself is not run
-        return model
-
-    monkeypatch.setattr(hrpose.models, "build_model", oracle_build)
+    seen = install_oracle_model(monkeypatch, reference, targets, targets_mirrored)
     result = engine_test(cfg, EXPERIMENT)
     assert sorted(seen) == sorted([(i, m) for i in range(5) for m in (False, True)])  # flip test ran
 

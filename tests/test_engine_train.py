@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 import yaml
 from torch import nn
 
-from conftest import DATA
+from conftest import DATA, mini_coco
 from hrpose.config import load_config
 from hrpose.engine import NonFiniteLossError, build_optimizer, build_scheduler, load_checkpoint, train, train_one_epoch
 from hrpose.losses import JointsMSELoss
@@ -154,20 +153,6 @@ def _tiny_cfg_dict(root: Path, **train) -> dict:
     }  # fmt: skip
 
 
-def _mini_coco(tmp_path: Path, n_images: int) -> Path:
-    """A COCO-layout dataset with the first `n_images` coco-mini images that have keypoints."""
-    ann = json.loads((COCO_MINI / "annotations" / "person_keypoints_train2017.json").read_text())
-    with_kp = sorted({a["image_id"] for a in ann["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]})
-    keep = set(with_kp[:n_images])
-    ann["images"] = [im for im in ann["images"] if im["id"] in keep]
-    ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in keep]
-    root = tmp_path / "coco"
-    (root / "annotations").mkdir(parents=True)
-    (root / "annotations" / "person_keypoints_train2017.json").write_text(json.dumps(ann))
-    (root / "images").mkdir()
-    (root / "images" / "train2017").symlink_to(COCO_MINI / "images" / "train2017")
-    return root
-
 
 def _write_cfg(path: Path, d: dict) -> Path:
     path.write_text(yaml.safe_dump(d))
@@ -183,7 +168,7 @@ def test_overfit_a_few_real_crops(tmp_path):
     from hrpose.models import build_model
 
     torch.manual_seed(0)
-    cfg = load_config(_write_cfg(tmp_path / "tiny.yaml", _tiny_cfg_dict(_mini_coco(tmp_path, 2))))
+    cfg = load_config(_write_cfg(tmp_path / "tiny.yaml", _tiny_cfg_dict(mini_coco(tmp_path, 2))))
     ds = build_dataset(cfg, "test", False)  # no augmentation: the same two crops every step
     batch = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(ds, [0, 1]), batch_size=2)))
     model = build_model(cfg, is_train=True)
@@ -201,7 +186,7 @@ def test_overfit_a_few_real_crops(tmp_path):
 
 
 def test_train_writes_official_outputs_and_resume_is_exact(tmp_path):
-    root = _mini_coco(tmp_path, 3)
+    root = mini_coco(tmp_path, 3)
     base = _tiny_cfg_dict(root)
 
     # uninterrupted: 2 epochs

@@ -12,7 +12,6 @@ the best) so that which files are written is known in advance.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, mini_coco
 from hrpose.config import load_config
 from hrpose.engine import load_checkpoint, train
 from hrpose.engine.checkpoint import CheckpointSaveError, save_checkpoint_atomic
@@ -98,16 +97,7 @@ sys.exit(main(sys.argv[1:]))
 
 def _tiny_config(tmp_path: Path, n_images: int = 3) -> Path:
     """coco-mini's first `n_images` images with keypoints + a pose_resnet-18 at 64x64, 1 iteration/epoch."""
-    ann = json.loads((COCO_MINI / "annotations" / "person_keypoints_train2017.json").read_text())
-    with_kp = sorted({a["image_id"] for a in ann["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]})
-    keep = set(with_kp[:n_images])
-    ann["images"] = [im for im in ann["images"] if im["id"] in keep]
-    ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in keep]
-    root = tmp_path / "coco"
-    (root / "annotations").mkdir(parents=True)
-    (root / "annotations" / "person_keypoints_train2017.json").write_text(json.dumps(ann))
-    (root / "images").mkdir()
-    (root / "images" / "train2017").symlink_to(COCO_MINI / "images" / "train2017")
+    root = mini_coco(tmp_path, n_images)
     cfg = {
         "OUTPUT_DIR": str(tmp_path / "output"), "LOG_DIR": str(tmp_path / "log"), "WORKERS": 0, "PRINT_FREQ": 1,
         "PIN_MEMORY": False, "AUTO_RESUME": True,
