@@ -170,10 +170,11 @@ def test_torchrun_train_two_cpu_processes_and_resume(tmp_path):
 
     import yaml
 
+    from conftest import mini_coco
     from hrpose.engine import load_checkpoint
-    from test_engine_train import _mini_coco, _tiny_cfg_dict
+    from test_engine_train import _tiny_cfg_dict
 
-    d = _tiny_cfg_dict(_mini_coco(tmp_path, 3))
+    d = _tiny_cfg_dict(mini_coco(tmp_path, 3))
     d.update(OUTPUT_DIR=str(tmp_path / "out"), LOG_DIR=str(tmp_path / "log"))
     d["HRPOSE"]["SYNC_BN"] = True  # CPU: ignored with a warning
     cfg_file = tmp_path / "ddp.yaml"
