@@ -198,6 +198,19 @@ def test_pose_estimator_torch_backends(tmp_path, hrnet):
         PoseEstimator(cfg, weights, backend="torch-int4", detector=WholeImageDetector())
 
 
+def test_gpu_options_refuse_a_cpu_model_clearly(hrnet):
+    with pytest.raises(ValueError, match="cuda_graph needs a model on a CUDA device.*cpu"):
+        TorchBackend(hrnet, cuda_graph=True)
+    with pytest.raises(ValueError, match="float16 is for GPUs"):
+        TorchBackend(hrnet, dtype=torch.float16)
+    with pytest.raises(ValueError, match="float16 is for GPUs"):
+        make_torch_backend("torch-fp16", hrnet)
+    with pytest.raises(ValueError, match="cuda_graph needs a model on a CUDA device"):
+        make_torch_backend("torch-fp16-graph", hrnet)
+    with pytest.raises(ValueError, match="not with jit or compile"):
+        TorchBackend(hrnet, cuda_graph=True, jit=True)
+
+
 def test_run_bench_reports_every_backend(tmp_path, hrnet, crops):
     rows = run_bench(hrnet, SMALL, crops[:8], batch_sizes=(1, 2), iters=1, warmup=0,
                      backends=("torch-fp32", "onnxruntime-fp32"), workdir=tmp_path, log=lambda s: None)

@@ -94,8 +94,12 @@ class TorchBackend:
     differ from the model's far beyond rounding (torch 2.13): for measurements, not for use;
     fp32_head: with a reduced `dtype`, keep the last conv (the heatmap head) in fp32;
     jit: trace and freeze (TorchScript) at the first batch shape, re-traced when the shape changes;
-    compile: `torch.compile` (inductor; slow to start). fp32 with fold_bn/channels_last/jit is the
-    eager model to float rounding (tested within 1e-4 of the heatmap range).
+    compile: `torch.compile` (inductor; slow to start), with `compile_options` (inductor options;
+    default freezing); cuda_graph: on a CUDA model, capture the forward pass as a CUDA graph per batch
+    size (batches padded up to a power of two, so a video's varying person counts reuse a few graphs) and
+    replay it: one launch instead of hundreds of small kernels, which is what batch 1 on a GPU waits on.
+    fp32 with fold_bn/channels_last/jit is the eager model to float rounding (tested within 1e-4 of the
+    heatmap range).
     """
 
     def __init__(
@@ -110,6 +114,8 @@ class TorchBackend:
         compile: bool = False,
         fp32_head: bool = False,
         onednn_fusion: bool = False,
+        compile_options: dict[str, object] | None = None,
+        cuda_graph: bool = False,
     ):
         from .export import fold_batchnorm
 
@@ -118,6 +124,12 @@ class TorchBackend:
         if jit and compile:
             raise ValueError("TorchBackend: choose jit or compile, not both")
         self.device = _model_device(model)
+        if cuda_graph and (jit or compile):
+            raise ValueError("TorchBackend: cuda_graph captures the eager model; not with jit or compile")
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"TorchBackend: cuda_graph needs a model on a CUDA device, this one is on {self.device}")
+        if dtype == torch.float16 and self.device.type == "cpu" and not autocast:
+            raise ValueError("TorchBackend: float16 is for GPUs (CPUs run fp16 convs slowly); use bfloat16 on a CPU")
         self.dtype = torch.float32 if autocast else dtype
         self.autocast_dtype = dtype if autocast and dtype != torch.float32 else None
         if fold_bn:
@@ -136,12 +148,14 @@ class TorchBackend:
             m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if compile:
             # freezing: weights become constants, so inductor pre-packs them for oneDNN (AMX on bf16)
-            m = torch.compile(m, options={"freezing": True})  # type: ignore[assignment]
+            m = torch.compile(m, options=dict(compile_options or {"freezing": True}))  # type: ignore[assignment,arg-type]
         self.model = m
         self.channels_last = channels_last
         self.jit = jit
         self.onednn_fusion = jit and onednn_fusion and self.device.type == "cpu"
         self._traced: tuple[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]] | None = None
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
         parts = ["torch", precision]
         if autocast and dtype != torch.float32:
@@ -154,7 +168,35 @@ class TorchBackend:
             parts.append("onednn")
         if compile:
             parts.append("compile")
+        if cuda_graph:
+            parts.append("graph")
         self.name = "-".join(parts)
+
+    def _replay(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass through a CUDA graph captured for `x`'s batch size padded to a power of two."""
+        n = x.shape[0]
+        size = 1 << max(0, n - 1).bit_length()
+        key = (size, *x.shape[1:])
+        if key not in self._graphs:
+            static_in = torch.zeros(key, dtype=x.dtype, device=x.device)
+            if self.channels_last:
+                static_in = static_in.contiguous(memory_format=torch.channels_last)
+            side = torch.cuda.Stream(device=x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):  # warm-up off the capture: cuDNN picks its algorithms here
+                for _ in range(2):
+                    self._forward(static_in)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._forward(static_in)
+            self._graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[key]
+        static_in[:n].copy_(x)
+        if n < size:
+            static_in[n:].zero_()
+        graph.replay()
+        return static_out[:n]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.jit:
@@ -184,7 +226,9 @@ class TorchBackend:
             x = _as_tensor(batch).to(self.device, dtype=self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if self.autocast_dtype is None:
+            if self.cuda_graph:
+                y = self._replay(x)
+            elif self.autocast_dtype is None:
                 y = self._forward(x)
             else:
                 with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
@@ -337,6 +381,30 @@ TORCH_BACKENDS: dict[str, dict[str, object]] = {
     "torch-bf16-eager": {"dtype": torch.bfloat16},
     "torch-bf16-compile": {"dtype": torch.bfloat16, "compile": True, "fp32_head": True},
     "torch-fp32-compile": {"compile": True},
+    # GPU (CUDA) backends: fp16/bf16 weights with an fp32 heatmap head, channels_last, CUDA graphs
+    "torch-fp32-graph": {"cuda_graph": True},
+    "torch-fp16-autocast": {"dtype": torch.float16, "autocast": True},
+    "torch-fp16": {"dtype": torch.float16, "fp32_head": True},
+    "torch-fp16-graph": {"dtype": torch.float16, "fp32_head": True, "cuda_graph": True},
+    "torch-bf16-graph": {"dtype": torch.bfloat16, "fp32_head": True, "cuda_graph": True},
+    # inductor + its own CUDA graphs (the "reduce-overhead" mode) on frozen fp16 weights
+    "torch-fp16-compile": {
+        "dtype": torch.float16,
+        "fp32_head": True,
+        "compile": True,
+        "compile_options": {"freezing": True, "triton.cudagraphs": True},
+    },
+}
+GPU_BACKENDS = ("torch-fp32", "torch-fp32-graph", "torch-fp16-autocast", "torch-fp16", "torch-fp16-graph",
+                "torch-bf16-graph", "torch-fp16-compile")  # fmt: skip
+
+
+# the short names `predict`, `test` (HRPOSE.BACKEND) and PoseEstimator offer -> TORCH_BACKENDS entries
+# ("torch" itself is the folded fp32 model without TorchScript; "onnxruntime" an exported graph)
+SHORT_BACKENDS: dict[str, str] = {
+    "torch-fast": "torch-fp32-jit",  # fp32, same numbers, CPU fast path
+    "torch-bf16": "torch-bf16",  # CPUs with AMX / AVX-512 BF16
+    "torch-fp16": "torch-fp16-graph",  # CUDA GPUs
 }
 
 

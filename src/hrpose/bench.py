@@ -83,7 +83,10 @@ def machine_description() -> str:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     threads = torch.get_num_threads()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    gpu = "no GPU"
+    if torch.cuda.is_available():
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        gpu = f"GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, cuDNN {cudnn})"
     try:
         import onnxruntime
 
@@ -193,8 +196,10 @@ def prepare_backends(
     candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = {BASELINE: EagerBackend(model)}
     onnx_fp32 = workdir / "model_fp32.onnx"
     if any(b.startswith("onnxruntime") for b in backends):
+        import copy
+
         log("exporting ONNX (self-checked in ONNX Runtime) ...")
-        export_onnx(model, onnx_fp32, input_size_wh, dynamic_batch=True)
+        export_onnx(copy.deepcopy(model).cpu(), onnx_fp32, input_size_wh, dynamic_batch=True)
     threads = threads or torch.get_num_threads()
     for name in backends:
         log(f"preparing {name} ...")
@@ -230,15 +235,18 @@ def run_bench(
     workdir: Path | None = None,
     threads: int | None = None,
     confident: float = 0.2,
+    device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
 ) -> list[BenchRow]:
     """Benchmark `backends` against the eager baseline.
 
     crops (M, 3, H, W): real normalised crops for the deviation; calib_crops: int8 calibration crops
     (default: `crops`; pass a disjoint set); codec: keypoint decoding (default: bare argmax);
-    confident: `mean_dev_confident_px` counts joints whose baseline heatmap maximum exceeds this.
+    confident: `mean_dev_confident_px` counts joints whose baseline heatmap maximum exceeds this;
+    device: where the torch backends (and the baseline) run; on a GPU each timed call includes copying the
+    crops in and the heatmaps out (numpy in, numpy out, as `predict` uses them), which also synchronises.
     """
-    model = model.eval().cpu()
+    model = model.eval().to(device)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="hrpose-bench-"))
     calib_crops = crops if calib_crops is None else calib_crops
     candidates = prepare_backends(model, input_size_wh, backends, calib_crops, workdir, threads=threads, log=log)

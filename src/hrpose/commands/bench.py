@@ -14,8 +14,6 @@ DEFAULT_CROPS = Path(__file__).resolve().parents[3].parent / "shared" / "data" /
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..bench import DEFAULT_BACKENDS
-
     parser.add_argument("--cfg", required=True, help="experiment config (YAML)")
     parser.add_argument(
         "--weights",
@@ -37,7 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=20, help="interleaved timing rounds (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads")
     parser.add_argument(
-        "--backends", nargs="+", default=list(DEFAULT_BACKENDS), help="see hrpose.bench.backend_names()"
+        "--device", default="cpu", help="cpu or cuda[:i]: where the baseline and the torch backends run"
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        help="see hrpose.bench.backend_names() (default: the CPU set, or the GPU set with --device cuda)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
@@ -69,15 +73,20 @@ def write_section(md: Path, key: str, body: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..backends import GPU_BACKENDS
     from ..bench import DEFAULT_BACKENDS, machine_description, markdown_table, real_crops, rows_to_json, run_bench
     from ..codec import build_codec
     from ..config import load_config
+    from ..inference.estimator import resolve_device
     from ..models import build_model
     from ..models.weights import load_weights
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.cfg, args.opts)
+    device = resolve_device(args.device)
+    default_backends = GPU_BACKENDS if device.type == "cuda" else DEFAULT_BACKENDS
+    args.backends = list(args.backends or default_backends)
     torch.manual_seed(0)
     model = build_model(cfg)
     if args.weights:
@@ -109,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         backends=tuple(args.backends),
         confident=float(cfg.TEST.IN_VIS_THRE),
+        device=device,
         log=log,
     )
     table = markdown_table(rows, tuple(args.batch_sizes))
@@ -136,12 +146,16 @@ def run(args: argparse.Namespace) -> int:
             f"hrpose bench --cfg {args.cfg}" + (f" --weights {args.weights}" if args.weights else "")
             + (f" --crops-root {args.crops_root} --crops-set {args.crops_set}" if root != DEFAULT_CROPS else "")
             + f" --iters {args.iters}" + (f" --threads {args.threads}" if args.threads else "")
-            + (f" --backends {' '.join(args.backends)}" if tuple(args.backends) != DEFAULT_BACKENDS else "")
+            + (f" --device {args.device}" if device.type != "cpu" else "")
+            + (f" --batch-sizes {' '.join(map(str, args.batch_sizes))}" if args.batch_sizes != [1, 8] else "")
+            + (f" --backends {' '.join(args.backends)}" if tuple(args.backends) != default_backends else "")
             + (f" --label '{args.label}'" if args.label else "") + (f" {opts}" if opts else "")
         )  # fmt: skip
         write_section(
             Path(args.write),
-            f"{Path(args.cfg).stem}:{Path(weights).name}" + (f":{args.label}" if args.label else ""),
+            f"{Path(args.cfg).stem}:{Path(weights).name}"
+            + (f":{device}" if device.type != "cpu" else "")
+            + (f":{args.label}" if args.label else ""),
             f"#### `{Path(args.cfg).name}`, {'weights `' + weights + '`' if args.weights else weights}"
             + (f": {args.label}" if args.label else "")
             + "\n\n"

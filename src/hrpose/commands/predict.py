@@ -45,9 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smooth", action="store_true",
                         help="video: One Euro smoothing of keypoints (implies --track)")  # fmt: skip
     parser.add_argument("--track", action="store_true", help="video: person identities across frames")
-    parser.add_argument("--backend", default="torch", choices=("torch", "torch-fast", "torch-bf16", "onnxruntime"),
+    parser.add_argument("--backend", default="torch",
+                        choices=("torch", "torch-fast", "torch-bf16", "torch-fp16", "onnxruntime"),
                         help="torch: BatchNorm folded; torch-fast: + channels_last + TorchScript (same numbers); "
-                        "torch-bf16: bf16 weights (AMX/AVX-512 BF16); onnxruntime: --weights FILE.onnx")  # fmt: skip
+                        "torch-bf16: bf16 weights (AMX/AVX-512 BF16); torch-fp16: GPUs, fp16 + CUDA graphs; "
+                        "onnxruntime: --weights FILE.onnx")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass")
     parser.add_argument("--max-frames", type=int, default=0, help="stop each video/webcam after N frames (0 = all)")
     parser.add_argument("--no-draw", action="store_true", help="write JSON only, no drawings/videos")

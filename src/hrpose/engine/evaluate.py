@@ -403,14 +403,18 @@ class BackendModule(nn.Module):
 
 def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple[nn.Module, Path]:
     """The model `hrpose test` runs, by HRPOSE.BACKEND: torch (eager), torch-fast (BN folded, channels_last,
-    TorchScript-frozen), torch-bf16 (bf16 with an fp32 head) or onnxruntime.
+    TorchScript-frozen), torch-bf16 (bf16 with an fp32 head), torch-fp16 (GPU: fp16, CUDA graphs) or
+    onnxruntime.
 
     For onnxruntime, TEST.MODEL_FILE may be an exported `.onnx`; a PyTorch checkpoint is exported (and
     checked) to `<output dir>/model.onnx` first.
     """
+    from hrpose.backends import SHORT_BACKENDS
+
     backend = str(cfg.HRPOSE.BACKEND)
-    if backend not in ("torch", "torch-fast", "torch-bf16", "onnxruntime"):
-        raise ValueError(f"HRPOSE.BACKEND {backend!r}: expected 'torch', 'torch-fast', 'torch-bf16' or 'onnxruntime'")
+    choices = ("torch", *SHORT_BACKENDS, "onnxruntime")
+    if backend not in choices:
+        raise ValueError(f"HRPOSE.BACKEND {backend!r}: expected one of {', '.join(choices)}")
     if backend == "onnxruntime" and str(cfg.TEST.MODEL_FILE).endswith(".onnx"):
         from hrpose.backends import OnnxRuntimeBackend
 
@@ -423,11 +427,10 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     path = _load_test_weights(model, cfg, final_output_dir)
     if backend == "torch":
         return model, path
-    if backend in ("torch-fast", "torch-bf16"):
+    if backend in SHORT_BACKENDS:
         from hrpose.backends import make_torch_backend
 
-        name = {"torch-fast": "torch-fp32-jit", "torch-bf16": "torch-bf16"}[backend]
-        return BackendModule(make_torch_backend(name, model.to(device))), path
+        return BackendModule(make_torch_backend(SHORT_BACKENDS[backend], model.to(device))), path
     from hrpose.backends import OnnxRuntimeBackend
     from hrpose.export import export_onnx
 

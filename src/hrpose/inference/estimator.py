@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrpose.backends import TorchBackend, make_torch_backend
+from hrpose.backends import SHORT_BACKENDS, TorchBackend, make_torch_backend
 from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
 from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
 from hrpose.geometry import box_to_center_scale, warp_crop
@@ -122,7 +122,7 @@ class _FixedBatch:
 
 
 # backend names of the torch model (see `_torch_backend`); "onnxruntime" runs an exported .onnx file
-TORCH_BACKEND_NAMES = ("torch", "torch-fast", "torch-bf16")
+TORCH_BACKEND_NAMES = ("torch", *SHORT_BACKENDS)
 
 
 def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelBackend | TorchBackend:
@@ -134,7 +134,9 @@ def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelB
     - "torch-fast": folded BN, channels_last and frozen TorchScript, fp32 (same numbers as "torch" to
       float rounding; about 2x the eager model's speed on a CPU);
     - "torch-bf16": the folded model in bf16 with channels_last and TorchScript (CPUs with AMX / AVX-512
-      BF16, or GPUs); reduced precision, see docs/benchmarks.md.
+      BF16, or GPUs); reduced precision, see docs/benchmarks.md;
+    - "torch-fp16": GPUs only: the folded model in fp16 (fp32 heatmap head), channels_last, replayed as a
+      CUDA graph per batch size (padded to a power of two).
     """
     if name == "torch":
         if fold_bn:
@@ -145,7 +147,7 @@ def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelB
             except Exception as e:  # a model FX cannot trace runs unfolded
                 logger.debug("BatchNorm folding failed (%s): running the model unfolded", e)
         return TorchModelBackend(model)
-    return make_torch_backend({"torch-fast": "torch-fp32-jit", "torch-bf16": "torch-bf16"}[name], model)
+    return make_torch_backend(SHORT_BACKENDS[name], model)
 
 
 def make_inputs(
