@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.cfg, args.opts)
     device = resolve_device(args.device)
+    # as the official tools/test.py: cuDNN autotuning per the config (CUDNN.BENCHMARK, true in every YAML)
+    torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
     default_backends = GPU_BACKENDS if device.type == "cuda" else DEFAULT_BACKENDS
     args.backends = list(args.backends or default_backends)
     torch.manual_seed(0)
