@@ -42,7 +42,9 @@ BASELINE = "eager-fp32 (baseline)"
 DEFAULT_BACKENDS = (
     "torch-fp32",
     "torch-fp32-jit",
+    "torch-fp32-fused",
     "torch-bf16-autocast",
+    "torch-bf16-jit",
     "torch-bf16",
     "onnxruntime-fp32",
     "onnxruntime-int8",

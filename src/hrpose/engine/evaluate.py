@@ -428,9 +428,9 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     if backend == "torch":
         return model, path
     if backend in SHORT_BACKENDS:
-        from hrpose.backends import make_torch_backend
+        from hrpose.backends import make_short_backend
 
-        return BackendModule(make_torch_backend(SHORT_BACKENDS[backend], model.to(device))), path
+        return BackendModule(make_short_backend(backend, model.to(device))), path
     from hrpose.backends import OnnxRuntimeBackend
     from hrpose.export import export_onnx
 

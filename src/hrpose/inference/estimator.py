@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrpose.backends import SHORT_BACKENDS, TorchBackend, make_torch_backend
+from hrpose.backends import SHORT_BACKENDS, TorchBackend, make_short_backend
 from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
 from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
 from hrpose.geometry import box_to_center_scale, warp_crop
@@ -131,12 +131,12 @@ def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelB
     - "torch": fp32 with BatchNorm folded into the convs (a copy: `fold_bn`, i.e. when the estimator built
       the model; a model the caller passes stays the one that runs, so later changes to it are seen);
       equal to the eager model within float rounding;
-    - "torch-fast": folded BN, channels_last and frozen TorchScript, fp32 (same numbers as "torch" to
-      float rounding; about 2x the eager model's speed on a CPU);
-    - "torch-bf16": the folded model in bf16 with channels_last and TorchScript (CPUs with AMX / AVX-512
-      BF16, or GPUs); reduced precision, see docs/benchmarks.md;
-    - "torch-fp16": GPUs only: the folded model in fp16 (fp32 heatmap head), channels_last, replayed as a
-      CUDA graph per batch size (padded to a power of two).
+    - "torch-fast": folded BN, channels_last, fp32, same numbers as "torch" to float rounding: frozen
+      TorchScript on a CPU (~1.5x the eager model), CUDA-graph replay on a GPU (~10x at batch 1);
+    - "torch-bf16": bf16 with an fp32 heatmap head: oneDNN post-op fusion with pre-packed weights on a CPU
+      (AMX / AVX-512 BF16), CUDA graphs on a GPU; reduced precision, see docs/benchmarks.md;
+    - "torch-fp16": GPUs only: fp16 with an fp32 head, channels_last, CUDA-graph replay per batch size
+      (padded to a power of two); a CPU refuses it (fp16 convs are slower than fp32 there).
     """
     if name == "torch":
         if fold_bn:
@@ -147,7 +147,7 @@ def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelB
             except Exception as e:  # a model FX cannot trace runs unfolded
                 logger.debug("BatchNorm folding failed (%s): running the model unfolded", e)
         return TorchModelBackend(model)
-    return make_torch_backend(SHORT_BACKENDS[name], model)
+    return make_short_backend(name, model)
 
 
 def make_inputs(

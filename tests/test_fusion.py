@@ -1,0 +1,99 @@
+"""hrpose.fusion: oneDNN post-op fusion with pre-packed weights equals the folded model (fp32) and stays
+close in bf16; the CPU `torch-bf16` backend runs it."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import pytest
+import torch
+from torch import fx, nn
+
+from conftest import ROOT
+from hrpose.backends import EagerBackend, TorchBackend, make_short_backend, make_torch_backend
+from hrpose.config import load_config
+from hrpose.export import fold_batchnorm
+from hrpose.fusion import fuse_pointwise
+from hrpose.models import build_model
+from test_export import REDUCED, W32, _fill
+
+X = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def hrnet():
+    return _fill().fill_(build_model(load_config(W32, REDUCED)), 3).eval()
+
+
+def _ops(gm: fx.GraphModule) -> list[object]:
+    return [n.target for n in gm.graph.nodes if n.op == "call_function"]
+
+
+def test_fp32_fusion_is_the_folded_model(hrnet):
+    folded = fold_batchnorm(hrnet)
+    gm = fuse_pointwise(folded, X[:1])  # packed for batch 1, run at batch 3
+    counts = gm.fused_counts
+    assert counts["conv+relu"] > 0 and counts["conv+add+relu"] > 0 and counts["conv+add"] > 0 and counts["conv"] > 0
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in folded.modules())
+    assert sum(counts.values()) == n_convs
+    assert not any(isinstance(m, nn.Conv2d) for m in gm.modules())
+    with torch.no_grad():
+        want = hrnet(X)
+        got = gm(X)
+    assert torch.allclose(got, want, atol=1e-4 * float(want.abs().max()))
+    packed = [b for name, b in gm.named_buffers() if name.endswith("_w")]
+    assert len(packed) == n_convs and all(b.layout == torch._mkldnn for b in packed)  # type: ignore[attr-defined]
+    # every relu that followed a conv (directly or after a residual add) is gone into a post-op
+    fused_adds = counts["conv+add"] + counts["conv+add+relu"]
+    adds_left = sum(t in (operator.add, operator.iadd, torch.add) for t in _ops(gm))
+    adds_before = sum(
+        n.op == "call_function" and n.target in (operator.add, operator.iadd, torch.add)
+        for n in fx.symbolic_trace(folded).graph.nodes
+    )
+    assert adds_left == adds_before - fused_adds
+
+
+def test_pose_resnet_fusion_leaves_deconvs_alone():
+    cfg = load_config(ROOT / "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml",
+                      ["MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]"])  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics, so folding matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    gm = fuse_pointwise(fold_batchnorm(model), X[:1])
+    assert any(isinstance(m, nn.ConvTranspose2d) for m in gm.modules())
+    with torch.no_grad():
+        want, got = model(X), gm(X)
+    assert torch.allclose(got, want, atol=1e-4 * float(want.abs().max()))
+
+
+def test_keep_and_unpacked_weights(hrnet):
+    folded = fold_batchnorm(hrnet)
+    gm = fuse_pointwise(folded, X[:1], keep=["final_layer"], pack=False)
+    assert isinstance(gm.get_submodule("final_layer"), nn.Conv2d)
+    assert all(b.layout == torch.strided for b in gm.buffers())
+    with torch.no_grad():
+        assert torch.allclose(gm(X), hrnet(X), atol=1e-4 * float(hrnet(X).abs().max()))
+
+
+def test_cpu_bf16_backend_is_fused_close_and_batch_independent(hrnet):
+    x = X.numpy()
+    ref = EagerBackend(hrnet)(x)
+    bf16 = make_short_backend("torch-bf16", hrnet)
+    assert bf16.name == "torch-bf16" and bf16.fused
+    got = bf16(x[:1])
+    assert bf16._fused is not None and got.shape == ref[:1].shape
+    assert np.abs(bf16(x) - ref).max() < 0.1 * np.abs(ref).max()  # batch 3 on weights packed at batch 1
+    np.testing.assert_allclose(bf16(x)[:1], got, atol=1e-6 * np.abs(ref).max() + 1e-3 * np.abs(got).max())
+    fp32 = make_torch_backend("torch-fp32-fused", hrnet)
+    np.testing.assert_allclose(fp32(x), ref, atol=1e-4 * np.abs(ref).max())
+
+
+def test_fused_refuses_what_it_cannot_do(hrnet):
+    with pytest.raises(ValueError, match="not with jit"):
+        TorchBackend(hrnet, fused=True, jit=True)
+    with pytest.raises(ValueError, match="fold_bn=False"):
+        TorchBackend(hrnet, fused=True, fold_bn=False)
