@@ -283,7 +283,10 @@ def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
     assert list(rows) == ["eager-fp32 (baseline)", "torch-fp32-jit", "onnxruntime-int8-keeplast"]
     assert rows["torch-fp32-jit"]["mean_dev_px"] == 0.0 and rows["torch-fp32-jit"]["max_abs_heatmap_err"] < 1e-3
     assert set(rows["onnxruntime-int8-keeplast"]["ms_per_crop"]) == {"1", "2"}
+    # coco-mini annotates joints, so the deviation over labeled joints is reported (exact backend: 0)
+    assert rows["torch-fp32-jit"]["mean_dev_labeled_px"] == 0.0 and rows["torch-fp32-jit"]["within_2px_labeled"] == 1.0
     text = md.read_text()
+    assert "mean dev, labeled (px)" in text
     assert "| onnxruntime-int8-keeplast |" in text and "Command: `hrpose bench" in text and "--weights" in text
     with pytest.raises(SystemExit, match="calib-crops"):
         main([*args[:5], "--num-crops", "3", "--calib-crops", "4", *REDUCED])

@@ -63,6 +63,8 @@ class BenchRow:
     within_2px: float = 1.0
     mean_dev_confident_px: float = 0.0
     max_abs_heatmap_err: float = 0.0
+    mean_dev_labeled_px: float = float("nan")
+    within_2px_labeled: float = float("nan")
 
 
 def backend_names() -> list[str]:
@@ -109,6 +111,13 @@ def machine_description() -> str:
 def real_crops(image_dir: Path, annotation: Path, input_size_wh: tuple[int, int], n: int) -> np.ndarray:
     """Up to `n` normalised person crops `(n, 3, H, W)` from a COCO keypoint file (ground-truth boxes),
     made exactly as the test pipeline makes them (`inference.estimator.make_inputs`, RGB)."""
+    return real_crops_labeled(image_dir, annotation, input_size_wh, n)[0]
+
+
+def real_crops_labeled(
+    image_dir: Path, annotation: Path, input_size_wh: tuple[int, int], n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`real_crops` and, per crop, which joints the annotation marks as labeled (v > 0) `(n, K)` bool."""
     import cv2
 
     from .geometry import box_to_center_scale
@@ -118,6 +127,7 @@ def real_crops(image_dir: Path, annotation: Path, input_size_wh: tuple[int, int]
     files = {im["id"]: im["file_name"] for im in data["images"]}
     w, h = input_size_wh
     crops: list[np.ndarray] = []
+    labeled: list[np.ndarray] = []
     for ann in data["annotations"]:
         if ann.get("num_keypoints", 0) == 0 or ann.get("iscrowd", 0):
             continue
@@ -126,11 +136,12 @@ def real_crops(image_dir: Path, annotation: Path, input_size_wh: tuple[int, int]
             continue
         center, scale = box_to_center_scale(ann["bbox"], w / h)
         crops.append(make_inputs(img, center[None], scale[None], (w, h), color_rgb=True)[0])
+        labeled.append(np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)[:, 2] > 0)
         if len(crops) == n:
             break
     if not crops:
         raise FileNotFoundError(f"no readable person crops from {annotation} with images in {image_dir}")
-    return np.ascontiguousarray(np.stack(crops), dtype=np.float32)
+    return np.ascontiguousarray(np.stack(crops), dtype=np.float32), np.stack(labeled)
 
 
 def keypoints_input_px(
@@ -238,6 +249,7 @@ def run_bench(
     threads: int | None = None,
     confident: float = 0.2,
     device: str | torch.device = "cpu",
+    labeled: np.ndarray | None = None,
     log: Callable[[str], None] = print,
 ) -> list[BenchRow]:
     """Benchmark `backends` against the eager baseline.
@@ -246,7 +258,9 @@ def run_bench(
     (default: `crops`; pass a disjoint set); codec: keypoint decoding (default: bare argmax);
     confident: `mean_dev_confident_px` counts joints whose baseline heatmap maximum exceeds this;
     device: where the torch backends (and the baseline) run; on a GPU each timed call includes copying the
-    crops in and the heatmaps out (numpy in, numpy out, as `predict` uses them), which also synchronises.
+    crops in and the heatmaps out (numpy in, numpy out, as `predict` uses them), which also synchronises;
+    labeled (M, K) bool: the joints annotated in each crop, for the `*_labeled` deviation columns (a joint
+    that is not in the picture has no position: its heatmap is noise, and its argmax moves with any rounding).
     """
     model = model.eval().to(device)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="hrpose-bench-"))
@@ -267,6 +281,9 @@ def run_bench(
             mean_dev_confident_px=float(dev[sure].mean()) if sure.any() else float("nan"),
             max_abs_heatmap_err=float(np.abs(hm - ref_hm).max()),
         )
+        if labeled is not None and labeled.any():
+            rows[name].mean_dev_labeled_px = float(dev[labeled].mean())
+            rows[name].within_2px_labeled = float((dev[labeled] <= 2.0).mean())
     for bs in batch_sizes:
         batch = np.ascontiguousarray(np.resize(crops, (bs, *crops.shape[1:])))
         log(f"timing batch {bs}: {iters} interleaved rounds ...")
@@ -283,16 +300,21 @@ def run_bench(
 
 
 def markdown_table(rows: list[BenchRow], batch_sizes: tuple[int, ...] = (1, 8)) -> str:
+    with_labeled = any(not np.isnan(r.mean_dev_labeled_px) for r in rows)
     head = ["backend"]
     for bs in batch_sizes:
         head += [f"ms/crop b{bs}", f"crops/s b{bs}", f"speedup b{bs}"]
     head += ["mean dev (px)", "within 2 px", "mean dev, confident (px)"]
+    if with_labeled:
+        head += ["mean dev, labeled (px)", "within 2 px, labeled"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.backend]
         for bs in batch_sizes:
             cells += [f"{r.ms_per_crop[bs]:.1f}", f"{r.crops_per_s[bs]:.1f}", f"{r.speedup[bs]:.2f}x"]
         cells += [f"{r.mean_dev_px:.3f}", f"{100 * r.within_2px:.1f}%", f"{r.mean_dev_confident_px:.3f}"]
+        if with_labeled:
+            cells += [f"{r.mean_dev_labeled_px:.3f}", f"{100 * r.within_2px_labeled:.1f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -74,7 +74,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..backends import GPU_BACKENDS
-    from ..bench import DEFAULT_BACKENDS, machine_description, markdown_table, real_crops, rows_to_json, run_bench
+    from ..bench import (
+        DEFAULT_BACKENDS,
+        machine_description,
+        markdown_table,
+        real_crops_labeled,
+        rows_to_json,
+        run_bench,
+    )
     from ..codec import build_codec
     from ..config import load_config
     from ..inference.estimator import resolve_device
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         load_weights(model, args.weights)
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     root = Path(args.crops_root)
-    crops = real_crops(
+    crops, labeled = real_crops_labeled(
         root / "images" / args.crops_set,
         root / "annotations" / f"person_keypoints_{args.crops_set}.json",
         size,
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             "none would be left to measure the deviation"
         )
     calib, evaluate = crops[: args.calib_crops], crops[args.calib_crops :]
+    labeled = labeled[args.calib_crops :]
     log = (lambda s: None) if args.json else print
     machine = machine_description()
     rows = run_bench(
@@ -121,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         backends=tuple(args.backends),
         confident=float(cfg.TEST.IN_VIS_THRE),
         device=device,
+        labeled=labeled,
         log=log,
     )
     table = markdown_table(rows, tuple(args.batch_sizes))
@@ -165,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
             f"interleaved rounds. Deviation: keypoints decoded by the config's codec "
             f"(`{build_codec(cfg).method}`) vs the baseline's, in input pixels, over {len(evaluate)} real "
             f"crops from `{root.name}` (int8 calibrated on {len(calib)} other crops); 'confident' = joints "
-            f"whose baseline heatmap maximum exceeds TEST.IN_VIS_THRE ({float(cfg.TEST.IN_VIS_THRE):g}).\n\n"
+            f"whose baseline heatmap maximum exceeds TEST.IN_VIS_THRE ({float(cfg.TEST.IN_VIS_THRE):g}); 'labeled' = "
+            f"joints the annotation marks (v > 0) in the crop.\n\n"
             f"{table}\n",
         )
     return 0
