@@ -62,6 +62,7 @@ class BenchRow:
     mean_dev_px: float = 0.0
     within_2px: float = 1.0
     mean_dev_confident_px: float = 0.0
+    within_2px_confident: float = 1.0
     max_abs_heatmap_err: float = 0.0
     mean_dev_labeled_px: float = float("nan")
     within_2px_labeled: float = float("nan")
@@ -279,6 +280,7 @@ def run_bench(
             mean_dev_px=float(dev.mean()),
             within_2px=float((dev <= 2.0).mean()),
             mean_dev_confident_px=float(dev[sure].mean()) if sure.any() else float("nan"),
+            within_2px_confident=float((dev[sure] <= 2.0).mean()) if sure.any() else float("nan"),
             max_abs_heatmap_err=float(np.abs(hm - ref_hm).max()),
         )
         if labeled is not None and labeled.any():
@@ -304,7 +306,7 @@ def markdown_table(rows: list[BenchRow], batch_sizes: tuple[int, ...] = (1, 8)) 
     head = ["backend"]
     for bs in batch_sizes:
         head += [f"ms/crop b{bs}", f"crops/s b{bs}", f"speedup b{bs}"]
-    head += ["mean dev (px)", "within 2 px", "mean dev, confident (px)"]
+    head += ["mean dev (px)", "within 2 px", "mean dev, confident (px)", "within 2 px, confident"]
     if with_labeled:
         head += ["mean dev, labeled (px)", "within 2 px, labeled"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -313,6 +315,7 @@ def markdown_table(rows: list[BenchRow], batch_sizes: tuple[int, ...] = (1, 8)) 
         for bs in batch_sizes:
             cells += [f"{r.ms_per_crop[bs]:.1f}", f"{r.crops_per_s[bs]:.1f}", f"{r.speedup[bs]:.2f}x"]
         cells += [f"{r.mean_dev_px:.3f}", f"{100 * r.within_2px:.1f}%", f"{r.mean_dev_confident_px:.3f}"]
+        cells += [f"{100 * r.within_2px_confident:.1f}%"]
         if with_labeled:
             cells += [f"{r.mean_dev_labeled_px:.3f}", f"{100 * r.within_2px_labeled:.1f}%"]
         lines.append("| " + " | ".join(cells) + " |")
