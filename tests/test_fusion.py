@@ -92,6 +92,15 @@ def test_cpu_bf16_backend_is_fused_close_and_batch_independent(hrnet):
     np.testing.assert_allclose(fp32(x), ref, atol=1e-4 * np.abs(ref).max())
 
 
+def test_short_backend_names_on_a_cpu(hrnet):
+    names = {short: make_short_backend(short, hrnet).name for short in ("torch-fast", "torch-bf16")}
+    assert names == {"torch-fast": "torch-fp32-jit", "torch-bf16": "torch-bf16"}
+    with pytest.raises(ValueError, match="float16 is for GPUs"):
+        make_short_backend("torch-fp16", hrnet)
+    with pytest.raises(ValueError, match="unknown backend 'torch-int4'"):
+        make_short_backend("torch-int4", hrnet)
+
+
 def test_fused_refuses_what_it_cannot_do(hrnet):
     with pytest.raises(ValueError, match="not with jit"):
         TorchBackend(hrnet, fused=True, jit=True)

@@ -75,6 +75,15 @@ def test_reduced_precision_backends_stay_close(w32, crops, name):
     assert _rel(got, want) < (0.05 if "bf16" in name else 0.02), name
 
 
+def test_short_backend_names_pick_the_gpu_variants(w32):
+    from hrpose.backends import make_short_backend
+
+    names = {short: make_short_backend(short, w32).name for short in ("torch-fast", "torch-bf16", "torch-fp16")}
+    assert names == {short: f"{short.replace('-fast', '-fp32')}-graph" for short in names}
+    with pytest.raises(ValueError, match="fused .*CPUs"):
+        make_torch_backend("torch-fp32-fused", w32)
+
+
 def test_fp16_keeps_the_heatmap_head_in_fp32(w32):
     b = TorchBackend(w32, dtype=torch.float16, fp32_head=True)
     convs = [m for m in b.model.modules() if isinstance(m, torch.nn.Conv2d)]
