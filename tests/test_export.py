@@ -290,3 +290,40 @@ def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
     assert "| onnxruntime-int8-keeplast |" in text and "Command: `hrpose bench" in text and "--weights" in text
     with pytest.raises(SystemExit, match="calib-crops"):
         main([*args[:5], "--num-crops", "3", "--calib-crops", "4", *REDUCED])
+
+
+def test_pose_estimator_torch_compile_backend(tmp_path, hrnet, monkeypatch):
+    """`--backend torch-compile`: torch.compile (inductor) of the folded fp32 model, same keypoints as "torch"."""
+    import shutil
+
+    from hrpose.inference import PoseEstimator
+    from hrpose.inference.detectors import WholeImageDetector
+    from hrpose.models.weights import save_weights
+
+    weights = save_weights(hrnet, tmp_path / "w.pth")
+    cfg = load_config(W32, REDUCED)
+    image = (np.random.default_rng(1).random((100, 80, 3)) * 255).astype(np.uint8)
+    box = [[5, 5, 60, 90, 0.9]]
+    want = PoseEstimator(cfg, weights, device="cpu", detector=WholeImageDetector())(image, boxes=box)[0].keypoints
+    est = PoseEstimator(cfg, weights, device="cpu", backend="torch-compile", detector=WholeImageDetector())
+    assert est.backend.name == "torch-fp32-compile"
+    if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
+        got = est(image, boxes=box)[0].keypoints
+        np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-4)
+        np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-2)
+    else:  # inductor needs a C++ compiler on CPUs: the error says so and names the way out
+        with pytest.raises(RuntimeError, match="C\\+\\+ compiler.*torch-fast"):
+            est(image, boxes=box)
+
+
+def test_compile_failure_is_a_clear_error(hrnet, crops, monkeypatch):
+    def broken_compile(model, **kwargs):
+        def run(x):
+            raise OSError("cc1plus: not found")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    backend = make_torch_backend("torch-fp32-compile", hrnet)
+    with pytest.raises(RuntimeError, match="torch-fp32-compile: torch.compile failed.*cc1plus.*torch-fast"):
+        backend(crops[:1])

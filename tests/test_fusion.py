@@ -68,6 +68,8 @@ def test_pose_resnet_fusion_leaves_deconvs_alone():
     with torch.no_grad():
         want, got = model(X), gm(X)
     assert torch.allclose(got, want, atol=1e-4 * float(want.abs().max()))
+    bf16 = make_short_backend("torch-bf16", model)(X.numpy())  # deconvs and their BatchNorm run in bf16
+    assert np.abs(bf16 - want.numpy()).max() < 0.1 * float(want.abs().max())
 
 
 def test_keep_and_unpacked_weights(hrnet):

@@ -165,6 +165,8 @@ class TorchBackend:
         self.onednn_fusion = jit and onednn_fusion and self.device.type == "cpu"
         self._traced: tuple[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]] | None = None
         self.cuda_graph = cuda_graph
+        self.compiled = compile
+        self._compiled_once = False
         self.fused = fused
         self._fused: nn.Module | None = None
         self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
@@ -213,6 +215,17 @@ class TorchBackend:
         return static_out[:n]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled and not self._compiled_once:
+            try:  # inductor compiles at the first call; on a CPU it needs a C++ compiler
+                y = _last_stage(self.model(x))
+            except Exception as e:
+                raise RuntimeError(
+                    f"backend {self.name}: torch.compile failed at the first batch ({type(e).__name__}: "
+                    f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}); on a CPU inductor needs a "
+                    "working C++ compiler (g++/clang). Use another backend (torch-fast: same numbers)."
+                ) from e
+            self._compiled_once = True
+            return y
         if self.fused:
             if self._fused is None:  # packed weights fit any batch size: built once, at the first input
                 from .fusion import fuse_pointwise
@@ -404,6 +417,7 @@ TORCH_BACKENDS: dict[str, dict[str, object]] = {
     "torch-bf16-eager": {"dtype": torch.bfloat16},
     "torch-bf16-compile": {"dtype": torch.bfloat16, "compile": True, "fp32_head": True},
     "torch-fp32-compile": {"compile": True},
+    "torch-fp32-compile-graph": {"compile": True, "compile_options": {"freezing": True, "triton.cudagraphs": True}},
     # GPU (CUDA) backends: fp16/bf16 weights with an fp32 heatmap head, channels_last, CUDA graphs
     "torch-fp32-graph": {"cuda_graph": True},
     "torch-fp16-autocast": {"dtype": torch.float16, "autocast": True},
@@ -428,6 +442,7 @@ SHORT_BACKENDS: dict[str, tuple[str, str]] = {
     "torch-fast": ("torch-fp32-jit", "torch-fp32-graph"),  # fp32, same numbers
     "torch-bf16": ("torch-bf16", "torch-bf16-graph"),  # CPUs with AMX / AVX-512 BF16, or GPUs
     "torch-fp16": ("torch-fp16", "torch-fp16-graph"),  # GPUs (a CPU refuses fp16: slower than fp32 there)
+    "torch-compile": ("torch-fp32-compile", "torch-fp32-compile-graph"),  # fp32 through inductor
 }
 
 

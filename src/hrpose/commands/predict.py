@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..inference.estimator import TORCH_BACKEND_NAMES
+
     parser.add_argument("--cfg", required=True, help="experiment config (YAML)")
     parser.add_argument("--weights", default=None,
                         help="model checkpoint (.pth/.safetensors; .onnx with --backend onnxruntime); "
@@ -46,9 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video: One Euro smoothing of keypoints (implies --track)")  # fmt: skip
     parser.add_argument("--track", action="store_true", help="video: person identities across frames")
     parser.add_argument("--backend", default="torch",
-                        choices=("torch", "torch-fast", "torch-bf16", "torch-fp16", "onnxruntime"),
+                        choices=(*TORCH_BACKEND_NAMES, "onnxruntime"),
                         help="torch: BatchNorm folded; torch-fast: + channels_last + TorchScript (same numbers); "
                         "torch-bf16: bf16 weights (AMX/AVX-512 BF16); torch-fp16: GPUs, fp16 + CUDA graphs; "
+                        "torch-compile: torch.compile (inductor; slow first batch); "
                         "onnxruntime: --weights FILE.onnx")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass")
     parser.add_argument("--max-frames", type=int, default=0, help="stop each video/webcam after N frames (0 = all)")
