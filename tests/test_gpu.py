@@ -143,3 +143,15 @@ def test_amp_training_steps_on_cuda(tmp_path, cuda):
         assert res["epochs"] == 3
         log = next((tmp_path / amp).rglob("*_train.log")).read_text()
         assert "device cuda" in log and "nan" not in log.lower()
+
+
+def test_torch_compile_backend_on_cuda(w32, crops):
+    """`--backend torch-compile` on a GPU: inductor with its CUDA graphs, fp32, the eager model's heatmaps."""
+    from hrpose.backends import make_short_backend
+
+    backend = make_short_backend("torch-compile", w32)
+    assert backend.name == "torch-fp32-compile-graph"
+    want = EagerBackend(w32)(crops[:4])
+    for _ in range(3):  # compile, record, replay
+        got = backend(crops[:4])
+    assert _rel(got, want) < 1e-2
