@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"int8 model calibrated ({args.int8_method}) on {len(crops)} real crops: {q}. Check its keypoint "
             "deviation on your data with `hrpose bench --weights ... --backends onnxruntime-int8`: on the trained "
-            "model of docs/benchmarks.md int8 moved ~4% of keypoints by >= 2 px."
+            "models of docs/benchmarks.md int8 moved 7-30% of keypoints by more than 2 px (AP -0.004 on the "
+            "quick-start model); `--backend torch-bf16` is the accurate fast path on CPUs with bf16."
         )
     return 0
