@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..codec import build_codec
     from ..config import load_config
+    from ..engine.train import apply_cudnn_settings
     from ..inference.estimator import resolve_device
     from ..models import build_model
     from ..models.weights import load_weights
@@ -92,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.cfg, args.opts)
     device = resolve_device(args.device)
-    # as the official tools/test.py: cuDNN autotuning per the config (CUDNN.BENCHMARK, true in every YAML)
-    torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
+    apply_cudnn_settings(cfg)  # as the official tools/test.py (CUDNN.BENCHMARK: autotuning, on in every YAML)
     default_backends = GPU_BACKENDS if device.type == "cuda" else DEFAULT_BACKENDS
     args.backends = list(args.backends or default_backends)
     torch.manual_seed(0)

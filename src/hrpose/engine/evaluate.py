@@ -447,7 +447,7 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
     """
     from hrpose.config import experiment_name, output_dirs
 
-    from .train import amp_settings
+    from .train import amp_settings, apply_cudnn_settings
 
     info = setup_distributed(device)
     try:
@@ -458,9 +458,7 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
         final_output_dir = Path(broadcast_object(Path(final_output_dir)))
         logger, log_file = setup_logger(final_output_dir, experiment_name(cfg_file), "test", rank=info.rank)
         logger.info(str(cfg))
-        torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
-        torch.backends.cudnn.deterministic = bool(cfg.CUDNN.DETERMINISTIC)
-        torch.backends.cudnn.enabled = bool(cfg.CUDNN.ENABLED)
+        apply_cudnn_settings(cfg)
 
         model, model_file = _test_model(cfg, final_output_dir, info.device)
         model.to(info.device)

@@ -109,13 +109,9 @@ class AverageMeter:
 
 def name_value_table(name_values: Mapping[str, float], arch: str) -> str:
     """The official markdown results table (``| Arch | AP | Ap .5 | ... |``), three lines."""
-    names = list(name_values.keys())
-    if len(arch) > 15:
-        arch = arch[:8] + "..."
-    head = "| Arch " + " ".join(f"| {n}" for n in names) + " |"
-    rule = "|---" * (len(names) + 1) + "|"
-    row = f"| {arch} " + " ".join(f"| {float(v):.3f}" for v in name_values.values()) + " |"
-    return "\n".join((head, rule, row))
+    from hrpose.evaluation.coco import markdown_table
+
+    return markdown_table(name_values, arch)
 
 
 # ----------------------------------------------------------------------------------------------------

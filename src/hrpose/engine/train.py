@@ -92,6 +92,13 @@ def amp_settings(amp: str, device: torch.device) -> tuple[torch.dtype | None, bo
     raise ValueError(f"HRPOSE.AMP: expected '', 'bf16' or 'fp16', got {amp!r}")
 
 
+def apply_cudnn_settings(cfg: Any) -> None:
+    """The config's CUDNN.BENCHMARK / DETERMINISTIC / ENABLED, as the official train and test scripts set them."""
+    torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
+    torch.backends.cudnn.deterministic = bool(cfg.CUDNN.DETERMINISTIC)
+    torch.backends.cudnn.enabled = bool(cfg.CUDNN.ENABLED)
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch; optionally switch torch to deterministic algorithms."""
     import random
@@ -358,9 +365,7 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
     logger.info(f"=> device {device}, world size {info.world_size}, output {final_output_dir}")
     logger.info(str(cfg))
 
-    torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
-    torch.backends.cudnn.deterministic = bool(cfg.CUDNN.DETERMINISTIC)
-    torch.backends.cudnn.enabled = bool(cfg.CUDNN.ENABLED)
+    apply_cudnn_settings(cfg)
     hp = cfg.HRPOSE
     if int(hp.SEED) >= 0:
         # Different augmentation per rank; DDP broadcasts rank 0's initial weights anyway.
