@@ -31,6 +31,8 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode
 
+from hrpose.errors import UserError
+
 __all__ = [
     "CfgNode",
     "ConfigError",
@@ -49,7 +51,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or ``KEY VALUE`` list that cannot be merged (bad key, bad type, bad YAML)."""
 
 

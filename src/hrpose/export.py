@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from hrpose.errors import UserError
+
 from .codec import get_max_preds
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The exported graph does not reproduce the PyTorch model."""
 
 

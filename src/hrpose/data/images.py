@@ -8,12 +8,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hrpose.errors import UserError
+
 # The official loader reads with IMREAD_IGNORE_ORIENTATION: annotations refer to the stored pixel grid,
 # not to the EXIF-rotated view, so rotating here would misplace every keypoint.
 READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
-class ImageReadError(OSError):
+class ImageReadError(UserError, OSError):
     """An image file is missing, empty, truncated or not an image."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hrpose.errors import UserError
 from hrpose.geometry import PIXEL_STD
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 MAX_COORD = 1e6
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """An annotation file is malformed: the message names the file, the record and the field."""
 
 

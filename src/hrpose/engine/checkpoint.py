@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hrpose.errors import UserError
+
 __all__ = [
     "CheckpointSaveError",
     "save_checkpoint_atomic",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 
-class CheckpointSaveError(OSError):
+class CheckpointSaveError(UserError, OSError):
     """Saving a checkpoint failed; the previous file at the destination (if any) is unchanged."""
 
 

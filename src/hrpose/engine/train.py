@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hrpose.errors import UserError
+
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint_atomic, to_safe
 from .distributed import (
     DistInfo,
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or infinite; the message names the epoch and step."""
 
 

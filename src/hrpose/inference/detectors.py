@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from hrpose.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 
-class DetectorError(ValueError):
+class DetectorError(UserError, ValueError):
     """A detector that cannot be built or run (bad file, unknown output layout, missing key)."""
 
 

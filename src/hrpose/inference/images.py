@@ -24,6 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hrpose.errors import UserError
+
 #: Suffixes `hrpose predict` treats as images when it walks a folder (OpenCV can decode all of them).
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pbm", ".pgm", ".ppm",
@@ -31,7 +33,7 @@ IMAGE_SUFFIXES = frozenset(
 )  # fmt: skip
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image that cannot be used: missing, empty, truncated, an unsupported format or layout."""
 
 

@@ -14,11 +14,13 @@ from types import TracebackType
 import cv2
 import numpy as np
 
+from hrpose.errors import UserError
+
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"})
 DEFAULT_FPS = 30.0
 
 
-class VideoError(ValueError):
+class VideoError(UserError, ValueError):
     """A video or camera that cannot be opened or written."""
 
 

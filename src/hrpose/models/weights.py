@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hrpose.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # Keys tried, in order, when a checkpoint is a dict wrapping the weights.
@@ -37,7 +39,7 @@ CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.fc.", "last_linear.")
 _MAX_LISTED = 25
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A weights file that cannot be read safely, or does not fit the model."""
 
 

@@ -1,0 +1,14 @@
+"""The one error kind the command line turns into `error: <message>` (exit 2) instead of a traceback.
+
+Anything raised for a user's mistake (a bad file, config key or value, missing weights, an unreadable image,
+a refused checkpoint, a backend this machine cannot run) is a `UserError`: its message names the file/key,
+says what was expected and how to fix it. Every other exception is our bug and keeps its traceback.
+The module's error classes (`ConfigError`, `CheckpointError`, `AnnotationError`, ...) subclass it beside
+their builtin base, so callers catching `ValueError`/`OSError`/`RuntimeError` keep working.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in what the user gave us; `str(e)` is the whole message (no traceback needed)."""
