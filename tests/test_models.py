@@ -125,7 +125,7 @@ def test_hrnet_pretrained_honours_pretrained_layers(tmp_path):
     cfg = _hrnet_cfg()
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in build_model(cfg).state_dict().items()}
-    imagenet = {k: torch.full(s, 0.5) for k, s in shapes.items() if k.endswith("weight")}
+    imagenet = {k: torch.full(s, 0.5) for k, s in shapes.items()}  # the whole backbone (strictly required)
     imagenet["final_layer.weight"] = torch.full((2048, 256, 1, 1), 0.5)  # the ImageNet head: not a pose head
     imagenet["incre_modules.0.0.conv1.weight"] = torch.full((32, 32, 1, 1), 0.5)
     imagenet["classifier.weight"] = torch.full((1000, 2048), 0.5)

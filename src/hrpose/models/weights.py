@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,6 +52,8 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     shape_mismatch: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
+    # the key layout the checkpoint came in (see `detect_layout`), converted to ours before loading
+    layout: str = "official"
 
     @property
     def complete(self) -> bool:
@@ -104,7 +107,8 @@ def _read(path: Path) -> object:
     if _is_safetensors(path):
         return _read_safetensors(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch raises UnpicklingError both for forbidden globals and for bytes that are no pickle at all.
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
@@ -114,6 +118,23 @@ def _read(path: Path) -> object:
         raise
     except Exception as e:  # noqa: BLE001 - arbitrary bytes make the unpickler fail in arbitrary ways
         raise CheckpointError(_not_a_checkpoint(path, e)) from e
+
+
+def _numpy_safe_globals() -> list[Any]:
+    """NumPy arrays and scalars, which MMPose 1.x checkpoints hold in their `meta` (dataset sigmas, colours).
+
+    Rebuilding them calls no code of the file's choosing: an array is a dtype, a shape and bytes (object
+    arrays' items still go through the restricted unpickler), so the weights_only guarantee stands.
+    """
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    rec, scalar = core.multiarray._reconstruct, core.multiarray.scalar
+    kinds = ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1", "U", "S")
+    out: list[Any] = [rec, scalar, np.ndarray, np.dtype, *{type(np.dtype(k)) for k in kinds}]
+    # files pickled under NumPy 1.x name numpy.core.*; NumPy 2 moved it to numpy._core
+    out += [(rec, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar")]
+    return out
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -224,11 +245,16 @@ def load_weights(
     else:
         source = str(path_or_state_dict)
         sd = load_state_dict_file(path_or_state_dict, key=key)
+    layout = detect_layout(sd)
+    if layout not in IMAGENET_LAYOUTS:  # an ImageNet backbone stays as it is: the hint below says why
+        sd, layout, _ = convert_state_dict(sd, layout)
     target = _bare_model(model)
     report = compare_state_dicts(target.state_dict(), sd)
+    report.layout = layout
     if strict and not report.complete:
+        hint = _IMAGENET_HINT if layout in IMAGENET_LAYOUTS else ""
         raise CheckpointError(
-            f"weights from {source} do not match the {type(target).__name__} model:\n{report.describe()}\n"
+            f"weights from {source} do not match the {type(target).__name__} model:\n{report.describe()}\n{hint}"
             "Use strict=False (config/CLI: --partial) to load only the matching keys, e.g. to fine-tune to "
             "a different number of joints."
         )
@@ -241,9 +267,13 @@ def load_weights(
 def load_pretrained(model: nn.Module, path: str | os.PathLike[str], layers: Iterable[str] = ("*",)) -> LoadReport:
     """Initialise a pose model from ImageNet backbone weights (official `init_weights(pretrained)`).
 
-    Takes the checkpoint keys whose first component is in `layers` ('*' = all), skips classifier keys
-    (`fc.*`, `classifier.*`, ...) and keys the model lacks or shapes it disagrees with (logged). The
-    pose head stays as initialised. Raises CheckpointError if nothing at all fits: a wrong file.
+    The file may be a torchvision/timm ResNet, an HRNet ImageNet classifier (HRNet-Image-Classification,
+    timm) or a pose checkpoint in any layout `convert_state_dict` knows; its classification head
+    (`fc.*`, `incre_modules.*`, `downsamp_modules.*`, `final_layer.*`, `classifier.*`) is dropped.
+    Strict on the backbone: every backbone tensor of the model whose first key component is in
+    `layers` ('*' = all; MODEL.EXTRA.PRETRAINED_LAYERS) must be in the file with the right shape, else
+    CheckpointError (a wrong file, e.g. W48 weights for a W32 model). The pose head keeps its init;
+    checkpoint keys the model lacks (e.g. the classifier's extra stage-4 fuse layers) are reported.
     """
     p = Path(path)
     if not p.is_file():
@@ -251,19 +281,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str], layers: Iter
             f"pretrained weights MODEL.PRETRAINED={str(path)!r} not found; download the ImageNet weights "
             "there, or train from scratch with MODEL.PRETRAINED '' (or MODEL.INIT_WEIGHTS False)"
         )
-    layers = tuple(layers)
-    sd = load_state_dict_file(p)
-    take_all = "*" in layers
-    chosen = {
-        k: v
-        for k, v in sd.items()
-        if not k.startswith(CLASSIFIER_PREFIXES) and (take_all or k.split(".", 1)[0] in layers)
-    }
-    report = load_weights(model, chosen, strict=False)
-    if not report.loaded:
-        raise CheckpointError(
-            f"no weights in {p} fit {type(model).__name__} (looked at {len(chosen)} keys of layers {list(layers)})"
-        )
+    report = init_backbone(model, load_state_dict_file(p), layers=layers, source=str(p))
     logger.info("=> loaded %d pretrained tensors from %s", len(report.loaded), p)
     return report
 
@@ -295,3 +313,123 @@ def save_weights(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], pa
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Key layouts of other projects' checkpoints -> ours (strict loads; proven by tests/test_weights_layouts.py)
+#
+# official        : the official HRNet/SimpleBaseline files and ours: conv1, ..., stage4 / layer4,
+#                   deconv_layers.*, final_layer.*
+# mmpose1         : MMPose 1.x TopdownPoseEstimator: {"meta", "state_dict"}; backbone.* (same names as
+#                   ours: MMPose's HRNet/ResNet keep the official module names and bn1/bn2 norm names),
+#                   head.deconv_layers.* / head.final_layer.* (HeatmapHead), data_preprocessor.* (dropped)
+# mmpose0         : MMPose 0.x TopDown: backbone.*, keypoint_head.deconv_layers.* / keypoint_head.final_layer.*
+# torchvision     : ImageNet ResNet (torchvision, timm): conv1, bn1, layer1..4 as ours; fc.* dropped
+# hrnet-imagenet  : ImageNet HRNet classifier (HRNet-Image-Classification, MMPose's pretrain mirror, timm):
+#                   the backbone as ours, plus incre_modules.*, downsamp_modules.*, final_layer.* (its
+#                   2048-channel head), classifier.* (dropped, as the official init_weights does through
+#                   PRETRAINED_LAYERS) and stage 4's last module fusing into all four branches (extra keys).
+
+LAYOUTS = ("official", "mmpose1", "mmpose0", "torchvision", "hrnet-imagenet", "timm")
+IMAGENET_LAYOUTS = ("torchvision", "hrnet-imagenet", "timm")
+POSE_HEAD_PREFIXES = ("final_layer.", "deconv_layers.")
+_HRNET_CLS_HEAD = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+_MMPOSE_HEAD_PREFIX = {"mmpose1": "head.", "mmpose0": "keypoint_head."}
+_IMAGENET_HINT = (
+    "This is an ImageNet classification checkpoint (a backbone without a pose head): use it as "
+    "MODEL.PRETRAINED to initialise training, not as pose weights.\n"
+)
+
+
+def detect_layout(sd: Mapping[str, object]) -> str:
+    """Which project's key layout a state_dict has: one of `LAYOUTS` ('timm' files read as the
+    ImageNet layout they share, 'torchvision' or 'hrnet-imagenet')."""
+    keys = list(sd)
+    if any(k.startswith("backbone.") for k in keys):
+        if any(k.startswith("keypoint_head.") for k in keys):
+            return "mmpose0"
+        return "mmpose1"
+    has = {k.split(".", 1)[0] for k in keys}
+    if "classifier.weight" in sd or {"incre_modules", "downsamp_modules"} <= has:
+        return "hrnet-imagenet"
+    if "fc.weight" in sd and any(k.startswith("layer4.") for k in keys):
+        return "torchvision"
+    return "official"
+
+
+def convert_state_dict(
+    sd: Mapping[str, torch.Tensor], layout: str | None = None
+) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """A state_dict in any of `LAYOUTS` -> (ours, the layout, the keys dropped as not part of a pose model).
+
+    `layout=None` detects it. Keys that match no rule are kept as they are, so a strict load still
+    names them. Conversion renames only: tensors are not copied.
+    """
+    layout = detect_layout(sd) if layout is None else layout
+    if layout not in LAYOUTS:
+        raise CheckpointError(f"unknown checkpoint layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    out: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    for k, v in sd.items():
+        new: str | None = k
+        if layout in _MMPOSE_HEAD_PREFIX:
+            head = _MMPOSE_HEAD_PREFIX[layout]
+            if k.startswith("data_preprocessor."):
+                new = None
+            elif k.startswith("backbone."):
+                new = k[len("backbone."):]
+            elif k.startswith(head):
+                new = k[len(head):]
+        elif layout == "torchvision":
+            new = None if k.startswith("fc.") else k
+        elif layout in ("hrnet-imagenet", "timm"):
+            new = None if k.startswith(_HRNET_CLS_HEAD) else k
+        if new is None:
+            dropped.append(k)
+        else:
+            out[new] = v
+    return out, layout, dropped
+
+
+def init_backbone(
+    model: nn.Module,
+    sd: Mapping[str, torch.Tensor],
+    *,
+    layers: Iterable[str] = ("*",),
+    source: str = "the given state_dict",
+    layout: str | None = None,
+) -> LoadReport:
+    """Load the backbone part of `sd` (any layout) into `model`; strict on the backbone (see `load_pretrained`)."""
+    converted, layout, dropped = convert_state_dict(_strip_module_prefix(sd), layout)
+    layers = tuple(layers)
+    take_all = "*" in layers
+
+    def wanted(k: str) -> bool:
+        return not k.startswith(POSE_HEAD_PREFIXES) and (take_all or k.split(".", 1)[0] in layers)
+
+    target = _bare_model(model)
+    model_sd = target.state_dict()
+    chosen = {k: v for k, v in converted.items() if wanted(k)}
+    report = compare_state_dicts({k: v for k, v in model_sd.items() if wanted(k)}, chosen)
+    report.layout = layout
+    if not report.loaded:
+        raise CheckpointError(
+            f"no weights in {source} fit {type(target).__name__} (looked at {len(chosen)} keys of layers "
+            f"{list(layers)}; layout {layout}): is it the ImageNet file of this architecture?"
+        )
+    if report.missing or report.shape_mismatch:
+        shown = LoadReport(missing=report.missing, shape_mismatch=report.shape_mismatch).describe()
+        raise CheckpointError(
+            f"{source} ({layout} layout) does not fit the backbone of the {type(target).__name__} model:\n{shown}\n"
+            "Check that MODEL.PRETRAINED is the ImageNet file of this architecture (e.g. hrnet_w32-36af842e.pth "
+            "for W32, resnet50-19c8e357.pth for ResNet-50), or set MODEL.PRETRAINED '' to train from scratch."
+        )
+    target.load_state_dict({k: chosen[k] for k in report.loaded}, strict=False)
+    ignored = dropped + report.unexpected + [k for k in converted if not wanted(k)]
+    logger.info(
+        "=> loading pretrained model %s (%s layout): %d backbone tensors; the pose head keeps its initial "
+        "weights%s", source, layout, len(report.loaded),
+        f"; {len(ignored)} checkpoint tensors not used (classifier/other layers)" if ignored else "",
+    )  # fmt: skip
+    report.unexpected = ignored
+    return report
