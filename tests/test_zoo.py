@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture()
 def server():
     srv = _Server()
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield srv
     srv.shutdown()
@@ -403,6 +403,28 @@ def test_cut_connection_without_range_support_restarts(server):
     assert len(server.log) == 2 and server.log[1][1] is not None
 
 
+def test_size_limit(server, monkeypatch):
+    monkeypatch.setattr(dl, "MAX_DOWNLOAD_BYTES", 1000)
+    server.routes["/big.pth"] = {"body": CKPT}
+    e = _entry([server.base + "/big.pth"])
+    with pytest.raises(UserError, match=f"announces {len(CKPT)} bytes, over the 1000 limit"):
+        zoo.fetch(e, progress=False)
+    assert _files(_home()) == []
+
+
+def test_two_concurrent_fetches_download_once(server):
+    server.routes["/cut.pth"] = {"body": CKPT, "cut_first": 1, "stall_s": 0.2}
+    e = _entry([server.base + "/cut.pth"])
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(zoo.fetch(e, progress=False))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and results[0] == results[1] and results[0].read_bytes() == CKPT
+    assert len(server.log) == 2  # one cut request + its resume; the second fetch found the finished file
+
+
 def test_stale_partial_file_from_an_earlier_run(server):
     server.routes["/good.pth"] = {"body": CKPT}
     e = _entry([server.base + "/good.pth"])
@@ -592,7 +614,7 @@ def test_proxy_from_the_environment_is_used(server, monkeypatch):
             self.wfile.write(body)
 
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         monkeypatch.delenv("no_proxy")
         monkeypatch.delenv("NO_PROXY", raising=False)

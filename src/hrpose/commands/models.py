@@ -66,7 +66,7 @@ def _names(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from hrpose.errors import UserError
     from hrpose.zoo import cache_path, cached_path, fetch, get_entry
-    from hrpose.zoo.download import offline_message
+    from hrpose.zoo.download import place_hint
 
     try:
         if args.action == "list":
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
             for e in entries:
                 p = cached_path(e)
                 if p is None:
-                    print(f"error: {offline_message(e).split(': ', 1)[1]} (or run `hrpose models fetch {e.name}`)"
-                          .replace(" (unset HRPOSE_OFFLINE to download it)", ""), file=sys.stderr)
+                    print(f"error: model {e.name!r} is not in the cache: run `hrpose models fetch {e.name}`, or "
+                          f"{place_hint(e)}", file=sys.stderr)
                     print(cache_path(e))
                     status = 1
                 else:

@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import os
 import re
+import socket
 import sys
 import time
 import urllib.error
@@ -328,6 +329,8 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
             last = f"{e.__class__.__name__}: {reason}"
             if "CERTIFICATE" in str(reason).upper():
                 raise DownloadError(f"TLS certificate problem ({reason})") from None
+            if isinstance(reason, socket.gaierror):  # no DNS: no network here, or a wrong host; retrying won't help
+                raise DownloadError(f"cannot resolve the host ({reason}); no network here?") from None
         failures = 0 if gained else failures + 1
         total_tries += 1
         if failures >= ATTEMPTS or total_tries >= 10 * ATTEMPTS:
@@ -355,17 +358,22 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def offline_message(entry: ZooEntry) -> str:
+def place_hint(entry: ZooEntry) -> str:
+    """Which file to get from where, and where to put it in the cache (for offline users)."""
     dest = hrpose_home() / entry.kind / entry.filename
-    msg = (
-        f"model {entry.name!r} is not in the cache and HRPOSE_OFFLINE is set, so nothing is downloaded: "
-        f"get {entry.urls[0]} on a connected machine and place it at {dest}"
-    )
+    msg = f"get {entry.urls[0]} on a connected machine and place it at {dest}"
     if entry.archive_member:
         msg += f" (or place its {entry.archive_member} at {cache_path(entry)})"
     if entry.sha256:
         msg += f"; it must have {describe_expected(entry.sha256)}"
-    return msg + " (unset HRPOSE_OFFLINE to download it)"
+    return msg
+
+
+def offline_message(entry: ZooEntry) -> str:
+    return (
+        f"model {entry.name!r} is not in the cache and HRPOSE_OFFLINE is set, so nothing is downloaded: "
+        f"{place_hint(entry)} (unset HRPOSE_OFFLINE to download it)"
+    )
 
 
 def fetch_entry(entry: ZooEntry, *, progress: bool = True, mirror: str | None = None) -> Path:
