@@ -44,6 +44,7 @@ HRPOSE_DEFAULTS = {
     "BACKEND": "torch",
     "TENSORBOARD": True,
     "MAX_ITERS_PER_EPOCH": 0,
+    "MODEL_MIRROR": "",
 }
 
 

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a model to ONNX and check it in ONNX Runtime"),
     "bench": ("bench", "benchmark inference backends against the eager baseline"),
     "synth": ("synth", "write a synthetic COCO-format person-keypoint dataset"),
+    "models": ("models", "list the model zoo and fetch pretrained weights into the cache"),
 }
 
 

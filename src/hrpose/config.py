@@ -177,6 +177,7 @@ def _hrpose_tree() -> dict[str, Any]:
         "BACKEND": "torch",  # 'torch' | 'torch-fast' | 'torch-bf16' | 'torch-fp16' (GPU) | 'onnxruntime'
         "TENSORBOARD": True,
         "MAX_ITERS_PER_EPOCH": 0,  # 0 = all
+        "MODEL_MIRROR": "",  # model zoo mirror base URL: <MODEL_MIRROR>/<file name> is tried first (docs/models.md)
     }
 
 
