@@ -10,7 +10,10 @@ sorted by score (see `Detector`). Detectors that look boxes up by image (a detec
 - `DetectionFileDetector`: precomputed detections in the COCO results format.
 - `OnnxDetector`: a user-supplied ONNX detector (YOLOX- or RTMDet-style outputs; see its docstring).
 
-`build_detector("hog" | "whole" | "file:PATH" | "onnx:PATH")` makes one from the CLI spelling.
+- `zoo_detector`: the model zoo's YOLOX Human-Art ONNX (fetched into $HRPOSE_HOME), the `--detector auto`.
+
+`build_detector("auto" | ZOO_NAME | "hog" | "whole" | "file:PATH" | "onnx:PATH")` makes one from the CLI
+spelling.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ __all__ = [
     "OnnxDetector",
     "nms_boxes",
     "build_detector",
+    "check_score_thr",
+    "zoo_detector",
 ]
 
 
@@ -272,16 +277,20 @@ class OnnxDetector:
 
     1. YOLOX style, one output (1, N, 5 + C): rows `[cx, cy, w, h, objectness, class_0 .. class_C-1]`
        in input pixels (YOLOX exported with decode_in_inference); score = objectness x class
-       `person_class`. With `yolox_raw=True` the rows are the raw head outputs (exported without
-       decoding) and are decoded here with `strides` (8, 16, 32): cx = (x + grid_x) * stride,
-       w = exp(w) * stride, N must equal the number of grid cells. Objectness and class scores are
-       taken as already sigmoid-ed, as YOLOX's head outputs them at inference.
-    2. RTMDet / mmdeploy style: output `dets` (1, N, 5) `[x1, y1, x2, y2, score]` in input pixels, and
-       optionally `labels` (1, N) integers; rows whose label != `person_class` are dropped.
-       The same layout with C == 0 (a single (1, N, 5) output and no labels) is read as this format.
+       `person_class`. Megvii's released ONNX files (`tools/export_onnx.py`, no decoding) give the raw
+       head outputs instead, one row per grid cell of `strides` (8, 16, 32), row-major per stride:
+       decoded here as cx = (x + grid_x) * stride, w = exp(w) * stride (`yolox_raw=True`; the default
+       None tells the two apart: raw when N equals the number of grid cells and the x column holds cell
+       offsets rather than pixel positions). Objectness and class scores are taken as already
+       sigmoid-ed, as YOLOX's head outputs them at inference.
+    2. MMDeploy end2end (YOLOX / RTMDet with NMS in the graph, the Human-Art detectors of the model zoo):
+       output `dets` (1, N, 5) `[x1, y1, x2, y2, score]` in input pixels, and optionally `labels`
+       (1, N) integers; rows whose label != `person_class` are dropped. The same layout with C == 0
+       (a single (1, N, 5) output and no labels) is read as this format. The graph already ran NMS,
+       so no second NMS is applied (as MMDeploy's SDK and rtmlib do).
 
-    Then: score >= `score_thr`, class-agnostic NMS at `nms_thr`, boxes mapped back through the
-    letterbox and clipped to the image.
+    Then: score >= `score_thr` (0..1), NMS at `nms_thr` for format 1, boxes mapped back through the
+    letterbox ((input px - pad) / r) and clipped to the image; empty boxes are dropped.
     """
 
     def __init__(
@@ -297,7 +306,7 @@ class OnnxDetector:
         std: tuple[float, float, float] | None = None,
         pad_value: float = 114.0,
         center: bool = False,
-        yolox_raw: bool = False,
+        yolox_raw: bool | None = None,
         strides: tuple[int, ...] = (8, 16, 32),
         providers: list[str] | None = None,
     ) -> None:
@@ -322,6 +331,7 @@ class OnnxDetector:
         else:
             self.input_size = tuple(input_size) if input_size else (640, 640)  # type: ignore[assignment]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        check_score_thr(score_thr, "score_thr")
         self.score_thr, self.nms_thr, self.person_class = score_thr, nms_thr, person_class
         self.rgb, self.pad_value, self.center = rgb, pad_value, center
         self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
@@ -333,7 +343,7 @@ class OnnxDetector:
         h, w = image_bgr.shape[:2]
         tw, th = self.input_size
         r = min(tw / w, th / h)
-        nw, nh = max(1, round(w * r)), max(1, round(h * r))
+        nw, nh = max(1, min(tw, int(w * r + 0.5))), max(1, min(th, int(h * r + 0.5)))  # mmdet's rounding
         resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
         canvas = np.full((th, tw, 3), self.pad_value, dtype=np.float32)
         px, py = ((tw - nw) // 2, (th - nh) // 2) if self.center else (0, 0)
@@ -347,7 +357,8 @@ class OnnxDetector:
             blob = blob / self.std
         return blob.astype(np.float32), r, (float(px), float(py))
 
-    def _grid_decode(self, rows: np.ndarray) -> np.ndarray:
+    def _grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """YOLOX's anchor points: (A, 2) cell x, y and (A, 1) stride, stride by stride, row-major."""
         tw, th = self.input_size
         grids, strides = [], []
         for s in self.strides:
@@ -355,7 +366,23 @@ class OnnxDetector:
             ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
             grids.append(np.stack([xs, ys], -1).reshape(-1, 2))
             strides.append(np.full((gh * gw, 1), s))
-        grid, stride = np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+        return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+    def _is_raw(self, rows: np.ndarray) -> bool:
+        """Whether (A, 5 + C) rows are raw YOLOX head outputs (see the class docstring) or decoded boxes."""
+        if self.yolox_raw is not None:
+            return self.yolox_raw
+        grid, stride = self._grid()
+        if len(grid) != len(rows) or len(rows) == 0:
+            return False
+        # raw: x is an offset within its cell (~0..1); decoded: x is (grid_x + offset) * stride
+        raw_err = np.median(np.abs(rows[:, 0] - 0.5))
+        decoded_err = np.median(np.abs(rows[:, 0] / stride[:, 0] - grid[:, 0] - 0.5))
+        return bool(raw_err < decoded_err)
+
+    def _grid_decode(self, rows: np.ndarray) -> np.ndarray:
+        tw, th = self.input_size
+        grid, stride = self._grid()
         if len(grid) != len(rows):
             raise DetectorError(
                 f"{self.path}: yolox_raw expects {len(grid)} rows for input {tw}x{th} and strides "
@@ -389,7 +416,7 @@ class OnnxDetector:
             dets = dets[0]
         if dets.ndim != 2 or dets.shape[1] < 5:
             raise DetectorError(f"{self.path}: detector output of shape {dets.shape} is not (1, N, >=5)")
-        if dets.shape[1] == 5 and not self.yolox_raw:  # RTMDet style: x1, y1, x2, y2, score (+ labels)
+        if dets.shape[1] == 5 and not self.yolox_raw:  # MMDeploy end2end: x1, y1, x2, y2, score (+ labels)
             boxes, scores = dets[:, :4], dets[:, 4]
             if labels is not None:
                 lab = np.asarray(labels).reshape(-1)
@@ -398,7 +425,7 @@ class OnnxDetector:
                 keep = lab.astype(np.int64) == self.person_class
                 boxes, scores = boxes[keep], scores[keep]
             return boxes, scores
-        rows = self._grid_decode(dets) if self.yolox_raw else dets  # YOLOX: cx, cy, w, h, obj, cls...
+        rows = self._grid_decode(dets) if self._is_raw(dets) else dets  # YOLOX: cx, cy, w, h, obj, cls...
         if rows.shape[1] > 5 + self.person_class:
             scores = rows[:, 4] * rows[:, 5 + self.person_class]
         else:
@@ -406,6 +433,14 @@ class OnnxDetector:
         cx, cy, bw, bh = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
         return boxes, scores
+
+    def nms_in_graph(self, outputs: list[np.ndarray]) -> bool:
+        """MMDeploy end2end graphs (a (1, N, 5) `dets` output) ran NMS already; YOLOX outputs did not."""
+        named = dict(zip(self.output_names, outputs))
+        if "dets" in named:
+            return True
+        floats = [np.asarray(o) for o in outputs if np.issubdtype(np.asarray(o).dtype, np.floating)]
+        return bool(floats) and floats[0].shape[-1] == 5 and not self.yolox_raw
 
     def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
         h, w = image_bgr.shape[:2]
@@ -421,14 +456,63 @@ class OnnxDetector:
         x2 = (boxes[:, 2] - px) / r
         y2 = (boxes[:, 3] - py) / r
         xywh = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
-        keep = nms_boxes(xywh, scores, self.nms_thr)
+        if self.nms_in_graph(outputs):
+            keep = np.argsort(-scores, kind="stable")
+        else:
+            keep = nms_boxes(xywh, scores, self.nms_thr)
         out = np.concatenate([xywh[keep], scores[keep, None]], axis=1).astype(np.float32)
         out = clip_boxes(out, w, h)
         return out[(out[:, 2] > 0) & (out[:, 3] > 0)]
 
 
+def check_score_thr(value: float, what: str = "--det-thr") -> float:
+    """A detector score threshold must be a number in [0, 1] (detector scores are probabilities)."""
+    v = float(value)
+    if not 0.0 <= v <= 1.0:
+        raise DetectorError(f"{what} must be between 0 and 1 (a detection score), got {value}")
+    return v
+
+
+HOG_FALLBACK = (
+    "person detector {name} is not available ({reason}): falling back to OpenCV's HOG people detector, which "
+    "misses most people (it found 1 of 41 people on 10 real photos); to get the real detector run "
+    "`hrpose models fetch {name}`{place}"
+)
+
+
+def zoo_detector(
+    name: str | None = None, *, score_thr: float | None = None, fallback: bool = True, mirror: str | None = None
+) -> Detector:
+    """The model zoo's ONNX person detector `name` (default `hrpose.zoo.DEFAULT_DETECTOR`), fetched on first
+    use into $HRPOSE_HOME. When it cannot be had (offline, not cached, download failed) and `fallback`:
+    one warning line (how weak HOG is and how to get the detector), then HOG (or the whole image when this
+    OpenCV has no HOG)."""
+    from hrpose import zoo
+
+    entry = zoo.get_entry(name or zoo.DEFAULT_DETECTOR)
+    if entry.kind != "detector":
+        raise DetectorError(f"{entry.name!r} is a {entry.kind} model, not a person detector; detectors: "
+                            + ", ".join(n for n, e in zoo.REGISTRY.items() if e.kind == "detector"))  # fmt: skip
+    kwargs: dict[str, Any] = {} if score_thr is None else {"score_thr": score_thr}
+    try:
+        path = zoo.fetch(entry, mirror=mirror)
+    except UserError as e:
+        if not fallback:
+            raise
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        place = f", or place {entry.archive_member or entry.filename} at {zoo.cache_path(entry)}"
+        logger.warning(HOG_FALLBACK.format(name=entry.name, reason=reason.rstrip("."), place=place))
+        if hog_available():
+            return HOGDetector(**kwargs)
+        return default_detector()
+    return OnnxDetector(
+        path, input_size=entry.input_size, yolox_raw=entry.layout == "onnx-yolox-raw",
+        rgb=entry.channel_order == "rgb", **kwargs,
+    )  # fmt: skip
+
+
 def build_detector(spec: str, **kwargs: Any) -> Detector:
-    """'hog' | 'whole' | 'file:PATH' | 'onnx:PATH' -> a detector; kwargs go to its constructor."""
+    """'auto' | zoo name | 'hog' | 'whole' | 'file:PATH' | 'onnx:PATH' -> a detector; kwargs go to its constructor."""
     kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "hog" and not arg:
@@ -439,6 +523,14 @@ def build_detector(spec: str, **kwargs: Any) -> Detector:
         return DetectionFileDetector(arg, **kwargs)
     if kind == "onnx" and arg:
         return OnnxDetector(arg, **kwargs)
+    if kind == "auto" and not arg:
+        return zoo_detector(None, **kwargs)
+    from hrpose.zoo import REGISTRY
+
+    if spec in REGISTRY:  # a pose/ImageNet name is refused there with the list of detectors
+        return zoo_detector(spec, **kwargs)
+    zoo_names = ", ".join(n for n, e in REGISTRY.items() if e.kind == "detector")
     raise DetectorError(
-        f"unknown detector {spec!r}: expected hog, whole, file:PATH (COCO detections JSON) or onnx:PATH"
+        f"unknown detector {spec!r}: expected auto, a model zoo detector ({zoo_names}), hog, whole, "
+        "file:PATH (COCO detections JSON) or onnx:PATH"
     )
