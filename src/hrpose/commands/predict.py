@@ -30,17 +30,26 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..inference.estimator import TORCH_BACKEND_NAMES
 
-    parser.add_argument("--cfg", required=True, help="experiment config (YAML)")
+    parser.add_argument("--cfg", default=None,
+                        help="experiment config (YAML); default: the config stored in --weights (hrpose "
+                             "checkpoints), or the --model's")  # fmt: skip
     parser.add_argument("--weights", default=None,
-                        help="model checkpoint (.pth/.safetensors; .onnx with --backend onnxruntime); "
-                             "default TEST.MODEL_FILE")  # fmt: skip
+                        help="model checkpoint (.pth/.safetensors, hrpose/official or MMPose layout; .onnx with "
+                             "--backend onnxruntime); default TEST.MODEL_FILE")  # fmt: skip
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help="a model zoo pose model (`hrpose models` lists them), fetched on first use into "
+                             "$HRPOSE_HOME; the default when neither --cfg nor --weights is given: "
+                             "hrnet-w32-coco-256x192")  # fmt: skip
+    parser.add_argument("--random-weights", action="store_true",
+                        help="run the untrained network (random weights) on purpose, e.g. to test a pipeline")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, folders, glob patterns, video files, or a webcam index (0, 1, ...)")
     parser.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     parser.add_argument("--detector", default="auto",
-                        help="person boxes: auto (hog if this OpenCV has it, else whole), hog, whole, "
+                        help="person boxes: auto (the model zoo's YOLOX Human-Art ONNX detector, fetched on first "
+                             "use; HOG when it cannot be had), a zoo detector name (yolox-m-humanart), hog, whole, "
                              "file:DETECTIONS.json (COCO results) or onnx:MODEL.onnx")  # fmt: skip
-    parser.add_argument("--det-thr", type=float, default=None, help="detector score threshold")
+    parser.add_argument("--det-thr", type=float, default=None, help="detector score threshold, 0..1")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--kpt-thr", type=float, default=0.3, help="joints scored below this are not drawn")
     parser.add_argument("--no-flip", action="store_true", help="skip the flip test (twice as fast)")
@@ -127,18 +136,43 @@ def _results(poses: list[Any], path: str, joint_names: list[str]) -> list[dict[s
 
 
 def _build_detector(spec: str, det_thr: float | None) -> Any:
-    from hrpose.inference.detectors import HOGDetector, build_detector, default_detector, hog_available
+    from hrpose.inference.detectors import build_detector, check_score_thr
 
-    if spec == "auto":
-        if hog_available() and det_thr is not None:
-            return HOGDetector(score_thr=det_thr)
-        return default_detector()
+    if det_thr is not None:
+        check_score_thr(det_thr, "--det-thr")
     kind = spec.partition(":")[0].lower()
     kwargs = {} if det_thr is None or kind in ("whole", "none", "full") else {"score_thr": det_thr}
     return build_detector(spec, **kwargs)
 
 
+def _build_estimator(args: argparse.Namespace) -> Any:
+    """The model (--model NAME / --cfg + --weights / the default zoo model) and the detector."""
+    from hrpose.errors import UserError
+    from hrpose.inference.estimator import PoseEstimator
+
+    model = getattr(args, "model", None)
+    random_weights = bool(getattr(args, "random_weights", False))
+    if model is not None and (args.cfg is not None or args.weights is not None):
+        raise UserError(f"--model {model} brings its own config and weights: leave out --cfg/--weights, or drop "
+                        "--model to use your own files")  # fmt: skip
+    if model is None and args.cfg is None and args.weights is None:
+        if random_weights:
+            raise UserError("--random-weights needs the architecture: give --cfg YAML")
+        from hrpose.zoo import DEFAULT_POSE_MODEL
+
+        model = DEFAULT_POSE_MODEL
+        print(f"using the model zoo's {model} (--model NAME picks another, `hrpose models` lists them)",
+              file=sys.stderr)  # fmt: skip
+    detector = _build_detector(args.detector, args.det_thr)
+    common = dict(device=args.device, flip_test=not args.no_flip, backend=args.backend,
+                  batch_size=args.batch_size, detector=detector)  # fmt: skip
+    if model is not None:
+        return PoseEstimator.from_pretrained(model, **common)
+    return PoseEstimator(args.cfg, args.weights, random_weights=random_weights, **common)
+
+
 def run(args: argparse.Namespace) -> int:
+    from hrpose.errors import UserError
     from hrpose.inference.detectors import DetectorError
 
     items, errors = expand_inputs(list(args.inputs))
@@ -148,14 +182,8 @@ def run(args: argparse.Namespace) -> int:
         print("error: nothing to process", file=sys.stderr)
         return 1
     try:
-        from hrpose.inference.estimator import PoseEstimator
-
-        detector = _build_detector(args.detector, args.det_thr)
-        estimator = PoseEstimator(
-            args.cfg, args.weights, device=args.device, flip_test=not args.no_flip, backend=args.backend,
-            batch_size=args.batch_size, detector=detector,
-        )  # fmt: skip
-    except (DetectorError, ValueError, OSError, RuntimeError) as e:
+        estimator = _build_estimator(args)
+    except (UserError, DetectorError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     estimator.warn_no_person = False

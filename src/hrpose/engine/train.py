@@ -12,6 +12,7 @@ official schedule as written for the PyTorch of its time (the scheduler steps af
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -458,6 +459,10 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
 
     writer = TensorBoardWriter(tb_log_dir, enabled=info.is_main and bool(hp.TENSORBOARD))
     skeleton = tuple(getattr(getattr(train_dataset, "meta", None), "skeleton", ()) or ())
+    from hrpose.models.weights import checkpoint_meta, with_meta
+
+    # saved with model_best/final_state (beside the weights): predict needs no dataset or config then
+    weights_meta = checkpoint_meta(cfg, getattr(train_dataset, "meta", None))
     history: list[dict[str, Any]] = []
     last_perf = float("nan")
     end_epoch = int(cfg.TRAIN.END_EPOCH)
@@ -536,20 +541,22 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
                         "rng": rng_all,
                         "global_step": global_step,
                         "config": fn["config_to_dict"](cfg),
+                        "hrpose_meta": json.dumps(weights_meta),
                     }
                 )
                 logger.info(f"=> saving checkpoint to {final_output_dir}")
                 save_checkpoint_atomic(ckpt_obj, checkpoint_file)
                 # A kill before this write completes leaves checkpoint.pth holding best_state_dict;
                 # resume then rewrites a missing model_best.pth from it (see above).
-                if is_best:
-                    save_checkpoint_atomic(best_state, best_file)
+                if is_best and best_state is not None:
+                    save_checkpoint_atomic(with_meta(best_state, weights_meta), best_file)
                 logger.info(f"=> epoch {epoch}: perf {perf:.4f}, best {best_perf:.4f}")
             barrier()
         final_state = Path(final_output_dir) / "final_state.pth"
         if info.is_main:
             logger.info(f"=> saving final model state to {final_state}")
-            save_checkpoint_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, final_state)
+            final = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            save_checkpoint_atomic(with_meta(final, weights_meta), final_state)
         barrier()
     finally:
         writer.close()

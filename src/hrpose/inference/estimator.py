@@ -33,6 +33,7 @@ from torch import nn
 from hrpose.backends import SHORT_BACKENDS, TorchBackend, make_short_backend
 from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
 from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
+from hrpose.errors import UserError
 from hrpose.geometry import box_to_center_scale, warp_crop
 from hrpose.inference.detectors import Detector, clip_boxes, default_detector
 from hrpose.inference.images import ImageReadError, load_image, to_bgr8
@@ -215,20 +216,24 @@ def meta_from_config(cfg: Any) -> DatasetMeta:
 class PoseEstimator:
     """Top-down pose estimation on images (see the module docstring).
 
-    config: a YAML path or a CfgNode; weights: a checkpoint (strict load; `.onnx` for
-    backend="onnxruntime") or None to keep the model's current weights (TEST.MODEL_FILE when set);
+    config: a YAML path or a CfgNode, or None to use the config stored in `weights` (checkpoints written
+    by hrpose carry it); weights: a checkpoint (strict load; official, hrpose or MMPose 1.x/0.x layout;
+    `.onnx` for backend="onnxruntime"), default TEST.MODEL_FILE; a model built here without weights is
+    refused unless `random_weights=True` (see also `PoseEstimator.from_pretrained(NAME)`);
     device: "auto" | "cpu" | "cuda[:i]" | "mps"; flip_test: average with the mirrored crop;
     backend: "torch" (BatchNorm folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16",
     "onnxruntime" (an exported .onnx file as `weights`) or any `Backend` callable (see `_torch_backend`);
     batch_size: crops per forward pass;
     detector: person detector used when no boxes are given (default: HOG when OpenCV has it, else
     the whole image; see `default_detector`);
-    meta: the keypoint layout, default from the config (`meta_from_config`).
+    meta: the keypoint layout, default the one stored in the checkpoint, else from the config
+    (`meta_from_config`); color_rgb: the model's input channel order, default the checkpoint's
+    (stored metadata; MMPose checkpoints are RGB), else DATASET.COLOR_RGB.
     """
 
     def __init__(
         self,
-        config: str | os.PathLike[str] | Any,
+        config: str | os.PathLike[str] | Any = None,
         weights: str | os.PathLike[str] | None = None,
         *,
         device: str | torch.device = "auto",
@@ -238,12 +243,29 @@ class PoseEstimator:
         detector: Detector | None = None,
         meta: DatasetMeta | None = None,
         model: nn.Module | None = None,
+        color_rgb: bool | None = None,
+        random_weights: bool = False,
     ) -> None:
         from hrpose.codec import build_codec
         from hrpose.config import load_config
+        from hrpose.models import weights as W
 
-        cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
+        # metadata saved with hrpose checkpoints: keypoint layout, channel order, config
+        ckpt_meta = None
+        if weights is not None and isinstance(backend, str) and backend != "onnxruntime" and Path(weights).is_file():
+            ckpt_meta = W.read_checkpoint_meta(weights)
+        if config is None:
+            if ckpt_meta is None:
+                raise UserError(
+                    f"no config given and the weights {weights or '(none)'} carry none (only checkpoints saved "
+                    "by hrpose do): pass the experiment YAML (--cfg), or use a model zoo name (--model)"
+                )
+            cfg = W.config_from_checkpoint_meta(ckpt_meta, str(weights))
+        else:
+            cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
         self.cfg = cfg
+        if meta is None and ckpt_meta is not None:
+            meta = W.dataset_meta_from_checkpoint(ckpt_meta, str(weights))
         self.meta = meta or meta_from_config(cfg)
         if self.meta.num_joints != int(cfg.MODEL.NUM_JOINTS):
             raise ValueError(
@@ -253,7 +275,9 @@ class PoseEstimator:
         self.codec = build_codec(cfg, self.meta)
         self.input_size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))  # (w, h)
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
-        self.color_rgb = bool(cfg.DATASET.COLOR_RGB)
+        if color_rgb is None and ckpt_meta is not None and "color_rgb" in ckpt_meta:
+            color_rgb = bool(ckpt_meta["color_rgb"])
+        self.color_rgb = bool(cfg.DATASET.COLOR_RGB) if color_rgb is None else bool(color_rgb)
         self.flip_test = flip_test
         self.shift_heatmap = bool(cfg.TEST.SHIFT_HEATMAP) and self.codec.shift_heatmap
         self.post_process = bool(cfg.TEST.POST_PROCESS)
@@ -277,12 +301,18 @@ class PoseEstimator:
                 model = build_model(cfg, is_train=False)
                 model.to(resolve_device(device))
                 weights = weights or (str(cfg.TEST.MODEL_FILE) or None)
+                if weights is None and not random_weights:
+                    raise UserError(
+                        f"no weights for the {cfg.MODEL.NAME} model: give a checkpoint (--weights FILE, or "
+                        "TEST.MODEL_FILE in the config) or a model zoo name (--model NAME; `hrpose models` lists "
+                        "them); --random-weights runs the untrained network on purpose"
+                    )
                 if weights is None:
-                    logger.warning("no weights given: the %s model keeps its random initial weights", cfg.MODEL.NAME)
+                    logger.warning("--random-weights: the %s model keeps its random initial weights", cfg.MODEL.NAME)
             if weights is not None:
-                from hrpose.models.weights import load_weights
-
-                load_weights(model, weights, strict=True)
+                report = W.load_weights(model, weights, strict=True)
+                if color_rgb is None and ckpt_meta is None and report.layout.startswith("mmpose"):
+                    self.color_rgb = True  # MMPose models are trained on RGB input
             self.model = model.eval()
             self.backend = _torch_backend(backend, self.model, fold_bn=built_here)
             self.device = self.backend.device
@@ -303,6 +333,40 @@ class PoseEstimator:
             raise ValueError(
                 f"unknown backend {backend!r}: expected one of {', '.join(TORCH_BACKEND_NAMES)}, onnxruntime"
             )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str | None = None,
+        *,
+        device: str | torch.device = "auto",
+        backend: str | Backend = "torch",
+        detector: Detector | None = None,
+        **kwargs: Any,
+    ) -> PoseEstimator:
+        """A model of the model zoo by name (default `hrpose.zoo.DEFAULT_POSE_MODEL`), fetched on first use into
+        $HRPOSE_HOME (`HRPOSE_OFFLINE=1`: only from there), with its packaged config, its checkpoint's key
+        layout converted and its channel order; the person detector defaults to the zoo's (`zoo_detector`,
+        HOG with a warning when it cannot be had). Other keyword arguments go to the constructor."""
+        from hrpose import zoo
+        from hrpose.inference.detectors import zoo_detector
+
+        entry = zoo.get_entry(name or zoo.DEFAULT_POSE_MODEL)
+        if entry.kind != "pose" or entry.config is None:
+            raise UserError(
+                f"{entry.name!r} is a {entry.kind} model, not a pose model; pose models: "
+                + ", ".join(n for n, e in zoo.REGISTRY.items() if e.kind == "pose")
+            )
+        if backend == "onnxruntime":
+            raise UserError(
+                "from_pretrained runs the PyTorch model: for ONNX Runtime export it first (hrpose export) and pass "
+                "the .onnx file as weights with backend='onnxruntime'"
+            )
+        weights = zoo.fetch(entry)
+        if detector is None:
+            detector = zoo_detector()
+        kwargs.setdefault("color_rgb", entry.channel_order == "rgb")
+        return cls(zoo.config_path(entry), weights, device=device, backend=backend, detector=detector, **kwargs)
 
     @classmethod
     def from_model(cls, model: nn.Module, cfg: Any, meta: DatasetMeta | None = None, **kwargs: Any) -> PoseEstimator:
