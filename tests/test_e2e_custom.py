@@ -21,7 +21,7 @@ from conftest import install_oracle_model
 from hrpose.cli import main as cli_main
 from hrpose.config import load_config
 from hrpose.models import build_model
-from hrpose.models.weights import CheckpointError, load_weights
+from hrpose.models.weights import CheckpointError, load_weights, read_checkpoint_meta
 
 JOINTS = ("head", "left_shoulder", "right_shoulder", "left_hand", "right_hand",
           "left_hip", "right_hip", "left_foot", "right_foot")  # fmt: skip
@@ -206,6 +206,7 @@ def test_custom_dataset_train_test_reload_predict(tmp_path, monkeypatch, capsys)
 
     est = PoseEstimator(cfg, final_state, device="cpu")
     assert est.joint_names == JOINTS
+    assert read_checkpoint_meta(final_state)["joint_names"] == list(JOINTS)  # saved beside the weights
     assert sorted(tuple(sorted(p)) for p in est.flip_pairs) == sorted(FLIP_PAIRS)
     val = json.loads((root / "annotations" / "person_keypoints_val.json").read_text())
     ann = val["annotations"][0]

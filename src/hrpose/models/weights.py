@@ -276,14 +276,37 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str], layers: Iter
     checkpoint keys the model lacks (e.g. the classifier's extra stage-4 fuse layers) are reported.
     """
     p = Path(path)
+    layout = None
     if not p.is_file():
-        raise FileNotFoundError(
-            f"pretrained weights MODEL.PRETRAINED={str(path)!r} not found; download the ImageNet weights "
-            "there, or train from scratch with MODEL.PRETRAINED '' (or MODEL.INIT_WEIGHTS False)"
-        )
-    report = init_backbone(model, load_state_dict_file(p), layers=layers, source=str(p))
+        p, layout = _pretrained_from_zoo(p)
+    report = init_backbone(model, load_state_dict_file(p), layers=layers, source=str(p), layout=layout)
     logger.info("=> loaded %d pretrained tensors from %s", len(report.loaded), p)
     return report
+
+
+def _pretrained_from_zoo(path: Path) -> tuple[Path, str | None]:
+    """A missing MODEL.PRETRAINED file that the model zoo knows by its name (the official YAMLs' names, e.g.
+    hrnet_w32-36af842e.pth): the zoo's copy, fetched into $HRPOSE_HOME on first use. Else FileNotFoundError."""
+    from hrpose import zoo
+
+    entry = zoo.entry_for_imagenet_file(path)
+    if entry is None:
+        known = ", ".join(e.filename for e in zoo.REGISTRY.values() if e.kind == "imagenet")
+        raise FileNotFoundError(
+            f"pretrained weights MODEL.PRETRAINED={str(path)!r} not found; download the ImageNet weights there "
+            f"(the model zoo fetches these by name: {known}), or train from scratch with MODEL.PRETRAINED '' "
+            "(or MODEL.INIT_WEIGHTS False)"
+        )
+    try:
+        found = zoo.fetch(entry)
+    except UserError as e:
+        raise UserError(
+            f"pretrained weights MODEL.PRETRAINED={str(path)!r} not found, and the model zoo's copy "
+            f"({entry.name}) could not be had: {e}. Placing the file at {path} works too; or train from scratch "
+            "with MODEL.PRETRAINED ''"
+        ) from e
+    logger.info("=> MODEL.PRETRAINED %s is not there: using the model zoo's %s (%s)", path, entry.name, found)
+    return found, entry.layout if entry.layout in LAYOUTS else None
 
 
 def save_weights(
