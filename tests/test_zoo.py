@@ -591,6 +591,23 @@ def test_mirror_config_key_first_then_env_then_registry(server, monkeypatch):
     assert cfg.HRPOSE.MODEL_MIRROR == ""
 
 
+def test_file_mirror(tmp_path, monkeypatch):
+    e = _entry([_dead_url("x.pth")])
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / e.filename).write_bytes(CKPT)
+    monkeypatch.setenv("HRPOSE_MIRROR", (tmp_path / "mirror").as_uri())
+    assert zoo.fetch(e, progress=False).read_bytes() == CKPT
+
+
+def test_docs_list_every_entry():
+    text = (ROOT / "docs" / "models.md").read_text()
+    for e in REGISTRY.values():
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{e.name}`")), None)
+        assert row is not None, e.name
+        assert f"[{e.filename}]({e.urls[0]})" in row and e.licence in row, e.name
+        assert e.metric.split(" (")[0].split()[-1] in row, e.name  # the published number
+
+
 def test_proxy_from_the_environment_is_used(server, monkeypatch):
     server.routes["/good.pth"] = {"body": CKPT}
     proxied: list[str] = []
@@ -642,8 +659,10 @@ def test_models_listing(capsys):
         assert name in out
     line = next(ln for ln in out.splitlines() if ln.startswith("imagenet-resnet50 "))
     assert "yes (unverified)" in line and "BSD-3-Clause" in line
+    line = next(ln for ln in out.splitlines() if ln.startswith("yolox-m-humanart "))
+    assert " 640x640 " in line and "Apache-2.0" in line
     line = next(ln for ln in out.splitlines() if ln.startswith("hrnet-w32-coco-256x192 "))
-    assert line.rstrip().endswith("-") and "192x256" in line and "74.9" in line
+    assert line.rstrip().endswith("-") and " 256x192 " in line and "74.9" in line
     assert str(_home()) in out
 
     assert main(["models", "list", "--json", "--kind", "detector"]) == 0

@@ -191,9 +191,9 @@ _ENTRIES: tuple[ZooEntry, ...] = (
           "MPII val PCKh 88.9 (MMPose)", _M0 + "resnet_mpii.md"),
     # --- person detectors (ONNX, MMDeploy end2end: boxes after NMS) ---
     _detector("yolox-tiny-humanart", "yolox_tiny_8xb8-300e_humanart-6f3252f9.zip", 416,
-              "Human-Art person AP 47.7 (MMPose)"),
+              "person AP 47.7 (MMPose; trained on Human-Art + COCO)"),
     _detector("yolox-m-humanart", "yolox_m_8xb8-300e_humanart-c2c7a14a.zip", 640,
-              "Human-Art person AP 59.1 (MMPose)"),
+              "person AP 59.1 (MMPose; trained on Human-Art + COCO)"),
     # --- ImageNet initialisation ---
     _imagenet("imagenet-resnet50", _TORCHVISION + "resnet50-19c8e357.pth", "torchvision", "rgb",
               "ImageNet top-1 76.13 (torchvision)", BSD3,
