@@ -724,3 +724,19 @@ def test_real_default_files(name):
         ort = pytest.importorskip("onnxruntime")
         sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
         assert list(sess.get_inputs()[0].shape)[1] == 3
+
+
+@pytest.mark.network
+def test_real_urls_answer():
+    """Every registry URL answers a one-byte Range request (nothing big is downloaded)."""
+    bad = []
+    for e in REGISTRY.values():
+        for url in e.urls:
+            req = urllib.request.Request(url, headers={"Range": "bytes=0-0", "User-Agent": dl.USER_AGENT})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    if r.status not in (200, 206):
+                        bad.append(f"{url}: HTTP {r.status}")
+            except OSError as err:
+                bad.append(f"{url}: {err}")
+    assert bad == []

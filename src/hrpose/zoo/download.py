@@ -101,10 +101,17 @@ def _write_stamp(path: Path, digest: str) -> None:
         _stamp(path).write_text(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
 
 
-def _remove(path: Path) -> None:
-    for p in (path, _stamp(path)):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+def _remove(path: Path) -> bool:
+    """Delete a file and its stamp; False when the file could not be deleted (read-only cache)."""
+    with contextlib.suppress(OSError):
+        _stamp(path).unlink()
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def file_digest(path: Path) -> str:
@@ -121,12 +128,13 @@ def _verify_or_remove(path: Path, expected: str, entry: ZooEntry, where: str) ->
     if hash_matches(expected, digest):
         return
     html = _looks_like_html(path)
-    _remove(path)
+    removed = _remove(path)
     raise UserError(
         f"{where} {path} for model {entry.name!r} is corrupt or not the published file: expected "
         f"{describe_expected(expected)}, got sha256 {digest}"
         + (" (it is an HTML page, not a checkpoint)" if html else "")
-        + f"; it was removed. Run `hrpose models fetch {entry.name}` or place the right file from {entry.urls[0]}"
+        + ("; it was removed" if removed else "; delete it")
+        + f". Run `hrpose models fetch {entry.name}` or place the right file from {entry.urls[0]}"
     )
 
 
@@ -299,16 +307,22 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
                     desc=desc or part.name, disable=not progress, file=sys.stderr, leave=False,
                 ) as bar:
                     read = getattr(resp, "read1", resp.read)  # read1: what has arrived, kept if the link stalls
-                    try:
-                        while chunk := read(CHUNK):
+                    while True:
+                        try:
+                            chunk = read(CHUNK)
+                        except (OSError, http.client.HTTPException) as e:
+                            raise _Retry(f"connection cut after {have} bytes ({e.__class__.__name__}: {e})") from None
+                        if not chunk:
+                            break
+                        try:
                             f.write(chunk)
-                            have += len(chunk)
-                            gained += len(chunk)
-                            bar.update(len(chunk))
-                            if have > MAX_DOWNLOAD_BYTES:
-                                raise DownloadError(f"more than {MAX_DOWNLOAD_BYTES} bytes: refused")
-                    except (OSError, http.client.HTTPException) as e:
-                        raise _Retry(f"connection cut after {have} bytes ({e.__class__.__name__}: {e})") from None
+                        except OSError as e:  # disk full, quota, ...: not the server's fault, no retry
+                            raise UserError(f"cannot write {part} ({e}); free space or set HRPOSE_HOME") from None
+                        have += len(chunk)
+                        gained += len(chunk)
+                        bar.update(len(chunk))
+                        if have > MAX_DOWNLOAD_BYTES:
+                            raise DownloadError(f"more than {MAX_DOWNLOAD_BYTES} bytes: refused")
                 if total is not None and have < total:
                     raise _Retry(f"connection cut after {have} of {total} bytes")
                 if total is not None and have > total:
@@ -397,6 +411,11 @@ def fetch_entry(entry: ZooEntry, *, progress: bool = True, mirror: str | None = 
         raise UserError(
             f"cannot create the model cache {kind_dir} ({e}); set HRPOSE_HOME to a writable folder"
         ) from None
+    if not os.access(kind_dir, os.W_OK | os.X_OK):
+        raise UserError(
+            f"the model cache {kind_dir} is not writable, so {entry.name!r} cannot be downloaded there; set "
+            f"HRPOSE_HOME to a writable folder, or {place_hint(entry)}"
+        )
     dest = kind_dir / entry.filename
     part = dest.with_name(dest.name + ".part")
     errors: list[str] = []

@@ -16,7 +16,9 @@ opt-in ``pytest -m network`` test checks them):
   names the official HRNet YAMLs use), and timm's ports of the same HRNet classification models (GitHub releases).
 
 A ``sha256`` of 64 hex digits is a full digest; shorter is the prefix published in the file name. The digit runs
-in MMPose, torchvision and timm file names are SHA-256 prefixes of the files (their publishing tools compute them).
+in MMPose file names are SHA-256 prefixes of the files (MMPose's ``tools/misc/publish_model.py`` runs ``sha256sum``
+and renames the file ``<name>-<sha[:8]>_<date>.pth``); torchvision's and timm's follow torch.hub's convention
+(``check_hash``: the name's digits start the file's SHA-256). Only the opt-in network test checks them for real.
 """
 
 from __future__ import annotations
