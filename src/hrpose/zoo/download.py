@@ -344,7 +344,7 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
             if "CERTIFICATE" in str(reason).upper():
                 raise DownloadError(f"TLS certificate problem ({reason})") from None
             if isinstance(reason, socket.gaierror):  # no DNS: no network here, or a wrong host; retrying won't help
-                raise DownloadError(f"cannot resolve the host ({reason}); no network here?") from None
+                raise DownloadError(f"cannot resolve the host ({reason}): no network here, or a wrong host") from None
         failures = 0 if gained else failures + 1
         total_tries += 1
         if failures >= ATTEMPTS or total_tries >= 10 * ATTEMPTS:
