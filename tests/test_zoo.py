@@ -487,7 +487,7 @@ def test_zip_bomb_and_corrupt_member_are_refused(server):
     e = _entry([server.base + "/bomb.zip"], sha256="", filename="bomb.zip", member="end2end.onnx")
     with pytest.raises(UserError, match="compression ratio"):
         zoo.fetch(e, progress=False)
-    assert not zoo.cache_path(e).exists()
+    assert _files(_home()) == []  # neither the member nor the refused zip is kept
 
     stored = bytearray(_zip_bytes({"end2end.onnx": ONNX_BYTES}, zipfile.ZIP_STORED))
     i = bytes(stored).index(ONNX_BYTES[:64])
@@ -496,7 +496,7 @@ def test_zip_bomb_and_corrupt_member_are_refused(server):
     e = _entry([server.base + "/crc.zip"], sha256="", filename="crc.zip", member="end2end.onnx")
     with pytest.raises(UserError, match="corrupt"):
         zoo.fetch(e, progress=False)
-    assert not zoo.cache_path(e).exists()
+    assert _files(_home()) == []
 
     server.routes["/nomember.zip"] = {"body": _zip_bytes({"model.onnx": ONNX_BYTES})}
     e = _entry([server.base + "/nomember.zip"], sha256="", filename="nomember.zip", member="end2end.onnx")
@@ -504,11 +504,19 @@ def test_zip_bomb_and_corrupt_member_are_refused(server):
         zoo.fetch(e, progress=False)
 
 
-def test_html_instead_of_a_zip_without_published_hash(server):
+def test_html_instead_of_a_zip_without_published_hash(server, monkeypatch):
     server.routes["/det.zip"] = {"body": HTML, "type": "text/html"}
     e = _entry([server.base + "/det.zip"], sha256="", filename="det.zip", member="end2end.onnx")
-    with pytest.raises(UserError, match="not a readable zip archive.*HTML page"):
+    with pytest.raises(UserError, match="not a readable zip archive.*HTML page.*was removed"):
         zoo.fetch(e, progress=False)
+    assert _files(_home()) == []
+    # a mirror answering with an HTML page: the registry URL is tried next and delivers the zip
+    server.routes["/good/det.zip"] = {"body": ZIP}
+    server.routes["/m/det.zip"] = {"body": HTML, "type": "text/html"}
+    monkeypatch.setenv("HRPOSE_MIRROR", server.base + "/m")
+    e = _entry([server.base + "/good/det.zip"], sha256="", filename="det.zip", member="end2end.onnx")
+    assert zoo.fetch(e, progress=False).read_bytes() == ONNX_BYTES
+    assert [p for p, _ in server.log[-2:]] == ["/m/det.zip", "/good/det.zip"]
 
 
 def test_offline_never_touches_the_network_and_says_where_to_place(server, monkeypatch):

@@ -186,7 +186,7 @@ def extract_member(archive: Path, entry: ZooEntry) -> Path:
         raise UserError(
             f"{archive} for model {entry.name!r} is not a readable zip archive ({e})"
             + (" - the server returned an HTML page" if html else "")
-            + f"; delete it and run `hrpose models fetch {entry.name}`"
+            + f"; run `hrpose models fetch {entry.name}`"
         ) from None
     with zf:
         infos = [
@@ -198,7 +198,7 @@ def extract_member(archive: Path, entry: ZooEntry) -> Path:
             names = ", ".join(i.filename for i in zf.infolist()[:10])
             raise UserError(
                 f"{archive} for model {entry.name!r}: expected exactly one member named {want!r}, found "
-                f"{len(infos)} (members: {names or 'none'}); delete it and run `hrpose models fetch {entry.name}`"
+                f"{len(infos)} (members: {names or 'none'}); run `hrpose models fetch {entry.name}`"
             )
         info = infos[0]
         is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
@@ -223,7 +223,7 @@ def extract_member(archive: Path, entry: ZooEntry) -> Path:
             _remove(tmp)
             raise UserError(
                 f"{archive} for model {entry.name!r}: member {info.filename!r} is corrupt ({e}); "
-                f"delete it and run `hrpose models fetch {entry.name}`"
+                f"run `hrpose models fetch {entry.name}`"
             ) from None
     os.replace(tmp, target)
     digest = sha256_file(target)
@@ -234,8 +234,13 @@ def extract_member(archive: Path, entry: ZooEntry) -> Path:
 
 
 def _extract_and_drop(archive: Path, entry: ZooEntry) -> Path:
-    member = extract_member(archive, entry)
-    _remove(archive)  # the member is what we use; the zip would only double the space
+    """Extract the member, then delete the zip (the member is what we use); a bad zip is deleted too."""
+    try:
+        member = extract_member(archive, entry)
+    except UserError as e:
+        removed = _remove(archive)
+        raise UserError(f"{e} ({archive} {'was removed' if removed else 'must be deleted'})") from None
+    _remove(archive)
     return member
 
 
@@ -439,9 +444,13 @@ def fetch_entry(entry: ZooEntry, *, progress: bool = True, mirror: str | None = 
                 if hash_matches(entry.sha256, digest):
                     os.replace(part, dest)
                     _write_stamp(dest, digest)
-                    if entry.is_archive:
+                    if not entry.is_archive:
+                        return dest
+                    try:
                         return _extract_and_drop(dest, entry)
-                    return dest
+                    except UserError as e:  # not a usable zip (an HTML page, no member, bad CRC): next URL
+                        errors.append(f"{url}: {e}")
+                        break
                 html = _looks_like_html(part)
                 _remove(part)
                 if resumed and not fresh:
