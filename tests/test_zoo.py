@@ -605,6 +605,9 @@ def test_file_mirror(tmp_path, monkeypatch):
     (tmp_path / "mirror" / e.filename).write_bytes(CKPT)
     monkeypatch.setenv("HRPOSE_MIRROR", (tmp_path / "mirror").as_uri())
     assert zoo.fetch(e, progress=False).read_bytes() == CKPT
+    e2 = _entry([_dead_url("y.pth")], filename="absent-12345678.pth")
+    with pytest.raises(UserError, match=r"file:.*absent-12345678\.pth: .*No such file"):
+        zoo.fetch(e2, progress=False)
 
 
 def test_docs_list_every_entry():

@@ -334,6 +334,7 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
                     raise DownloadError(f"received {have} bytes, more than the announced {total}")
                 return
         except urllib.error.HTTPError as e:
+            e.close()
             if e.code == 416 and have:  # our partial file is not a prefix the server knows: start over
                 part.unlink()
                 last = "HTTP 416 on resume"
@@ -350,6 +351,8 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
                 raise DownloadError(f"TLS certificate problem ({reason})") from None
             if isinstance(reason, socket.gaierror):  # no DNS: no network here, or a wrong host; retrying won't help
                 raise DownloadError(f"cannot resolve the host ({reason}): no network here, or a wrong host") from None
+            if url.startswith("file:"):  # a local mirror: a missing file will not appear by retrying
+                raise DownloadError(last) from None
         failures = 0 if gained else failures + 1
         total_tries += 1
         if failures >= ATTEMPTS or total_tries >= 10 * ATTEMPTS:
