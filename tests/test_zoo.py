@@ -487,7 +487,7 @@ def test_zip_bomb_and_corrupt_member_are_refused(server):
     e = _entry([server.base + "/bomb.zip"], sha256="", filename="bomb.zip", member="end2end.onnx")
     with pytest.raises(UserError, match="compression ratio"):
         zoo.fetch(e, progress=False)
-    assert not zoo.cache_path(e).exists()
+    assert _files(_home()) == []  # neither the member nor the refused zip is kept
 
     stored = bytearray(_zip_bytes({"end2end.onnx": ONNX_BYTES}, zipfile.ZIP_STORED))
     i = bytes(stored).index(ONNX_BYTES[:64])
@@ -496,7 +496,7 @@ def test_zip_bomb_and_corrupt_member_are_refused(server):
     e = _entry([server.base + "/crc.zip"], sha256="", filename="crc.zip", member="end2end.onnx")
     with pytest.raises(UserError, match="corrupt"):
         zoo.fetch(e, progress=False)
-    assert not zoo.cache_path(e).exists()
+    assert _files(_home()) == []
 
     server.routes["/nomember.zip"] = {"body": _zip_bytes({"model.onnx": ONNX_BYTES})}
     e = _entry([server.base + "/nomember.zip"], sha256="", filename="nomember.zip", member="end2end.onnx")
@@ -504,11 +504,19 @@ def test_zip_bomb_and_corrupt_member_are_refused(server):
         zoo.fetch(e, progress=False)
 
 
-def test_html_instead_of_a_zip_without_published_hash(server):
+def test_html_instead_of_a_zip_without_published_hash(server, monkeypatch):
     server.routes["/det.zip"] = {"body": HTML, "type": "text/html"}
     e = _entry([server.base + "/det.zip"], sha256="", filename="det.zip", member="end2end.onnx")
-    with pytest.raises(UserError, match="not a readable zip archive.*HTML page"):
+    with pytest.raises(UserError, match="not a readable zip archive.*HTML page.*was removed"):
         zoo.fetch(e, progress=False)
+    assert _files(_home()) == []
+    # a mirror answering with an HTML page: the registry URL is tried next and delivers the zip
+    server.routes["/good/det.zip"] = {"body": ZIP}
+    server.routes["/m/det.zip"] = {"body": HTML, "type": "text/html"}
+    monkeypatch.setenv("HRPOSE_MIRROR", server.base + "/m")
+    e = _entry([server.base + "/good/det.zip"], sha256="", filename="det.zip", member="end2end.onnx")
+    assert zoo.fetch(e, progress=False).read_bytes() == ONNX_BYTES
+    assert [p for p, _ in server.log[-2:]] == ["/m/det.zip", "/good/det.zip"]
 
 
 def test_offline_never_touches_the_network_and_says_where_to_place(server, monkeypatch):
@@ -591,6 +599,26 @@ def test_mirror_config_key_first_then_env_then_registry(server, monkeypatch):
     assert cfg.HRPOSE.MODEL_MIRROR == ""
 
 
+def test_file_mirror(tmp_path, monkeypatch):
+    e = _entry([_dead_url("x.pth")])
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / e.filename).write_bytes(CKPT)
+    monkeypatch.setenv("HRPOSE_MIRROR", (tmp_path / "mirror").as_uri())
+    assert zoo.fetch(e, progress=False).read_bytes() == CKPT
+    e2 = _entry([_dead_url("y.pth")], filename="absent-12345678.pth")
+    with pytest.raises(UserError, match=r"file:.*absent-12345678\.pth: .*No such file"):
+        zoo.fetch(e2, progress=False)
+
+
+def test_docs_list_every_entry():
+    text = (ROOT / "docs" / "models.md").read_text()
+    for e in REGISTRY.values():
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{e.name}`")), None)
+        assert row is not None, e.name
+        assert f"[{e.filename}]({e.urls[0]})" in row and e.licence in row, e.name
+        assert e.metric.split(" (")[0].split()[-1] in row, e.name  # the published number
+
+
 def test_proxy_from_the_environment_is_used(server, monkeypatch):
     server.routes["/good.pth"] = {"body": CKPT}
     proxied: list[str] = []
@@ -642,8 +670,10 @@ def test_models_listing(capsys):
         assert name in out
     line = next(ln for ln in out.splitlines() if ln.startswith("imagenet-resnet50 "))
     assert "yes (unverified)" in line and "BSD-3-Clause" in line
+    line = next(ln for ln in out.splitlines() if ln.startswith("yolox-m-humanart "))
+    assert " 640x640 " in line and "Apache-2.0" in line
     line = next(ln for ln in out.splitlines() if ln.startswith("hrnet-w32-coco-256x192 "))
-    assert line.rstrip().endswith("-") and "192x256" in line and "74.9" in line
+    assert line.rstrip().endswith("-") and " 256x192 " in line and "74.9" in line
     assert str(_home()) in out
 
     assert main(["models", "list", "--json", "--kind", "detector"]) == 0
@@ -705,3 +735,19 @@ def test_real_default_files(name):
         ort = pytest.importorskip("onnxruntime")
         sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
         assert list(sess.get_inputs()[0].shape)[1] == 3
+
+
+@pytest.mark.network
+def test_real_urls_answer():
+    """Every registry URL answers a one-byte Range request (nothing big is downloaded)."""
+    bad = []
+    for e in REGISTRY.values():
+        for url in e.urls:
+            req = urllib.request.Request(url, headers={"Range": "bytes=0-0", "User-Agent": dl.USER_AGENT})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    if r.status not in (200, 206):
+                        bad.append(f"{url}: HTTP {r.status}")
+            except OSError as err:
+                bad.append(f"{url}: {err}")
+    assert bad == []

@@ -39,10 +39,10 @@ def _list(args: argparse.Namespace) -> int:
             })
         print(json.dumps(rows, indent=1))
         return 0
-    table = [("NAME", "KIND", "INPUT", "METRIC", "LICENCE", "CACHED")]
+    table = [("NAME", "KIND", "INPUT (HxW)", "METRIC", "LICENCE", "CACHED")]
     for e in entries:
         state = cache_state(e)
-        size = f"{e.input_size[0]}x{e.input_size[1]}" if e.input_size else "-"
+        size = f"{e.input_size[1]}x{e.input_size[0]}" if e.input_size else "-"  # h x w, as in the names
         shown = {"verified": "yes", "present": "yes (unverified)", "zip": "zip (not extracted)"}.get(state, "-")
         table.append((e.name, e.kind, size, e.metric, e.licence, shown))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]

@@ -101,10 +101,17 @@ def _write_stamp(path: Path, digest: str) -> None:
         _stamp(path).write_text(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
 
 
-def _remove(path: Path) -> None:
-    for p in (path, _stamp(path)):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+def _remove(path: Path) -> bool:
+    """Delete a file and its stamp; False when the file could not be deleted (read-only cache)."""
+    with contextlib.suppress(OSError):
+        _stamp(path).unlink()
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def file_digest(path: Path) -> str:
@@ -121,12 +128,13 @@ def _verify_or_remove(path: Path, expected: str, entry: ZooEntry, where: str) ->
     if hash_matches(expected, digest):
         return
     html = _looks_like_html(path)
-    _remove(path)
+    removed = _remove(path)
     raise UserError(
         f"{where} {path} for model {entry.name!r} is corrupt or not the published file: expected "
         f"{describe_expected(expected)}, got sha256 {digest}"
         + (" (it is an HTML page, not a checkpoint)" if html else "")
-        + f"; it was removed. Run `hrpose models fetch {entry.name}` or place the right file from {entry.urls[0]}"
+        + ("; it was removed" if removed else "; delete it")
+        + f". Run `hrpose models fetch {entry.name}` or place the right file from {entry.urls[0]}"
     )
 
 
@@ -178,7 +186,7 @@ def extract_member(archive: Path, entry: ZooEntry) -> Path:
         raise UserError(
             f"{archive} for model {entry.name!r} is not a readable zip archive ({e})"
             + (" - the server returned an HTML page" if html else "")
-            + f"; delete it and run `hrpose models fetch {entry.name}`"
+            + f"; run `hrpose models fetch {entry.name}`"
         ) from None
     with zf:
         infos = [
@@ -190,7 +198,7 @@ def extract_member(archive: Path, entry: ZooEntry) -> Path:
             names = ", ".join(i.filename for i in zf.infolist()[:10])
             raise UserError(
                 f"{archive} for model {entry.name!r}: expected exactly one member named {want!r}, found "
-                f"{len(infos)} (members: {names or 'none'}); delete it and run `hrpose models fetch {entry.name}`"
+                f"{len(infos)} (members: {names or 'none'}); run `hrpose models fetch {entry.name}`"
             )
         info = infos[0]
         is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
@@ -215,7 +223,7 @@ def extract_member(archive: Path, entry: ZooEntry) -> Path:
             _remove(tmp)
             raise UserError(
                 f"{archive} for model {entry.name!r}: member {info.filename!r} is corrupt ({e}); "
-                f"delete it and run `hrpose models fetch {entry.name}`"
+                f"run `hrpose models fetch {entry.name}`"
             ) from None
     os.replace(tmp, target)
     digest = sha256_file(target)
@@ -226,8 +234,13 @@ def extract_member(archive: Path, entry: ZooEntry) -> Path:
 
 
 def _extract_and_drop(archive: Path, entry: ZooEntry) -> Path:
-    member = extract_member(archive, entry)
-    _remove(archive)  # the member is what we use; the zip would only double the space
+    """Extract the member, then delete the zip (the member is what we use); a bad zip is deleted too."""
+    try:
+        member = extract_member(archive, entry)
+    except UserError as e:
+        removed = _remove(archive)
+        raise UserError(f"{e} ({archive} {'was removed' if removed else 'must be deleted'})") from None
+    _remove(archive)
     return member
 
 
@@ -299,22 +312,29 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
                     desc=desc or part.name, disable=not progress, file=sys.stderr, leave=False,
                 ) as bar:
                     read = getattr(resp, "read1", resp.read)  # read1: what has arrived, kept if the link stalls
-                    try:
-                        while chunk := read(CHUNK):
+                    while True:
+                        try:
+                            chunk = read(CHUNK)
+                        except (OSError, http.client.HTTPException) as e:
+                            raise _Retry(f"connection cut after {have} bytes ({e.__class__.__name__}: {e})") from None
+                        if not chunk:
+                            break
+                        try:
                             f.write(chunk)
-                            have += len(chunk)
-                            gained += len(chunk)
-                            bar.update(len(chunk))
-                            if have > MAX_DOWNLOAD_BYTES:
-                                raise DownloadError(f"more than {MAX_DOWNLOAD_BYTES} bytes: refused")
-                    except (OSError, http.client.HTTPException) as e:
-                        raise _Retry(f"connection cut after {have} bytes ({e.__class__.__name__}: {e})") from None
+                        except OSError as e:  # disk full, quota, ...: not the server's fault, no retry
+                            raise UserError(f"cannot write {part} ({e}); free space or set HRPOSE_HOME") from None
+                        have += len(chunk)
+                        gained += len(chunk)
+                        bar.update(len(chunk))
+                        if have > MAX_DOWNLOAD_BYTES:
+                            raise DownloadError(f"more than {MAX_DOWNLOAD_BYTES} bytes: refused")
                 if total is not None and have < total:
                     raise _Retry(f"connection cut after {have} of {total} bytes")
                 if total is not None and have > total:
                     raise DownloadError(f"received {have} bytes, more than the announced {total}")
                 return
         except urllib.error.HTTPError as e:
+            e.close()
             if e.code == 416 and have:  # our partial file is not a prefix the server knows: start over
                 part.unlink()
                 last = "HTTP 416 on resume"
@@ -330,7 +350,9 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
             if "CERTIFICATE" in str(reason).upper():
                 raise DownloadError(f"TLS certificate problem ({reason})") from None
             if isinstance(reason, socket.gaierror):  # no DNS: no network here, or a wrong host; retrying won't help
-                raise DownloadError(f"cannot resolve the host ({reason}); no network here?") from None
+                raise DownloadError(f"cannot resolve the host ({reason}): no network here, or a wrong host") from None
+            if url.startswith("file:"):  # a local mirror: a missing file will not appear by retrying
+                raise DownloadError(last) from None
         failures = 0 if gained else failures + 1
         total_tries += 1
         if failures >= ATTEMPTS or total_tries >= 10 * ATTEMPTS:
@@ -397,6 +419,11 @@ def fetch_entry(entry: ZooEntry, *, progress: bool = True, mirror: str | None = 
         raise UserError(
             f"cannot create the model cache {kind_dir} ({e}); set HRPOSE_HOME to a writable folder"
         ) from None
+    if not os.access(kind_dir, os.W_OK | os.X_OK):
+        raise UserError(
+            f"the model cache {kind_dir} is not writable, so {entry.name!r} cannot be downloaded there; set "
+            f"HRPOSE_HOME to a writable folder, or {place_hint(entry)}"
+        )
     dest = kind_dir / entry.filename
     part = dest.with_name(dest.name + ".part")
     errors: list[str] = []
@@ -420,9 +447,13 @@ def fetch_entry(entry: ZooEntry, *, progress: bool = True, mirror: str | None = 
                 if hash_matches(entry.sha256, digest):
                     os.replace(part, dest)
                     _write_stamp(dest, digest)
-                    if entry.is_archive:
+                    if not entry.is_archive:
+                        return dest
+                    try:
                         return _extract_and_drop(dest, entry)
-                    return dest
+                    except UserError as e:  # not a usable zip (an HTML page, no member, bad CRC): next URL
+                        errors.append(f"{url}: {e}")
+                        break
                 html = _looks_like_html(part)
                 _remove(part)
                 if resumed and not fresh:

@@ -16,7 +16,9 @@ opt-in ``pytest -m network`` test checks them):
   names the official HRNet YAMLs use), and timm's ports of the same HRNet classification models (GitHub releases).
 
 A ``sha256`` of 64 hex digits is a full digest; shorter is the prefix published in the file name. The digit runs
-in MMPose, torchvision and timm file names are SHA-256 prefixes of the files (their publishing tools compute them).
+in MMPose file names are SHA-256 prefixes of the files (MMPose's ``tools/misc/publish_model.py`` runs ``sha256sum``
+and renames the file ``<name>-<sha[:8]>_<date>.pth``); torchvision's and timm's follow torch.hub's convention
+(``check_hash``: the name's digits start the file's SHA-256). Only the opt-in network test checks them for real.
 """
 
 from __future__ import annotations
@@ -191,9 +193,9 @@ _ENTRIES: tuple[ZooEntry, ...] = (
           "MPII val PCKh 88.9 (MMPose)", _M0 + "resnet_mpii.md"),
     # --- person detectors (ONNX, MMDeploy end2end: boxes after NMS) ---
     _detector("yolox-tiny-humanart", "yolox_tiny_8xb8-300e_humanart-6f3252f9.zip", 416,
-              "Human-Art person AP 47.7 (MMPose)"),
+              "person AP 47.7 (MMPose; trained on Human-Art + COCO)"),
     _detector("yolox-m-humanart", "yolox_m_8xb8-300e_humanart-c2c7a14a.zip", 640,
-              "Human-Art person AP 59.1 (MMPose)"),
+              "person AP 59.1 (MMPose; trained on Human-Art + COCO)"),
     # --- ImageNet initialisation ---
     _imagenet("imagenet-resnet50", _TORCHVISION + "resnet50-19c8e357.pth", "torchvision", "rgb",
               "ImageNet top-1 76.13 (torchvision)", BSD3,
