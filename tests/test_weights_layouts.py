@@ -214,3 +214,45 @@ def test_mmpose_file_with_a_wrong_head_lists_the_keys(res50, tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match=r"wrong shape.*final_layer.weight \[133, 256, 1, 1\]"):
         load_weights(build_model(load_config(RES50)), path)
+
+
+def _rename_in_pickle(src: Path, dst: Path, old: bytes, new: bytes) -> int:
+    """Rewrite a torch zip checkpoint's data.pkl with a module name changed (as NumPy 1.x pickled it)."""
+    import zipfile
+
+    n = 0
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                n = data.count(old)
+                data = data.replace(old, new)
+            zout.writestr(info, data)
+    return n
+
+
+def test_mmpose_meta_pickled_by_numpy_1_loads_and_code_stays_refused(res50, tmp_path):
+    # MMPose's 2022 checkpoints were written under NumPy 1.x: arrays rebuilt by numpy.core.multiarray._reconstruct
+    ckpt = mmpose1_checkpoint(res50.state_dict())
+    torch.save(ckpt, tmp_path / "new.pth")
+    old = tmp_path / "numpy1.pth"
+    assert _rename_in_pickle(tmp_path / "new.pth", old, b"numpy._core.multiarray", b"numpy.core.multiarray") >= 1
+    dst = build_model(load_config(RES50))
+    assert load_weights(dst, old).complete
+    assert torch.equal(heatmaps(dst), heatmaps(res50))
+    # anything else in the meta is still refused unrun: an object that calls os.system when unpickled
+    ckpt["meta"]["hook"] = _Exploit(str(tmp_path / "ran"))
+    torch.save(ckpt, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        load_weights(build_model(load_config(RES50)), tmp_path / "evil.pth")
+    assert not (tmp_path / "ran").exists()
+
+
+class _Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
