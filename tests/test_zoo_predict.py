@@ -246,3 +246,13 @@ def test_missing_imagenet_file_comes_from_the_cache(tmp_path, monkeypatch):
     model = build_model(cfg, is_train=True)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in backbone.items() if not k.startswith("fc."))
     assert not torch.equal(model.final_layer.weight, src.final_layer.weight)
+
+
+def test_weights_accepts_an_mmpose_checkpoint_and_feeds_it_rgb(world):
+    cached = world["home"] / "pose" / zoo.get_entry(zoo.DEFAULT_POSE_MODEL).filename
+    box = [[100, 40, 300, 360, 1.0]]
+    est = PoseEstimator(world["cfg"], cached, device="cpu", detector=WholeImageDetector())  # YAML says BGR
+    assert est.color_rgb  # the MMPose layout decides
+    ref = PoseEstimator(world["cfg"], world["own"], device="cpu", color_rgb=True, detector=WholeImageDetector())
+    np.testing.assert_allclose(est(world["image"], boxes=box)[0].keypoints, ref(world["image"], boxes=box)[0].keypoints,
+                               atol=1e-4)  # fmt: skip

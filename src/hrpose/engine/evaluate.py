@@ -386,7 +386,9 @@ def _load_test_weights(model: nn.Module, cfg: Any, final_output_dir: Path) -> Pa
 
     path = _test_weights_path(cfg, final_output_dir)
     get_logger().info(f"=> loading model from {path}")
-    load_weights(model, path, strict=True)
+    report = load_weights(model, path, strict=True)
+    if report.layout.startswith("mmpose") and not bool(cfg.DATASET.COLOR_RGB):
+        get_logger().warning(f"=> {path} is an MMPose checkpoint, trained on RGB input: set DATASET.COLOR_RGB True")
     return path
 
 
