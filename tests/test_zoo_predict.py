@@ -256,3 +256,20 @@ def test_weights_accepts_an_mmpose_checkpoint_and_feeds_it_rgb(world):
     ref = PoseEstimator(world["cfg"], world["own"], device="cpu", color_rgb=True, detector=WholeImageDetector())
     np.testing.assert_allclose(est(world["image"], boxes=box)[0].keypoints, ref(world["image"], boxes=box)[0].keypoints,
                                atol=1e-4)  # fmt: skip
+
+
+def test_offline_without_the_model_says_where_to_place_it(world, capsys, caplog):
+    (world["home"] / "pose" / zoo.get_entry(zoo.DEFAULT_POSE_MODEL).filename).unlink()
+    assert main(["predict", "photo.png"]) == 2
+    err = capsys.readouterr().err
+    assert "error: model 'hrnet-w32-coco-256x192' is not in the cache and HRPOSE_OFFLINE is set" in err
+    assert str(world["home"] / "pose" / "td-hm_hrnet-w32_8xb64-210e_coco-256x192-81c58e40_20220909.pth") in err
+    assert "HOG" not in caplog.text  # the pose model's error comes first
+
+
+def test_zoo_detector_offline_fallback_through_predict(world, capsys, caplog):
+    (world["home"] / "detector" / zoo.DEFAULT_DETECTOR / "end2end.onnx").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert main(["predict", "photo.png", "--out", "hog"]) == 0
+    assert "falling back to OpenCV's HOG people detector" in caplog.text
+    assert (world["home"].parent / "hog" / "photo.json").is_file()

@@ -163,6 +163,10 @@ def _build_estimator(args: argparse.Namespace) -> Any:
         model = DEFAULT_POSE_MODEL
         print(f"using the model zoo's {model} (--model NAME picks another, `hrpose models` lists them)",
               file=sys.stderr)  # fmt: skip
+    if model is not None:
+        from hrpose import zoo
+
+        zoo.fetch(zoo.get_entry(model))  # a missing pose model is the error to see first, not the detector's
     detector = _build_detector(args.detector, args.det_thr)
     common = dict(device=args.device, flip_test=not args.no_flip, backend=args.backend,
                   batch_size=args.batch_size, detector=detector)  # fmt: skip
