@@ -187,3 +187,16 @@ def test_a_pose_model_name_is_not_a_detector(home):
         build_detector(zoo.DEFAULT_POSE_MODEL)
     with pytest.raises(DetectorError, match="unknown detector.*yolox-tiny-humanart"):
         build_detector("yolo")
+
+
+def test_without_onnxruntime_the_fallback_says_so(home, caplog, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else real(n, *a))
+    entry = zoo.get_entry(zoo.DEFAULT_DETECTOR)
+    end2end_graph(home / "detector" / entry.name / "end2end.onnx")
+    with caplog.at_level(logging.WARNING, logger="hrpose.inference.detectors"):
+        det = build_detector("auto")
+    assert not isinstance(det, OnnxDetector)
+    assert "onnxruntime is not installed: pip install 'hrpose[onnx]'" in caplog.text

@@ -494,13 +494,19 @@ def zoo_detector(
         raise DetectorError(f"{entry.name!r} is a {entry.kind} model, not a person detector; detectors: "
                             + ", ".join(n for n, e in zoo.REGISTRY.items() if e.kind == "detector"))  # fmt: skip
     kwargs: dict[str, Any] = {} if score_thr is None else {"score_thr": score_thr}
+    import importlib.util
+
     try:
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise DetectorError("onnxruntime is not installed: pip install 'hrpose[onnx]'")
         path = zoo.fetch(entry, mirror=mirror)
     except UserError as e:
         if not fallback:
             raise
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         place = f", or place {entry.archive_member or entry.filename} at {zoo.cache_path(entry)}"
+        if isinstance(e, DetectorError):
+            place = " after installing onnxruntime"
         logger.warning(HOG_FALLBACK.format(name=entry.name, reason=reason.rstrip("."), place=place))
         if hog_available():
             return HOGDetector(**kwargs)
