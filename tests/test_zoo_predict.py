@@ -273,3 +273,11 @@ def test_zoo_detector_offline_fallback_through_predict(world, capsys, caplog):
         assert main(["predict", "photo.png", "--out", "hog"]) == 0
     assert "falling back to OpenCV's HOG people detector" in caplog.text
     assert (world["home"].parent / "hog" / "photo.json").is_file()
+
+
+def test_estimator_default_detector_is_the_zoo_one_fetched_on_first_need(world):
+    est = PoseEstimator(world["cfg"], world["own"], device="cpu")
+    assert est.detector is None  # nothing fetched while only given boxes
+    assert len(est(world["image"], boxes=[[100, 40, 300, 360]])) == 1 and est.detector is None
+    assert len(est(world["image"])) == 3
+    assert isinstance(est.detector, OnnxDetector)

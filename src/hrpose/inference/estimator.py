@@ -1,7 +1,7 @@
 """`PoseEstimator`: people's keypoints in an image, top-down (person boxes -> crops -> heatmaps -> keypoints).
 
     est = PoseEstimator("experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml", "pose_hrnet_w32.pth")
-    poses = est("photo.jpg")                      # boxes from the default detector (HOG)
+    poses = est("photo.jpg")                      # boxes from the default detector (the zoo's YOLOX)
     poses = est(frame_bgr, boxes=[[x, y, w, h]])  # your own boxes
 
 Images are file paths or numpy arrays. **Arrays are BGR** (OpenCV's order, what `cv2.imread` and
@@ -35,7 +35,7 @@ from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
 from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
 from hrpose.errors import UserError
 from hrpose.geometry import box_to_center_scale, warp_crop
-from hrpose.inference.detectors import Detector, clip_boxes, default_detector
+from hrpose.inference.detectors import Detector, clip_boxes, zoo_detector
 from hrpose.inference.images import ImageReadError, load_image, to_bgr8
 from hrpose.keypoints import BUILTIN, DatasetMeta, flip_pairs_from_names
 
@@ -224,8 +224,9 @@ class PoseEstimator:
     backend: "torch" (BatchNorm folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16",
     "onnxruntime" (an exported .onnx file as `weights`) or any `Backend` callable (see `_torch_backend`);
     batch_size: crops per forward pass;
-    detector: person detector used when no boxes are given (default: HOG when OpenCV has it, else
-    the whole image; see `default_detector`);
+    detector: person detector used when no boxes are given (default: the model zoo's YOLOX Human-Art
+    ONNX detector, fetched into $HRPOSE_HOME when an image first needs boxes; HOG, with a warning, when it
+    cannot be had; see `zoo_detector`);
     meta: the keypoint layout, default the one stored in the checkpoint, else from the config
     (`meta_from_config`); color_rgb: the model's input channel order, default the checkpoint's
     (stored metadata; MMPose checkpoints are RGB), else DATASET.COLOR_RGB.
@@ -285,7 +286,8 @@ class PoseEstimator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        self.detector: Detector = detector if detector is not None else default_detector()
+        # None: the model zoo's person detector, fetched when an image first needs boxes (see `detect`)
+        self.detector: Detector | None = detector
         self.warn_no_person = True
         self.model: nn.Module | None = None
 
@@ -397,6 +399,8 @@ class PoseEstimator:
 
     def detect(self, image_bgr: np.ndarray, key: Any = None) -> np.ndarray:
         """Person boxes (N, 5) from the detector; `key` names the image for file-based detectors."""
+        if self.detector is None:
+            self.detector = zoo_detector()  # HOG with a warning when it cannot be had
         if getattr(self.detector, "needs_key", False):
             return self.detector(image_bgr, key=key)  # type: ignore[call-arg]
         return self.detector(image_bgr)
