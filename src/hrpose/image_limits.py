@@ -3,7 +3,7 @@
 A ~1 MB PNG may declare 30000 x 30000 pixels; decoding it allocates gigabytes (and warping crops out of
 such an array crashed OpenCV). `header_size(data)` reads the width and height a file declares from its
 first bytes, for every format OpenCV decodes (PNG, JPEG, WebP, BMP/DIB, TIFF/BigTIFF, PNM/PAM/PFM, Sun
-raster, Radiance HDR, JPEG 2000, OpenEXR, GIF), and `check_image_bytes` refuses files over the pixel
+raster, Radiance HDR, JPEG 2000, OpenEXR, GIF, AVIF), and `check_image_bytes` refuses files over the pixel
 limit. The limit is `max_image_pixels()`: the environment variable `HRPOSE_MAX_IMAGE_PIXELS` when set,
 else `DEFAULT_MAX_IMAGE_PIXELS` (100 million pixels, e.g. 12000 x 8000; OpenCV's own limit is 2^30).
 
@@ -208,6 +208,18 @@ def _exr(data: bytes) -> tuple[int, int]:
     return x1 - x0 + 1, y1 - y0 + 1
 
 
+def _avif(data: bytes) -> tuple[int, int]:
+    # ISO-BMFF: the largest 'ispe' (image spatial extents) property of the meta box
+    sizes, at = [], data.find(b"ispe", 0, 1 << 20)
+    while at >= 0:
+        w, h = _u(">II", data, at + 8)
+        sizes.append((w, h))
+        at = data.find(b"ispe", at + 4, 1 << 20)
+    if not sizes:
+        raise _Short
+    return max(sizes, key=lambda wh: wh[0] * wh[1])
+
+
 def _gif(data: bytes) -> tuple[int, int]:
     w, h = _u("<HH", data, 6)
     return w, h
@@ -232,10 +244,19 @@ _FORMATS: tuple[tuple[str, tuple[bytes, ...], object], ...] = (
 )
 
 
+_AVIF_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")
+
+
+def _is_avif(data: bytes) -> bool:
+    return data[4:8] == b"ftyp" and data[8:12] in _AVIF_BRANDS
+
+
 def image_format(data: bytes) -> str | None:
     """The format a file's first bytes announce (None for one hrpose does not know)."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
+    if _is_avif(data):
+        return "AVIF"
     for name, magics, _ in _FORMATS:
         if data.startswith(magics):
             return name
@@ -247,6 +268,8 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     is cut short (then `data` may simply be too short a prefix: pass more bytes)."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         parser: object = _webp
+    elif _is_avif(data):
+        parser = _avif
     else:
         parser = next((p for _, magics, p in _FORMATS if data.startswith(magics)), None)
     if parser is None:

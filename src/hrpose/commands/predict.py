@@ -203,8 +203,10 @@ def run(args: argparse.Namespace) -> int:
         print("error: nothing to process", file=sys.stderr)
         return 1
     try:
+        from hrpose.image_limits import max_image_pixels
         from hrpose.inference.estimator import PoseEstimator
 
+        max_image_pixels(args.max_image_pixels)  # a bad HRPOSE_MAX_IMAGE_PIXELS / option: one error, exit 2
         detector = _build_detector(args.detector, args.det_thr)
         estimator = PoseEstimator(
             args.cfg, args.weights, device=args.device, flip_test=not args.no_flip, backend=args.backend,
@@ -215,9 +217,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     estimator.warn_no_person = False
     if args.max_image_pixels is not None:
-        if args.max_image_pixels < 1:
-            print(f"error: --max-image-pixels must be >= 1, got {args.max_image_pixels}", file=sys.stderr)
-            return 2
         estimator.max_image_pixels = args.max_image_pixels
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
