@@ -230,6 +230,18 @@ def test_one_megabyte_png_declaring_30000_squared_is_refused_before_decoding(tmp
         load_image(path)
 
 
+@pytest.mark.parametrize("reader", ["inference", "data"])
+def test_over_opencvs_own_limit_is_an_image_error_not_a_crash(tmp_path, monkeypatch, reader):
+    """With our limit raised above OpenCV's (2^30 pixels), OpenCV's refusal (a cv2.error) is reported
+    as the image's error, so a folder run or a dataset goes on."""
+    monkeypatch.setenv("HRPOSE_MAX_IMAGE_PIXELS", str(4 * 10**9))
+    path = tmp_path / "over_opencv.png"
+    path.write_bytes(huge_png(40000, 40000, inflated=2**20))
+    error = ImageReadError if reader == "inference" else DataImageReadError
+    with pytest.raises(error, match=r"over_opencv\.png.*OpenCV cannot decode.*CV_IO_MAX_IMAGE_PIXELS"):
+        (load_image if reader == "inference" else read_image)(path)
+
+
 def test_pixel_limit_env_and_option(tmp_path, monkeypatch, tiny_files, capsys):
     h, w = cv2.imread(str(GOOD)).shape[:2]
     monkeypatch.setenv("HRPOSE_MAX_IMAGE_PIXELS", str(w * h - 1))
@@ -758,6 +770,7 @@ def test_capped_100k_boxes_for_one_image_run_in_bounded_memory(tiny_files):
     """, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "people 100000" in r.stdout
+    print(r.stdout)  # the peak RSS, for docs/robustness.md
 
 
 def test_crops_are_streamed_in_batches(tiny_files, monkeypatch):
