@@ -349,7 +349,8 @@ class PoseEstimator:
         boxes = self.detector(image_bgr)
         dropped = int(getattr(self.detector, "last_non_finite", 0) or 0)
         if dropped:
-            logger.warning("%s: the detector gave %d boxes with NaN/infinite values: dropped", key or "image", dropped)
+            name = "image" if key is None else key
+            logger.warning("%s: the detector gave %d boxes with NaN/infinite values: dropped", name, dropped)
         return boxes
 
     def prepare_boxes(self, boxes: Any, width: int, height: int, name: str = "image") -> np.ndarray:
