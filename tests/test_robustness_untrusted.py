@@ -103,7 +103,8 @@ def test_refusal_message_says_why_and_how_to_convert(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_state_dict_file(path)
     msg = str(info.value)
-    assert "pickled Python objects or code" in msg and "weights_only=True" in msg and "If you trust the file" in msg
+    assert "pickled Python objects or code" in msg and "weights_only=True" in msg and "could run that code" in msg
+    assert "weights_only=False" not in msg and ".safetensors" in msg  # never advises unsafe loading
     assert "posix.system" in msg or "os.system" in msg  # the offending global is named
     assert not marker.exists()
 

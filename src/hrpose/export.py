@@ -4,7 +4,9 @@ The exported graph takes `input: (N, 3, H, W)` float32 (normalised crops, as the
 them) and returns `heatmaps: (N, K, H/4, W/4)`. After writing the file, `export_onnx` runs the same seeded
 batch through PyTorch and ONNX Runtime and refuses the export (deleting nothing already there: it writes
 to a temp file first) unless the heatmaps agree within `rtol` of their scale and the decoded keypoints
-are equal.
+are equal. A model with a NaN/inf parameter or buffer, or whose heatmaps are not finite, is refused
+(`ExportError`, naming the tensor) before anything is written: NaN compares false with any tolerance,
+so the check alone would pass it.
 """
 
 from __future__ import annotations
@@ -81,8 +83,14 @@ def export_onnx(
     import onnxruntime as ort
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().to("cpu")
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            raise ExportError(
+                f"{path}: the model's {name} holds NaN/inf values; nothing was exported. The weights are broken "
+                "(e.g. a diverged training run): export an earlier checkpoint"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
     w, h = int(input_size_wh[0]), int(input_size_wh[1])
     g = torch.Generator().manual_seed(seed)
     batch = 2 if dynamic_batch else 1
@@ -99,6 +107,13 @@ def export_onnx(
         onnx.checker.check_model(str(tmp))
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = sess.run(None, {"input": check_input.numpy()})[0]
+        if not np.isfinite(ref).all():
+            raise ExportError(
+                f"{path}: the PyTorch model's heatmaps hold NaN/inf for a random input; nothing was exported "
+                "(check the weights with `hrpose test`)"
+            )
+        if not np.isfinite(got).all():
+            raise ExportError(f"{path}: ONNX Runtime's heatmaps hold NaN/inf; nothing was exported")
         if got.shape != ref.shape:
             raise ExportError(f"{path}: ONNX output shape {got.shape} != PyTorch {ref.shape}")
         err = float(np.abs(got - ref).max())

@@ -8,6 +8,13 @@ JSON line per frame (with --detector file:..., a video's detections are looked u
 index, 0-based). Images are read upright by their EXIF orientation (keypoints refer to the upright
 image). Unreadable files are reported by name and skipped; the exit code is 1 when nothing could be
 processed, 2 for a bad config/weights/detector, else 0.
+
+Every file is written atomically (a temporary file, then a rename), JSON strictly (no NaN tokens: a person
+whose keypoints are not finite is an error for that image, which is skipped). Images over the pixel limit
+(`--max-image-pixels`, env HRPOSE_MAX_IMAGE_PIXELS, default 100 million) are skipped by their header.
+Ctrl-C stops the run: `results.json` is written for the images done, each video keeps the frames done,
+and the exit code is 130. Folders and globs skip the drawings hrpose wrote (`*_pose.jpg`, `*_pose.mp4`
+inside the output folder), so the default `--out` inside an input folder is not read back in.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import argparse
 import glob
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass")
     parser.add_argument("--max-frames", type=int, default=0, help="stop each video/webcam after N frames (0 = all)")
     parser.add_argument("--no-draw", action="store_true", help="write JSON only, no drawings/videos")
+    parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                        help="skip images whose header declares more than N pixels (default: "
+                             "$HRPOSE_MAX_IMAGE_PIXELS or 100000000)")  # fmt: skip
 
 
 @dataclass
@@ -75,28 +87,71 @@ class _Summary:
     seconds: float = 0.0
     bad: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    kept: list[str] = field(default_factory=list)
 
 
-def expand_inputs(specs: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """INPUT arguments -> ([(kind 'image'|'video'|'webcam', path)], [error messages])."""
+#: the files hrpose predict draws; folder/glob expansion skips them inside the output folder
+OWN_OUTPUT_SUFFIXES = ("_pose.jpg", "_pose.mp4")
+
+
+def _is_own_output(path: str | Path, out_dir: Path | None) -> bool:
+    if out_dir is None or not str(path).endswith(OWN_OUTPUT_SUFFIXES):
+        return False
+    try:
+        return Path(path).resolve().is_relative_to(out_dir.resolve())
+    except OSError:
+        return False
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and os.replace: never half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def strict_json(obj: Any) -> str:
+    """JSON without NaN/Infinity tokens (which strict parsers reject): a non-finite value raises ValueError."""
+    return json.dumps(obj, allow_nan=False)
+
+
+def expand_inputs(specs: list[str], out_dir: str | Path | None = None) -> tuple[list[tuple[str, str]], list[str]]:
+    """INPUT arguments -> ([(kind 'image'|'video'|'webcam', path)], [error messages]).
+
+    Folders and globs skip the drawings hrpose wrote into `out_dir` (`*_pose.jpg`, `*_pose.mp4`), so a
+    second run does not process its own output; a file named explicitly is always taken."""
     from hrpose.inference.images import is_image_path
     from hrpose.inference.video import is_video_path, is_webcam
 
     items: list[tuple[str, str]] = []
     errors: list[str] = []
+    out = Path(out_dir) if out_dir is not None else None
     for spec in specs:
         p = Path(spec)
         if is_webcam(spec) and not p.exists():
             items.append(("webcam", spec))
         elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and (is_image_path(f) or is_video_path(f)))
+            own = [f for f in found if _is_own_output(f, out)]
+            if own:
+                logger.info("%s: skipping %d drawings hrpose wrote into %s", p, len(own), out)
+                found = [f for f in found if f not in set(own)]
             if not found:
                 errors.append(f"{p}: the folder has no image or video files")
             items.extend(("video" if is_video_path(f) else "image", str(f)) for f in found)
         elif p.is_file():
             items.append(("video" if is_video_path(p) else "image", str(p)))
         elif any(c in spec for c in "*?["):
-            matches = sorted(m for m in glob.glob(spec, recursive=True) if Path(m).is_file())
+            matches = sorted(
+                m for m in glob.glob(spec, recursive=True) if Path(m).is_file() and not _is_own_output(m, out)
+            )
             if not matches:
                 errors.append(f"{spec}: the pattern matches no file")
             items.extend(("video" if is_video_path(m) else "image", m) for m in matches)
@@ -179,18 +234,23 @@ def run(args: argparse.Namespace) -> int:
     from hrpose.errors import UserError
     from hrpose.inference.detectors import DetectorError
 
-    items, errors = expand_inputs(list(args.inputs))
+    items, errors = expand_inputs(list(args.inputs), out_dir=args.out)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if not items:
         print("error: nothing to process", file=sys.stderr)
         return 1
     try:
+        from hrpose.image_limits import max_image_pixels
+
+        max_image_pixels(args.max_image_pixels)  # a bad HRPOSE_MAX_IMAGE_PIXELS / option: one error, exit 2
         estimator = _build_estimator(args)
     except (UserError, DetectorError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     estimator.warn_no_person = False
+    if args.max_image_pixels is not None:
+        estimator.max_image_pixels = args.max_image_pixels
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = _Summary(bad=[f"{e}" for e in errors])
@@ -201,6 +261,8 @@ def run(args: argparse.Namespace) -> int:
     if images:
         _predict_images(estimator, images, out_dir, namer, args, summary)
     for kind, path in streams:
+        if summary.interrupted:
+            break
         _predict_stream(estimator, kind, path, out_dir, namer, args, summary)
     summary.seconds = time.perf_counter() - t0
 
@@ -214,12 +276,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {b}", file=sys.stderr)
     print(f"{summary.images} images, {summary.frames} frames, {summary.people} people found, "
           f"{rate:.2f} frames/s; results in {out_dir}")  # fmt: skip
+    if summary.interrupted:
+        kept = ", ".join(summary.kept) if summary.kept else "nothing"
+        print(f"interrupted: kept {kept}; run again on the inputs not yet done to finish", file=sys.stderr)
+        return 130
     return 0 if done > 0 else 1
 
 
 def _predict_images(estimator: Any, paths: list[str], out_dir: Path, namer: _Namer, args: Any, s: _Summary) -> None:
     import cv2
 
+    from hrpose.errors import UserError
     from hrpose.inference.detectors import DetectorError
     from hrpose.inference.drawing import draw_poses
     from hrpose.inference.images import ImageReadError, load_image
@@ -228,28 +295,36 @@ def _predict_images(estimator: Any, paths: list[str], out_dir: Path, namer: _Nam
     all_results: list[dict[str, Any]] = []
     if args.track or args.smooth:
         tqdm.write("note: --track/--smooth apply to videos only; images are predicted independently")
-    for path in tqdm(paths, desc="images", unit="img", disable=len(paths) < 2 or None):
-        try:
-            image = load_image(path)
-            poses = estimator(image, key=path)
-        except (ImageReadError, DetectorError, ValueError) as e:
-            tqdm.write(f"error: {e}")
-            s.bad.append(str(e))
-            continue
-        stem = namer(path)
-        results = _results(poses, path, names)
-        (out_dir / f"{stem}.json").write_text(json.dumps(results))
-        all_results.extend(results)
-        if not args.no_draw:
-            drawn = draw_poses(image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr)
-            cv2.imwrite(str(out_dir / f"{stem}_pose.jpg"), drawn)
-        if not poses:
-            tqdm.write(f"{path}: no person found")
-            s.empty.append(path)
-        s.images += 1
-        s.people += len(poses)
+    try:
+        for path in tqdm(paths, desc="images", unit="img", disable=len(paths) < 2 or None):
+            try:
+                image = load_image(path, max_pixels=getattr(estimator, "max_image_pixels", None))
+                poses = estimator(image, key=path)
+                results = _results(poses, path, names)
+                text = strict_json(results)  # ValueError for a non-finite value: the image is reported
+            except (UserError, ImageReadError, DetectorError, ValueError) as e:
+                tqdm.write(f"error: {e}")
+                s.bad.append(str(e))
+                continue
+            stem = namer(path)
+            write_atomic(out_dir / f"{stem}.json", text)
+            all_results.extend(results)
+            if not args.no_draw:
+                drawn = draw_poses(image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr)
+                ok, jpg = cv2.imencode(".jpg", drawn)
+                if ok:
+                    write_atomic(out_dir / f"{stem}_pose.jpg", jpg.tobytes())
+            if not poses:
+                tqdm.write(f"{path}: no person found")
+                s.empty.append(path)
+            s.images += 1
+            s.people += len(poses)
+    except KeyboardInterrupt:
+        s.interrupted = True
+        tqdm.write(f"interrupted after {s.images} of {len(paths)} images")
     if s.images:
-        (out_dir / "results.json").write_text(json.dumps(all_results))
+        write_atomic(out_dir / "results.json", strict_json(all_results))
+        s.kept.append(f"{out_dir / 'results.json'} ({s.images} of {len(paths)} images)")
 
 
 def _predict_stream(
@@ -276,8 +351,11 @@ def _predict_stream(
     total = reader.frame_count or None
     if args.max_frames and total:
         total = min(total, args.max_frames)
+    # written under temporary names and renamed when the stream ends (also on Ctrl-C and on errors)
+    jsonl_path, video_path = out_dir / f"{stem}.jsonl", out_dir / f"{stem}_pose.mp4"
+    jsonl_tmp, video_tmp = out_dir / f".{stem}.jsonl.partial", out_dir / f".{stem}_pose.partial.mp4"
     try:
-        with reader, (out_dir / f"{stem}.jsonl").open("w") as jsonl:
+        with reader, jsonl_tmp.open("w") as jsonl:
             for i, frame in enumerate(tqdm(reader, desc=Path(path).name, unit="frame", total=total)):
                 if args.max_frames and i >= args.max_frames:
                     break
@@ -287,17 +365,18 @@ def _predict_stream(
                     poses = tracker.update(poses)
                 line = {"frame": i, "time": round(i / reader.fps, 4), "source": path,
                         "people": [p.to_coco(i) for p in poses]}  # fmt: skip
-                jsonl.write(json.dumps(line) + "\n")
+                jsonl.write(strict_json(line) + "\n")
                 if not args.no_draw:
                     if writer is None:
                         size = (frame.shape[1], frame.shape[0])
-                        writer = VideoWriter(out_dir / f"{stem}_pose.mp4", reader.fps, size)
+                        writer = VideoWriter(video_tmp, reader.fps, size)
                     writer.write(draw_poses(frame, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr))
                 if not poses:
                     s.empty.append(f"{path}#{i}")
                 s.frames += 1
                 s.people += len(poses)
     except KeyboardInterrupt:
+        s.interrupted = True
         tqdm.write(f"{reader.name}: stopped after {s.frames - frames_before} frames")
     except (VideoError, DetectorError, ValueError) as e:
         tqdm.write(f"error: {reader.name}: {e}")
@@ -305,5 +384,10 @@ def _predict_stream(
     finally:
         if writer is not None:
             writer.close()
+            os.replace(video_tmp, video_path)
+        if jsonl_tmp.exists():
+            os.replace(jsonl_tmp, jsonl_path)
+    if s.frames > frames_before:
+        s.kept.append(f"{jsonl_path} ({s.frames - frames_before} frames)")
     if s.frames == frames_before:
         s.bad.append(f"{reader.name}: no frame could be read")

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from hrpose.errors import UserError
+from hrpose.image_limits import ImageTooLargeError, check_image_bytes, max_image_pixels
 
 # The official loader reads with IMREAD_IGNORE_ORIENTATION: annotations refer to the stored pixel grid,
 # not to the EXIF-rotated view, so rotating here would misplace every keypoint.
@@ -31,12 +32,22 @@ def read_image(path: str | os.PathLike[str], color_rgb: bool = False) -> np.ndar
     symlinks, unreadable files and anything that is not a regular file (directories, FIFOs, devices).
     The file is read into memory first so that a truncated JPEG (which cv2 decodes partially, with only a
     warning on stderr) is caught: its last start-of-scan marker is never followed by an end-of-image marker.
+    An image whose header declares more pixels than `hrpose.image_limits.max_image_pixels()` (env
+    HRPOSE_MAX_IMAGE_PIXELS, default 100 million) is refused before decoding, and a file too large to hold
+    an image within that limit is not read at all.
     """
     p = Path(path)
     try:
         # A FIFO or device in place of an image would block or never end: only regular files are read.
         if p.exists() and not p.is_file():
             raise ImageReadError(p, "not a regular file (a directory, FIFO or device)")
+        size = p.stat().st_size
+        cap = max_image_pixels()
+        if size > 8 * cap + 64 * 2**20:
+            raise ImageReadError(
+                p, f"the file is {size / 2**20:.0f} MiB, larger than any image within the pixel limit "
+                f"({cap / 1e6:g} million pixels, HRPOSE_MAX_IMAGE_PIXELS) can be; not read"
+            )
         data = p.read_bytes()
     except ImageReadError:
         raise
@@ -49,7 +60,15 @@ def read_image(path: str | os.PathLike[str], color_rgb: bool = False) -> np.ndar
         raise ImageReadError(p, "zero-byte file")
     if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise ImageReadError(p, "truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), READ_FLAGS)
+    try:
+        check_image_bytes(data)
+    except ImageTooLargeError as e:
+        raise ImageReadError(p, str(e)) from None
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), READ_FLAGS)
+    except cv2.error as e:  # OpenCV's own size limits and decoder failures
+        lines = str(e).strip().splitlines()
+        raise ImageReadError(p, f"OpenCV cannot decode it ({lines[-1] if lines else type(e).__name__})") from None
     if image is None or image.size == 0:
         raise ImageReadError(p, "not a decodable image")
     if color_rgb:

@@ -221,21 +221,32 @@ class DetectionFileDetector:
                 f"{type(entries).__name__}"
             )
         table: dict[str, list[list[float]]] = defaultdict(list)
+        non_finite = 0
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict) or "bbox" not in entry:
                 raise DetectorError(f"detection file {self.path}: entry {i} has no 'bbox': {str(entry)[:120]}")
             if int(entry.get("category_id", 1)) != category:
                 continue
             score = float(entry.get("score", 1.0))
-            if score < score_thr:
-                continue
             bbox = [float(v) for v in entry["bbox"]]
             if len(bbox) != 4:
                 raise DetectorError(f"detection file {self.path}: entry {i} bbox must be [x, y, w, h], got {bbox}")
+            if not np.isfinite([*bbox, score]).all():  # clipping would turn it into a fake box: drop it
+                non_finite += 1
+                if non_finite <= 5:
+                    logger.warning(
+                        "detection file %s: entry %d (image %s) has a NaN/infinite bbox or score %s: skipped",
+                        self.path, i, entry.get("image_id", entry.get("file_name")), [*bbox, score],
+                    )  # fmt: skip
+                continue
+            if score < score_thr:
+                continue
             ident = entry.get("file_name", entry.get("image_name", entry.get("image_id")))
             if ident is None:
                 raise DetectorError(f"detection file {self.path}: entry {i} has no 'image_id' or 'file_name'")
             table[self._norm(ident)].append([*bbox, score])
+        if non_finite > 5:
+            logger.warning("detection file %s: %d entries with NaN/infinite values skipped", self.path, non_finite)
         self._table = {k: np.asarray(v, dtype=np.float32) for k, v in table.items()}
 
     @staticmethod
@@ -447,6 +458,10 @@ class OnnxDetector:
         blob, r, (px, py) = self.letterbox(image_bgr)
         outputs = self.session.run(None, {self.input_name: blob})
         boxes, scores = self.parse_outputs(outputs)
+        finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+        # NaN/inf rows are dropped, never clipped into a fake box; PoseEstimator names the image in a warning
+        self.last_non_finite = int((~finite).sum())
+        boxes, scores = boxes[finite], scores[finite]
         ok = scores >= self.score_thr
         boxes, scores = boxes[ok], scores[ok]
         if len(boxes) == 0:

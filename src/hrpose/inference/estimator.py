@@ -36,7 +36,7 @@ from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
 from hrpose.errors import UserError
 from hrpose.geometry import box_to_center_scale, warp_crop
 from hrpose.inference.detectors import Detector, clip_boxes, zoo_detector
-from hrpose.inference.images import ImageReadError, load_image, to_bgr8
+from hrpose.inference.images import ImageReadError, check_pixels, load_image, to_bgr8
 from hrpose.keypoints import BUILTIN, DatasetMeta, flip_pairs_from_names
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,13 @@ IMAGENET_MEAN = np.array(_IMAGENET_MEAN, dtype=np.float32)
 IMAGENET_STD = np.array(_IMAGENET_STD, dtype=np.float32)
 
 ImageLike = str | os.PathLike[str] | np.ndarray
+
+#: per-box warnings logged for one image before the rest are only counted
+_MAX_BOX_WARNINGS = 5
+
+
+class NonFiniteOutputError(UserError, ValueError):
+    """The model gave NaN/inf keypoints or scores for a person (the message names the image and person)."""
 
 
 @dataclass
@@ -289,6 +296,7 @@ class PoseEstimator:
         # None: the model zoo's person detector, fetched when an image first needs boxes (see `detect`)
         self.detector: Detector | None = detector
         self.warn_no_person = True
+        self.max_image_pixels: int | None = None  # None: hrpose.image_limits.max_image_pixels()
         self.model: nn.Module | None = None
 
         if not isinstance(backend, str):
@@ -392,8 +400,10 @@ class PoseEstimator:
     def read(self, image: ImageLike, *, rgb: bool = False) -> np.ndarray:
         """A path (read upright by EXIF) or an array (BGR unless `rgb`) -> (H, W, 3) uint8 BGR."""
         if isinstance(image, (str, os.PathLike)):
-            return load_image(image)
+            return load_image(image, max_pixels=self.max_image_pixels)
         if isinstance(image, np.ndarray):
+            if image.ndim >= 2:  # a huge array would only fail later, inside the crop warp
+                check_pixels(image.shape[1], image.shape[0], name="the image array", max_pixels=self.max_image_pixels)
             return to_bgr8(image, rgb=rgb)
         raise ImageReadError(f"expected an image path or a numpy array, got {type(image).__name__}")
 
@@ -403,7 +413,12 @@ class PoseEstimator:
             self.detector = zoo_detector()  # HOG with a warning when it cannot be had
         if getattr(self.detector, "needs_key", False):
             return self.detector(image_bgr, key=key)  # type: ignore[call-arg]
-        return self.detector(image_bgr)
+        boxes = self.detector(image_bgr)
+        dropped = int(getattr(self.detector, "last_non_finite", 0) or 0)
+        if dropped:
+            name = "image" if key is None else key
+            logger.warning("%s: the detector gave %d boxes with NaN/infinite values: dropped", name, dropped)
+        return boxes
 
     def prepare_boxes(self, boxes: Any, width: int, height: int, name: str = "image") -> np.ndarray:
         """(N, 4) or (N, 5) xywh[+score] -> (M, 5) clipped to the image; zero-area boxes dropped with a message."""
@@ -419,10 +434,22 @@ class PoseEstimator:
         finite = np.asarray(np.isfinite(arr).all(axis=1), dtype=bool)
         clipped = clip_boxes(np.where(finite[:, None], arr, 0), width, height)
         ok = finite & (clipped[:, 2] > 0) & (clipped[:, 3] > 0)
-        for i in np.flatnonzero(~ok):
+        bad = np.flatnonzero(~ok)
+        for i in bad[:_MAX_BOX_WARNINGS]:
+            if not finite[i]:
+                logger.warning(
+                    "%s: box %d %s has a NaN or infinite value (x, y, w, h, score): skipped",
+                    name, i, arr[i].tolist(),
+                )  # fmt: skip
+            else:
+                logger.warning(
+                    "%s: box %d %s lies outside the %dx%d image or has zero area: skipped",
+                    name, i, np.round(arr[i, :4], 1).tolist(), width, height,
+                )  # fmt: skip
+        if len(bad) > _MAX_BOX_WARNINGS:
             logger.warning(
-                "%s: box %d %s lies outside the %dx%d image or has zero area: skipped",
-                name, i, np.round(arr[i, :4], 1).tolist(), width, height,
+                "%s: %d more boxes skipped (%d non-finite in all, %d outside the image or of zero area)",
+                name, len(bad) - _MAX_BOX_WARNINGS, int((~finite).sum()), int((finite & ~ok).sum()),
             )  # fmt: skip
         return clipped[ok]
 
@@ -477,15 +504,29 @@ class PoseEstimator:
             if self.warn_no_person:
                 logger.warning("%s: no person found", name)
             return []
-        inputs, centers, scales = self.crops(img, prepared)
-        hm = self.heatmaps(inputs)
-        preds, maxvals = self.codec.decode(hm, centers, scales, post_process=self.post_process)
-        scores = self.rescore(maxvals, prepared[:, 4])
-        kpts = np.concatenate([preds, maxvals], axis=2).astype(np.float32)
-        return [
-            PersonPose(kpts[i], prepared[i, :4].copy(), float(scores[i]), float(prepared[i, 4]))
-            for i in range(len(prepared))
-        ]
+        # Crops are made, run and decoded batch_size at a time: memory stays bounded whatever the box count.
+        poses: list[PersonPose] = []
+        for start in range(0, len(prepared), self.batch_size):
+            chunk = prepared[start : start + self.batch_size]
+            inputs, centers, scales = self.crops(img, chunk)
+            hm = self.heatmaps(inputs)
+            del inputs
+            preds, maxvals = self.codec.decode(hm, centers, scales, post_process=self.post_process)
+            scores = self.rescore(maxvals, chunk[:, 4])
+            kpts = np.concatenate([preds, maxvals], axis=2).astype(np.float32)
+            bad = ~(np.isfinite(kpts).reshape(len(chunk), -1).all(axis=1) & np.isfinite(scores))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise NonFiniteOutputError(
+                    f"{name}: the model gave NaN/inf keypoints or scores for person {start + i} (box "
+                    f"{np.round(chunk[i, :4], 1).tolist()}; {int(bad.sum())} of the {len(chunk)} people in this "
+                    "batch); the weights or the backend are broken (check them with `hrpose test`)"
+                )
+            poses.extend(
+                PersonPose(kpts[i], chunk[i, :4].copy(), float(scores[i]), float(chunk[i, 4]))
+                for i in range(len(chunk))
+            )
+        return poses
 
     def predict_many(self, images: Sequence[ImageLike], **kwargs: Any) -> list[list[PersonPose]]:
         return [self(im, **kwargs) for im in images]

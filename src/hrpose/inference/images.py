@@ -13,6 +13,10 @@ pixels instead.
 Normalisation (`to_bgr8`): grayscale -> 3 equal channels; 16-bit -> 8-bit by the top byte (x / 257);
 float -> 8-bit assuming [0, 1] when the maximum is <= 1, else [0, 255]; RGBA/BGRA -> composited over
 black by its alpha.
+
+Size limit: a file whose header declares more than `hrpose.image_limits.max_image_pixels()` pixels
+(100 million by default; env `HRPOSE_MAX_IMAGE_PIXELS`, or `max_pixels=`) is refused with an
+`ImageReadError` before any pixel is decoded, and so is an array over the limit given to `to_bgr8`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import cv2
 import numpy as np
 
 from hrpose.errors import UserError
+from hrpose.image_limits import ImageTooLargeError, check_image_bytes, max_image_pixels
 
 #: Suffixes `hrpose predict` treats as images when it walks a folder (OpenCV can decode all of them).
 IMAGE_SUFFIXES = frozenset(
@@ -156,13 +161,37 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
 # files
 
 
-def decode_image(data: bytes, *, name: str = "image", exif: bool = True) -> np.ndarray:
-    """Encoded bytes -> (H, W, 3) uint8 BGR, upright by EXIF unless `exif=False`. Raises ImageReadError."""
+def check_pixels(width: int, height: int, *, name: str = "image", max_pixels: int | None = None) -> None:
+    """Raise ImageReadError when width x height is over the pixel limit (see the module docstring)."""
+    cap = max_image_pixels(max_pixels)
+    if int(width) * int(height) > cap:
+        raise ImageReadError(
+            f"{name}: {width} x {height} = {int(width) * int(height) / 1e6:.0f} million pixels, over the limit "
+            f"of {cap / 1e6:g} million (set HRPOSE_MAX_IMAGE_PIXELS or --max-image-pixels to raise it, or "
+            "downscale the image)"
+        )
+
+
+def decode_image(
+    data: bytes, *, name: str = "image", exif: bool = True, max_pixels: int | None = None
+) -> np.ndarray:
+    """Encoded bytes -> (H, W, 3) uint8 BGR, upright by EXIF unless `exif=False`. Raises ImageReadError,
+    also (before decoding) for a header that declares more pixels than the limit."""
     if len(data) == 0:
         raise ImageReadError(f"{name}: the file is empty (0 bytes)")
+    try:
+        check_image_bytes(data, limit=max_pixels)
+    except ImageTooLargeError as e:
+        raise ImageReadError(f"{name}: {e}") from None
     buf = np.frombuffer(data, dtype=np.uint8)
     # IMREAD_UNCHANGED keeps 16-bit and alpha (and never applies EXIF), so orientation is applied below.
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # OpenCV's own limits and decoder failures
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ImageReadError(f"{name}: OpenCV cannot decode the image ({msg})") from None
+    if image is not None:
+        check_pixels(image.shape[1], image.shape[0], name=name, max_pixels=max_pixels)
     if image is None:
         raise ImageReadError(
             f"{name}: cannot decode the image (unsupported format, or the file is corrupt or truncated)"
@@ -173,21 +202,37 @@ def decode_image(data: bytes, *, name: str = "image", exif: bool = True) -> np.n
     return image
 
 
-def load_image(path: str | os.PathLike[str], *, exif: bool = True) -> np.ndarray:
-    """Read an image file -> (H, W, 3) uint8 BGR (see the module docstring). Raises ImageReadError naming it."""
+def max_file_bytes(max_pixels: int | None = None) -> int:
+    """The largest image file read at all: 8 bytes per allowed pixel (16-bit RGBA, uncompressed) + 64 MiB."""
+    return 8 * max_image_pixels(max_pixels) + 64 * 2**20
+
+
+def load_image(path: str | os.PathLike[str], *, exif: bool = True, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file -> (H, W, 3) uint8 BGR (see the module docstring). Raises ImageReadError naming it.
+
+    The header is checked against the pixel limit (`max_pixels`, default `max_image_pixels()`) before
+    the image is decoded; a file larger than `max_file_bytes()` is not even read."""
     p = Path(path)
     if not p.exists():
         raise ImageReadError(f"{p}: no such file")
     if p.is_dir():
         raise ImageReadError(f"{p}: is a folder, expected an image file")
     try:
+        if not p.is_file():
+            raise ImageReadError(f"{p}: not a regular file (a FIFO or device), expected an image file")
+        size = p.stat().st_size
+        if size > max_file_bytes(max_pixels):
+            raise ImageReadError(
+                f"{p}: the file is {size / 2**20:.0f} MiB, larger than any image within the pixel limit "
+                f"({max_image_pixels(max_pixels) / 1e6:g} million pixels) can be; not read"
+            )
         data = p.read_bytes()
     except OSError as e:
         raise ImageReadError(f"{p}: cannot read the file ({e})") from e
     if _jpeg_truncated(data):
         # libjpeg decodes a truncated file with a grey bottom and only a warning on stderr: refuse it.
         raise ImageReadError(f"{p}: the JPEG file is truncated (no end-of-image marker after the image data)")
-    return decode_image(data, name=str(p), exif=exif)
+    return decode_image(data, name=str(p), exif=exif, max_pixels=max_pixels)
 
 
 def _jpeg_truncated(data: bytes) -> bool:
