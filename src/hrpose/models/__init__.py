@@ -71,5 +71,7 @@ def build_model(cfg: Any, is_train: bool = False) -> nn.Module:
     """
     name = str(cfg.MODEL.NAME)
     if name not in MODELS:
-        raise ValueError(f"unknown MODEL.NAME {name!r}; available: {sorted(MODELS)}")
+        from hrpose.config import ConfigError
+
+        raise ConfigError(f"unknown MODEL.NAME {name!r}; available: {sorted(MODELS)}")
     return MODELS[name](cfg, is_train=is_train)

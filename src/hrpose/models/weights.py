@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hrpose.errors import UserError
+from hrpose.errors import MissingFileError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ def load_state_dict_file(path: str | os.PathLike[str], key: str | None = None) -
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"weights file not found: {p}")
+        what = "is not a regular file" if p.exists() else "not found"
+        raise MissingFileError(f"weights file {p} {what}; check the path (--weights or TEST.MODEL_FILE)")
     return _unwrap(_read(p), p, key)
 
 
@@ -215,7 +216,7 @@ def load_weights(
 
     strict=True (default): every model key must be present with the right shape and nothing extra,
     otherwise a CheckpointError lists the missing, unexpected and wrongly shaped keys and nothing is
-    loaded. strict=False (CLI/config `--partial`) loads every key that fits and reports the rest, e.g. to
+    loaded. strict=False loads every key that fits and reports the rest (warning), e.g. to
     fine-tune a 17-joint model into a 16-joint head.
     """
     if isinstance(path_or_state_dict, Mapping):
@@ -229,8 +230,8 @@ def load_weights(
     if strict and not report.complete:
         raise CheckpointError(
             f"weights from {source} do not match the {type(target).__name__} model:\n{report.describe()}\n"
-            "Use strict=False (config/CLI: --partial) to load only the matching keys, e.g. to fine-tune to "
-            "a different number of joints."
+            "To fine-tune to a different number of joints, start from backbone weights instead (MODEL.PRETRAINED "
+            "takes every tensor that fits), or in Python load_weights(model, path, strict=False)."
         )
     target.load_state_dict({k: sd[k] for k in report.loaded}, strict=False)
     if not report.complete:
@@ -247,7 +248,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str], layers: Iter
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"pretrained weights MODEL.PRETRAINED={str(path)!r} not found; download the ImageNet weights "
             "there, or train from scratch with MODEL.PRETRAINED '' (or MODEL.INIT_WEIGHTS False)"
         )
