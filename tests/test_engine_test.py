@@ -79,8 +79,9 @@ def test_hrpose_test_coco_mini_gt_boxes(tmp_path, capsys):
     assert "| Arch | AP |" in capsys.readouterr().out
 
     # without TEST.MODEL_FILE the experiment's final_state.pth is used, as the official test.py does
-    with pytest.raises(FileNotFoundError, match="final_state.pth"):
-        _run_test(cfg_file, tmp_path / "out")
+    capsys.readouterr()
+    assert _run_test(cfg_file, tmp_path / "out") == 2  # `error:` line, exit 2
+    assert "final_state.pth" in capsys.readouterr().err
     (exp_dir / "final_state.pth").write_bytes(weights.read_bytes())
     (exp_dir / "results" / "keypoints_train2017_results_0.json").unlink()
     assert _run_test(cfg_file, tmp_path / "out") == 0

@@ -329,13 +329,18 @@ def _load_yaml(cfg_file: str | os.PathLike[str]) -> dict[str, Any]:
     except yaml.constructor.ConstructorError as e:
         # `!!python/object/apply:os.system [...]` and friends: refused, never constructed
         tag = (e.problem or "?").rsplit(" ", 1)[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
-        where = str(e.problem_mark).strip() if e.problem_mark else ""
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise ConfigError(
             f"config file {path} is not valid YAML for hrpose: the tag {tag} is not allowed ({where}); configs are "
             "plain data (numbers, strings, lists, mappings) and hrpose never builds Python objects from them"
         ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}"
+        ) from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
     finally:
@@ -473,6 +478,10 @@ def validate_config(cfg: CfgNode, source: str = "config") -> None:
         return int(value[0]), int(value[1])
 
     m, t, te, d, hp = cfg.MODEL, cfg.TRAIN, cfg.TEST, cfg.DATASET, cfg.HRPOSE
+    from hrpose.models import MODELS  # (imported here: the model code needs torch, this module does not)
+
+    if m.NAME not in MODELS:
+        fail("MODEL.NAME", m.NAME, "one of " + ", ".join(repr(n) for n in sorted(MODELS)))
     num_joints = integer("MODEL.NUM_JOINTS", m.NUM_JOINTS, 1, MAX_JOINTS)
     image = size("MODEL.IMAGE_SIZE", m.IMAGE_SIZE)
     heatmap = size("MODEL.HEATMAP_SIZE", m.HEATMAP_SIZE)

@@ -140,7 +140,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointReadError(
-            f"{path} is not a training checkpoint: expected a dict with 'epoch' and 'state_dict', got {keys}"
+            f"{path} is not a training checkpoint: expected a dict with 'epoch' and 'state_dict', got {keys}; "
+            "to start the training over, move it away (or set AUTO_RESUME False)"
         )
     return ckpt
 
