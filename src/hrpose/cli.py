@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from types import ModuleType
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+RANK_REPORT_DELAY_S = 5.0
 DEBUG_HELP = "print the full traceback for any error, user errors included (also: HRPOSE_DEBUG=1)"
 
 
@@ -91,9 +93,15 @@ def run_command(module: ModuleType, args: argparse.Namespace, command: str = "")
             raise  # a bug in hrpose: the traceback is what helps fix it
         if debug:
             traceback.print_exc()
-        if _rank() == 0:
-            # One line: the message's own line breaks (listings of keys) are kept, indented under it.
-            print(f"error: {str(e).strip() or type(e).__name__}", file=sys.stderr, flush=True)
+        message = str(e).strip() or type(e).__name__
+        rank = _rank()
+        if rank == 0:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+        else:
+            # torchrun: rank 0 normally reports the same error and exits, and torchrun then stops this rank
+            # during the wait; an error of this rank alone is still reported after it.
+            time.sleep(RANK_REPORT_DELAY_S)
+            print(f"error: (rank {rank}) {message}", file=sys.stderr, flush=True)
         return 2
 
 

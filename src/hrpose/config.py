@@ -612,6 +612,7 @@ def config_from_dict(values: Mapping[str, Any], *, freeze: bool = True) -> CfgNo
     No ``DATA_DIR`` joining: the stored values are taken as already resolved.
     """
     cfg = merge_dict(get_default_config(), values, source="config dict")
+    validate_config(cfg, source="config dict")
     if freeze:
         cfg.freeze()
     return cfg
