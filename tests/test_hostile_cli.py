@@ -107,6 +107,27 @@ def test_bad_config_value_names_the_key_and_writes_nothing(tmp_path, capsys, key
     assert not out.exists() and not (tmp_path / "log").exists()  # refused before any folder is made
 
 
+@pytest.mark.parametrize(
+    ("opts", "named"),
+    [
+        (["MODEL.EXTRA.STAGE2.NUM_BRANCHES", "3"], "NUM_BRANCHES=3"),
+        (["MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[0, 32]"], "MODEL.EXTRA.STAGE2"),
+        (["MODEL.EXTRA.STAGE3.BLOCK", "FOO"], "'FOO'"),
+        (["MODEL.EXTRA.STAGE3.NUM_MODULES", "-1"], "NUM_MODULES"),
+        (["MODEL.IMAGE_SIZE", "[100, 100]", "MODEL.HEATMAP_SIZE", "[25, 25]"], "multiples of 32"),
+        (["MODEL.HEATMAP_SIZE", "[20, 30]"], "quarter of MODEL.IMAGE_SIZE"),  # train only: targets vs output
+        (["MODEL.NAME", "pose_resnet"], "'NUM_DECONV_FILTERS'"),  # an HRNet EXTRA for a ResNet: the missing key
+        (["MODEL.NAME", "pose_resnet", "MODEL.EXTRA.NUM_LAYERS", "19", "MODEL.EXTRA.NUM_DECONV_FILTERS", "[8]",
+          "MODEL.EXTRA.NUM_DECONV_KERNELS", "[4]", "MODEL.EXTRA.NUM_DECONV_LAYERS", "1"], "NUM_LAYERS=19"),
+    ],
+)
+def test_model_architecture_keys_are_checked_before_any_file(tmp_path, capsys, opts, named):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "train", "--cfg", SYNTH, "OUTPUT_DIR", out, "LOG_DIR", tmp_path / "log", *opts)
+    assert_user_error(code, err, named, "MODEL.")
+    assert not out.exists() and not (tmp_path / "log").exists()
+
+
 def test_train_epochs_must_be_consistent(tmp_path, capsys):
     code, _, err = run_cli(capsys, "summary", "--cfg", SYNTH, "TRAIN.BEGIN_EPOCH", "5", "TRAIN.END_EPOCH", "2")
     assert_user_error(code, err, "TRAIN.END_EPOCH", "TRAIN.BEGIN_EPOCH (5)")
