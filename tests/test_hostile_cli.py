@@ -91,7 +91,7 @@ BAD_VALUES = [
     ("HRPOSE.OKS_SIGMAS", "[0.1, 0.2]"),  # 2 sigmas for 17 joints
     ("HRPOSE.UPPER_BODY_IDS", "[0, 99]"),
     ("DATASET.PROB_HALF_BODY", "2.0"),
-    ("DATASET.NUM_JOINTS_HALF_BODY", "99"),
+    ("DATASET.NUM_JOINTS_HALF_BODY", "-1"),
     ("TEST.OKS_THRE", "1.5"),
     ("TEST.IN_VIS_THRE", "-0.5"),
     ("PRINT_FREQ", "-1"),

@@ -514,7 +514,8 @@ def validate_config(cfg: CfgNode, source: str = "config") -> None:
     number("DATASET.SCALE_FACTOR", d.SCALE_FACTOR, 0.0, 10.0)
     number("DATASET.ROT_FACTOR", d.ROT_FACTOR, 0.0, 360.0)
     number("DATASET.PROB_HALF_BODY", d.PROB_HALF_BODY, -1.0, 1.0)  # official MPII YAMLs: -1 = never
-    integer("DATASET.NUM_JOINTS_HALF_BODY", d.NUM_JOINTS_HALF_BODY, 0, num_joints)
+    # (above MODEL.NUM_JOINTS it only means "never": the default 8 stays valid for a 3-joint custom dataset)
+    integer("DATASET.NUM_JOINTS_HALF_BODY", d.NUM_JOINTS_HALF_BODY, 0)
 
     for key in ("IMAGE_THRE", "NMS_THRE", "OKS_THRE", "IN_VIS_THRE"):
         number(f"TEST.{key}", te[key], 0.0, 1.0)

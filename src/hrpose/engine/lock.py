@@ -55,7 +55,10 @@ class TrainLock:
         self.previous_pid: int | None = None
 
     def acquire(self) -> TrainLock:
-        import fcntl
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock; one run per folder is then up to the user
+            return self
 
         for _ in range(10):
             try:

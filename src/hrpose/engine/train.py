@@ -343,19 +343,19 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
     try:
         with ExitStack() as stack:  # holds the output folder's training lock until the end
             return _train(
-            cfg,
-            cfg_file,
-            info,
-            stack=stack,
-            build_model=build_model,
-            build_loss=build_loss,
-            build_dataset=build_dataset,
-            build_codec=build_codec,
-            validate=validate,
-            output_dirs=output_dirs,
-            experiment_name=experiment_name,
-            config_to_dict=config_to_dict,
-            )  # fmt: skip
+                cfg,
+                cfg_file,
+                info,
+                stack=stack,
+                build_model=build_model,
+                build_loss=build_loss,
+                build_dataset=build_dataset,
+                build_codec=build_codec,
+                validate=validate,
+                output_dirs=output_dirs,
+                experiment_name=experiment_name,
+                config_to_dict=config_to_dict,
+            )
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled = saved[2:]
