@@ -431,7 +431,7 @@ def test_pretrained_file_missing_names_the_key(tmp_path, capsys):
     assert not (_exp_dir(cfg) / "checkpoint.pth").exists()
 
 
-@pytest.mark.parametrize("fault", ["root", "set", "annotation_folder"])
+@pytest.mark.parametrize("fault", ["root", "set", "annotation_folder", "bbox_file"])
 def test_dataset_root_or_annotation_missing_names_the_key(tmp_path, capsys, trained_once, fault):
     cfg = _tiny_config(tmp_path)
     weights = tmp_path / "w.pth"
@@ -444,6 +444,9 @@ def test_dataset_root_or_annotation_missing_names_the_key(tmp_path, capsys, trai
     elif fault == "set":
         opts += ["DATASET.TEST_SET", "val2071"]
         names = ("DATASET.TEST_SET", "person_keypoints_val2071.json")
+    elif fault == "bbox_file":
+        opts += ["TEST.USE_GT_BBOX", "False", "TEST.COCO_BBOX_FILE", str(tmp_path / "dets.json")]
+        names = ("TEST.COCO_BBOX_FILE", "dets.json", "TEST.USE_GT_BBOX True")
     else:
         ann = root / "annotations" / "person_keypoints_train2017.json"
         ann.unlink()
