@@ -249,7 +249,7 @@ def build_dataset(cfg: Any, split: str, is_train: bool) -> PoseDataset:
     if kind not in DATASETS:
         raise ConfigError(f"DATASET.DATASET {cfg.DATASET.DATASET!r} is not supported; expected one of {DATASETS}")
     if str(cfg.DATASET.DATA_FORMAT).lower() == "zip":
-        raise NotImplementedError("DATASET.DATA_FORMAT 'zip' is not supported: unpack the images ('jpg')")
+        raise ConfigError("DATASET.DATA_FORMAT 'zip' is not supported: unpack the images, DATASET.DATA_FORMAT jpg")
     root = Path(cfg.DATASET.ROOT)
     image_set = str(cfg.DATASET.TRAIN_SET if split == "train" else cfg.DATASET.TEST_SET)
     set_key = "DATASET.TRAIN_SET" if split == "train" else "DATASET.TEST_SET"

@@ -423,7 +423,9 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     backend = str(cfg.HRPOSE.BACKEND)
     choices = ("torch", *SHORT_BACKENDS, "onnxruntime")
     if backend not in choices:
-        raise ValueError(f"HRPOSE.BACKEND {backend!r}: expected one of {', '.join(choices)}")
+        from hrpose.config import ConfigError
+
+        raise ConfigError(f"HRPOSE.BACKEND {backend!r}: expected one of {', '.join(choices)}")
     if backend == "onnxruntime" and str(cfg.TEST.MODEL_FILE).endswith(".onnx"):
         from hrpose.backends import OnnxRuntimeBackend
 
