@@ -351,6 +351,8 @@ def trained_once(tmp_path_factory):
 
 def _edit(ckpt: dict, field: str, value):
     out = dict(ckpt)
+    if callable(value):  # a change of the real value
+        value = value(ckpt[field])
     if value is _DELETE:
         del out[field]
     else:
@@ -373,6 +375,8 @@ RESUME_CASES = [
     ("optimizer", None, "optimizer"),
     ("optimizer", {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}, "does not fit this optimizer"),
     ("scheduler", "MultiStepLR", "scheduler"),
+    ("scheduler", {"last_epoch": 1}, "has keys"),
+    ("scheduler", lambda sched: {**sched, "milestones": 5}, "entry 'milestones' is int"),
     ("global_step", -4, "global_step"),
     ("rng", [1, 2], "rng"),
     ("rng", {"python": torch.zeros(3)}, "rng"),
@@ -397,6 +401,43 @@ def test_resume_checks_every_field_and_names_the_file(tmp_path, capsys, trained_
     assert (exp / "checkpoint.pth").read_bytes() == before
     assert not (exp / "model_best.pth").exists() and not (exp / "final_state.pth").exists()
     assert not (exp / "train.lock").exists()
+
+
+_ANY = st.one_of(st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(), st.text(max_size=5),
+                 st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(field=st.sampled_from(["epoch", "best_perf", "perf", "global_step", "state_dict", "optimizer", "scheduler",
+                              "scaler", "rng", "best_state_dict"]), value=_ANY)  # fmt: skip
+def test_random_resume_field_values_are_accepted_only_when_they_mean_something(field, value):
+    """`check_resume_fields` on a valid checkpoint with one field replaced by anything."""
+    from hrpose.engine.checkpoint import CheckpointReadError, check_resume_fields
+
+    good = {"epoch": 1, "best_perf": 0.5, "perf": 0.5, "global_step": 3, "state_dict": {"w": torch.zeros(1)},
+            "optimizer": {"state": {}, "param_groups": []}, "scheduler": {}, "scaler": None, "rng": None,
+            "best_state_dict": None}  # fmt: skip
+    ckpt = {**good, field: value}
+    try:
+        check_resume_fields(ckpt, "dir/checkpoint.pth", end_epoch=3)
+    except CheckpointReadError as e:
+        assert "dir/checkpoint.pth" in str(e) and f"'{field}'" in str(e) and "AUTO_RESUME" in str(e)
+        return
+    v = ckpt[field]
+    if field == "epoch":
+        assert type(v) is int and 0 <= v <= 3
+    elif field in ("best_perf", "perf"):
+        assert type(v) in (int, float) and math.isfinite(v)
+    elif field == "global_step":
+        assert type(v) is int and v >= 0
+    elif field == "state_dict":
+        raise AssertionError(f"state_dict {v!r} accepted")  # no value from _ANY maps names to tensors
+    elif field == "optimizer":
+        assert isinstance(v, dict) and "state" in v and isinstance(v["param_groups"], list)
+    elif field == "rng":
+        assert v is None or isinstance(v, dict)  # (a list must hold one state per rank: never from _ANY)
+    else:
+        assert v is None or isinstance(v, dict)
 
 
 def test_the_unedited_checkpoint_resumes(tmp_path, capsys, trained_once):

@@ -191,7 +191,7 @@ def check_resume_fields(ckpt: Mapping[str, Any], path: str | os.PathLike[str], e
         raise bad("global_step", step, "an integer >= 0")
     rng = ckpt.get("rng")
     if rng is not None and not isinstance(rng, Mapping):
-        if not isinstance(rng, (list, tuple)) or not all(isinstance(r, Mapping) for r in rng):
+        if not isinstance(rng, (list, tuple)) or not rng or not all(isinstance(r, Mapping) for r in rng):
             raise bad("rng", rng, "the random generator states (a mapping, or one per rank)")
 
 

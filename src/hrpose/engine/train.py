@@ -4,7 +4,8 @@
 Output layout (official): ``OUTPUT_DIR/<dataset>/<MODEL.NAME>/<cfg name>/`` holds the log file,
 ``checkpoint.pth`` (written every epoch), ``model_best.pth`` and ``final_state.pth`` (bare state
 dicts, loadable by the official code), and ``results/`` from validation. TensorBoard events go to
-``LOG_DIR/<dataset>/<MODEL.NAME>/<cfg name>_<time>``.
+``LOG_DIR/<dataset>/<MODEL.NAME>/<cfg name>_<time>``. While a run trains, ``train.lock`` in the output
+folder holds its PID (see :mod:`hrpose.engine.lock`): a second run into the same folder is refused.
 
 Learning rate: epoch ``e`` (0-based) trains with ``LR * LR_FACTOR ** (number of LR_STEP <= e)``, the
 official schedule as written for the PyTorch of its time (the scheduler steps after each epoch).
@@ -397,6 +398,20 @@ def _interrupted_message(checkpoint_file: Path, saved_epoch: int | None, end_epo
             f"{end_epoch} epochs done); {how}")  # fmt: skip
 
 
+def _state_mismatch(expected: Mapping[str, Any], got: Mapping[str, Any]) -> str:
+    """How a stored scheduler/scaler state differs in keys or value types from a fresh one ('' if it does not)."""
+    if set(got) != set(expected):
+        return f"has keys {sorted(map(str, got))}, expected {sorted(expected)}"
+    for key, value in expected.items():
+        number = (int, float)
+        same = isinstance(got[key], type(value)) or (
+            isinstance(value, number) and isinstance(got[key], number) and not isinstance(got[key], bool)
+        )
+        if value is not None and got[key] is not None and not same:
+            return f"entry '{key}' is {type(got[key]).__name__}, expected {type(value).__name__}"
+    return ""
+
+
 def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: dict[str, Any]) -> dict[str, Any]:
     """Load ``checkpoint.pth`` into the model, optimizer, scheduler and scaler after checking every field it
     reads; any mismatch is a CheckpointReadError naming the file and the field."""
@@ -410,6 +425,11 @@ def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: dict[st
             if field in ("state_dict", "optimizer"):
                 raise CheckpointReadError(f"checkpoint {checkpoint_file}: field '{field}' is missing{fix}")
             continue
+        if target in ("scheduler", "scaler"):
+            # their load_state_dict takes any mapping as attributes: compare with the state this run would save
+            mismatch = _state_mismatch(obj.state_dict(), ckpt[field])
+            if mismatch:
+                raise CheckpointReadError(f"checkpoint {checkpoint_file}: field '{field}' {mismatch}{fix}")
         try:
             obj.load_state_dict(ckpt[field])
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
