@@ -196,7 +196,7 @@ def test_custom_dataset_train_test_reload_predict(tmp_path, monkeypatch, capsys)
     final_state = exp_dir / "final_state.pth"
     report = load_weights(build_model(cfg), final_state, strict=True)
     assert report.complete
-    other = load_config(cfg_file, ["MODEL.NUM_JOINTS", "5"])
+    other = load_config(cfg_file, ["MODEL.NUM_JOINTS", "5", "HRPOSE.OKS_SIGMAS", "[]"])  # 9 sigmas: for 9 joints
     with pytest.raises(CheckpointError, match="final_layer") as err:
         load_weights(build_model(other), final_state, strict=True)
     assert "final_layer.weight" in str(err.value) and "final_layer.bias" in str(err.value)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import yaml
 from pycocotools.coco import COCO
@@ -79,8 +78,9 @@ def test_hrpose_test_coco_mini_gt_boxes(tmp_path, capsys):
     assert "| Arch | AP |" in capsys.readouterr().out
 
     # without TEST.MODEL_FILE the experiment's final_state.pth is used, as the official test.py does
-    with pytest.raises(FileNotFoundError, match="final_state.pth"):
-        _run_test(cfg_file, tmp_path / "out")
+    capsys.readouterr()
+    assert _run_test(cfg_file, tmp_path / "out") == 2  # `error:` line, exit 2
+    assert "final_state.pth" in capsys.readouterr().err
     (exp_dir / "final_state.pth").write_bytes(weights.read_bytes())
     (exp_dir / "results" / "keypoints_train2017_results_0.json").unlink()
     assert _run_test(cfg_file, tmp_path / "out") == 0
@@ -150,7 +150,7 @@ def test_flip_test_averages_the_mirrored_pass():
     torch.testing.assert_close(shifted, expected)
 
 
-def test_hrpose_test_backends_give_the_same_results(tmp_path):
+def test_hrpose_test_backends_give_the_same_results(tmp_path, capsys):
     """HRPOSE.BACKEND torch-fast (folded BN, TorchScript) and onnxruntime (exported + checked) reproduce torch;
     torch-bf16 runs through the same pipeline within bf16 tolerance."""
     cfg_file = tmp_path / "tiny_gt.yaml"
@@ -179,5 +179,7 @@ def test_hrpose_test_backends_give_the_same_results(tmp_path):
     assert _run_test(cfg_file, out, "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", "torch-bf16") == 0
     bf16 = json.loads((out / "coco/pose_resnet/tiny_gt/results/keypoints_train2017_results_0.json").read_text())
     assert len(bf16) == len(res["torch"])
-    with pytest.raises(ValueError, match="HRPOSE.BACKEND"):
-        _run_test(cfg_file, tmp_path / "bad", "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", "tensorrt")
+    # an unknown backend is a user error: one `error:` line naming the key, exit 2
+    capsys.readouterr()
+    assert _run_test(cfg_file, tmp_path / "bad", "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", "tensorrt") == 2
+    assert "error: HRPOSE.BACKEND 'tensorrt'" in capsys.readouterr().err

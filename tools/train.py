@@ -10,6 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from hrpose.cli import add_debug_argument, run_command
 from hrpose.config import add_official_arguments
 
 
@@ -19,8 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The subcommand's own parser (which includes the official arguments) so that `run` finds every
     # attribute it expects; the official arguments alone if the module does not define one.
     getattr(command, "add_arguments", add_official_arguments)(parser)
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    return int(command.run(args) or 0)
+    return run_command(command, args, "train")  # `error:` line / exit 2, as `hrpose train`
 
 
 if __name__ == "__main__":

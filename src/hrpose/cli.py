@@ -1,11 +1,21 @@
-"""`hrpose` console script: argparse -> the subcommand's module. Nothing else lives here."""
+"""`hrpose` console script: argparse -> the subcommand's module, and the one error path of every command.
+
+Every command ends the same way (:func:`run_command`): a user's mistake (:class:`hrpose.errors.UserError`)
+prints one line ``error: <message>`` on stderr and exits 2; Ctrl-C exits 130 after saying what was kept
+and how to resume; any other exception is a bug in hrpose and keeps its traceback. ``--debug`` (on every
+command) or ``HRPOSE_DEBUG=1`` prints the traceback for user errors and interrupts too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import time
+import traceback
 from collections.abc import Sequence
+from types import ModuleType
 
 # subcommand -> (module under hrpose.commands, one-line help). Adding a subcommand is one entry here
 # and one module with add_arguments(parser) and run(args).
@@ -21,13 +31,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+RANK_REPORT_DELAY_S = 5.0
+DEBUG_HELP = "print the full traceback for any error, user errors included (also: HRPOSE_DEBUG=1)"
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a subcommand's parser must not reset a `hrpose --debug COMMAND` given before it
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hrpose", description=__doc__)
+    add_debug_argument(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        add_debug_argument(p)
         # Only the chosen subcommand's module is imported (its arguments are only needed then).
         if name == wanted:
             _load(module).add_arguments(p)
@@ -38,11 +59,58 @@ def _load(module: str):
     return importlib.import_module(f"hrpose.commands.{module}")
 
 
+def debug_wanted(args: argparse.Namespace | None = None) -> bool:
+    """``--debug`` on the command line or ``HRPOSE_DEBUG`` set to anything but '', 0, false, no, off."""
+    env = os.environ.get("HRPOSE_DEBUG", "").strip().lower()
+    return bool(getattr(args, "debug", False)) or env not in ("", "0", "false", "no", "off")
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 speaks for a user error."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def run_command(module: ModuleType, args: argparse.Namespace, command: str = "") -> int:
+    """``module.run(args)`` through the common error path; returns the exit status (0, 1, 2 or 130)."""
+    debug = debug_wanted(args)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt as e:
+        from hrpose.errors import Interrupted
+
+        if debug:
+            traceback.print_exc()
+        what = e.message if isinstance(e, Interrupted) and e.message else "nothing more was written"
+        if _rank() == 0:
+            print(f"\ninterrupted{' ' + command if command else ''}: {what}", file=sys.stderr, flush=True)
+        return 130
+    except Exception as e:
+        from hrpose.errors import UserError
+
+        if not isinstance(e, UserError):
+            raise  # a bug in hrpose: the traceback is what helps fix it
+        if debug:
+            traceback.print_exc()
+        message = str(e).strip() or type(e).__name__
+        rank = _rank()
+        if rank == 0:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+        else:
+            # torchrun: rank 0 normally reports the same error and exits, and torchrun then stops this rank
+            # during the wait; an error of this rank alone is still reported after it.
+            time.sleep(RANK_REPORT_DELAY_S)
+            print(f"error: (rank {rank}) {message}", file=sys.stderr, flush=True)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     module = _load(COMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    return run_command(module, args, args.command)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
+import math
 import os
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode
 
-from hrpose.errors import UserError
+from hrpose.errors import MissingFileError, UserError
 
 __all__ = [
     "CfgNode",
@@ -39,6 +41,9 @@ __all__ = [
     "UnknownKeyError",
     "get_default_config",
     "load_config",
+    "validate_config",
+    "check_output_dirs",
+    "output_dir_problem",
     "config_from_args",
     "config_from_dict",
     "merge_dict",
@@ -279,23 +284,68 @@ def merge_dict(cfg: CfgNode, values: Mapping[str, Any], source: str = "<dict>") 
     return cfg
 
 
+# A config is a few kilobytes; anything far larger is not a config (and is never parsed into memory).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``): a config needs none, and nested aliases expand
+    exponentially when the tree is copied or printed (the "billion laughs" file)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"config file {self.name}: the YAML alias *{event.anchor} (line {event.start_mark.line + 1}, column "
+                f"{event.start_mark.column + 1}) is not "
+                "allowed; hrpose configs do not use anchors (&name) or aliases (*name): write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
 def _load_yaml(cfg_file: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(cfg_file)
+    if not path.exists():
+        raise MissingFileError(
+            f"config file not found: {path} (--cfg); give the path of an experiment YAML, e.g. one under experiments/"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise ConfigError(f"config file {path} (--cfg) is not a regular file; give the path of an experiment YAML")
     try:
-        with path.open(encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {path} is {size} bytes, more than the {MAX_CONFIG_BYTES} a config may have; "
+                "is it the right file? (--cfg takes an experiment YAML)"
+            )
+        text = path.read_bytes()[: MAX_CONFIG_BYTES + 1].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    loader = _NoAliasLoader(text)
+    loader.name = str(path)
+    try:
+        data = loader.get_single_data()
     except yaml.constructor.ConstructorError as e:
         # `!!python/object/apply:os.system [...]` and friends: refused, never constructed
         tag = (e.problem or "?").rsplit(" ", 1)[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
-        where = str(e.problem_mark).strip() if e.problem_mark else ""
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise ConfigError(
             f"config file {path} is not valid YAML for hrpose: the tag {tag} is not allowed ({where}); configs are "
             "plain data (numbers, strings, lists, mappings) and hrpose never builds Python objects from them"
         ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -364,9 +414,173 @@ def load_config(
     cfg.MODEL.PRETRAINED = os.path.join(cfg.DATA_DIR, cfg.MODEL.PRETRAINED)
     if cfg.TEST.MODEL_FILE:
         cfg.TEST.MODEL_FILE = os.path.join(cfg.DATA_DIR, cfg.TEST.MODEL_FILE)
+    validate_config(cfg, source=f"config file {os.fspath(cfg_file)} (and the command line)")
     if freeze:
         cfg.freeze()
     return cfg
+
+
+# ----------------------------------------------------------------------------------------------------
+# validation: every value checked against its meaning at load, naming the key
+
+# Sides of MODEL.IMAGE_SIZE / HEATMAP_SIZE above this are a typo: a batch of 4096 x 4096 inputs already
+# needs gigabytes; larger ones allocate tens of GB before anything else fails.
+MAX_SIDE = 4096
+MAX_JOINTS = 1000
+MAX_BATCH = 65536
+AMP_VALUES = ("", "none", "false", "off", "bf16", "fp16")
+DECODERS = ("official", "dark", "udp")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_config(cfg: CfgNode, source: str = "config") -> None:
+    """Refuse values that cannot mean anything, naming the key, what was given and what is expected.
+
+    Called by :func:`load_config` after merging, so every command stops here before any work (before a
+    model, a dataset or an output folder is made). Checks sizes, counts, ranges, enumerations and the
+    ``HRPOSE`` joint index lists against ``MODEL.NUM_JOINTS``. Backend names (``HRPOSE.BACKEND``) are left
+    to the backend code, which knows what this machine can run.
+    """
+
+    def fail(key: str, value: Any, expected: str) -> None:
+        raise ConfigError(f"config key {key} = {value!r} in {source}: expected {expected}")
+
+    def integer(key: str, value: Any, lo: int, hi: int | None = None, what: str = "") -> int:
+        if not _is_int(value) or value < lo or (hi is not None and value > hi):
+            rng = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}"
+            fail(key, value, rng + (f" ({what})" if what else ""))
+        return int(value)
+
+    def number(key: str, value: Any, lo: float, hi: float | None = None, *, open_lo: bool = False) -> float:
+        bad = not _is_number(value) or value < lo or (open_lo and value == lo) or (hi is not None and value > hi)
+        if bad:
+            low = f"> {lo:g}" if open_lo else f">= {lo:g}"
+            fail(key, value, f"a finite number {low}" + (f" and <= {hi:g}" if hi is not None else ""))
+        return float(value)
+
+    def choice(key: str, value: Any, choices: Sequence[str]) -> None:
+        if not isinstance(value, str) or value.lower() not in choices:
+            fail(key, value, "one of " + ", ".join(repr(c) for c in choices))
+
+    def size(key: str, value: Any) -> tuple[int, int]:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            fail(key, value, "[width, height]: two integers")
+        for v in value:
+            if not _is_int(v) or not 1 <= v <= MAX_SIDE:
+                fail(key, value, f"[width, height]: two integers from 1 to {MAX_SIDE} pixels")
+        return int(value[0]), int(value[1])
+
+    m, t, te, d, hp = cfg.MODEL, cfg.TRAIN, cfg.TEST, cfg.DATASET, cfg.HRPOSE
+    from hrpose.models import MODELS  # (imported here: the model code needs torch, this module does not)
+
+    if m.NAME not in MODELS:
+        fail("MODEL.NAME", m.NAME, "one of " + ", ".join(repr(n) for n in sorted(MODELS)))
+    num_joints = integer("MODEL.NUM_JOINTS", m.NUM_JOINTS, 1, MAX_JOINTS)
+    image = size("MODEL.IMAGE_SIZE", m.IMAGE_SIZE)
+    heatmap = size("MODEL.HEATMAP_SIZE", m.HEATMAP_SIZE)
+    if heatmap[0] > image[0] or heatmap[1] > image[1]:
+        fail("MODEL.HEATMAP_SIZE", list(m.HEATMAP_SIZE), f"at most MODEL.IMAGE_SIZE {list(m.IMAGE_SIZE)} per side "
+             "(the models predict heatmaps at 1/4 of the input)")  # fmt: skip
+    number("MODEL.SIGMA", m.SIGMA, 0.0, float(max(heatmap)), open_lo=True)
+    if str(m.TARGET_TYPE) != "gaussian":
+        fail("MODEL.TARGET_TYPE", m.TARGET_TYPE, "'gaussian' (the only heatmap target hrpose has)")
+
+    integer("TRAIN.BATCH_SIZE_PER_GPU", t.BATCH_SIZE_PER_GPU, 1, MAX_BATCH)
+    integer("TEST.BATCH_SIZE_PER_GPU", te.BATCH_SIZE_PER_GPU, 1, MAX_BATCH)
+    integer("WORKERS", cfg.WORKERS, 0, 256, "0 loads data in the main process")
+    integer("PRINT_FREQ", cfg.PRINT_FREQ, 0, what="0 = never")
+    number("TRAIN.LR", t.LR, 0.0, open_lo=True)
+    number("TRAIN.LR_FACTOR", t.LR_FACTOR, 0.0, open_lo=True)
+    number("TRAIN.MOMENTUM", t.MOMENTUM, 0.0, 1.0)
+    number("TRAIN.WD", t.WD, 0.0)
+    choice("TRAIN.OPTIMIZER", t.OPTIMIZER, OPTIMIZERS)
+    begin = integer("TRAIN.BEGIN_EPOCH", t.BEGIN_EPOCH, 0)
+    end = integer("TRAIN.END_EPOCH", t.END_EPOCH, 0)
+    if end < begin:
+        fail("TRAIN.END_EPOCH", end, f">= TRAIN.BEGIN_EPOCH ({begin})")
+    if not isinstance(t.LR_STEP, (list, tuple)) or not all(_is_int(v) and v >= 0 for v in t.LR_STEP):
+        fail("TRAIN.LR_STEP", t.LR_STEP, "a list of epochs (integers >= 0) at which the LR is multiplied by LR_FACTOR")
+
+    if bool(cfg.LOSS.USE_OHKM):
+        integer("LOSS.TOPK", cfg.LOSS.TOPK, 1, num_joints, "joints kept by LOSS.USE_OHKM, at most MODEL.NUM_JOINTS")
+
+    number("DATASET.SCALE_FACTOR", d.SCALE_FACTOR, 0.0, 10.0)
+    number("DATASET.ROT_FACTOR", d.ROT_FACTOR, 0.0, 360.0)
+    number("DATASET.PROB_HALF_BODY", d.PROB_HALF_BODY, -1.0, 1.0)  # official MPII YAMLs: -1 = never
+    # (above MODEL.NUM_JOINTS it only means "never": the default 8 stays valid for a 3-joint custom dataset)
+    integer("DATASET.NUM_JOINTS_HALF_BODY", d.NUM_JOINTS_HALF_BODY, 0)
+
+    for key in ("IMAGE_THRE", "NMS_THRE", "OKS_THRE", "IN_VIS_THRE"):
+        number(f"TEST.{key}", te[key], 0.0, 1.0)
+    number("TEST.BBOX_THRE", te.BBOX_THRE, 0.0)
+
+    choice("HRPOSE.DECODER", hp.DECODER, DECODERS)
+    choice("HRPOSE.AMP", hp.AMP, AMP_VALUES)
+    integer("HRPOSE.MAX_ITERS_PER_EPOCH", hp.MAX_ITERS_PER_EPOCH, 0, what="0 = the whole epoch")
+    if not _is_int(hp.SEED):
+        fail("HRPOSE.SEED", hp.SEED, "an integer (a negative one leaves the run unseeded)")
+    joint = f"a joint index from 0 to {num_joints - 1} (MODEL.NUM_JOINTS is {num_joints})"
+    pairs = hp.FLIP_PAIRS
+    if not isinstance(pairs, (list, tuple)):
+        fail("HRPOSE.FLIP_PAIRS", pairs, "a list of [left, right] joint index pairs")
+    seen: set[int] = set()
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            fail(f"HRPOSE.FLIP_PAIRS[{i}]", pair, "a [left, right] pair of joint indices")
+        for v in pair:
+            if not _is_int(v) or not 0 <= v < num_joints:
+                fail(f"HRPOSE.FLIP_PAIRS[{i}]", list(pair), joint)
+        if pair[0] == pair[1] or pair[0] in seen or pair[1] in seen:
+            fail(f"HRPOSE.FLIP_PAIRS[{i}]", list(pair), "two different joints, each in at most one pair")
+        seen.update(pair)
+    sigmas = hp.OKS_SIGMAS
+    if not isinstance(sigmas, (list, tuple)) or (len(sigmas) and len(sigmas) != num_joints):
+        n = len(sigmas) if isinstance(sigmas, (list, tuple)) else "?"
+        fail("HRPOSE.OKS_SIGMAS", sigmas, f"one per joint: {num_joints} numbers (MODEL.NUM_JOINTS), got {n}; "
+             "or [] for the defaults")  # fmt: skip
+    for i, v in enumerate(sigmas):
+        if not _is_number(v) or v <= 0:
+            fail(f"HRPOSE.OKS_SIGMAS[{i}]", v, "a finite number > 0")
+    ids = hp.UPPER_BODY_IDS
+    if not isinstance(ids, (list, tuple)):
+        fail("HRPOSE.UPPER_BODY_IDS", ids, f"a list of joint indices ({joint})")
+    for i, v in enumerate(ids):
+        if not _is_int(v) or not 0 <= v < num_joints:
+            fail(f"HRPOSE.UPPER_BODY_IDS[{i}]", v, joint)
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a writable folder (None if it can): a file in the way, or no write access."""
+    for parent in (path, *path.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                return f"{parent} is {'a file' if parent.is_file() else 'not a folder'}"
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".hrpose-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{path} is not a writable folder ({e.strerror or e})"
+    return None
+
+
+def check_output_dirs(*dirs: tuple[str, str | os.PathLike[str]]) -> None:
+    """Each ``(config key, folder)`` made if missing and checked writable; else a ConfigError naming both."""
+    for key, folder in dirs:
+        problem = output_dir_problem(Path(folder))
+        if problem:
+            flag = {"OUTPUT_DIR": " (or --modelDir)", "LOG_DIR": " (or --logDir)"}.get(key, "")
+            raise ConfigError(f"{key} cannot be used: {problem}; set {key}{flag} to a folder you can write to")
 
 
 def config_from_args(args: argparse.Namespace, *, freeze: bool = True) -> CfgNode:
@@ -400,6 +614,7 @@ def config_from_dict(values: Mapping[str, Any], *, freeze: bool = True) -> CfgNo
     No ``DATA_DIR`` joining: the stored values are taken as already resolved.
     """
     cfg = merge_dict(get_default_config(), values, source="config dict")
+    validate_config(cfg, source="config dict")
     if freeze:
         cfg.freeze()
     return cfg
@@ -442,8 +657,7 @@ def output_dirs(
     final_output_dir = Path(cfg.OUTPUT_DIR) / dataset / cfg.MODEL.NAME / name
     tb_log_dir = Path(cfg.LOG_DIR) / dataset / cfg.MODEL.NAME / f"{name}_{time_str}"
     if create:
-        final_output_dir.mkdir(parents=True, exist_ok=True)
-        tb_log_dir.mkdir(parents=True, exist_ok=True)
+        check_output_dirs(("OUTPUT_DIR", final_output_dir), ("LOG_DIR", tb_log_dir))
     return final_output_dir, tb_log_dir
 
 

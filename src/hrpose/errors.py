@@ -12,3 +12,23 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A mistake in what the user gave us; `str(e)` is the whole message (no traceback needed)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named (a config, weights, an annotation file) does not exist.
+
+    Also a ``FileNotFoundError``, so callers catching that keep working; the message names the file,
+    the config key or option that pointed at it, and how to fix it.
+    """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the words the CLI prints before exiting 130: what was kept and how to resume.
+
+    A command catches ``KeyboardInterrupt`` where it knows what it kept and re-raises this with that
+    message; the CLI prints ``interrupted: <message>``.
+    """
+
+    def __init__(self, message: str = ""):
+        super().__init__(message)
+        self.message = message

@@ -70,8 +70,26 @@ def write_section(md: Path, key: str, body: str) -> None:
     md.write_text(text, encoding="utf-8")
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Options that cannot work, refused before any work with the option named (a UserError)."""
+    from ..errors import MissingFileError, UserError
+
+    for name, value, low in (("--iters", args.iters, 1), ("--num-crops", args.num_crops, 1),
+                             ("--calib-crops", args.calib_crops, 0), ("--threads", args.threads or 1, 1)):  # fmt: skip
+        if value < low:
+            raise UserError(f"{name} must be >= {low}, got {value}")
+    if any(b < 1 for b in args.batch_sizes):
+        raise UserError(f"--batch-sizes must all be >= 1, got {' '.join(map(str, args.batch_sizes))}")
+    ann = Path(args.crops_root) / "annotations" / f"person_keypoints_{args.crops_set}.json"
+    if not ann.is_file():
+        raise MissingFileError(f"--crops-root {args.crops_root}: {ann} not found; give a COCO-layout folder "
+                               "(annotations/person_keypoints_<set>.json, images/<set>/) and --crops-set")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
+
+    _check(args)
 
     from ..backends import GPU_BACKENDS
     from ..bench import (

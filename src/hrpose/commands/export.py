@@ -30,6 +30,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
 
 
+def _check(args: argparse.Namespace) -> Path:
+    """The options checked before any work; returns the output path. A UserError naming the option otherwise."""
+    from ..config import output_dir_problem
+    from ..errors import MissingFileError, UserError
+
+    weights = Path(args.weights)
+    if not weights.is_file():
+        what = "is not a regular file" if weights.exists() else "not found"
+        raise MissingFileError(f"--weights {weights} {what}; give the checkpoint to export (.pth or .safetensors)")
+    out = Path(args.out) if args.out else weights.with_suffix(".onnx")
+    if out.exists() and not out.is_file():
+        raise UserError(f"--out {out} is {'a folder' if out.is_dir() else 'not a regular file'}; give a file path "
+                        "such as model.onnx")  # fmt: skip
+    if out.exists() and out.resolve() == weights.resolve():
+        raise UserError(f"--out {out} is the --weights file itself; exporting would overwrite the checkpoint: give "
+                        "another --out (default: the weights path with .onnx)")  # fmt: skip
+    problem = output_dir_problem(out.parent)
+    if problem:
+        raise UserError(f"--out {out}: {problem}; give an --out in a folder you can write to")
+    lo, hi = _opset_range()
+    if not lo <= args.opset <= hi:
+        raise UserError(f"--opset {args.opset}: this PyTorch exports ONNX opsets {lo} to {hi} (default 17)")
+    if args.int8_calib:
+        if args.calib_crops < 1:
+            raise UserError(f"--calib-crops must be >= 1 (person crops for int8 calibration), got {args.calib_crops}")
+        ann = Path(args.int8_calib) / "annotations" / f"person_keypoints_{args.calib_set}.json"
+        if not ann.is_file():
+            raise MissingFileError(
+                f"--int8-calib {args.int8_calib}: {ann} not found; give a COCO-layout folder "
+                "(annotations/person_keypoints_<set>.json, images/<set>/) and --calib-set"
+            )
+    return out
+
+
+def _opset_range() -> tuple[int, int]:
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MIN_OPSET), int(_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return 7, 20
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..export import export_onnx
@@ -37,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from ..models.weights import load_weights
 
     cfg = load_config(args.cfg, args.opts)
+    out = _check(args)
     model = build_model(cfg)
     load_weights(model, args.weights)
-    out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     report = export_onnx(model, out, size, dynamic_batch=args.dynamic_batch, opset=args.opset)
     print(

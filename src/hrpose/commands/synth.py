@@ -27,30 +27,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from hrpose.synth import write_synthetic_dataset
+MAX_SIDE = 4096
+MAX_PEOPLE = 100
+
+
+def _check(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """Every option checked before anything is written; a UserError naming the option otherwise."""
+    from hrpose.config import check_output_dirs
+    from hrpose.errors import UserError
 
     if args.images < 1:
-        raise SystemExit(f"hrpose synth: --images must be >= 1, got {args.images}")
+        raise UserError(f"--images must be >= 1 (images in split {args.split!r}), got {args.images}")
     if args.val_images < 0:
-        raise SystemExit(f"hrpose synth: --val-images must be >= 0, got {args.val_images}")
+        raise UserError(f"--val-images must be >= 0 (0: no held-out split), got {args.val_images}")
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be an integer from 0 to 2**63-1, got {args.seed}")
+    w, h = args.image_size
+    if not (32 <= w <= MAX_SIDE and 32 <= h <= MAX_SIDE):
+        raise UserError(f"--image-size W H must be from 32 to {MAX_SIDE} pixels each, got {w} {h}")
+    if not 1 <= args.max_people <= MAX_PEOPLE:
+        raise UserError(f"--max-people must be from 1 to {MAX_PEOPLE}, got {args.max_people}")
+    if not args.split or any(c in args.split for c in "/\\\0") or args.split in (".", ".."):
+        raise UserError(f"--split must be a plain folder name such as 'train', got {args.split!r}")
     splits = [(args.split, args.images)]
     if args.val_images:
         if args.split == "val":
-            raise SystemExit("hrpose synth: --val-images writes split 'val'; choose another --split")
+            raise UserError("--val-images writes split 'val', the same as --split val; choose another --split")
         splits.append(("val", args.val_images))
+    check_output_dirs(("--out", args.out))
+    return splits
+
+
+def run(args: argparse.Namespace) -> int:
+    from hrpose.synth import write_synthetic_dataset
+
+    splits = _check(args)
     for split, n in splits:
         start = time.perf_counter()
         # The split name is part of every image's seed stream, so 'val' never repeats a 'train' image.
-        path = write_synthetic_dataset(
-            args.out,
-            n,
-            args.seed,
-            split=split,
-            image_size=tuple(args.image_size),
-            max_people=args.max_people,
-            area=args.area,
-        )
+        try:
+            path = write_synthetic_dataset(
+                args.out,
+                n,
+                args.seed,
+                split=split,
+                image_size=tuple(args.image_size),
+                max_people=args.max_people,
+                area=args.area,
+            )
+        except KeyboardInterrupt:
+            from hrpose.errors import Interrupted
+
+            done = [f"'{name}'" for name, _ in splits[: splits.index((split, n))]]
+            kept = f"split {', '.join(done)} is complete; " if done else ""
+            raise Interrupted(
+                f"{kept}split '{split}' in {args.out} is unfinished (its annotation file is written only at the "
+                "end); run the same command again to write it"
+            ) from None
         doc = json.loads(path.read_text())
         print(
             f"{split}: {len(doc['images'])} images, {len(doc['annotations'])} people -> {path} "

@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hrpose.config import config_from_args
     from hrpose.engine import test
+    from hrpose.models import check_model_config
 
     cfg = config_from_args(args)
+    check_model_config(cfg)  # before any folder or file is made
     result = test(cfg, args.cfg)  # logs the results table (console + log file)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"=> results in {result['output_dir']}")

@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hrpose.config import config_from_args
     from hrpose.engine import train
+    from hrpose.models import check_model_config
 
     cfg = config_from_args(args)
+    check_model_config(cfg, training=True)  # before any folder or file is made
     result = train(cfg, args.cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"=> best perf {result['best_perf']:.4f}; final weights: {result['final_state']}")

@@ -26,6 +26,7 @@ from hrpose.data.records import (
     read_json,
     safe_file_name,
 )
+from hrpose.errors import MissingFileError
 from hrpose.geometry import box_to_center_scale
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def read_coco_keypoint_file(path: str | Path, *, require_annotations: bool = Tru
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {path}")
+        raise MissingFileError(f"COCO annotation file not found: {path}")
     data = read_json(path)
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories'")
@@ -272,7 +273,10 @@ def load_detection_records(
     """
     det_file = Path(det_file)
     if not det_file.is_file():
-        raise FileNotFoundError(f"detection file not found: {det_file} (TEST.COCO_BBOX_FILE)")
+        raise MissingFileError(
+            f"detection file not found: {det_file} (TEST.COCO_BBOX_FILE); give the person boxes file or set "
+            "TEST.USE_GT_BBOX True"
+        )
     dets = read_json(det_file)
     if not dets:
         raise AnnotationError(f"{det_file}: detection file holds no boxes (TEST.COCO_BBOX_FILE)")

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hrpose.codec import HeatmapCodec, build_codec
+from hrpose.config import ConfigError
 from hrpose.data.augment import IDENTITY, AugParams, apply, sample_aug_params, to_input_tensor
 from hrpose.data.coco import (
     coco_annotation_file,
@@ -32,6 +33,7 @@ from hrpose.data.custom import meta_from_category
 from hrpose.data.images import ImageReadError, read_image
 from hrpose.data.mpii import load_mpii_records, mpii_annotation_file, mpii_gt_file
 from hrpose.data.records import AnnotationError, PersonRecord, select_data
+from hrpose.errors import MissingFileError
 from hrpose.geometry import PIXEL_STD
 from hrpose.keypoints import COCO, MPII, DatasetMeta
 
@@ -227,6 +229,14 @@ def _hr(cfg: Any, key: str, default: Any) -> Any:
     return default if node is None else node.get(key, default)
 
 
+def _require_file(path: Path, set_key: str, image_set: str) -> None:
+    """The split's annotation file, or a MissingFileError naming it and the keys that led there."""
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "not found"
+        raise MissingFileError(f"annotation file {path} {what} (DATASET.ROOT + {set_key} {image_set!r}); check "
+                               f"DATASET.ROOT and {set_key}")  # fmt: skip
+
+
 def build_dataset(cfg: Any, split: str, is_train: bool) -> PoseDataset:
     """PoseDataset for `split` "train" (DATASET.TRAIN_SET) or "test" (DATASET.TEST_SET).
 
@@ -237,11 +247,15 @@ def build_dataset(cfg: Any, split: str, is_train: bool) -> PoseDataset:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     kind = str(cfg.DATASET.DATASET).lower()
     if kind not in DATASETS:
-        raise ValueError(f"DATASET.DATASET {cfg.DATASET.DATASET!r} is not supported; expected one of {DATASETS}")
+        raise ConfigError(f"DATASET.DATASET {cfg.DATASET.DATASET!r} is not supported; expected one of {DATASETS}")
     if str(cfg.DATASET.DATA_FORMAT).lower() == "zip":
-        raise NotImplementedError("DATASET.DATA_FORMAT 'zip' is not supported: unpack the images ('jpg')")
+        raise ConfigError("DATASET.DATA_FORMAT 'zip' is not supported: unpack the images, DATASET.DATA_FORMAT jpg")
     root = Path(cfg.DATASET.ROOT)
     image_set = str(cfg.DATASET.TRAIN_SET if split == "train" else cfg.DATASET.TEST_SET)
+    set_key = "DATASET.TRAIN_SET" if split == "train" else "DATASET.TEST_SET"
+    if not root.is_dir():
+        raise MissingFileError(f"DATASET.ROOT {str(root)!r} is not a folder (with DATA_DIR joined in front); set "
+                               "DATASET.ROOT (or --dataDir) to the dataset folder")  # fmt: skip
     input_size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     aspect_ratio = input_size[0] * 1.0 / input_size[1]
     use_gt = bool(is_train or cfg.TEST.USE_GT_BBOX)
@@ -250,11 +264,13 @@ def build_dataset(cfg: Any, split: str, is_train: bool) -> PoseDataset:
     if kind == "mpii":
         meta = MPII
         ann_file = mpii_annotation_file(root, image_set)
+        _require_file(ann_file, set_key, image_set)
         records = load_mpii_records(ann_file, root / "images", meta.num_joints, with_joints=image_set != "test")
         gt_mat = mpii_gt_file(root, image_set)
         spec = EvalSpec("mpii", image_set, gt_mat if gt_mat.is_file() else None)
     else:
         ann_path = coco_annotation_file(root, image_set, allow_plain=kind == "custom")
+        _require_file(ann_path, set_key, image_set)
         kp_file = read_coco_keypoint_file(ann_path, require_annotations=use_gt)
         if kind == "coco":
             meta = COCO
@@ -282,7 +298,7 @@ def build_dataset(cfg: Any, split: str, is_train: bool) -> PoseDataset:
         raise AnnotationError(f"DATASET.{'TRAIN_SET' if split == 'train' else 'TEST_SET'} {image_set!r} under "
                               f"{root}: no usable person records (see the log for what was skipped)")  # fmt: skip
     if int(cfg.MODEL.NUM_JOINTS) != meta.num_joints:
-        raise ValueError(f"MODEL.NUM_JOINTS is {cfg.MODEL.NUM_JOINTS} but the {kind} dataset has "
+        raise ConfigError(f"MODEL.NUM_JOINTS is {cfg.MODEL.NUM_JOINTS} but the {kind} dataset has "
                          f"{meta.num_joints} joints")  # fmt: skip
     if is_train and cfg.DATASET.SELECT_DATA:
         records = select_data(records)

@@ -20,6 +20,7 @@ from hrpose.data.records import (
     safe_file_name,
     short_repr,
 )
+from hrpose.errors import MissingFileError
 from hrpose.geometry import BOX_PADDING, PIXEL_STD
 
 # MPII's person scale is measured at the head; the official loader moves the center 15 scale units down
@@ -51,7 +52,7 @@ def load_mpii_records(
     and `image` names outside the image folder. Nothing is skipped silently."""
     ann_file = Path(ann_file)
     if not ann_file.is_file():
-        raise FileNotFoundError(f"MPII annotation file not found: {ann_file}")
+        raise MissingFileError(f"MPII annotation file not found: {ann_file}")
     anns = read_json(ann_file)
     if not isinstance(anns, list):
         raise AnnotationError(f"{ann_file}: expected a JSON list of person annotations")

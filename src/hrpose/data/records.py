@@ -53,6 +53,8 @@ def read_json(path: Path) -> Any:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from None
     except RecursionError:
         raise AnnotationError(f"{path}: JSON nested too deeply") from None
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 def _is_number(value: Any) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import math
 import os
 import random
 import tempfile
@@ -21,10 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrpose.errors import UserError
+from hrpose.errors import MissingFileError, UserError
 
 __all__ = [
     "CheckpointSaveError",
+    "CheckpointReadError",
+    "check_resume_fields",
     "save_checkpoint_atomic",
     "load_checkpoint",
     "to_safe",
@@ -35,6 +38,10 @@ __all__ = [
 
 class CheckpointSaveError(UserError, OSError):
     """Saving a checkpoint failed; the previous file at the destination (if any) is unchanged."""
+
+
+class CheckpointReadError(UserError, RuntimeError):
+    """A training checkpoint that cannot be read safely or holds fields a resume cannot use."""
 
 
 def to_safe(obj: Any) -> Any:
@@ -119,21 +126,73 @@ def save_checkpoint_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint written by the engine, read with ``torch.load(weights_only=True)``."""
     path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"checkpoint not found: {path}")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointReadError(f"checkpoint {path} is not a regular file; move it away to start over")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise RuntimeError(
+        raise CheckpointReadError(
             f"could not read checkpoint {path} with torch.load(weights_only=True): {e}. "
             "It may be truncated or written by other code that stores arbitrary Python objects."
         ) from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
-        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise RuntimeError(
-            f"{path} is not a training checkpoint: expected a dict with 'epoch' and 'state_dict', got {keys}"
+        keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointReadError(
+            f"{path} is not a training checkpoint: expected a dict with 'epoch' and 'state_dict', got {keys}; "
+            "to start the training over, move it away (or set AUTO_RESUME False)"
         )
     return ckpt
+
+
+def _is_state_dict(v: Any) -> bool:
+    return isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+
+
+def check_resume_fields(ckpt: Mapping[str, Any], path: str | os.PathLike[str], end_epoch: int) -> None:
+    """Refuse a ``checkpoint.pth`` whose fields a resume would misuse, naming the file and the field.
+
+    ``epoch``: an int from 0 to ``end_epoch`` (TRAIN.END_EPOCH); ``best_perf``/``perf``: finite numbers;
+    ``state_dict``/``best_state_dict``: mappings of names to tensors; ``optimizer``/``scheduler``/``scaler``:
+    mappings (the optimizer's with ``state`` and ``param_groups``); ``global_step``: an int >= 0;
+    ``rng``: a mapping or a list of them. Raises :class:`CheckpointReadError`.
+    """
+    fix = f"; move {path} away (or set AUTO_RESUME False) to start this training over"
+
+    def bad(field: str, value: Any, expected: str) -> CheckpointReadError:
+        shown = repr(value) if isinstance(value, (bool, int, float, str, type(None))) else type(value).__name__
+        return CheckpointReadError(f"checkpoint {path}: field '{field}' is {shown[:80]}, expected {expected}{fix}")
+
+    epoch = ckpt.get("epoch")
+    if isinstance(epoch, torch.Tensor) and epoch.numel() == 1 and not epoch.is_floating_point():
+        epoch = int(epoch.item())
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= end_epoch:
+        raise bad("epoch", epoch, f"the number of finished epochs, an integer from 0 to TRAIN.END_EPOCH ({end_epoch})")
+    for name in ("best_perf", "perf"):
+        if name in ckpt:
+            v = ckpt[name]
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                v = v.item()
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise bad(name, v, "a finite number (the validation score)")
+    if not _is_state_dict(ckpt.get("state_dict")) or not ckpt["state_dict"]:
+        raise bad("state_dict", ckpt.get("state_dict"), "the model weights: a mapping of parameter names to tensors")
+    if ckpt.get("best_state_dict") is not None and not _is_state_dict(ckpt["best_state_dict"]):
+        raise bad("best_state_dict", ckpt["best_state_dict"], "a mapping of parameter names to tensors, or None")
+    opt = ckpt.get("optimizer")
+    if not isinstance(opt, Mapping) or not isinstance(opt.get("param_groups"), list) or "state" not in opt:
+        raise bad("optimizer", opt, "an optimizer state (a mapping with 'state' and 'param_groups')")
+    for name in ("scheduler", "scaler"):
+        if ckpt.get(name) is not None and not isinstance(ckpt[name], Mapping):
+            raise bad(name, ckpt[name], f"a {name} state (a mapping), or None")
+    step = ckpt.get("global_step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise bad("global_step", step, "an integer >= 0")
+    rng = ckpt.get("rng")
+    if rng is not None and not isinstance(rng, Mapping):
+        if not isinstance(rng, (list, tuple)) or not rng or not all(isinstance(r, Mapping) for r in rng):
+            raise bad("rng", rng, "the random generator states (a mapping, or one per rank)")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -374,10 +374,19 @@ def _rank() -> int:
 
 
 def _test_weights_path(cfg: Any, final_output_dir: Path) -> Path:
+    from hrpose.errors import MissingFileError, UserError
+
     path = Path(cfg.TEST.MODEL_FILE) if cfg.TEST.MODEL_FILE else final_output_dir / "final_state.pth"
+    if cfg.TEST.MODEL_FILE:
+        where = "TEST.MODEL_FILE"
+        fix = "give TEST.MODEL_FILE the path of a trained checkpoint (.pth / .safetensors, or .onnx)"
+    else:
+        where = "no TEST.MODEL_FILE given, so the trained final_state.pth of this config's output folder is used"
+        fix = "train first (hrpose train with the same config) or give TEST.MODEL_FILE a checkpoint"
+    if not path.exists():
+        raise MissingFileError(f"model weights not found: {path} ({where}); {fix}")
     if not path.is_file():
-        hint = "" if cfg.TEST.MODEL_FILE else " (no TEST.MODEL_FILE given, so the trained final_state.pth is used)"
-        raise FileNotFoundError(f"model weights not found: {path}{hint}")
+        raise UserError(f"model weights {path} ({where}) is not a regular file; {fix}")
     return path
 
 
@@ -416,7 +425,9 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     backend = str(cfg.HRPOSE.BACKEND)
     choices = ("torch", *SHORT_BACKENDS, "onnxruntime")
     if backend not in choices:
-        raise ValueError(f"HRPOSE.BACKEND {backend!r}: expected one of {', '.join(choices)}")
+        from hrpose.config import ConfigError
+
+        raise ConfigError(f"HRPOSE.BACKEND {backend!r}: expected one of {', '.join(choices)}")
     if backend == "onnxruntime" and str(cfg.TEST.MODEL_FILE).endswith(".onnx"):
         from hrpose.backends import OnnxRuntimeBackend
 

@@ -4,7 +4,8 @@
 Output layout (official): ``OUTPUT_DIR/<dataset>/<MODEL.NAME>/<cfg name>/`` holds the log file,
 ``checkpoint.pth`` (written every epoch), ``model_best.pth`` and ``final_state.pth`` (bare state
 dicts, loadable by the official code), and ``results/`` from validation. TensorBoard events go to
-``LOG_DIR/<dataset>/<MODEL.NAME>/<cfg name>_<time>``.
+``LOG_DIR/<dataset>/<MODEL.NAME>/<cfg name>_<time>``. While a run trains, ``train.lock`` in the output
+folder holds its PID (see :mod:`hrpose.engine.lock`): a second run into the same folder is refused.
 
 Learning rate: epoch ``e`` (0-based) trains with ``LR * LR_FACTOR ** (number of LR_STEP <= e)``, the
 official schedule as written for the PyTorch of its time (the scheduler steps after each epoch).
@@ -17,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrpose.errors import UserError
+from hrpose.errors import Interrupted, UserError
 
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint_atomic, to_safe
+from .checkpoint import (
+    CheckpointReadError,
+    capture_rng_state,
+    check_resume_fields,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint_atomic,
+    to_safe,
+)
 from .distributed import (
     DistInfo,
     all_reduce_mean,
@@ -334,19 +343,21 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
         torch.backends.cudnn.enabled,
     )
     try:
-        return _train(
-            cfg,
-            cfg_file,
-            info,
-            build_model=build_model,
-            build_loss=build_loss,
-            build_dataset=build_dataset,
-            build_codec=build_codec,
-            validate=validate,
-            output_dirs=output_dirs,
-            experiment_name=experiment_name,
-            config_to_dict=config_to_dict,
-        )
+        with ExitStack() as stack:  # holds the output folder's training lock until the end
+            return _train(
+                cfg,
+                cfg_file,
+                info,
+                stack=stack,
+                build_model=build_model,
+                build_loss=build_loss,
+                build_dataset=build_dataset,
+                build_codec=build_codec,
+                validate=validate,
+                output_dirs=output_dirs,
+                experiment_name=experiment_name,
+                config_to_dict=config_to_dict,
+            )
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled = saved[2:]
@@ -354,18 +365,117 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
         cleanup_distributed(info)
 
 
-def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any) -> dict[str, Any]:
+TRAIN_FILES = ("checkpoint.pth", "model_best.pth", "final_state.pth")
+
+
+def _claim_output_dir(final_output_dir: Path, tb_log_dir: Path, stack: ExitStack) -> int | None:
+    """Before any work (rank 0): the output folders usable, the files training writes not blocked by
+    folders or other non-files, and this folder's training lock held (released by ``stack``). Returns the
+    PID of a killed run whose stale lock was taken over, else None. Raises a UserError naming the path."""
+    from hrpose.config import check_output_dirs
+
+    from .lock import TrainLock
+
+    check_output_dirs(("OUTPUT_DIR", final_output_dir))
+    lock = TrainLock(final_output_dir).acquire()
+    stack.callback(lock.release)
+    for name in TRAIN_FILES:
+        f = final_output_dir / name
+        if (f.exists() or f.is_symlink()) and not f.is_file():
+            what = "a folder" if f.is_dir() else "not a regular file (or a broken link)"
+            raise UserError(f"{f} is {what}; training writes {name} there: move it away or train into another "
+                            "OUTPUT_DIR")  # fmt: skip
+    check_output_dirs(("LOG_DIR", tb_log_dir))
+    return lock.previous_pid
+
+
+def _interrupted_message(checkpoint_file: Path, saved_epoch: int | None, end_epoch: int, auto_resume: bool) -> str:
+    """What an interrupted ``train`` kept and how to go on."""
+    if saved_epoch is None:
+        return (f"no epoch finished, so no checkpoint was written in {checkpoint_file.parent}; run the same command "
+                "to start again")  # fmt: skip
+    how = "run the same command to resume" if auto_resume else "run the same command with AUTO_RESUME True to resume"
+    return (f"{checkpoint_file.name} in {checkpoint_file.parent} holds epoch {saved_epoch} ({saved_epoch} of "
+            f"{end_epoch} epochs done); {how}")  # fmt: skip
+
+
+def _state_mismatch(expected: Mapping[str, Any], got: Mapping[str, Any]) -> str:
+    """How a stored scheduler/scaler state differs in keys or value types from a fresh one ('' if it does not)."""
+    if set(got) != set(expected):
+        return f"has keys {sorted(map(str, got))}, expected {sorted(expected)}"
+    for key, value in expected.items():
+        number = (int, float)
+        same = isinstance(got[key], type(value)) or (
+            isinstance(value, number) and isinstance(got[key], number) and not isinstance(got[key], bool)
+        )
+        if value is not None and got[key] is not None and not same:
+            return f"entry '{key}' is {type(got[key]).__name__}, expected {type(value).__name__}"
+    return ""
+
+
+def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: dict[str, Any]) -> dict[str, Any]:
+    """Load ``checkpoint.pth`` into the model, optimizer, scheduler and scaler after checking every field it
+    reads; any mismatch is a CheckpointReadError naming the file and the field."""
+    ckpt = load_checkpoint(checkpoint_file, map_location=info.device)
+    check_resume_fields(ckpt, checkpoint_file, int(cfg.TRAIN.END_EPOCH))
+    fix = f"; move {checkpoint_file} away (or set AUTO_RESUME False) to start this training over"
+    for field, target in (("state_dict", "model"), ("optimizer", "optimizer"), ("scheduler", "scheduler"),
+                          ("scaler", "scaler")):  # fmt: skip
+        obj = parts[target]
+        if obj is None or ckpt.get(field) is None:
+            if field in ("state_dict", "optimizer"):
+                raise CheckpointReadError(f"checkpoint {checkpoint_file}: field '{field}' is missing{fix}")
+            continue
+        if target in ("scheduler", "scaler"):
+            # their load_state_dict takes any mapping as attributes: compare with the state this run would save
+            mismatch = _state_mismatch(obj.state_dict(), ckpt[field])
+            if mismatch:
+                raise CheckpointReadError(f"checkpoint {checkpoint_file}: field '{field}' {mismatch}{fix}")
+        try:
+            obj.load_state_dict(ckpt[field])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointReadError(
+                f"checkpoint {checkpoint_file}: field '{field}' does not fit this {target} (written by another "
+                f"config or model? {first[:300]}){fix}"
+            ) from None
+    rng = ckpt.get("rng")
+    try:
+        if isinstance(rng, (list, tuple)) and info.rank < len(rng):
+            restore_rng_state(rng[info.rank])
+        elif isinstance(rng, Mapping):
+            restore_rng_state(rng)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointReadError(
+            f"checkpoint {checkpoint_file}: field 'rng' is not a random state ({str(e)[:200]}){fix}"
+        ) from None
+    return ckpt
+
+
+def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, stack: ExitStack, **fn: Any) -> dict[str, Any]:
     from .evaluate import make_eval_loader
 
     device = info.device
     cfg_name = fn["experiment_name"](cfg_file)
-    if info.is_main:
-        final_output_dir, tb_log_dir = fn["output_dirs"](cfg, cfg_file)
-    else:
-        final_output_dir, tb_log_dir = fn["output_dirs"](cfg, cfg_file, create=False)
+    final_output_dir, tb_log_dir = fn["output_dirs"](cfg, cfg_file, create=False)
     final_output_dir, tb_log_dir = broadcast_object((Path(final_output_dir), Path(tb_log_dir)))
+    # Rank 0 checks the folders and takes the lock; every rank learns the outcome, so all stop together.
+    problem: UserError | None = None
+    stale_pid = None
+    if info.is_main:
+        try:
+            stale_pid = _claim_output_dir(final_output_dir, tb_log_dir, stack)
+        except UserError as e:
+            problem = e
+    message = broadcast_object(str(problem) if problem is not None else "")
+    if problem is not None:
+        raise problem
+    if message:
+        raise UserError(message)
     logger, log_file = setup_logger(final_output_dir, cfg_name, "train", rank=info.rank)
     logger.info(f"=> device {device}, world size {info.world_size}, output {final_output_dir}")
+    if stale_pid is not None:
+        logger.warning(f"=> took over the training lock of PID {stale_pid}, which is no longer running")
     logger.info(str(cfg))
 
     apply_cudnn_settings(cfg)
@@ -433,24 +543,16 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
         for stale in Path(final_output_dir).glob(".*.pth.*.tmp"):
             logger.warning(f"=> removing {stale.name}, left by an interrupted checkpoint write")
             stale.unlink(missing_ok=True)
+    saved_epoch: int | None = None  # the epoch count checkpoint.pth holds (for the Ctrl-C message)
     if bool(cfg.AUTO_RESUME) and checkpoint_file.is_file():
         logger.info(f"=> loading checkpoint '{checkpoint_file}'")
-        ckpt = load_checkpoint(checkpoint_file, map_location=device)
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if "scheduler" in ckpt:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
+        parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+        ckpt = _resume_from(checkpoint_file, cfg, info, parts)
         begin_epoch = int(ckpt["epoch"])
+        saved_epoch = begin_epoch
         best_perf = float(ckpt.get("best_perf", ckpt.get("perf", 0.0)))
         best_state = ckpt.get("best_state_dict")
         global_step = int(ckpt.get("global_step", 0))
-        rng = ckpt.get("rng")
-        if isinstance(rng, (list, tuple)) and info.rank < len(rng):
-            restore_rng_state(rng[info.rank])
-        elif isinstance(rng, Mapping):
-            restore_rng_state(rng)
         logger.info(f"=> loaded checkpoint '{checkpoint_file}' (epoch {begin_epoch})")
         if info.is_main and best_state is not None and not best_file.is_file():
             # an earlier run was killed while writing model_best.pth: restore it from the checkpoint
@@ -546,6 +648,7 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
                 )
                 logger.info(f"=> saving checkpoint to {final_output_dir}")
                 save_checkpoint_atomic(ckpt_obj, checkpoint_file)
+                saved_epoch = epoch + 1
                 # A kill before this write completes leaves checkpoint.pth holding best_state_dict;
                 # resume then rewrites a missing model_best.pth from it (see above).
                 if is_best and best_state is not None:
@@ -558,6 +661,12 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, **fn: Any
             final = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             save_checkpoint_atomic(with_meta(final, weights_meta), final_state)
         barrier()
+    except KeyboardInterrupt:
+        # Ctrl-C: checkpoint.pth is the last complete epoch (atomic writes); say so and how to go on.
+        message = _interrupted_message(checkpoint_file, saved_epoch, end_epoch, bool(cfg.AUTO_RESUME))
+        if info.is_main:
+            logger.warning(f"=> interrupted: {message}")
+        raise Interrupted(message) from None
     finally:
         writer.close()
     return {

@@ -31,6 +31,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from hrpose.errors import MissingFileError
 from hrpose.evaluation.oks_nms import nms_from_arrays, resolve_sigmas, soft_nms_from_arrays
 
 __all__ = [
@@ -49,7 +50,7 @@ def load_coco(annotation: str | os.PathLike[str] | COCO) -> COCO:
         return annotation
     path = Path(annotation)
     if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {path}")
+        raise MissingFileError(f"COCO annotation file not found: {path}")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         coco = COCO(str(path))

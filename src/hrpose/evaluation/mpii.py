@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat, savemat
 
+from hrpose.errors import MissingFileError
+
 __all__ = ["SC_BIAS", "PCKH_NAMES", "load_mpii_gt", "pckh_per_joint", "evaluate_mpii"]
 
 SC_BIAS = 0.6
@@ -40,7 +42,7 @@ def load_mpii_gt(gt_mat_path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """
     path = Path(gt_mat_path)
     if not path.is_file():
-        raise FileNotFoundError(f"MPII ground-truth file not found: {path}")
+        raise MissingFileError(f"MPII ground-truth file not found: {path}")
     mat = loadmat(str(path))
     for key in ("dataset_joints", "jnt_missing", "pos_gt_src", "headboxes_src"):
         if key not in mat:

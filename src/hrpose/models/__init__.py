@@ -29,6 +29,7 @@ __all__ = [
     "ResNetSpec",
     "build_model",
     "build_pose_hrnet",
+    "check_model_config",
     "build_pose_resnet",
 ]
 
@@ -63,6 +64,37 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def check_model_config(cfg: Any, training: bool = False) -> None:
+    """`MODEL.*` shaped for the chosen architecture (the spec parses, channel counts >= 1, IMAGE_SIZE a multiple
+    of 32, and for training HEATMAP_SIZE a quarter of it: the targets must match the network's output);
+    a ConfigError naming the key otherwise."""
+    from hrpose.config import ConfigError
+
+    name = str(cfg.MODEL.NAME)
+    spec_of = {"pose_hrnet": HRNetSpec.from_cfg, "pose_resnet": ResNetSpec.from_cfg}.get(name)
+    if spec_of is None:
+        return
+    try:
+        spec: Any = spec_of(cfg.MODEL)
+    except KeyError as e:
+        raise ConfigError(f"MODEL.EXTRA has no key {e} that {name} needs (see the experiments/ YAMLs)") from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"MODEL.EXTRA does not describe a {name}: {e}") from None
+    for i, stage in enumerate(getattr(spec, "stages", ())):
+        if any(c < 1 for c in stage.num_channels) or any(b < 1 for b in stage.num_blocks):
+            raise ConfigError(f"MODEL.EXTRA.STAGE{i + 2}: NUM_CHANNELS {list(stage.num_channels)} and NUM_BLOCKS "
+                              f"{list(stage.num_blocks)} must all be >= 1")  # fmt: skip
+    if any(f < 1 for f in getattr(spec, "deconv_filters", ())):
+        raise ConfigError(f"MODEL.EXTRA.NUM_DECONV_FILTERS {list(spec.deconv_filters)} must all be >= 1")
+    size, heat = [int(v) for v in cfg.MODEL.IMAGE_SIZE], [int(v) for v in cfg.MODEL.HEATMAP_SIZE]
+    if any(v % 32 for v in size):
+        raise ConfigError(f"MODEL.IMAGE_SIZE {size}: {name} needs multiples of 32 (its deepest features are 1/32 "
+                          "of the input), e.g. [192, 256] or [288, 384]")  # fmt: skip
+    if training and heat != [v // 4 for v in size]:
+        raise ConfigError(f"MODEL.HEATMAP_SIZE {heat}: {name} predicts heatmaps at a quarter of MODEL.IMAGE_SIZE "
+                          f"{size}, so it must be {[v // 4 for v in size]}")  # fmt: skip
+
+
 def build_model(cfg: Any, is_train: bool = False) -> nn.Module:
     """The model named by `cfg.MODEL.NAME`, on the CPU (or the ambient `torch.device` context).
 
@@ -71,5 +103,8 @@ def build_model(cfg: Any, is_train: bool = False) -> nn.Module:
     """
     name = str(cfg.MODEL.NAME)
     if name not in MODELS:
-        raise ValueError(f"unknown MODEL.NAME {name!r}; available: {sorted(MODELS)}")
+        from hrpose.config import ConfigError
+
+        raise ConfigError(f"unknown MODEL.NAME {name!r}; available: {sorted(MODELS)}")
+    check_model_config(cfg, training=is_train)
     return MODELS[name](cfg, is_train=is_train)

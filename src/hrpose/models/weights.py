@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hrpose.errors import UserError
+from hrpose.errors import MissingFileError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,8 @@ def load_state_dict_file(path: str | os.PathLike[str], key: str | None = None) -
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"weights file not found: {p}")
+        what = "is not a regular file" if p.exists() else "not found"
+        raise MissingFileError(f"weights file {p} {what}; check the path (--weights or TEST.MODEL_FILE)")
     sd = _unwrap(_read(p), p, key)
     check_tensors(sd, str(p))
     return sd
@@ -354,8 +355,8 @@ def load_weights(
 
     strict=True (default): every model key must be present with the right shape and nothing extra,
     otherwise a CheckpointError lists the missing, unexpected and wrongly shaped keys and nothing is
-    loaded. strict=False loads every key that fits and reports the rest, e.g. to fine-tune a 17-joint
-    model into a 16-joint head.
+    loaded. strict=False loads every key that fits and reports the rest (warning), e.g. to
+    fine-tune a 17-joint model into a 16-joint head.
     """
     if isinstance(path_or_state_dict, Mapping):
         source = "the given state_dict"
@@ -373,9 +374,8 @@ def load_weights(
         hint = _IMAGENET_HINT if layout in IMAGENET_LAYOUTS else ""
         raise CheckpointError(
             f"weights from {source} do not match the {type(target).__name__} model:\n{report.describe()}\n{hint}"
-            "Check that the config matches the checkpoint (MODEL.NAME, MODEL.EXTRA, MODEL.NUM_JOINTS); to "
-            "fine-tune to a different number of joints, load only the matching keys with "
-            "hrpose.models.weights.load_weights(model, path, strict=False)."
+            "To fine-tune to a different number of joints, start from backbone weights instead (MODEL.PRETRAINED "
+            "takes every tensor that fits), or in Python load_weights(model, path, strict=False)."
         )
     target.load_state_dict({k: sd[k] for k in report.loaded}, strict=False)
     if not report.complete:
@@ -405,13 +405,13 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str], layers: Iter
 
 def _pretrained_from_zoo(path: Path) -> tuple[Path, str | None]:
     """A missing MODEL.PRETRAINED file that the model zoo knows by its name (the official YAMLs' names, e.g.
-    hrnet_w32-36af842e.pth): the zoo's copy, fetched into $HRPOSE_HOME on first use. Else FileNotFoundError."""
+    hrnet_w32-36af842e.pth): the zoo's copy, fetched into $HRPOSE_HOME on first use. Else MissingFileError."""
     from hrpose import zoo
 
     entry = zoo.entry_for_imagenet_file(path)
     if entry is None:
         known = ", ".join(e.filename for e in zoo.REGISTRY.values() if e.kind == "imagenet")
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"pretrained weights MODEL.PRETRAINED={str(path)!r} not found; download the ImageNet weights there "
             f"(the model zoo fetches these by name: {known}), or train from scratch with MODEL.PRETRAINED '' "
             "(or MODEL.INIT_WEIGHTS False)"

@@ -1,0 +1,114 @@
+"""One training run per output folder: an exclusive ``fcntl.flock`` on ``<folder>/train.lock`` holding the PID.
+
+A second ``hrpose train`` into the same folder is refused with the first one's PID. The kernel drops an
+``flock`` when its process dies, so the lock file a killed run leaves behind is stale by construction:
+the next run takes it over (and says whose it was). On exit the lock is released and the file removed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hrpose.errors import UserError
+
+__all__ = ["LOCK_NAME", "OutputDirLockedError", "TrainLock", "pid_alive"]
+
+LOCK_NAME = "train.lock"
+
+
+class OutputDirLockedError(UserError, RuntimeError):
+    """Another live process holds the training lock of this output folder."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+        return int(text.split()[0]) if text else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class TrainLock:
+    """``with TrainLock(folder): ...``: hold the folder's training lock, or raise OutputDirLockedError.
+
+    ``previous_pid`` is set when a stale lock file (its process gone) was taken over.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]):
+        self.path = Path(folder) / LOCK_NAME
+        self.fd: int | None = None
+        self.previous_pid: int | None = None
+
+    def acquire(self) -> TrainLock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock; one run per folder is then up to the user
+            return self
+
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                raise OutputDirLockedError(
+                    f"cannot create the training lock {self.path}: {e.strerror or e}; is OUTPUT_DIR writable?"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                who = f"PID {pid}" if pid else "another process"
+                raise OutputDirLockedError(
+                    f"another hrpose train ({who}) is writing into {self.path.parent} (lock {self.path}); wait "
+                    "for it to finish or stop it, or train into another folder (OUTPUT_DIR / --modelDir)"
+                ) from None
+            # The file may have been removed (and recreated) by its previous holder between our open and
+            # flock: then we hold a lock on an orphaned inode; start over on the current file.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            old = _read_pid(fd)
+            if old and old != os.getpid():
+                self.previous_pid = old
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.fsync(fd)
+            self.fd = fd
+            return self
+        raise OutputDirLockedError(f"could not take the training lock {self.path}: it keeps being replaced")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding the lock: no one else can own this file
+        except OSError:
+            pass
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+    def __enter__(self) -> TrainLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
