@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, GOLDEN, ROOT
+from conftest import DATA, GOLDEN, ROOT, requires_capability
 from hrpose.backends import (
     EagerBackend,
     OnnxRuntimeBackend,
@@ -106,6 +106,11 @@ def test_torch_fast_backends_agree_with_eager(hrnet, crops):
     ref = EagerBackend(hrnet)(crops[:4])
     fp32 = TorchBackend(hrnet)(crops[:4])
     np.testing.assert_allclose(fp32, ref, atol=1e-4 * np.abs(ref).max())
+
+
+@requires_capability("bf16")
+def test_torch_bf16_backend_is_close_to_eager(hrnet, crops):
+    ref = EagerBackend(hrnet)(crops[:4])
     bf16 = TorchBackend(hrnet, dtype=torch.bfloat16)(crops[:4])
     assert bf16.dtype == np.float32 and bf16.shape == ref.shape
     # bf16 has an 8-bit mantissa: heatmaps agree to a few percent of their range
@@ -120,6 +125,22 @@ def test_torch_backend_variants_agree_and_leave_the_model_alone(hrnet, crops):
         b = make_torch_backend(name, hrnet)
         np.testing.assert_allclose(b(crops[:3]), ref, atol=1e-4 * scale, err_msg=name)
         np.testing.assert_allclose(b(crops[3:5]), EagerBackend(hrnet)(crops[3:5]), atol=1e-4 * scale)  # re-traced
+    # the caller's model is untouched: still fp32, NCHW, BatchNorm in place, same weights
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in hrnet.modules())
+    for k, v in hrnet.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+    assert hrnet.conv1.weight.is_contiguous()
+    with pytest.raises(ValueError, match="unknown torch backend"):
+        make_torch_backend("torch-int4", hrnet)
+    with pytest.raises(ValueError, match="jit or compile"):
+        TorchBackend(hrnet, jit=True, compile=True)
+
+
+@requires_capability("bf16")
+def test_torch_bf16_backend_variants_are_close_and_leave_the_model_alone(hrnet, crops):
+    before = {k: v.clone() for k, v in hrnet.state_dict().items()}
+    ref = EagerBackend(hrnet)(crops[:3])
+    scale = np.abs(ref).max()
     bf16 = make_torch_backend("torch-bf16", hrnet)
     autocast = make_torch_backend("torch-bf16-autocast", hrnet)
     for b in (bf16, autocast):
@@ -140,10 +161,6 @@ def test_torch_backend_variants_agree_and_leave_the_model_alone(hrnet, crops):
     fused = make_torch_backend("torch-bf16-onednn", hrnet)
     assert fused(crops[:3]).shape == ref.shape
     assert not torch.jit.onednn_fusion_enabled()  # switched on for tracing only, not left on for the process
-    with pytest.raises(ValueError, match="unknown torch backend"):
-        make_torch_backend("torch-int4", hrnet)
-    with pytest.raises(ValueError, match="jit or compile"):
-        TorchBackend(hrnet, jit=True, compile=True)
 
 
 def test_int8_quantization_runs_and_stays_close(tmp_path, onnx_model, hrnet, crops):
@@ -190,12 +207,34 @@ def test_pose_estimator_torch_backends(tmp_path, hrnet):
         got = est(image, boxes=box)[0].keypoints
         np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-4, err_msg=name)
         np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-2, err_msg=name)
-    folded = PoseEstimator(cfg, weights, device="cpu", detector=WholeImageDetector())
+    folded = PoseEstimator(cfg, weights, device="cpu", backend="torch", detector=WholeImageDetector())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.backend.model.modules())
-    bf16 = PoseEstimator(cfg, weights, device="cpu", backend="torch-bf16", detector=WholeImageDetector())
-    assert bf16(image, boxes=box)[0].keypoints.shape == want.shape
+    # the default, "auto": on a CPU the checkpoint exported to ONNX Runtime, same keypoints
+    auto = PoseEstimator(cfg, weights, device="cpu", detector=WholeImageDetector())
+    assert isinstance(auto.backend, OnnxRuntimeBackend) and auto.device.type == "cpu"
+    got = auto(image, boxes=box)[0].keypoints
+    np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-4)
+    np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-2)
+    # a model the caller passes runs as given under "auto" too
+    assert PoseEstimator.from_model(hrnet, cfg, detector=WholeImageDetector()).backend.model is hrnet
     with pytest.raises(ValueError, match="torch-fast"):
         PoseEstimator(cfg, weights, backend="torch-int4", detector=WholeImageDetector())
+
+
+@requires_capability("bf16")
+def test_pose_estimator_bf16_backend(tmp_path, hrnet):
+    from hrpose.inference import PoseEstimator
+    from hrpose.inference.detectors import WholeImageDetector
+    from hrpose.models.weights import save_weights
+
+    weights = save_weights(hrnet, tmp_path / "w.pth")
+    cfg = load_config(W32, REDUCED)
+    image = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
+    box = [[5, 5, 70, 100, 0.9]]
+    want = PoseEstimator.from_model(hrnet, cfg, detector=WholeImageDetector())(image, boxes=box)[0].keypoints
+    bf16 = PoseEstimator(cfg, weights, device="cpu", backend="torch-bf16", detector=WholeImageDetector())
+    assert bf16.backend.name == "torch-bf16"
+    assert bf16(image, boxes=box)[0].keypoints.shape == want.shape
 
 
 def test_gpu_options_refuse_a_cpu_model_clearly(hrnet):

@@ -89,7 +89,7 @@ def capped_features(flags: set[str], onednn_max_isa: str | None, aten_capability
     return usable
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fusion_runs(dtype_name: str) -> tuple[bool, str]:
     """Try oneDNN's fused convolution with a packed weight, once per process: (works, why not)."""
     import torch
@@ -225,7 +225,8 @@ class Capabilities:
         if self.is_arm and "asimd" in self.features:
             shown = "neon " + shown
         cores = f"{self.cpu_cores} cores" if self.cpu_cores else "cores unknown"
-        caps = f"; capped by {self.cap_text()}" if self.capped or self.onednn_max_isa or self.aten_cpu_capability_env else ""
+        capped = self.capped or self.onednn_max_isa or self.aten_cpu_capability_env
+        caps = f"; capped by {self.cap_text()}" if capped else ""
         gpu = f"; GPU {self.cuda_device}" if self.cuda_device else "; no GPU"
         return (f"{self.cpu_name or self.arch} ({shown}; ATen {self.aten_capability}; "
                 f"oneDNN {'yes' if self.onednn else 'no'}; bf16 {'fast' if self.bf16_fast else 'no'}){caps}; "
@@ -249,12 +250,15 @@ def probe() -> Capabilities:
     reported = {f for f in flags if f in X86_FEATURES or f in ARM_FEATURES}
     features = capped_features(reported, onednn_cap, aten_env)
     notes: list[str] = []
-    cuda_device, cuda_cap, fp16, bf16 = None, None, False, False
+    cuda_device: str | None = None
+    cuda_cap: tuple[int, int] | None = None
+    fp16 = bf16 = False
     if torch.cuda.is_available():
         try:
             cuda_device = torch.cuda.get_device_name(0)
-            cuda_cap = tuple(torch.cuda.get_device_capability(0))  # type: ignore[assignment]
-            fp16 = cuda_cap >= (5, 3)  # type: ignore[operator]
+            major, minor = torch.cuda.get_device_capability(0)
+            cuda_cap = (int(major), int(minor))
+            fp16 = cuda_cap >= (5, 3)
             bf16 = bool(torch.cuda.is_bf16_supported())
         except (RuntimeError, AssertionError) as e:  # a broken driver: say so, run on the CPU
             notes.append(f"CUDA is installed but unusable: {e}")

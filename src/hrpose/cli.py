@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a model to ONNX and check it in ONNX Runtime"),
     "bench": ("bench", "benchmark inference backends against the eager baseline"),
     "synth": ("synth", "write a synthetic COCO-format person-keypoint dataset"),
+    "info": ("info", "what this machine can run (CPU ISA, oneDNN, bf16, CUDA), versions, the auto backend"),
 }
 
 

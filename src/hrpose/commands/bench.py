@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     apply_cudnn_settings(cfg)  # as the official tools/test.py (CUDNN.BENCHMARK: autotuning, on in every YAML)
     default_backends = GPU_BACKENDS if device.type == "cuda" else DEFAULT_BACKENDS
+    # the default set leaves out (and notes) what this machine cannot run; a backend asked for by name refuses
+    skipped: dict[str, str] | None = None if args.backends else {}
     args.backends = list(args.backends or default_backends)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -131,8 +133,10 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         labeled=labeled,
         log=log,
+        skipped=skipped,
     )
     table = markdown_table(rows, tuple(args.batch_sizes))
+    not_run = "".join(f"\n\nNot run here: `{name}`: {why}" for name, why in (skipped or {}).items())
     weights = args.weights or "seeded random weights"
     if args.json:
         print(
@@ -144,13 +148,14 @@ def run(args: argparse.Namespace) -> int:
                     "calibration_crops": int(len(calib)),
                     "deviation_crops": int(len(evaluate)),
                     "rows": rows_to_json(rows),
+                    "skipped": skipped or {},
                 },
                 indent=2,
             )
         )
     else:
         print(f"\n{args.cfg} ({weights}) on {machine}; deviation over {len(evaluate)} real crops\n")
-        print(table)
+        print(table + not_run)
     if args.write:
         opts = " ".join(args.opts)
         cmd = (
@@ -176,6 +181,6 @@ def run(args: argparse.Namespace) -> int:
             f"crops from `{root.name}` (int8 calibrated on {len(calib)} other crops); 'confident' = joints "
             f"whose baseline heatmap maximum exceeds TEST.IN_VIS_THRE ({float(cfg.TEST.IN_VIS_THRE):g}); 'labeled' = "
             f"joints the annotation marks (v > 0) in the crop.\n\n"
-            f"{table}\n",
+            f"{table}{not_run}\n",
         )
     return 0

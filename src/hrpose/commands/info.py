@@ -53,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
             value = " ".join(map(str, value)) or "-"
         print(f"{key:<{width}}  {value if value not in (None, '') else '-'}")
     print("auto backend  " + "; ".join(f"{p}: {b}" for p, b in picks.items()))
-    print("versions      " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    print("versions      " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     return 0

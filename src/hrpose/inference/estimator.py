@@ -150,6 +150,19 @@ def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelB
     return make_short_backend(name, model)
 
 
+def _auto_onnxruntime(model: nn.Module, input_size_wh: tuple[int, int]) -> Backend:
+    """`backend="auto"` on a CPU: the model exported to ONNX Runtime (checked against PyTorch); a model the
+    exporter cannot take runs as "torch" instead."""
+    from hrpose.backends import onnxruntime_from_model
+    from hrpose.export import ExportError
+
+    try:
+        return onnxruntime_from_model(model, input_size_wh)
+    except (ExportError, RuntimeError, ValueError, TypeError) as e:
+        logger.warning("backend auto: ONNX export failed (%s); running the PyTorch model", str(e).splitlines()[0])
+        return _torch_backend("torch", model, fold_bn=True)
+
+
 def make_inputs(
     image_bgr: np.ndarray, centers: np.ndarray, scales: np.ndarray, input_size_wh: Sequence[int], color_rgb: bool
 ) -> np.ndarray:
@@ -218,8 +231,10 @@ class PoseEstimator:
     config: a YAML path or a CfgNode; weights: a checkpoint (strict load; `.onnx` for
     backend="onnxruntime") or None to keep the model's current weights (TEST.MODEL_FILE when set);
     device: "auto" | "cpu" | "cuda[:i]" | "mps"; flip_test: average with the mirrored crop;
-    backend: "torch" (BatchNorm folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16",
-    "onnxruntime" (an exported .onnx file as `weights`) or any `Backend` callable (see `_torch_backend`);
+    backend: "auto" (the fastest backend with fp32 keypoints on this machine, `hrpose.backends.auto_backend`:
+    on a CPU the checkpoint exported to ONNX Runtime; "torch" for a `model` passed in), "torch" (BatchNorm
+    folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16", "onnxruntime" (an exported .onnx
+    file as `weights`) or any `Backend` callable (see `_torch_backend`);
     batch_size: crops per forward pass;
     detector: person detector used when no boxes are given (default: HOG when OpenCV has it, else
     the whole image; see `default_detector`);
@@ -233,7 +248,7 @@ class PoseEstimator:
         *,
         device: str | torch.device = "auto",
         flip_test: bool = True,
-        backend: str | Backend = "torch",
+        backend: str | Backend = "auto",
         batch_size: int = 16,
         detector: Detector | None = None,
         meta: DatasetMeta | None = None,
@@ -265,6 +280,16 @@ class PoseEstimator:
         self.warn_no_person = True
         self.model: nn.Module | None = None
 
+        auto_export = False  # "auto" chose ONNX Runtime for a checkpoint: export it once the model is loaded
+        if isinstance(backend, str) and backend == "auto":
+            from hrpose.backends import auto_backend
+
+            if model is not None:  # a caller's model runs as given (later changes to it are seen)
+                backend = "torch"
+            else:
+                backend = auto_backend(device=resolve_device(device), weights=weights)
+                if backend == "onnxruntime" and Path(str(weights or "")).suffix.lower() != ".onnx":
+                    backend, auto_export = "torch", True
         if not isinstance(backend, str):
             self.backend: Backend = backend
             self.model = model
@@ -284,8 +309,11 @@ class PoseEstimator:
 
                 load_weights(model, weights, strict=True)
             self.model = model.eval()
-            self.backend = _torch_backend(backend, self.model, fold_bn=built_here)
-            self.device = self.backend.device
+            if auto_export:
+                self.backend, self.device = _auto_onnxruntime(self.model, self.input_size), torch.device("cpu")
+            else:
+                self.backend = _torch_backend(backend, self.model, fold_bn=built_here)
+                self.device = self.backend.device
         elif backend == "onnxruntime":
             if weights is None or Path(weights).suffix.lower() != ".onnx":
                 raise ValueError(
