@@ -29,6 +29,8 @@ from hrpose.config import load_config
 from hrpose.errors import UserError
 from hrpose.models import build_model
 
+pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an AVX2-only CPU
+
 SAPPHIRE_RAPIDS = {"sse4_2", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
                    "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile"}  # fmt: skip
 SMALL_CFG = ROOT / "experiments/synthetic/w16_128x96_synth.yaml"

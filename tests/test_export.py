@@ -22,6 +22,8 @@ from hrpose.config import load_config
 from hrpose.export import ExportError, export_onnx, fold_batchnorm
 from hrpose.models import build_model
 
+pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an AVX2-only CPU
+
 SMALL = (64, 64)  # (w, h): small inputs keep the suite fast; the graph is the full architecture
 
 
@@ -304,6 +306,7 @@ def test_write_section_replaces_its_own_block(tmp_path):
     assert text.count("<!-- bench:w32:random -->") == 1 and text.index("table 2") < text.index("other")
 
 
+@pytest.mark.slow
 def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
     import json
 
@@ -331,6 +334,7 @@ def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
         main([*args[:5], "--num-crops", "3", "--calib-crops", "4", *REDUCED])
 
 
+@pytest.mark.slow
 def test_pose_estimator_torch_compile_backend(tmp_path, hrnet, monkeypatch):
     """`--backend torch-compile`: torch.compile (inductor) of the folded fp32 model, same keypoints as "torch"."""
     import shutil

@@ -18,6 +18,8 @@ from hrpose.fusion import fuse_pointwise
 from hrpose.models import build_model
 from test_export import REDUCED, W32, _fill
 
+pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an AVX2-only CPU
+
 X = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32))
 
 
