@@ -265,6 +265,34 @@ def test_run_bench_reports_every_backend(tmp_path, hrnet, crops):
         run_bench(hrnet, SMALL, crops[:2], backends=("tensorrt",), workdir=tmp_path, log=lambda s: None)
 
 
+def test_bench_runs_auto_and_openvino_and_leaves_out_what_the_cpu_cannot_run(tmp_path, hrnet, crops, monkeypatch):
+    """`auto` is a row of its own (what --backend auto runs here); OpenVINO runs the same exported graph; on a
+    CPU without bf16 (this machine's probe capped to AVX2) the default set leaves bf16 out with the reason, and a
+    bf16 backend asked for by name refuses."""
+    import dataclasses
+
+    import hrpose.capabilities as capabilities
+    from hrpose.backends import BackendUnavailableError
+    from hrpose.commands.bench import auto_verdict
+
+    real = capabilities.probe()
+    avx2 = dataclasses.replace(real, features=frozenset(capabilities.capped_features(set(real.hw_features), "AVX2",
+                                                                                     None)))  # fmt: skip
+    monkeypatch.setattr(capabilities, "probe", lambda: avx2)
+    skipped: dict[str, str] = {}
+    rows = run_bench(hrnet, SMALL, crops[:4], batch_sizes=(1,), iters=1, warmup=0, workdir=tmp_path,
+                     backends=("auto", "openvino-fp32", "torch-bf16"), skipped=skipped, log=lambda s: None)  # fmt: skip
+    assert [r.backend for r in rows] == ["eager-fp32 (baseline)", "auto = onnxruntime-fp32", "openvino-fp32"]
+    assert list(skipped) == ["torch-bf16"] and "no bf16 arithmetic" in skipped["torch-bf16"]
+    for r in rows[1:]:  # fp32 on the exported graph: the baseline's keypoints, heatmaps to float rounding
+        assert r.mean_dev_px == 0.0 and r.max_abs_heatmap_err < 1e-3, r.backend
+    verdict = auto_verdict(rows, (1,), "cpu")
+    assert "`auto` runs `onnxruntime-fp32`" in verdict and "target on AVX2-only CPUs: >= 1.8x" in verdict
+    assert "OpenVINO fp32 on the same graph" in verdict
+    with pytest.raises(BackendUnavailableError, match="torch-bf16.*AVX512_BF16"):
+        run_bench(hrnet, SMALL, crops[:2], backends=("torch-bf16",), workdir=tmp_path, log=lambda s: None)
+
+
 def test_export_cli_writes_checked_model(tmp_path, hrnet, capsys):
     from hrpose.cli import main
     from hrpose.models.weights import save_weights

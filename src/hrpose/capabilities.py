@@ -218,6 +218,18 @@ class Capabilities:
             parts.append(f"ATEN_CPU_CAPABILITY={self.aten_cpu_capability_env}")
         return " ".join(parts) or "no caps"
 
+    def cpu_kind(self) -> str:
+        """The CPU kind benchmark tables are kept per: amx | avx512-bf16 | avx512 | avx2 | neon | baseline."""
+        if self.amx:
+            return "amx"
+        if self.avx512 and "avx512_bf16" in self.features:
+            return "avx512-bf16"
+        if self.avx512:
+            return "avx512"
+        if "avx2" in self.features:
+            return "avx2"
+        return "neon" if self.is_arm else "baseline"
+
     def line(self) -> str:
         """One line for a benchmark table or a bug report."""
         order = [*X86_FEATURES, *ARM_FEATURES]
