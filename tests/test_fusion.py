@@ -130,3 +130,29 @@ def test_fused_refuses_what_it_cannot_do(hrnet):
         TorchBackend(hrnet, fused=True, jit=True)
     with pytest.raises(ValueError, match="fold_bn=False"):
         TorchBackend(hrnet, fused=True, fold_bn=False)
+
+
+def _fused_conv_really_runs(dtype: torch.dtype) -> bool:
+    """The fused operators tried here directly, independently of hrpose.capabilities."""
+    try:
+        x = torch.ones(1, 4, 5, 5, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.ones(4, 4, 3, 3, dtype=dtype)
+        packed = torch.ops.mkldnn._reorder_convolution_weight(w, [1, 1], [1, 1], [1, 1], 1, [1, 4, 5, 5])
+        y = torch.ops.mkldnn._convolution_pointwise(x, packed, None, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
+        return float(y.float()[0, 0, 2, 2]) == 36.0  # 4 channels x 9 taps of 1 x 1
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def test_pointwise_fusion_available_says_what_really_runs():
+    from hrpose.capabilities import probe
+    from hrpose.fusion import pointwise_fusion_available
+
+    assert pointwise_fusion_available(torch.float32) == _fused_conv_really_runs(torch.float32)
+    # bf16: only where it runs *and* the CPU (as capped) has bf16 arithmetic; never an emulated path
+    assert pointwise_fusion_available(torch.bfloat16) == (
+        _fused_conv_really_runs(torch.bfloat16) and probe().bf16_hardware
+    )
+    if not probe().bf16_hardware:
+        assert not pointwise_fusion_available(torch.bfloat16)
+    assert not pointwise_fusion_available(torch.float16)

@@ -41,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backends",
         nargs="+",
         default=None,
-        help="see hrpose.bench.backend_names() (default: the CPU set, or the GPU set with --device cuda)",
+        help="see hrpose.bench.backend_names(); 'auto' = what --backend auto runs here (default: the CPU set "
+        "with auto and openvino-fp32, leaving out with the reason what this machine cannot run, e.g. bf16 "
+        "without bf16 hardware; or the GPU set with --device cuda). A backend named here that this machine "
+        "cannot run is refused",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
