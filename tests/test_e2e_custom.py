@@ -116,7 +116,6 @@ def _ap_tables(text: str) -> list[dict[str, float]]:
     return out
 
 
-@pytest.mark.slow
 def test_custom_dataset_train_test_reload_predict(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(2)
     cfg_file, root = _write_experiment(tmp_path)

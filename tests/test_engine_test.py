@@ -151,7 +151,6 @@ def test_flip_test_averages_the_mirrored_pass():
     torch.testing.assert_close(shifted, expected)
 
 
-@pytest.mark.slow
 def test_hrpose_test_backends_give_the_same_results(tmp_path):
     """HRPOSE.BACKEND torch-fast (folded BN, TorchScript) and onnxruntime (exported + checked) reproduce torch."""
     cfg_file = tmp_path / "tiny_gt.yaml"

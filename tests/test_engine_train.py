@@ -186,7 +186,6 @@ def test_overfit_a_few_real_crops(tmp_path):
     assert initial / losses[-1] >= 5, f"loss went from {initial:.5f} only to {losses}"
 
 
-@pytest.mark.slow
 def test_train_writes_official_outputs_and_resume_is_exact(tmp_path):
     root = mini_coco(tmp_path, 3)
     base = _tiny_cfg_dict(root)

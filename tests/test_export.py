@@ -334,7 +334,6 @@ def test_write_section_replaces_its_own_block(tmp_path):
     assert text.count("<!-- bench:w32:random -->") == 1 and text.index("table 2") < text.index("other")
 
 
-@pytest.mark.slow
 def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
     import json
 
