@@ -95,3 +95,13 @@ def pytest_collection_modifyitems(config, items):
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("network") is not None])
         items[:] = kept
+
+
+def requires_capability(what: str):
+    """A skip mark for a test that needs `what` ("bf16", "fusion", "cuda", "cuda-bf16", "avx512", "amx", ...):
+    it skips, with the probe's reason, only where `hrpose.capabilities.probe()` says this machine (as capped by
+    ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY) lacks it; on a machine that has it the test always runs."""
+    from hrpose.capabilities import probe
+
+    why = probe().missing(what)
+    return pytest.mark.skipif(bool(why), reason=f"needs {what}: {why}")

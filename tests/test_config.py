@@ -41,7 +41,7 @@ HRPOSE_DEFAULTS = {
     "OKS_SIGMAS": [],
     "UPPER_BODY_IDS": [],
     "SKIP_BAD_IMAGES": True,
-    "BACKEND": "torch",
+    "BACKEND": "auto",
     "TENSORBOARD": True,
     "MAX_ITERS_PER_EPOCH": 0,
     "MODEL_MIRROR": "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from pycocotools.coco import COCO
 from scipy.io import loadmat
 from torch import nn
 
-from conftest import DATA
+from conftest import DATA, requires_capability
 from hrpose.cli import main as cli_main
 from hrpose.config import load_config
 from hrpose.engine.evaluate import predict_heatmaps
@@ -75,6 +76,7 @@ def test_hrpose_test_coco_mini_gt_boxes(tmp_path, capsys):
     assert len(results) <= 86  # one per GT person with keypoints, before OKS NMS
     log = next(exp_dir.glob("tiny_gt_*_test.log")).read_text()
     assert "| Arch | AP | Ap .5 |" in log and "| pose_resnet |" in log
+    assert "HRPOSE.BACKEND auto: onnxruntime" in log and (exp_dir / "model.onnx").is_file()  # the default
     assert "| Arch | AP |" in capsys.readouterr().out
 
     # without TEST.MODEL_FILE the experiment's final_state.pth is used, as the official test.py does
@@ -150,9 +152,8 @@ def test_flip_test_averages_the_mirrored_pass():
     torch.testing.assert_close(shifted, expected)
 
 
-def test_hrpose_test_backends_give_the_same_results(tmp_path, capsys):
-    """HRPOSE.BACKEND torch-fast (folded BN, TorchScript) and onnxruntime (exported + checked) reproduce torch;
-    torch-bf16 runs through the same pipeline within bf16 tolerance."""
+def test_hrpose_test_backends_give_the_same_results(tmp_path):
+    """HRPOSE.BACKEND torch-fast (folded BN, TorchScript) and onnxruntime (exported + checked) reproduce torch."""
     cfg_file = tmp_path / "tiny_gt.yaml"
     cfg_file.write_text(yaml.safe_dump(_cfg("coco", COCO_MINI, "train2017", USE_GT_BBOX=True)))
     weights = _random_weights(cfg_file, tmp_path / "w.pth")
@@ -175,11 +176,39 @@ def test_hrpose_test_backends_give_the_same_results(tmp_path, capsys):
     assert _run_test(cfg_file, out, "TEST.MODEL_FILE", str(onnx_file), "HRPOSE.BACKEND", "onnxruntime") == 0
     direct = json.loads((out / "coco/pose_resnet/tiny_gt/results/keypoints_train2017_results_0.json").read_text())
     np.testing.assert_allclose(np.array([r["keypoints"] for r in direct]), ref, atol=1e-3, rtol=1e-4)
-    out = tmp_path / "bf16"
-    assert _run_test(cfg_file, out, "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", "torch-bf16") == 0
-    bf16 = json.loads((out / "coco/pose_resnet/tiny_gt/results/keypoints_train2017_results_0.json").read_text())
-    assert len(bf16) == len(res["torch"])
-    # an unknown backend is a user error: one `error:` line naming the key, exit 2
+
+
+@requires_capability("bf16")
+def test_hrpose_test_bf16_backend_runs_the_same_pipeline(tmp_path):
+    cfg_file = tmp_path / "tiny_gt.yaml"
+    cfg_file.write_text(yaml.safe_dump(_cfg("coco", COCO_MINI, "train2017", USE_GT_BBOX=True)))
+    weights = _random_weights(cfg_file, tmp_path / "w.pth")
+    res = {}
+    for backend in ("torch", "torch-bf16"):
+        out = tmp_path / backend
+        assert _run_test(cfg_file, out, "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", backend) == 0
+        res[backend] = json.loads((out / "coco/pose_resnet/tiny_gt/results/keypoints_train2017_results_0.json")
+                                  .read_text())  # fmt: skip
+    assert len(res["torch-bf16"]) == len(res["torch"])
+
+
+def test_hrpose_test_refuses_backends_it_cannot_run(tmp_path, monkeypatch, capsys):
+    """A bad HRPOSE.BACKEND, and bf16 on a CPU without bf16 arithmetic (this machine's probe capped to AVX2):
+    one clear error before any work, never an emulated run."""
+    import dataclasses
+
+    import hrpose.capabilities as capabilities
+    cfg_file = tmp_path / "tiny_gt.yaml"
+    cfg_file.write_text(yaml.safe_dump(_cfg("coco", COCO_MINI, "train2017", USE_GT_BBOX=True)))
+    weights = _random_weights(cfg_file, tmp_path / "w.pth")
     capsys.readouterr()
     assert _run_test(cfg_file, tmp_path / "bad", "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", "tensorrt") == 2
     assert "error: HRPOSE.BACKEND 'tensorrt'" in capsys.readouterr().err
+    real = capabilities.probe()
+    avx2 = dataclasses.replace(real, features=frozenset(capabilities.capped_features(set(real.hw_features), "AVX2",
+                                                                                     "avx2")))  # fmt: skip
+    monkeypatch.setattr(capabilities, "probe", lambda: avx2)
+    assert _run_test(cfg_file, tmp_path / "bf16", "TEST.MODEL_FILE", str(weights), "HRPOSE.BACKEND", "torch-bf16") == 2
+    err = capsys.readouterr().err
+    assert re.search("error: .*no bf16 arithmetic.*--backend auto", err) and "Traceback" not in err
+    assert not list((tmp_path / "bf16").rglob("*results*.json"))

@@ -161,6 +161,7 @@ def _write_cfg(path: Path, d: dict) -> Path:
 
 
 
+@pytest.mark.slow
 def test_overfit_a_few_real_crops(tmp_path):
     """The tiny pose_hrnet at 64x64 on two real COCO person crops: the loss falls at least 5x."""
     from hrpose.data.dataset import build_dataset

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, GOLDEN, ROOT
+from conftest import DATA, GOLDEN, ROOT, requires_capability
 from hrpose.backends import (
     EagerBackend,
     OnnxRuntimeBackend,
@@ -21,6 +21,8 @@ from hrpose.bench import keypoints_input_px, markdown_table, real_crops, run_ben
 from hrpose.config import load_config
 from hrpose.export import ExportError, export_onnx, fold_batchnorm
 from hrpose.models import build_model
+
+pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an AVX2-only CPU
 
 SMALL = (64, 64)  # (w, h): small inputs keep the suite fast; the graph is the full architecture
 
@@ -106,6 +108,11 @@ def test_torch_fast_backends_agree_with_eager(hrnet, crops):
     ref = EagerBackend(hrnet)(crops[:4])
     fp32 = TorchBackend(hrnet)(crops[:4])
     np.testing.assert_allclose(fp32, ref, atol=1e-4 * np.abs(ref).max())
+
+
+@requires_capability("bf16")
+def test_torch_bf16_backend_is_close_to_eager(hrnet, crops):
+    ref = EagerBackend(hrnet)(crops[:4])
     bf16 = TorchBackend(hrnet, dtype=torch.bfloat16)(crops[:4])
     assert bf16.dtype == np.float32 and bf16.shape == ref.shape
     # bf16 has an 8-bit mantissa: heatmaps agree to a few percent of their range
@@ -120,6 +127,22 @@ def test_torch_backend_variants_agree_and_leave_the_model_alone(hrnet, crops):
         b = make_torch_backend(name, hrnet)
         np.testing.assert_allclose(b(crops[:3]), ref, atol=1e-4 * scale, err_msg=name)
         np.testing.assert_allclose(b(crops[3:5]), EagerBackend(hrnet)(crops[3:5]), atol=1e-4 * scale)  # re-traced
+    # the caller's model is untouched: still fp32, NCHW, BatchNorm in place, same weights
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in hrnet.modules())
+    for k, v in hrnet.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+    assert hrnet.conv1.weight.is_contiguous()
+    with pytest.raises(ValueError, match="unknown torch backend"):
+        make_torch_backend("torch-int4", hrnet)
+    with pytest.raises(ValueError, match="jit or compile"):
+        TorchBackend(hrnet, jit=True, compile=True)
+
+
+@requires_capability("bf16")
+def test_torch_bf16_backend_variants_are_close_and_leave_the_model_alone(hrnet, crops):
+    before = {k: v.clone() for k, v in hrnet.state_dict().items()}
+    ref = EagerBackend(hrnet)(crops[:3])
+    scale = np.abs(ref).max()
     bf16 = make_torch_backend("torch-bf16", hrnet)
     autocast = make_torch_backend("torch-bf16-autocast", hrnet)
     for b in (bf16, autocast):
@@ -140,10 +163,6 @@ def test_torch_backend_variants_agree_and_leave_the_model_alone(hrnet, crops):
     fused = make_torch_backend("torch-bf16-onednn", hrnet)
     assert fused(crops[:3]).shape == ref.shape
     assert not torch.jit.onednn_fusion_enabled()  # switched on for tracing only, not left on for the process
-    with pytest.raises(ValueError, match="unknown torch backend"):
-        make_torch_backend("torch-int4", hrnet)
-    with pytest.raises(ValueError, match="jit or compile"):
-        TorchBackend(hrnet, jit=True, compile=True)
 
 
 def test_int8_quantization_runs_and_stays_close(tmp_path, onnx_model, hrnet, crops):
@@ -190,12 +209,34 @@ def test_pose_estimator_torch_backends(tmp_path, hrnet):
         got = est(image, boxes=box)[0].keypoints
         np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-4, err_msg=name)
         np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-2, err_msg=name)
-    folded = PoseEstimator(cfg, weights, device="cpu", detector=WholeImageDetector())
+    folded = PoseEstimator(cfg, weights, device="cpu", backend="torch", detector=WholeImageDetector())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.backend.model.modules())
-    bf16 = PoseEstimator(cfg, weights, device="cpu", backend="torch-bf16", detector=WholeImageDetector())
-    assert bf16(image, boxes=box)[0].keypoints.shape == want.shape
+    # the default, "auto": on a CPU the checkpoint exported to ONNX Runtime, same keypoints
+    auto = PoseEstimator(cfg, weights, device="cpu", detector=WholeImageDetector())
+    assert isinstance(auto.backend, OnnxRuntimeBackend) and auto.device.type == "cpu"
+    got = auto(image, boxes=box)[0].keypoints
+    np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-4)
+    np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-2)
+    # a model the caller passes runs as given under "auto" too
+    assert PoseEstimator.from_model(hrnet, cfg, detector=WholeImageDetector()).backend.model is hrnet
     with pytest.raises(ValueError, match="torch-fast"):
         PoseEstimator(cfg, weights, backend="torch-int4", detector=WholeImageDetector())
+
+
+@requires_capability("bf16")
+def test_pose_estimator_bf16_backend(tmp_path, hrnet):
+    from hrpose.inference import PoseEstimator
+    from hrpose.inference.detectors import WholeImageDetector
+    from hrpose.models.weights import save_weights
+
+    weights = save_weights(hrnet, tmp_path / "w.pth")
+    cfg = load_config(W32, REDUCED)
+    image = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
+    box = [[5, 5, 70, 100, 0.9]]
+    want = PoseEstimator.from_model(hrnet, cfg, detector=WholeImageDetector())(image, boxes=box)[0].keypoints
+    bf16 = PoseEstimator(cfg, weights, device="cpu", backend="torch-bf16", detector=WholeImageDetector())
+    assert bf16.backend.name == "torch-bf16"
+    assert bf16(image, boxes=box)[0].keypoints.shape == want.shape
 
 
 def test_gpu_options_refuse_a_cpu_model_clearly(hrnet):
@@ -222,6 +263,34 @@ def test_run_bench_reports_every_backend(tmp_path, hrnet, crops):
     assert table.count("\n") == 1 + len(rows) and "onnxruntime-fp32" in table
     with pytest.raises(ValueError, match="unknown backend"):
         run_bench(hrnet, SMALL, crops[:2], backends=("tensorrt",), workdir=tmp_path, log=lambda s: None)
+
+
+def test_bench_runs_auto_and_openvino_and_leaves_out_what_the_cpu_cannot_run(tmp_path, hrnet, crops, monkeypatch):
+    """`auto` is a row of its own (what --backend auto runs here); OpenVINO runs the same exported graph; on a
+    CPU without bf16 (this machine's probe capped to AVX2) the default set leaves bf16 out with the reason, and a
+    bf16 backend asked for by name refuses."""
+    import dataclasses
+
+    import hrpose.capabilities as capabilities
+    from hrpose.backends import BackendUnavailableError
+    from hrpose.commands.bench import auto_verdict
+
+    real = capabilities.probe()
+    avx2 = dataclasses.replace(real, features=frozenset(capabilities.capped_features(set(real.hw_features), "AVX2",
+                                                                                     None)))  # fmt: skip
+    monkeypatch.setattr(capabilities, "probe", lambda: avx2)
+    skipped: dict[str, str] = {}
+    rows = run_bench(hrnet, SMALL, crops[:4], batch_sizes=(1,), iters=1, warmup=0, workdir=tmp_path,
+                     backends=("auto", "openvino-fp32", "torch-bf16"), skipped=skipped, log=lambda s: None)  # fmt: skip
+    assert [r.backend for r in rows] == ["eager-fp32 (baseline)", "auto = onnxruntime-fp32", "openvino-fp32"]
+    assert list(skipped) == ["torch-bf16"] and "no bf16 arithmetic" in skipped["torch-bf16"]
+    for r in rows[1:]:  # fp32 on the exported graph: the baseline's keypoints, heatmaps to float rounding
+        assert r.mean_dev_px == 0.0 and r.max_abs_heatmap_err < 1e-3, r.backend
+    verdict = auto_verdict(rows, (1,), "cpu")
+    assert "`auto` runs `onnxruntime-fp32`" in verdict and "target on AVX2-only CPUs: >= 1.8x" in verdict
+    assert "OpenVINO fp32 on the same graph" in verdict
+    with pytest.raises(BackendUnavailableError, match="torch-bf16.*AVX512_BF16"):
+        run_bench(hrnet, SMALL, crops[:2], backends=("torch-bf16",), workdir=tmp_path, log=lambda s: None)
 
 
 def test_export_cli_writes_checked_model(tmp_path, hrnet, capsys):
@@ -292,6 +361,7 @@ def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
         main([*args[:5], "--num-crops", "3", "--calib-crops", "4", *REDUCED])
 
 
+@pytest.mark.slow
 def test_pose_estimator_torch_compile_backend(tmp_path, hrnet, monkeypatch):
     """`--backend torch-compile`: torch.compile (inductor) of the folded fp32 model, same keypoints as "torch"."""
     import shutil

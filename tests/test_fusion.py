@@ -10,13 +10,15 @@ import pytest
 import torch
 from torch import fx, nn
 
-from conftest import ROOT
+from conftest import ROOT, requires_capability
 from hrpose.backends import EagerBackend, TorchBackend, make_short_backend, make_torch_backend
 from hrpose.config import load_config
 from hrpose.export import fold_batchnorm
 from hrpose.fusion import fuse_pointwise
 from hrpose.models import build_model
 from test_export import REDUCED, W32, _fill
+
+pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an AVX2-only CPU
 
 X = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32))
 
@@ -68,6 +70,16 @@ def test_pose_resnet_fusion_leaves_deconvs_alone():
     with torch.no_grad():
         want, got = model(X), gm(X)
     assert torch.allclose(got, want, atol=1e-4 * float(want.abs().max()))
+
+
+@requires_capability("bf16")
+def test_pose_resnet_bf16_backend_runs_the_deconvs_in_bf16():
+    cfg = load_config(ROOT / "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml",
+                      ["MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]"])  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        want = model(X)
     bf16 = make_short_backend("torch-bf16", model)(X.numpy())  # deconvs and their BatchNorm run in bf16
     assert np.abs(bf16 - want.numpy()).max() < 0.1 * float(want.abs().max())
 
@@ -81,6 +93,14 @@ def test_keep_and_unpacked_weights(hrnet):
         assert torch.allclose(gm(X), hrnet(X), atol=1e-4 * float(hrnet(X).abs().max()))
 
 
+def test_fp32_fused_backend_equals_eager(hrnet):
+    x = X.numpy()
+    ref = EagerBackend(hrnet)(x)
+    fp32 = make_torch_backend("torch-fp32-fused", hrnet)
+    np.testing.assert_allclose(fp32(x), ref, atol=1e-4 * np.abs(ref).max())
+
+
+@requires_capability("bf16")
 def test_cpu_bf16_backend_is_fused_close_and_batch_independent(hrnet):
     x = X.numpy()
     ref = EagerBackend(hrnet)(x)
@@ -90,13 +110,15 @@ def test_cpu_bf16_backend_is_fused_close_and_batch_independent(hrnet):
     assert bf16._fused is not None and got.shape == ref[:1].shape
     assert np.abs(bf16(x) - ref).max() < 0.1 * np.abs(ref).max()  # batch 3 on weights packed at batch 1
     np.testing.assert_allclose(bf16(x)[:1], got, atol=1e-6 * np.abs(ref).max() + 1e-3 * np.abs(got).max())
-    fp32 = make_torch_backend("torch-fp32-fused", hrnet)
-    np.testing.assert_allclose(fp32(x), ref, atol=1e-4 * np.abs(ref).max())
+
+
+@requires_capability("bf16")
+def test_short_bf16_backend_name_on_a_cpu(hrnet):
+    assert make_short_backend("torch-bf16", hrnet).name == "torch-bf16"
 
 
 def test_short_backend_names_on_a_cpu(hrnet):
-    names = {short: make_short_backend(short, hrnet).name for short in ("torch-fast", "torch-bf16")}
-    assert names == {"torch-fast": "torch-fp32-jit", "torch-bf16": "torch-bf16"}
+    assert make_short_backend("torch-fast", hrnet).name == "torch-fp32-jit"
     with pytest.raises(ValueError, match="float16 is for GPUs"):
         make_short_backend("torch-fp16", hrnet)
     with pytest.raises(ValueError, match="unknown backend 'torch-int4'"):
@@ -108,3 +130,29 @@ def test_fused_refuses_what_it_cannot_do(hrnet):
         TorchBackend(hrnet, fused=True, jit=True)
     with pytest.raises(ValueError, match="fold_bn=False"):
         TorchBackend(hrnet, fused=True, fold_bn=False)
+
+
+def _fused_conv_really_runs(dtype: torch.dtype) -> bool:
+    """The fused operators tried here directly, independently of hrpose.capabilities."""
+    try:
+        x = torch.ones(1, 4, 5, 5, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.ones(4, 4, 3, 3, dtype=dtype)
+        packed = torch.ops.mkldnn._reorder_convolution_weight(w, [1, 1], [1, 1], [1, 1], 1, [1, 4, 5, 5])
+        y = torch.ops.mkldnn._convolution_pointwise(x, packed, None, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
+        return float(y.float()[0, 0, 2, 2]) == 36.0  # 4 channels x 9 taps of 1 x 1
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def test_pointwise_fusion_available_says_what_really_runs():
+    from hrpose.capabilities import probe
+    from hrpose.fusion import pointwise_fusion_available
+
+    assert pointwise_fusion_available(torch.float32) == _fused_conv_really_runs(torch.float32)
+    # bf16: only where it runs *and* the CPU (as capped) has bf16 arithmetic; never an emulated path
+    assert pointwise_fusion_available(torch.bfloat16) == (
+        _fused_conv_really_runs(torch.bfloat16) and probe().bf16_hardware
+    )
+    if not probe().bf16_hardware:
+        assert not pointwise_fusion_available(torch.bfloat16)
+    assert not pointwise_fusion_available(torch.float16)

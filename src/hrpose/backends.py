@@ -7,7 +7,11 @@
   `torch.compile`.
 - `OnnxRuntimeBackend`: an ONNX file (see `hrpose.export`) in ONNX Runtime, fp32 or int8.
 `quantize_int8` makes the int8 model: static QDQ quantization calibrated on real crops.
-`make_backend(name, model, ...)` builds one by its `BACKENDS` name.
+`make_torch_backend(name, model)` builds one by its `TORCH_BACKENDS` name; `auto_backend` says which backend
+`--backend auto` runs on this machine (from `hrpose.capabilities.probe`), `make_auto_backend` builds it.
+Every backend this machine cannot run refuses with a `BackendUnavailableError` (one line: what is missing,
+what to use instead) before it is built: none crashes later, none runs an emulated path (bf16 on a CPU
+without bf16 arithmetic: ~10x slower than fp32).
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ from typing import Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from .errors import UserError
+
+
+class BackendUnavailableError(UserError, RuntimeError):
+    """A backend this machine cannot run (fast and correctly); the message says what is missing and what to
+    use instead."""
 
 
 class Backend(Protocol):
@@ -140,6 +151,7 @@ class TorchBackend:
             raise ValueError(f"TorchBackend: cuda_graph needs a model on a CUDA device, this one is on {self.device}")
         if dtype == torch.float16 and self.device.type == "cpu" and not autocast:
             raise ValueError("TorchBackend: float16 is for GPUs (CPUs run fp16 convs slowly); use bfloat16 on a CPU")
+        require_runnable("TorchBackend", self.device, dtype=dtype, fused=fused)
         self.dtype = torch.float32 if autocast else dtype
         self.autocast_dtype = dtype if autocast and dtype != torch.float32 else None
         if fold_bn:
@@ -269,6 +281,37 @@ class TorchBackend:
             return y.float().cpu().numpy()
 
 
+USE_INSTEAD = "use --backend auto (fp32: the fastest exact backend on this machine)"
+
+
+def require_runnable(label: str, device: torch.device | str, *, dtype: torch.dtype = torch.float32,
+                     fused: bool = False) -> None:  # fmt: skip
+    """Raise `BackendUnavailableError` when this machine cannot run `dtype` [with oneDNN fusion] on `device`
+    fast and correctly (see `hrpose.capabilities`); `label` names the backend in the message."""
+    from .capabilities import probe
+
+    device = torch.device(device)
+    caps = probe()
+    if device.type == "cpu":
+        if dtype == torch.bfloat16:
+            why = caps.missing("bf16") if fused else _bf16_hardware_missing(caps)
+            if why:
+                raise BackendUnavailableError(f"backend {label}: {why}; {USE_INSTEAD}")
+        if fused and dtype == torch.float32 and not caps.fusion_fp32:
+            raise BackendUnavailableError(
+                f"backend {label}: {caps.missing('fusion')}; use --backend torch-fast (TorchScript, same numbers) "
+                "or --backend auto"
+            )
+    elif device.type == "cuda" and dtype == torch.bfloat16 and not caps.cuda_bf16:
+        raise BackendUnavailableError(
+            f"backend {label}: {caps.missing('cuda-bf16')}; use --backend torch-fp16 (or auto for fp32)"
+        )
+
+
+def _bf16_hardware_missing(caps) -> str:  # noqa: ANN001 - a capabilities.Capabilities
+    return caps.missing("bf16") if not caps.bf16_hardware or not caps.onednn else ""
+
+
 def ort_session_options(threads: int | None = None, spinning: bool = True):  # -> ort.SessionOptions
     """All graph optimisations; `threads` intra-op threads (None: ONNX Runtime's default, one per core).
 
@@ -312,6 +355,35 @@ class OnnxRuntimeBackend:
         x = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
         x = np.ascontiguousarray(x, dtype=np.float32)
         return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+
+
+class OpenVinoBackend:
+    """An exported ONNX model in OpenVINO's CPU runtime (the optional `openvino` extra), fp32 precision
+    hint (OpenVINO would otherwise run bf16 on AMX CPUs), latency mode, `threads` inference threads."""
+
+    def __init__(self, onnx_path: str | os.PathLike[str], *, threads: int | None = None, name: str | None = None):
+        try:
+            import openvino as ov
+        except ImportError as e:
+            raise BackendUnavailableError(
+                "backend openvino: OpenVINO is not installed (pip install 'hrpose[openvino]'); "
+                "use --backend auto or onnxruntime"
+            ) from e
+        core = ov.Core()
+        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        model = core.read_model(str(onnx_path))
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.name = name or f"openvino-{Path(onnx_path).stem}"
+        self.device = torch.device("cpu")
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        x = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.request.infer({0: x})
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
 
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -455,9 +527,108 @@ def make_short_backend(name: str, model: nn.Module) -> TorchBackend:
 
 
 def make_torch_backend(name: str, model: nn.Module) -> TorchBackend:
-    """A `TORCH_BACKENDS` entry around `model` (named `name`)."""
+    """A `TORCH_BACKENDS` entry around `model` (named `name`); `BackendUnavailableError` when this machine
+    cannot run it (see `require_runnable`)."""
     if name not in TORCH_BACKENDS:
         raise ValueError(f"unknown torch backend {name!r}; choose from {sorted(TORCH_BACKENDS)}")
+    kw = TORCH_BACKENDS[name]
+    dtype = kw.get("dtype", torch.float32)
+    assert isinstance(dtype, torch.dtype)
+    require_runnable(name, _model_device(model), dtype=dtype, fused=bool(kw.get("fused", False)))
     backend = TorchBackend(model, **TORCH_BACKENDS[name])  # type: ignore[arg-type]
     backend.name = name
+    return backend
+
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+def onnxruntime_available() -> bool:
+    """ONNX Runtime and the ONNX exporter's packages are importable (the `onnx` extra)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def auto_backend(
+    precision: str = "fp32",
+    *,
+    device: str | torch.device = "cpu",
+    weights: str | os.PathLike[str] | None = None,
+    caps=None,  # noqa: ANN001 - a capabilities.Capabilities (default: this machine's probe)
+    raise_missing: bool = True,
+) -> str:
+    """The backend `--backend auto` runs: a name `predict`, `hrpose test` and `PoseEstimator` accept.
+
+    The rule comes from the capability probe, not from a timing at start-up (see docs/benchmarks.md: one
+    rule per CPU kind, measured there with `hrpose bench`):
+    - fp32 (the default: keypoints equal to the fp32 model's): on a CUDA device `torch-fast` (CUDA graphs);
+      on a CPU `onnxruntime` (the exported graph; a checkpoint is exported and self-checked first), the
+      fastest exact backend on every CPU kind measured; `torch-fast` where ONNX Runtime is not installed;
+    - bf16 (asked for): `torch-bf16` where the CPU has bf16 arithmetic (AMX / AVX512_BF16) or the GPU bf16;
+    - fp16 (asked for): `torch-fp16` on a CUDA device; a CPU refuses (fp16 convs are slower than fp32);
+    - int8 (asked for): `onnxruntime` on an int8 model made by `hrpose export --int8-calib` (`weights`).
+    A precision this machine cannot run fast raises `BackendUnavailableError` naming what is missing
+    (raise_missing=False: returns the message prefixed by "unavailable: " instead, for `hrpose info`).
+    """
+    from .capabilities import probe
+
+    caps = caps or probe()
+    device = torch.device(device)
+    onnx_weights = weights is not None and Path(weights).suffix.lower() == ".onnx"
+    why = ""
+    if precision not in PRECISIONS:
+        raise BackendUnavailableError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        if device.type == "cpu" and onnx_weights and onnxruntime_available():
+            return "onnxruntime"
+        why = ("int8 runs an int8 ONNX model in ONNX Runtime on a CPU: make one with `hrpose export --int8-calib "
+               "DATA_ROOT` and pass it as --weights model_int8.onnx (--device cpu)")  # fmt: skip
+    elif onnx_weights:
+        if precision != "fp32":
+            why = f"an .onnx model runs as exported (fp32 or int8), not in {precision}; use --precision fp32"
+        elif device.type != "cpu" and not onnxruntime_available():
+            why = "an .onnx model needs ONNX Runtime (pip install 'hrpose[onnx]')"
+        else:
+            return "onnxruntime"
+    elif device.type == "cuda":
+        if precision == "fp32":
+            return "torch-fast"
+        if precision == "fp16":
+            return "torch-fp16"
+        if caps.cuda_bf16:
+            return "torch-bf16"
+        why = caps.missing("cuda-bf16") + "; use --precision fp16"
+    elif device.type == "cpu":
+        if precision == "fp32":
+            return "onnxruntime" if onnxruntime_available() else "torch-fast"
+        if precision == "fp16":
+            why = "CPUs run fp16 convolutions slower than fp32; use --precision bf16 (CPUs with AMX/AVX512_BF16)"
+        elif caps.bf16_fast:
+            return "torch-bf16"
+        else:
+            why = caps.missing("bf16") + "; use --precision fp32"
+    else:  # mps and others: the plain torch model
+        if precision == "fp32":
+            return "torch"
+        why = f"reduced precision is not offered on {device.type}; use --precision fp32"
+    if raise_missing:
+        raise BackendUnavailableError(f"--precision {precision}: {why}")
+    return f"unavailable: {why}"
+
+
+def onnxruntime_from_model(
+    model: nn.Module, input_size_wh: tuple[int, int], *, threads: int | None = None, spinning: bool = True
+) -> OnnxRuntimeBackend:
+    """`model` exported to ONNX (dynamic batch, checked against PyTorch, see `hrpose.export`) in a temporary
+    folder and loaded into ONNX Runtime; the file is gone once the session holds the graph."""
+    import copy
+    import tempfile
+
+    from .export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="hrpose-auto-") as tmp:
+        report = export_onnx(copy.deepcopy(model).cpu().eval(), Path(tmp) / "model.onnx", input_size_wh,
+                             dynamic_batch=True)  # fmt: skip
+        backend = OnnxRuntimeBackend(report.path, threads=threads, spinning=spinning, name="onnxruntime")
     return backend

@@ -30,8 +30,11 @@ from torch import nn
 from .backends import (
     CALIBRATION_METHODS,
     TORCH_BACKENDS,
+    BackendUnavailableError,
     EagerBackend,
     OnnxRuntimeBackend,
+    OpenVinoBackend,
+    auto_backend,
     make_torch_backend,
     quantize_int8,
 )
@@ -40,6 +43,7 @@ from .export import export_onnx
 
 BASELINE = "eager-fp32 (baseline)"
 DEFAULT_BACKENDS = (
+    "auto",
     "torch-fp32",
     "torch-fp32-jit",
     "torch-fp32-fused",
@@ -47,8 +51,20 @@ DEFAULT_BACKENDS = (
     "torch-bf16-jit",
     "torch-bf16",
     "onnxruntime-fp32",
+    "openvino-fp32",
     "onnxruntime-int8",
 )
+# what `auto` (hrpose.backends.auto_backend, fp32) runs, by its bench name
+AUTO_BENCH_NAMES = {"onnxruntime": "onnxruntime-fp32", "torch-fast": "torch-fp32-jit", "torch": "torch-fp32",
+                    "openvino": "openvino-fp32"}  # fmt: skip
+CUDA_AUTO_BENCH_NAMES = {"torch-fast": "torch-fp32-graph", "torch": "torch-fp32"}
+
+
+def auto_bench_name(device: str | torch.device = "cpu") -> str:
+    """The bench backend `--backend auto` (fp32) runs on `device` of this machine."""
+    device = torch.device(device)
+    picked = auto_backend("fp32", device=device)
+    return (CUDA_AUTO_BENCH_NAMES if device.type == "cuda" else AUTO_BENCH_NAMES)[picked]
 # onnxruntime-int8[-entropy|-percentile][-pertensor][-keepfirst][-keeplast]
 _INT8 = re.compile(r"onnxruntime-int8(?:-(entropy|percentile|minmax))?(-pertensor)?(-keepfirst)?(-keeplast)?")
 
@@ -70,42 +86,29 @@ class BenchRow:
 
 def backend_names() -> list[str]:
     """The backend names `run_bench` accepts (int8 variants follow the `_INT8` pattern)."""
-    return [*TORCH_BACKENDS, "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-int8-entropy",
-            "onnxruntime-int8-percentile", "onnxruntime-int8-pertensor", "onnxruntime-int8-keeplast",
-            "onnxruntime-int8-keepfirst-keeplast"]  # fmt: skip
+    return ["auto", *TORCH_BACKENDS, "onnxruntime-fp32", "openvino-fp32", "onnxruntime-int8",
+            "onnxruntime-int8-entropy", "onnxruntime-int8-percentile", "onnxruntime-int8-pertensor",
+            "onnxruntime-int8-keeplast", "onnxruntime-int8-keepfirst-keeplast"]  # fmt: skip
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    from .capabilities import probe, versions
+
+    caps = probe()
     threads = torch.get_num_threads()
     gpu = "no GPU"
     if torch.cuda.is_available():
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         gpu = f"GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, cuDNN {cudnn})"
-    try:
-        import onnxruntime
-
-        ort_version = onnxruntime.__version__
-    except ImportError:  # pragma: no cover - onnxruntime is a dependency
-        ort_version = "not installed"
+    v = versions()
     try:
         load = f"load average {os.getloadavg()[0]:.1f}"
     except OSError:  # pragma: no cover
         load = "load unknown"
     return (
-        f"{cpu} ({' '.join(isa) or 'no AVX2'}); {os.cpu_count()} logical cores visible, {threads} threads; "
-        f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}, onnxruntime {ort_version}; "
-        f"{load} at start"
+        f"{caps.line()}; {os.cpu_count()} logical cores visible, {threads} threads; "
+        f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}, onnxruntime {v['onnxruntime']}, "
+        f"openvino {v['openvino']}; {load} at start"
     )
 
 
@@ -202,14 +205,22 @@ def prepare_backends(
     *,
     threads: int | None = None,
     log: Callable[[str], None] = print,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Baseline first, then every backend of `backends` (ONNX exported / int8 quantized into `workdir`)."""
+    """Baseline first, then every backend of `backends` (ONNX exported / int8 quantized into `workdir`).
+
+    "auto" is the backend `--backend auto` runs here (a row "auto = <name>"). A backend this machine cannot
+    run (`BackendUnavailableError`: bf16 without bf16 hardware, OpenVINO not installed) raises, or, when
+    `skipped` is a dict, is left out and recorded there with the reason."""
+    fixed = ("onnxruntime-fp32", "openvino-fp32", "auto")
     for name in backends:
-        if name not in TORCH_BACKENDS and name != "onnxruntime-fp32" and not _INT8.fullmatch(name):
+        if name not in TORCH_BACKENDS and name not in fixed and not _INT8.fullmatch(name):
             raise ValueError(f"unknown backend {name!r}; choose from {', '.join(backend_names())}")
     candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = {BASELINE: EagerBackend(model)}
     onnx_fp32 = workdir / "model_fp32.onnx"
-    if any(b.startswith("onnxruntime") for b in backends):
+    device = next(model.parameters()).device
+    auto_name = auto_bench_name(device) if "auto" in backends else ""
+    if any(b.startswith(("onnxruntime", "openvino")) for b in (*backends, auto_name)):
         import copy
 
         log("exporting ONNX (self-checked in ONNX Runtime) ...")
@@ -217,22 +228,38 @@ def prepare_backends(
     threads = threads or torch.get_num_threads()
     for name in backends:
         log(f"preparing {name} ...")
-        if name in TORCH_BACKENDS:
-            candidates[name] = make_torch_backend(name, model)
-        elif name == "onnxruntime-fp32":
-            candidates[name] = OnnxRuntimeBackend(onnx_fp32, threads=threads, name=name)
-        else:
-            m = _INT8.fullmatch(name)
-            assert m is not None
-            method = m.group(1) or "minmax"
-            assert method in CALIBRATION_METHODS
-            calib = [calib_crops[i : i + 8] for i in range(0, len(calib_crops), 8)]
-            path = quantize_int8(
-                onnx_fp32, workdir / f"{name}.onnx", calib, per_channel=not m.group(2), method=method,
-                exclude_first=bool(m.group(3)), exclude_last=bool(m.group(4)),
-            )  # fmt: skip
-            candidates[name] = OnnxRuntimeBackend(path, threads=threads, name=name)
+        try:
+            fn = _make_bench_backend(auto_name if name == "auto" else name, model, onnx_fp32, threads, workdir,
+                                     calib_crops)  # fmt: skip
+        except BackendUnavailableError as e:
+            if skipped is None:
+                raise
+            skipped[name] = str(e)
+            log(f"skipped {name}: {e}")
+            continue
+        candidates[f"auto = {auto_name}" if name == "auto" else name] = fn
     return candidates
+
+
+def _make_bench_backend(
+    name: str, model: nn.Module, onnx_fp32: Path, threads: int, workdir: Path, calib_crops: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    if name in TORCH_BACKENDS:
+        return make_torch_backend(name, model)
+    if name == "onnxruntime-fp32":
+        return OnnxRuntimeBackend(onnx_fp32, threads=threads, name=name)
+    if name == "openvino-fp32":
+        return OpenVinoBackend(onnx_fp32, threads=threads, name=name)
+    m = _INT8.fullmatch(name)
+    assert m is not None
+    method = m.group(1) or "minmax"
+    assert method in CALIBRATION_METHODS
+    calib = [calib_crops[i : i + 8] for i in range(0, len(calib_crops), 8)]
+    path = quantize_int8(
+        onnx_fp32, workdir / f"{name}.onnx", calib, per_channel=not m.group(2), method=method,
+        exclude_first=bool(m.group(3)), exclude_last=bool(m.group(4)),
+    )  # fmt: skip
+    return OnnxRuntimeBackend(path, threads=threads, name=name)
 
 
 def run_bench(
@@ -252,6 +279,7 @@ def run_bench(
     device: str | torch.device = "cpu",
     labeled: np.ndarray | None = None,
     log: Callable[[str], None] = print,
+    skipped: dict[str, str] | None = None,
 ) -> list[BenchRow]:
     """Benchmark `backends` against the eager baseline.
 
@@ -261,12 +289,14 @@ def run_bench(
     device: where the torch backends (and the baseline) run; on a GPU each timed call includes copying the
     crops in and the heatmaps out (numpy in, numpy out, as `predict` uses them), which also synchronises;
     labeled (M, K) bool: the joints annotated in each crop, for the `*_labeled` deviation columns (a joint
-    that is not in the picture has no position: its heatmap is noise, and its argmax moves with any rounding).
+    that is not in the picture has no position: its heatmap is noise, and its argmax moves with any rounding);
+    skipped: collect the backends this machine cannot run instead of raising (see `prepare_backends`).
     """
     model = model.eval().to(device)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="hrpose-bench-"))
     calib_crops = crops if calib_crops is None else calib_crops
-    candidates = prepare_backends(model, input_size_wh, backends, calib_crops, workdir, threads=threads, log=log)
+    candidates = prepare_backends(model, input_size_wh, backends, calib_crops, workdir, threads=threads, log=log,
+                                  skipped=skipped)  # fmt: skip
 
     ref_hm = _run_batched(candidates[BASELINE], crops)
     ref_kp = keypoints_input_px(ref_hm, input_size_wh, codec)

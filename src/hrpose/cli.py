@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "benchmark inference backends against the eager baseline"),
     "synth": ("synth", "write a synthetic COCO-format person-keypoint dataset"),
     "models": ("models", "list the model zoo and fetch pretrained weights into the cache"),
+    "info": ("info", "what this machine can run (CPU ISA, oneDNN, bf16, CUDA), versions, the auto backend"),
 }
 
 

@@ -31,9 +31,19 @@ _RELU_FUNCTIONS = (torch.relu, torch.nn.functional.relu, torch.relu_)
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 
 
-def pointwise_fusion_available() -> bool:
-    """True where PyTorch has oneDNN (x86 and most ARM builds) with the fused convolution operators."""
-    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+def pointwise_fusion_available(dtype: torch.dtype = torch.float32) -> bool:
+    """True where the fused convolution really runs in `dtype` on this machine: PyTorch has oneDNN with the
+    fused operators and a tiny packed conv+ReLU gives the right result (tried once per process, see
+    `hrpose.capabilities`); for bf16 also only where the CPU has bf16 arithmetic within the
+    ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY caps (elsewhere oneDNN refuses or emulates it, ~10x slower)."""
+    from .capabilities import probe
+
+    caps = probe()
+    if dtype == torch.bfloat16:
+        return caps.bf16_fast
+    if dtype == torch.float32:
+        return caps.fusion_fp32
+    return False
 
 
 def _conv_args(conv: nn.Conv2d) -> tuple[list[int], list[int], list[int], int]:
@@ -51,8 +61,14 @@ def fuse_pointwise(
     per-conv shapes decide the packed weight layouts. keep: qualified names of `nn.Conv2d` modules left
     alone. pack=False keeps plain weights (for comparisons).
     """
-    if not pointwise_fusion_available():
-        raise RuntimeError("fuse_pointwise needs a PyTorch build with oneDNN (torch.backends.mkldnn)")
+    dtype = example.dtype
+    if not pointwise_fusion_available(dtype):
+        from .backends import BackendUnavailableError
+        from .capabilities import probe
+
+        caps = probe()
+        why = caps.missing("bf16") if dtype == torch.bfloat16 else caps.missing("fusion") or f"not for {dtype}"
+        raise BackendUnavailableError(f"fuse_pointwise: oneDNN fusion cannot run here in {dtype}: {why}")
     gm = fx.symbolic_trace(copy.deepcopy(model).eval())
     modules = dict(gm.named_modules())
     keep = set(keep)

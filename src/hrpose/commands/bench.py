@@ -41,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backends",
         nargs="+",
         default=None,
-        help="see hrpose.bench.backend_names() (default: the CPU set, or the GPU set with --device cuda)",
+        help="see hrpose.bench.backend_names(); 'auto' = what --backend auto runs here (default: the CPU set "
+        "with auto and openvino-fp32, leaving out with the reason what this machine cannot run, e.g. bf16 "
+        "without bf16 hardware; or the GPU set with --device cuda). A backend named here that this machine "
+        "cannot run is refused",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
@@ -86,6 +89,30 @@ def _check(args: argparse.Namespace) -> None:
                                "(annotations/person_keypoints_<set>.json, images/<set>/) and --crops-set")  # fmt: skip
 
 
+def auto_verdict(rows: list, batch_sizes: tuple[int, ...], device_type: str) -> str:
+    """A line under the table: what `auto` ran, its batch-1 speedup against the target, and OpenVINO's."""
+    from ..capabilities import probe
+
+    by_name = {r.backend: r for r in rows}
+    auto = next((r for r in rows if r.backend.startswith("auto = ")), None)
+    bs = 1 if 1 in batch_sizes else batch_sizes[0]
+    if auto is None:
+        return ""
+    text = f"\n\n`auto` runs `{auto.backend[7:]}` here: **{auto.speedup[bs]:.2f}x** the baseline's crops/s"
+    text += f" at batch {bs}"
+    if device_type == "cpu":
+        caps = probe()
+        target = 2.0 if caps.avx512 or caps.amx else 1.8
+        kind = "AVX-512/AMX" if caps.avx512 or caps.amx else "AVX2-only"
+        text += f" (target on {kind} CPUs: >= {target:.1f}x: {'met' if auto.speedup[bs] >= target else 'not met'})"
+        ov = by_name.get("openvino-fp32")
+        if ov is not None:
+            faster = auto.crops_per_s[bs] >= ov.crops_per_s[bs]
+            text += (f"; OpenVINO fp32 on the same graph: {ov.speedup[bs]:.2f}x "
+                     f"({'not faster than auto' if faster else 'faster than auto'})")  # fmt: skip
+    return text + "."
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -100,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         rows_to_json,
         run_bench,
     )
+    from ..capabilities import probe
     from ..codec import build_codec
     from ..config import load_config
     from ..engine.train import apply_cudnn_settings
@@ -113,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     apply_cudnn_settings(cfg)  # as the official tools/test.py (CUDNN.BENCHMARK: autotuning, on in every YAML)
     default_backends = GPU_BACKENDS if device.type == "cuda" else DEFAULT_BACKENDS
+    # the default set leaves out (and notes) what this machine cannot run; a backend asked for by name refuses
+    skipped: dict[str, str] | None = None if args.backends else {}
     args.backends = list(args.backends or default_backends)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -149,8 +179,11 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         labeled=labeled,
         log=log,
+        skipped=skipped,
     )
     table = markdown_table(rows, tuple(args.batch_sizes))
+    not_run = "".join(f"\n\nNot run here: `{name}`: {why}" for name, why in (skipped or {}).items())
+    not_run = auto_verdict(rows, tuple(args.batch_sizes), device.type) + not_run
     weights = args.weights or "seeded random weights"
     if args.json:
         print(
@@ -162,38 +195,44 @@ def run(args: argparse.Namespace) -> int:
                     "calibration_crops": int(len(calib)),
                     "deviation_crops": int(len(evaluate)),
                     "rows": rows_to_json(rows),
+                    "skipped": skipped or {},
                 },
                 indent=2,
             )
         )
     else:
         print(f"\n{args.cfg} ({weights}) on {machine}; deviation over {len(evaluate)} real crops\n")
-        print(table)
+        print(table + not_run)
     if args.write:
         opts = " ".join(args.opts)
         cmd = (
             f"hrpose bench --cfg {args.cfg}" + (f" --weights {args.weights}" if args.weights else "")
             + (f" --crops-root {args.crops_root} --crops-set {args.crops_set}" if root != DEFAULT_CROPS else "")
+            + (f" --num-crops {args.num_crops}" if args.num_crops != 86 else "")
+            + (f" --calib-crops {args.calib_crops}" if args.calib_crops != 32 else "")
             + f" --iters {args.iters}" + (f" --threads {args.threads}" if args.threads else "")
             + (f" --device {args.device}" if device.type != "cpu" else "")
             + (f" --batch-sizes {' '.join(map(str, args.batch_sizes))}" if args.batch_sizes != [1, 8] else "")
             + (f" --backends {' '.join(args.backends)}" if tuple(args.backends) != default_backends else "")
             + (f" --label '{args.label}'" if args.label else "") + (f" {opts}" if opts else "")
         )  # fmt: skip
+        caps = probe()
         write_section(
             Path(args.write),
             f"{Path(args.cfg).stem}:{Path(weights).name}"
-            + (f":{device}" if device.type != "cpu" else "")
+            + (f":{device}" if device.type != "cpu" else f":cpu-{caps.cpu_kind()}")
             + (f":{args.label}" if args.label else ""),
             f"#### `{Path(args.cfg).name}`, {'weights `' + weights + '`' if args.weights else weights}"
             + (f": {args.label}" if args.label else "")
+            + (f" ({caps.cpu_kind()} CPU)" if device.type == "cpu" else "")
             + "\n\n"
+            f"Probe (`hrpose info`): {caps.line()}\n\n"
             f"Command: `{cmd} --write {args.write}`\n\nMachine: {machine}. Timing: median of {args.iters} "
             f"interleaved rounds. Deviation: keypoints decoded by the config's codec "
             f"(`{build_codec(cfg).method}`) vs the baseline's, in input pixels, over {len(evaluate)} real "
             f"crops from `{root.name}` (int8 calibrated on {len(calib)} other crops); 'confident' = joints "
             f"whose baseline heatmap maximum exceeds TEST.IN_VIS_THRE ({float(cfg.TEST.IN_VIS_THRE):g}); 'labeled' = "
             f"joints the annotation marks (v > 0) in the crop.\n\n"
-            f"{table}\n",
+            f"{table}{not_run}\n",
         )
     return 0

@@ -65,12 +65,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smooth", action="store_true",
                         help="video: One Euro smoothing of keypoints (implies --track)")  # fmt: skip
     parser.add_argument("--track", action="store_true", help="video: person identities across frames")
-    parser.add_argument("--backend", default="torch",
-                        choices=(*TORCH_BACKEND_NAMES, "onnxruntime"),
-                        help="torch: BatchNorm folded; torch-fast: + channels_last + TorchScript (same numbers); "
+    parser.add_argument("--backend", default="auto",
+                        choices=("auto", *TORCH_BACKEND_NAMES, "onnxruntime"),
+                        help="auto (default): the fastest backend with fp32 keypoints on this machine, or the "
+                        "fastest one at --precision (see `hrpose info`); "
+                        "torch: BatchNorm folded; torch-fast: + channels_last + TorchScript (same numbers); "
                         "torch-bf16: bf16 weights (AMX/AVX-512 BF16); torch-fp16: GPUs, fp16 + CUDA graphs; "
                         "torch-compile: torch.compile (inductor; slow first batch); "
                         "onnxruntime: --weights FILE.onnx")  # fmt: skip
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16", "int8"),
+                        help="with --backend auto: fp32 (default; keypoints as the fp32 model's), or a reduced "
+                        "precision this machine runs fast: bf16 (CPUs with AMX/AVX512_BF16, GPUs), fp16 (GPUs), "
+                        "int8 (an int8 .onnx from `hrpose export --int8-calib`)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass")
     parser.add_argument("--max-frames", type=int, default=0, help="stop each video/webcam after N frames (0 = all)")
     parser.add_argument("--no-draw", action="store_true", help="write JSON only, no drawings/videos")
@@ -223,11 +229,26 @@ def _build_estimator(args: argparse.Namespace) -> Any:
 
         zoo.fetch(zoo.get_entry(model))  # a missing pose model is the error to see first, not the detector's
     detector = _build_detector(args.detector, args.det_thr)
-    common = dict(device=args.device, flip_test=not args.no_flip, backend=args.backend,
+    common = dict(device=args.device, flip_test=not args.no_flip, backend=_resolve_backend(args),
                   batch_size=args.batch_size, detector=detector)  # fmt: skip
     if model is not None:
         return PoseEstimator.from_pretrained(model, **common)
     return PoseEstimator(args.cfg, args.weights, random_weights=random_weights, **common)
+
+
+def _resolve_backend(args: argparse.Namespace) -> str:
+    """--backend / --precision -> the backend name PoseEstimator runs ("auto" at fp32 stays "auto")."""
+    from hrpose.backends import BackendUnavailableError, auto_backend
+    from hrpose.inference.estimator import resolve_device
+
+    precision = getattr(args, "precision", None)
+    if precision is None or (args.backend == "auto" and precision == "fp32"):
+        return str(args.backend)
+    if args.backend != "auto":
+        raise BackendUnavailableError(
+            f"--precision {precision} chooses the backend itself; drop --backend {args.backend} (or --precision)"
+        )
+    return auto_backend(precision, device=resolve_device(args.device), weights=args.weights)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -413,7 +413,8 @@ class BackendModule(nn.Module):
 
 
 def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple[nn.Module, Path]:
-    """The model `hrpose test` runs, by HRPOSE.BACKEND: torch (eager), torch-fast (BN folded, channels_last,
+    """The model `hrpose test` runs, by HRPOSE.BACKEND: auto (default: `hrpose.backends.auto_backend`, on a CPU
+    onnxruntime, eager where the export fails), torch (eager), torch-fast (BN folded, channels_last,
     TorchScript-frozen), torch-bf16 (bf16 with an fp32 head), torch-fp16 (GPU: fp16, CUDA graphs) or
     onnxruntime.
 
@@ -423,11 +424,17 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     from hrpose.backends import SHORT_BACKENDS
 
     backend = str(cfg.HRPOSE.BACKEND)
-    choices = ("torch", *SHORT_BACKENDS, "onnxruntime")
+    choices = ("auto", "torch", *SHORT_BACKENDS, "onnxruntime")
     if backend not in choices:
         from hrpose.config import ConfigError
 
         raise ConfigError(f"HRPOSE.BACKEND {backend!r}: expected one of {', '.join(choices)}")
+    auto = backend == "auto"
+    if auto:  # the fastest backend with fp32 keypoints here (hrpose.backends.auto_backend)
+        from hrpose.backends import auto_backend
+
+        backend = auto_backend(device=device, weights=str(cfg.TEST.MODEL_FILE) or None)
+        get_logger().info(f"=> HRPOSE.BACKEND auto: {backend}")
     if backend == "onnxruntime" and str(cfg.TEST.MODEL_FILE).endswith(".onnx"):
         from hrpose.backends import OnnxRuntimeBackend
 
@@ -448,7 +455,13 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     from hrpose.export import export_onnx
 
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
-    report = export_onnx(model, final_output_dir / "model.onnx", size, dynamic_batch=True)
+    try:
+        report = export_onnx(model, final_output_dir / "model.onnx", size, dynamic_batch=True)
+    except Exception as e:
+        if not auto:
+            raise
+        get_logger().info(f"=> HRPOSE.BACKEND auto: ONNX export failed ({str(e).strip().splitlines()[0]}); eager")
+        return model, path
     get_logger().info(f"=> exported {report.path} (rel error {report.rel_err:.1e}); running it in ONNX Runtime")
     return BackendModule(OnnxRuntimeBackend(report.path)), path
 

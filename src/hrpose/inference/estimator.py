@@ -158,6 +158,19 @@ def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelB
     return make_short_backend(name, model)
 
 
+def _auto_onnxruntime(model: nn.Module, input_size_wh: tuple[int, int]) -> Backend:
+    """`backend="auto"` on a CPU: the model exported to ONNX Runtime (checked against PyTorch); a model the
+    exporter cannot take runs as "torch" instead."""
+    from hrpose.backends import onnxruntime_from_model
+    from hrpose.export import ExportError
+
+    try:
+        return onnxruntime_from_model(model, input_size_wh)
+    except (ExportError, RuntimeError, ValueError, TypeError) as e:
+        logger.warning("backend auto: ONNX export failed (%s); running the PyTorch model", str(e).splitlines()[0])
+        return _torch_backend("torch", model, fold_bn=True)
+
+
 def make_inputs(
     image_bgr: np.ndarray, centers: np.ndarray, scales: np.ndarray, input_size_wh: Sequence[int], color_rgb: bool
 ) -> np.ndarray:
@@ -228,8 +241,10 @@ class PoseEstimator:
     `.onnx` for backend="onnxruntime"), default TEST.MODEL_FILE; a model built here without weights is
     refused unless `random_weights=True` (see also `PoseEstimator.from_pretrained(NAME)`);
     device: "auto" | "cpu" | "cuda[:i]" | "mps"; flip_test: average with the mirrored crop;
-    backend: "torch" (BatchNorm folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16",
-    "onnxruntime" (an exported .onnx file as `weights`) or any `Backend` callable (see `_torch_backend`);
+    backend: "auto" (the fastest backend with fp32 keypoints on this machine, `hrpose.backends.auto_backend`:
+    on a CPU the checkpoint exported to ONNX Runtime; "torch" for a `model` passed in), "torch" (BatchNorm
+    folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16", "onnxruntime" (an exported .onnx
+    file as `weights`) or any `Backend` callable (see `_torch_backend`);
     batch_size: crops per forward pass;
     detector: person detector used when no boxes are given (default: the model zoo's YOLOX Human-Art
     ONNX detector, fetched into $HRPOSE_HOME when an image first needs boxes; HOG, with a warning, when it
@@ -246,7 +261,7 @@ class PoseEstimator:
         *,
         device: str | torch.device = "auto",
         flip_test: bool = True,
-        backend: str | Backend = "torch",
+        backend: str | Backend = "auto",
         batch_size: int = 16,
         detector: Detector | None = None,
         meta: DatasetMeta | None = None,
@@ -299,6 +314,16 @@ class PoseEstimator:
         self.max_image_pixels: int | None = None  # None: hrpose.image_limits.max_image_pixels()
         self.model: nn.Module | None = None
 
+        auto_export = False  # "auto" chose ONNX Runtime for a checkpoint: export it once the model is loaded
+        if isinstance(backend, str) and backend == "auto":
+            from hrpose.backends import auto_backend
+
+            if model is not None:  # a caller's model runs as given (later changes to it are seen)
+                backend = "torch"
+            else:
+                backend = auto_backend(device=resolve_device(device), weights=weights)
+                if backend == "onnxruntime" and Path(str(weights or "")).suffix.lower() != ".onnx":
+                    backend, auto_export = "torch", True
         if not isinstance(backend, str):
             self.backend: Backend = backend
             self.model = model
@@ -324,8 +349,11 @@ class PoseEstimator:
                 if color_rgb is None and ckpt_meta is None and report.layout.startswith("mmpose"):
                     self.color_rgb = True  # MMPose models are trained on RGB input
             self.model = model.eval()
-            self.backend = _torch_backend(backend, self.model, fold_bn=built_here)
-            self.device = self.backend.device
+            if auto_export:
+                self.backend, self.device = _auto_onnxruntime(self.model, self.input_size), torch.device("cpu")
+            else:
+                self.backend = _torch_backend(backend, self.model, fold_bn=built_here)
+                self.device = self.backend.device
         elif backend == "onnxruntime":
             if weights is None or Path(weights).suffix.lower() != ".onnx":
                 raise ValueError(
