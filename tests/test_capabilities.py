@@ -195,7 +195,7 @@ def test_hrpose_info_prints_the_probe_and_versions(capsys):
 def test_predict_refuses_bf16_in_one_line_on_a_cpu_without_it(as_avx2_cpu, tmp_path, capsys):
     image = next((DATA / "coco-mini" / "images" / "train2017").glob("*.jpg"))
     base = ["predict", "--cfg", str(SMALL_CFG), str(image), "--out", str(tmp_path), "--device", "cpu",
-            "--detector", "whole", "--no-draw"]  # fmt: skip
+            "--detector", "whole", "--no-draw", "--random-weights"]  # fmt: skip
     for extra in (["--backend", "torch-bf16"], ["--precision", "bf16"], ["--precision", "fp16"],
                   ["--backend", "torch", "--precision", "bf16"]):  # fmt: skip
         assert main([*base, *extra]) == 2, extra
