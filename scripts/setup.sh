@@ -14,4 +14,10 @@ if .venv/bin/python -m pip show -q opencv-python-headless >/dev/null 2>&1; then
     .venv/bin/python -m pip uninstall -q -y opencv-python-headless opencv-contrib-python-headless
 fi
 # (the filter drops this machine's pip notices about absent local index folders; pip's exit status is kept)
-.venv/bin/python -m pip install -q -e ".[dev,onnx,tensorboard]" 2> >(grep -v "^WARNING: Location" >&2)
+.venv/bin/python -m pip install -q -e ".[dev,onnx,tensorboard,serve]" 2> >(grep -v "^WARNING: Location" >&2)
+# the browser test drives Debian's Chromium through Playwright's Python API (never `playwright install`)
+.venv/bin/python -m pip install -q "playwright>=1.40" 2> >(grep -v "^WARNING: Location" >&2)
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
+        || echo "setup: could not install chromium (apt); tests/test_serve_browser.py will fail" >&2
+fi

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "benchmark inference backends against the eager baseline"),
     "synth": ("synth", "write a synthetic COCO-format person-keypoint dataset"),
     "models": ("models", "list the model zoo and fetch pretrained weights into the cache"),
+    "serve": ("serve", "serve pose estimation over HTTP: a JSON API and a web page"),
 }
 
 
