@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hrpose.serve import ServeSettings, create_app
+    from hrpose.serve.app import admitted_requests
     from hrpose.zoo import DEFAULT_POSE_MODEL
 
     if args.model is None and args.cfg is None and args.weights is None:
@@ -106,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(estimator, settings)
     print(f"hrpose serve: {name} on http://{args.host}:{args.port}/ (API: POST /v1/pose, GET /v1/models, "
           "/healthz, /openapi.json); Ctrl-C stops", file=sys.stderr, flush=True)  # fmt: skip
-    # connections beyond the queue and the batch in work are refused by uvicorn with 503 before their body
-    # is read, so at most this many bodies (each <= max_body_bytes) are held at once
-    limit = 2 * settings.queue_size + settings.max_batch + 4
+    # the app refuses requests past admitted_requests() before reading their body (503 + Retry-After); uvicorn's
+    # own limit (a plain 503) is a backstop for connections that are not pose requests
+    limit = 2 * admitted_requests(settings) + 16
     try:
         uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=limit, timeout_keep_alive=5,
                     log_level="warning")  # fmt: skip

@@ -159,6 +159,8 @@ def create_app(estimator: Any, settings: ServeSettings | None = None) -> Any:
     worker = BatchWorker(estimator, queue_size=s.queue_size, max_batch=s.max_batch, batch_wait_ms=s.batch_wait_ms,
                          max_pixels=s.max_pixels, delay_s=s.delay_s)  # fmt: skip
     names = list(estimator.joint_names)
+    admit = admitted_requests(s)
+    active = [0]
     static = {n: resources.files("hrpose.serve").joinpath("static", n).read_bytes() for n in _STATIC}
 
     @asynccontextmanager
@@ -215,6 +217,18 @@ def create_app(estimator: Any, settings: ServeSettings | None = None) -> Any:
 
     @app.post("/v1/pose", openapi_extra=pose_doc, summary="poses of the people in one image")
     async def pose(request: Request) -> Response:
+        # admitted requests (reading, queued, running) are counted: past the limit a request is refused before
+        # its body is read, so at most `admit` bodies of at most max_body_bytes are held at once
+        if active[0] >= admit:
+            raise ApiError(503, f"the server is busy ({active[0]} requests in work): try again in a second",
+                           headers={"Retry-After": "1"})  # fmt: skip
+        active[0] += 1
+        try:
+            return await _pose(request)
+        finally:
+            active[0] -= 1
+
+    async def _pose(request: Request) -> Response:
         t_start = time.perf_counter()
         try:
             body = await asyncio.wait_for(read_body(request), timeout=s.timeout_s)
@@ -320,6 +334,11 @@ def create_app(estimator: Any, settings: ServeSettings | None = None) -> Any:
         return _page(file)
 
     return app
+
+
+def admitted_requests(s: ServeSettings) -> int:
+    """Requests in work at once (body being read, queued, running); more get 503 before their body is read."""
+    return s.queue_size + s.max_batch + 2
 
 
 def _pixels(limit: int | None) -> int:
