@@ -96,7 +96,8 @@ function showAnswer(answer, text) {
   $("download").disabled = false;
   draw();
   const tm = answer.timings_ms;
-  setStatus(`${answer.people.length} people in ${answer.image.file} (${answer.image.width} x ${answer.image.height}); ` +
+  const n = answer.people.length;
+  setStatus(`${n} ${n === 1 ? "person" : "people"} in ${answer.image.file} (${answer.image.width} x ${answer.image.height}); ` +
             `${tm.total.toFixed(0)} ms on the server (inference ${tm.inference.toFixed(0)} ms)`);
   document.body.dataset.answers = String(state.answers);
   document.body.dataset.state = "done";
