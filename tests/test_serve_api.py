@@ -32,6 +32,7 @@ from hrpose.keypoints import COCO
 from hrpose.models import build_model
 from hrpose.models.weights import save_weights
 from test_inference_estimator import TINY_YAML, fill_module
+from test_zoo_predict import world  # noqa: F401  (a fixture: the offline cache of the default model)
 
 PHOTOS = sorted((DATA / "samples" / "coco").glob("*.jpg"))
 PHOTO = DATA / "samples" / "coco" / "000000000785.jpg"
@@ -371,3 +372,45 @@ def test_tiny_queue_and_slow_model_give_clean_503s_and_504s(model_dir):
         assert post_image(slow, photo)[0] == 200
     finally:
         slow.stop()
+
+
+def test_default_zoo_model_served_by_the_command_with_no_model_argument(world, monkeypatch):  # noqa: F811
+    """`hrpose serve` with no model argument serves the zoo's default model and detector (test_zoo_predict's
+    offline cache: a tiny model under the default's name, a test ONNX detector), over real HTTP in-process
+    (the registry patch lives in this process); uvicorn.run is wrapped only to keep a handle to stop it."""
+    import threading
+
+    import uvicorn
+
+    servers: list[uvicorn.Server] = []
+
+    def run_keeping_a_handle(app, **kwargs):
+        server = uvicorn.Server(uvicorn.Config(app, **kwargs))
+        servers.append(server)
+        server.run()
+
+    monkeypatch.setattr(uvicorn, "run", run_keeping_a_handle)
+    port = free_port()
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(main(["serve", "--port", str(port), "--device", "cpu"])))
+    thread.start()
+    here = type("S", (), {"port": port})()
+    try:
+        deadline = time.monotonic() + 60
+        while not (servers and servers[0].started):
+            assert thread.is_alive() and time.monotonic() < deadline, "hrpose serve did not start"
+            time.sleep(0.1)
+        photo = world["photo"].read_bytes()
+        status, _, answer = post_image(here, photo, "?filename=photo.png", ctype="image/png")
+        assert status == 200, answer
+        assert answer["model"] == "hrnet-w32-coco-256x192" and len(answer["people"]) == 3  # the test detector's 3
+        status, _, raw = request(here, "GET", "/v1/models")
+        assert json.loads(raw)["models"][0]["detector"] == "auto"
+        # exactly what `hrpose predict photo.png` writes for the same photo (the same cache)
+        assert main(["predict", "photo.png", "--out", "pred"]) == 0
+        assert answer["people"] == json.loads((world["home"].parent / "pred" / "photo.json").read_text())
+    finally:
+        if servers:
+            servers[0].should_exit = True
+        thread.join(30)
+    assert codes == [0]
