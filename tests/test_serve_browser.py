@@ -176,3 +176,28 @@ def test_webcam_frames_are_answered_and_drawn(page, shots):
         assert tuple(pixels(page, int(x), int(y), 1, 1)[0, 0]) == JOINT_RGB, (x, y)
     page.screenshot(path=str(shots / "webcam.png"), full_page=True)
     assert page.text_content("#webcam") == "Use the webcam"
+
+
+def test_dropped_photo_is_answered(page, server):
+    """Drag and drop: a PNG of another real photo dropped on the drop zone."""
+    import base64
+
+    import cv2
+
+    other = sorted((DATA / "samples" / "coco").glob("*.jpg"))[1]
+    ok, png = cv2.imencode(".png", cv2.imread(str(other)))
+    assert ok
+    before = int(page.get_attribute("body", "data-answers") or 0)
+    data = page.evaluate_handle(
+        """(b64) => { const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer(); dt.items.add(new File([bytes], 'dropped.png', { type: 'image/png' }));
+            return dt; }""",
+        base64.b64encode(png.tobytes()).decode(),
+    )
+    page.dispatch_event("#drop", "drop", {"dataTransfer": data})
+    page.wait_for_function(f"() => Number(document.body.dataset.answers) > {before}", timeout=20000)
+    shown = json.loads(page.text_content("#json"))
+    want = api_answer(server, png.tobytes(), "dropped.png")
+    assert without_timings(shown) == without_timings(want)
+    h, w = cv2.imread(str(other)).shape[:2]
+    assert page.eval_on_selector("#canvas", "c => [c.width, c.height]") == [w, h]

@@ -19,7 +19,9 @@ Endpoints (all JSON answers carry `"version": 1`, the schema version):
 Errors are `{"version": 1, "detail": MESSAGE[, "field": NAME]}`: 400 no image / bad form, 413 a body over
 `max_body_bytes` (refused by its Content-Length before reading, or when the stream passes the limit) or a
 header declaring more pixels than the limit, 415 not JPEG/PNG/WebP, 422 undecodable image or a bad field
-(named), 503 + Retry-After when the queue is full, 504 when the answer takes longer than `timeout_s`.
+(named), 408 when the body does not arrive within `timeout_s`, 503 + Retry-After when the queue is full (or
+more requests than `admitted_requests()` are in work: refused before their body is read), 504 when the answer
+takes longer than `timeout_s` (a job not yet started is then dropped; one running finishes unseen).
 The uploaded bytes stay in memory: nothing is written to disk, nothing is unpickled.
 """
 
