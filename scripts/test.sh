@@ -9,6 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# tests/test_serve_browser.py drives Debian's Chromium (the test fails, not skips, when it is missing)
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
+        || echo "test.sh: could not install chromium (apt); tests/test_serve_browser.py will fail" >&2
+fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 if [ "${1:-}" = "slow" ] || [ "${1:-}" = "gpu" ] || [ "${1:-}" = "network" ]; then
     exec .venv/bin/python -m pytest -m "$1" "${@:2}"

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "write a synthetic COCO-format person-keypoint dataset"),
     "models": ("models", "list the model zoo and fetch pretrained weights into the cache"),
     "info": ("info", "what this machine can run (CPU ISA, oneDNN, bf16, CUDA), versions, the auto backend"),
+    "serve": ("serve", "serve pose estimation over HTTP: a JSON API and a web page"),
 }
 
 

@@ -181,19 +181,10 @@ class _Namer:
         return name
 
 
-def _image_id(path: str) -> int | str:
-    stem = Path(path).stem
-    return int(stem) if stem.isdigit() else stem
-
-
 def _results(poses: list[Any], path: str, joint_names: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for pose in poses:
-        r = pose.to_coco(_image_id(path))
-        r["image_file"] = path
-        r["joint_names"] = joint_names
-        out.append(r)
-    return out
+    from hrpose.inference.results import people_json
+
+    return people_json(poses, path, joint_names)
 
 
 def _build_detector(spec: str, det_thr: float | None) -> Any:

@@ -179,6 +179,9 @@ def decode_image(
     also (before decoding) for a header that declares more pixels than the limit."""
     if len(data) == 0:
         raise ImageReadError(f"{name}: the file is empty (0 bytes)")
+    if _jpeg_truncated(data):
+        # libjpeg decodes a truncated file with a grey bottom and only a warning on stderr: refuse it.
+        raise ImageReadError(f"{name}: the JPEG file is truncated (no end-of-image marker after the image data)")
     try:
         check_image_bytes(data, limit=max_pixels)
     except ImageTooLargeError as e:
@@ -229,9 +232,6 @@ def load_image(path: str | os.PathLike[str], *, exif: bool = True, max_pixels: i
         data = p.read_bytes()
     except OSError as e:
         raise ImageReadError(f"{p}: cannot read the file ({e})") from e
-    if _jpeg_truncated(data):
-        # libjpeg decodes a truncated file with a grey bottom and only a warning on stderr: refuse it.
-        raise ImageReadError(f"{p}: the JPEG file is truncated (no end-of-image marker after the image data)")
     return decode_image(data, name=str(p), exif=exif, max_pixels=max_pixels)
 
 

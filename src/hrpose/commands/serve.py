@@ -1,0 +1,118 @@
+"""`hrpose serve`: the pose API and the web page over HTTP (see `hrpose.serve.app` for the endpoints).
+
+    hrpose serve                                   # the default zoo model on http://127.0.0.1:8000
+    hrpose serve --model NAME --port 8080
+    hrpose serve --cfg exp.yaml --weights model.pth --detector hog
+
+Binds 127.0.0.1 unless --host says otherwise (the API has no authentication: put it behind your own proxy
+before exposing it). Needs the serve extra: pip install 'hrpose[serve]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..inference.estimator import TORCH_BACKEND_NAMES
+
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help="a model zoo pose model (`hrpose models` lists them); the default when neither --cfg "
+                             "nor --weights is given: hrnet-w32-coco-256x192")  # fmt: skip
+    parser.add_argument("--cfg", default=None, help="experiment config (YAML); default: the one in --weights")
+    parser.add_argument("--weights", default=None, help="model checkpoint (.pth/.safetensors; .onnx with "
+                                                        "--backend onnxruntime)")  # fmt: skip
+    parser.add_argument("--random-weights", action="store_true", help="serve the untrained network (testing)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--backend", default="auto", choices=("auto", *TORCH_BACKEND_NAMES, "onnxruntime"),
+                        help="inference backend as in `hrpose predict` (default auto: the fastest with fp32 "
+                             "keypoints on this machine, see `hrpose info`)")  # fmt: skip
+    parser.add_argument("--detector", default="auto",
+                        help="person boxes when a request gives none: auto (the zoo's YOLOX; HOG when it cannot be "
+                             "had), hog, whole, onnx:MODEL.onnx")  # fmt: skip
+    parser.add_argument("--det-thr", type=float, default=None, help="the detector's score threshold, 0..1")
+    parser.add_argument("--no-flip", action="store_true", help="skip the flip test (twice as fast)")
+    parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass")
+    parser.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body, MiB (default 20)")
+    parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                        help="refuse images whose header declares more pixels (default $HRPOSE_MAX_IMAGE_PIXELS "
+                             "or 100000000)")  # fmt: skip
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=16,
+        help="requests that may wait for the model; more get 503 + Retry-After (default 16)",
+    )
+    parser.add_argument("--max-batch", type=int, default=8, help="requests run together in one go (default 8)")
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long the worker waits for more requests to batch (default 5 ms)",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets 504 (default 30)")
+    parser.add_argument("--test-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: a slow model
+
+
+def run(args: argparse.Namespace) -> int:
+    from hrpose.errors import UserError
+    from hrpose.inference.detectors import DetectorError
+
+    try:
+        for pkg in ("fastapi", "uvicorn"):
+            if importlib.util.find_spec(pkg) is None:
+                raise UserError(f"hrpose serve needs {pkg}: pip install 'hrpose[serve]'")
+        for opt, value in (("--queue-size", args.queue_size), ("--max-batch", args.max_batch),
+                           ("--port", args.port + 1)):  # fmt: skip
+            if value < 1:
+                raise UserError(f"{opt} must be >= 1, got {value}")
+        if not (args.max_body_mb > 0 and args.timeout > 0):
+            raise UserError(f"--max-body-mb and --timeout must be > 0, got {args.max_body_mb} and {args.timeout}")
+        from hrpose.image_limits import max_image_pixels
+
+        max_image_pixels(args.max_image_pixels)
+        if args.detector.lower().startswith("file:"):
+            raise UserError("--detector file:... looks boxes up by file name, which uploads do not have: use auto, "
+                            "hog, whole or onnx:MODEL.onnx, or send boxes with each request")  # fmt: skip
+        from hrpose.commands.predict import _build_estimator
+
+        estimator = _build_estimator(args)
+    except (UserError, DetectorError, ValueError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    estimator.warn_no_person = False
+    if args.max_image_pixels is not None:
+        estimator.max_image_pixels = args.max_image_pixels
+
+    import uvicorn
+
+    from hrpose.serve import ServeSettings, create_app
+    from hrpose.serve.app import admitted_requests
+    from hrpose.zoo import DEFAULT_POSE_MODEL
+
+    if args.model is None and args.cfg is None and args.weights is None:
+        name = DEFAULT_POSE_MODEL
+    else:
+        name = args.model or Path(args.weights or args.cfg).stem
+    settings = ServeSettings(
+        model_name=name, detector=args.detector, max_body_bytes=int(args.max_body_mb * 2**20),
+        max_pixels=args.max_image_pixels, queue_size=args.queue_size, max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms, timeout_s=args.timeout, delay_s=args.test_delay_ms / 1000.0,
+    )  # fmt: skip
+    app = create_app(estimator, settings)
+    print(f"hrpose serve: {name} on http://{args.host}:{args.port}/ (API: POST /v1/pose, GET /v1/models, "
+          "/healthz, /openapi.json); Ctrl-C stops", file=sys.stderr, flush=True)  # fmt: skip
+    # the app refuses requests past admitted_requests() before reading their body (503 + Retry-After); uvicorn's
+    # own limit (a plain 503) is a backstop for connections that are not pose requests
+    limit = 2 * admitted_requests(settings) + 16
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=limit, timeout_keep_alive=5,
+                    log_level="warning")  # fmt: skip
+    except KeyboardInterrupt:
+        pass
+    return 0
