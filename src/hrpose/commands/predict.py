@@ -197,10 +197,14 @@ def _build_detector(spec: str, det_thr: float | None) -> Any:
     return build_detector(spec, **kwargs)
 
 
-def _build_estimator(args: argparse.Namespace) -> Any:
-    """The model (--model NAME / --cfg + --weights / the default zoo model) and the detector."""
+def build_estimator(args: argparse.Namespace) -> Any:
+    """The model (--model NAME / --cfg + --weights / the default zoo model), the detector and the pixel limit,
+    from predict's options (`hrpose serve` takes the same ones). Raises UserError for a bad choice."""
     from hrpose.errors import UserError
+    from hrpose.image_limits import max_image_pixels
     from hrpose.inference.estimator import PoseEstimator
+
+    max_image_pixels(args.max_image_pixels)  # a bad HRPOSE_MAX_IMAGE_PIXELS / option: one error, exit 2
 
     model = getattr(args, "model", None)
     random_weights = bool(getattr(args, "random_weights", False))
@@ -223,8 +227,13 @@ def _build_estimator(args: argparse.Namespace) -> Any:
     common = dict(device=args.device, flip_test=not args.no_flip, backend=_resolve_backend(args),
                   batch_size=args.batch_size, detector=detector)  # fmt: skip
     if model is not None:
-        return PoseEstimator.from_pretrained(model, **common)
-    return PoseEstimator(args.cfg, args.weights, random_weights=random_weights, **common)
+        estimator = PoseEstimator.from_pretrained(model, **common)
+    else:
+        estimator = PoseEstimator(args.cfg, args.weights, random_weights=random_weights, **common)
+    estimator.warn_no_person = False  # the caller reports images without people itself
+    if args.max_image_pixels is not None:
+        estimator.max_image_pixels = args.max_image_pixels
+    return estimator
 
 
 def _resolve_backend(args: argparse.Namespace) -> str:
@@ -253,16 +262,10 @@ def run(args: argparse.Namespace) -> int:
         print("error: nothing to process", file=sys.stderr)
         return 1
     try:
-        from hrpose.image_limits import max_image_pixels
-
-        max_image_pixels(args.max_image_pixels)  # a bad HRPOSE_MAX_IMAGE_PIXELS / option: one error, exit 2
-        estimator = _build_estimator(args)
+        estimator = build_estimator(args)
     except (UserError, DetectorError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    estimator.warn_no_person = False
-    if args.max_image_pixels is not None:
-        estimator.max_image_pixels = args.max_image_pixels
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = _Summary(bad=[f"{e}" for e in errors])

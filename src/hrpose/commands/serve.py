@@ -73,22 +73,15 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"{opt} must be >= 1, got {value}")
         if not (args.max_body_mb > 0 and args.timeout > 0):
             raise UserError(f"--max-body-mb and --timeout must be > 0, got {args.max_body_mb} and {args.timeout}")
-        from hrpose.image_limits import max_image_pixels
-
-        max_image_pixels(args.max_image_pixels)
         if args.detector.lower().startswith("file:"):
             raise UserError("--detector file:... looks boxes up by file name, which uploads do not have: use auto, "
                             "hog, whole or onnx:MODEL.onnx, or send boxes with each request")  # fmt: skip
-        from hrpose.commands.predict import _build_estimator
+        from hrpose.commands.predict import build_estimator
 
-        estimator = _build_estimator(args)
+        estimator = build_estimator(args)
     except (UserError, DetectorError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    estimator.warn_no_person = False
-    if args.max_image_pixels is not None:
-        estimator.max_image_pixels = args.max_image_pixels
-
     import uvicorn
 
     from hrpose.serve import ServeSettings, create_app
