@@ -9,7 +9,9 @@ realistic keypoints and scores, then times each stage both ways in one run:
 * rescore  - mean visible joint score x box score;
 * nms      - per-image grouping + rescoring + greedy OKS NMS (``TEST.OKS_THRE`` 0.9);
 * soft_nms - per-image grouping + rescoring + soft OKS NMS;
-* write    - building and writing ``keypoints_val2017_results_0.json``.
+* write    - building and writing ``keypoints_val2017_results_0.json`` (ours: ``write_results``, what
+             ``evaluate_coco`` calls: orjson from the float64 rows; the baseline: the official list of
+             dicts and ``json.dump(..., sort_keys=True, indent=4)``).
 
 Each stage checks that both ways agree before reporting, and prints a markdown table of persons/s and
 the speed-up. Usage::
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from hrpose.evaluation.coco import build_results, group_by_image, rescore, select_poses, write_results_json
+from hrpose.evaluation.coco import group_by_image, rescore, select_poses, write_results
 from hrpose.geometry import affine_transform, get_affine_transform
 from hrpose.keypoints import COCO_SIGMAS
 
@@ -359,14 +361,9 @@ def run(quick: bool = False, seed: int = 0, decode_people: int | None = None) ->
     with tempfile.TemporaryDirectory() as td:
         tb, res_base = _time(lambda: baseline_write(kept_base, NUM_JOINTS, os.path.join(td, "base.json")))
 
-        def ours_write() -> list[dict]:
-            res = build_results(preds, ids, sc, sel)
-            write_results_json(res, Path(td) / "ours.json")
-            return res
-
-        to, res_ours = _time(ours_write)
-        on_disk = json.loads((Path(td) / "ours.json").read_text())
-    add("write results json", len(sel), tb, to, same_results(res_ours, res_base) and on_disk == res_ours)
+        to, _ = _time(lambda: write_results(preds, ids, sc, sel, Path(td) / "ours.json"))
+        on_disk = json.loads((Path(td) / "ours.json").read_text())  # what pycocotools' loadRes reads
+    add("write results json", len(sel), tb, to, same_results(on_disk, res_base))
     print(f"{n:,} detections over {len(np.unique(ids)):,} images; {len(sel):,} kept by OKS NMS")
     return rows
 

@@ -246,3 +246,40 @@ def test_results_file_through_load_res_gives_the_golden_stats(coco_gt, tmp_path:
     for i, (name, value) in enumerate(c["stats"].items()):
         assert stats[name] == pytest.approx(value, abs=1e-6), name
         assert ev.stats[i] == pytest.approx(value, abs=1e-6), name
+
+
+def test_write_results_from_arrays_is_byte_identical_to_the_list_writer(coco_gt, tmp_path: Path) -> None:
+    """evaluate_coco's writer (orjson straight from the float64 rows) = build_results + write_results_json."""
+    from hrpose.evaluation.coco import write_results
+
+    for name, c in CASES.items():
+        preds = np.asarray(c["preds"], dtype=np.float32)
+        ids = image_ids_from_paths(coco_gt, c["images"])
+        sel, scores = select_poses(preds, np.asarray(c["boxes"]), ids, in_vis_thre=c["in_vis_thre"],
+                                   oks_thre=c["oks_thre"], soft_nms=c["soft_nms"])  # fmt: skip
+        a = write_results(preds, ids, scores, sel, tmp_path / f"{name}_a.json").read_bytes()
+        b = write_results_json(build_results(preds, ids, scores, sel), tmp_path / f"{name}_b.json").read_bytes()
+        assert a == b and len(json.loads(a)) == len(sel) > 0, name
+    preds = np.ones((3, 17, 3))
+    preds[2, 4, 1] = np.inf
+    with pytest.raises(ValueError, match="person 2 has a non-finite"):
+        write_results(preds, np.array([1, 1, 2]), np.ones(3), np.array([0, 2]), tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_faster_coco_eval_gives_the_pycocotools_stats_on_the_golden_cases(case: str, coco_gt, tmp_path: Path) -> None:
+    """The optional evaluator: the golden stats and pycocotools' own numbers, to float rounding (<= 1e-12)."""
+    c = CASES[case]
+    preds = np.asarray(c["preds"], dtype=np.float32)
+    ids = image_ids_from_paths(coco_gt, c["images"])
+    kw = {"in_vis_thre": c["in_vis_thre"], "oks_thre": c["oks_thre"], "soft_nms": c["soft_nms"]}
+    fast = evaluate_coco(preds, np.asarray(c["boxes"]), ids, tmp_path, coco_gt, "train2017",
+                         evaluator="faster-coco-eval", **kw)  # fmt: skip
+    ref = evaluate_coco(preds, np.asarray(c["boxes"]), ids, tmp_path, coco_gt, "train2017", **kw)
+    assert list(fast) == list(STATS_NAMES)
+    for name, value in c["stats"].items():
+        assert fast[name] == pytest.approx(value, abs=1e-6), name
+        assert fast[name] == pytest.approx(ref[name], abs=1e-12), name
+    with pytest.raises(ValueError, match="evaluator must be one of"):
+        coco_keypoint_stats(coco_gt, str(tmp_path / "results" / "keypoints_train2017_results_0.json"), evaluator="x")

@@ -33,16 +33,18 @@ import orjson
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from hrpose.errors import MissingFileError
+from hrpose.errors import MissingFileError, UserError
 from hrpose.evaluation.oks_nms import nms_from_arrays, resolve_sigmas, soft_nms_from_arrays
 
 __all__ = [
-    "STATS_NAMES", "load_coco", "image_ids_from_paths", "rescore", "group_by_image", "select_poses",
-    "build_results", "dumps_results", "write_results_json", "coco_keypoint_stats", "evaluate_coco", "markdown_table",
+    "EVALUATORS", "STATS_NAMES", "load_coco", "image_ids_from_paths", "rescore", "group_by_image", "select_poses",
+    "build_results", "dumps_results", "write_results_json", "write_results", "coco_keypoint_stats", "evaluate_coco",
+    "markdown_table",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
+EVALUATORS = ("pycocotools", "faster-coco-eval")
 STATS_NAMES = ("AP", "Ap .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
 
 
@@ -155,6 +157,21 @@ def select_poses(
     return sel, scores
 
 
+def _result_arrays(
+    preds: np.ndarray, image_ids: np.ndarray, scores: np.ndarray, sel: np.ndarray, category_id: int
+) -> tuple[np.ndarray, list[float], list[int], int]:
+    """(keypoints (M, 3K) float64 C-contiguous, scores, image ids as Python numbers, category) of the selected
+    persons; a non-finite keypoint or score is a ValueError naming the person."""
+    sel = np.asarray(sel, dtype=np.int64)
+    kp = np.ascontiguousarray(np.asarray(preds)[sel].reshape(len(sel), -1), dtype=np.float64)
+    sc = np.asarray(scores, dtype=np.float64)[sel]
+    bad = ~(np.isfinite(kp).all(axis=1) & np.isfinite(sc))
+    if bad.any():
+        j = int(sel[np.flatnonzero(bad)[0]])
+        raise ValueError(f"person {j} has a non-finite keypoint or score; COCO results must be finite numbers")
+    return kp, sc.tolist(), np.asarray(image_ids)[sel].astype(np.int64).tolist(), int(category_id)
+
+
 def build_results(
     preds: np.ndarray,
     image_ids: np.ndarray,
@@ -163,18 +180,8 @@ def build_results(
     category_id: int = 1,
 ) -> list[dict[str, Any]]:
     """The COCO results list for the selected persons: preds (N, K, 3), image_ids (N,), scores (N,), sel (M,)."""
-    kp = np.asarray(preds)[sel].reshape(len(sel), -1).astype(np.float64)
-    sc = np.asarray(scores, dtype=np.float64)[sel]
-    bad = ~(np.isfinite(kp).all(axis=1) & np.isfinite(sc))
-    if bad.any():
-        j = int(sel[np.flatnonzero(bad)[0]])
-        raise ValueError(f"person {j} has a non-finite keypoint or score; COCO results must be finite numbers")
-    ids = np.asarray(image_ids)[sel].astype(np.int64).tolist()  # Python ints
-    cat = int(category_id)
-    return [
-        {"image_id": i, "category_id": cat, "keypoints": k, "score": s}
-        for i, k, s in zip(ids, kp.tolist(), sc.tolist())
-    ]
+    kp, sc, ids, cat = _result_arrays(preds, image_ids, scores, sel, category_id)
+    return [{"image_id": i, "category_id": cat, "keypoints": k, "score": s} for i, k, s in zip(ids, kp.tolist(), sc)]
 
 
 def dumps_results(results: Any) -> bytes:
@@ -197,8 +204,26 @@ def dumps_results(results: Any) -> bytes:
 
 def write_results_json(results: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Write the results list atomically (temp file in the same folder, then rename); see :func:`dumps_results`."""
+    return _write_atomic(dumps_results(results), path)  # serialised first: a NaN leaves nothing behind
+
+
+def write_results(
+    preds: np.ndarray,
+    image_ids: np.ndarray,
+    scores: np.ndarray,
+    sel: np.ndarray,
+    path: str | os.PathLike[str],
+    category_id: int = 1,
+) -> Path:
+    """``write_results_json(build_results(preds, image_ids, scores, sel, category_id), path)``, byte for byte,
+    without building the Python lists of keypoints (orjson reads the float64 rows directly)."""
+    kp, sc, ids, cat = _result_arrays(preds, image_ids, scores, sel, category_id)  # finite, checked
+    records = [{"image_id": i, "category_id": cat, "keypoints": k, "score": s} for i, k, s in zip(ids, kp, sc)]
+    return _write_atomic(orjson.dumps(records, option=orjson.OPT_SERIALIZE_NUMPY), path)
+
+
+def _write_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    data = dumps_results(results)  # before any file is made: a NaN leaves nothing behind
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -216,8 +241,17 @@ def coco_keypoint_stats(
     coco_gt: COCO,
     results: list[dict[str, Any]] | str | os.PathLike[str],
     sigmas: Sequence[float] | np.ndarray | None = None,
+    *,
+    evaluator: str = "pycocotools",
 ) -> OrderedDict[str, float]:
-    """pycocotools keypoint evaluation of a results list (or results file): the ten COCO summary numbers."""
+    """COCO keypoint evaluation of a results list (or results file): the ten COCO summary numbers.
+
+    ``evaluator``: ``"pycocotools"`` (the default and the reference, as the official code) or
+    ``"faster-coco-eval"`` (the ``faster-coco-eval`` package's C++ COCOeval, ``pip install 'hrpose[fast-eval]'``:
+    the same ten numbers on the golden cases, to 1e-16, several times faster on COCO-sized sets).
+    """
+    if evaluator not in EVALUATORS:
+        raise ValueError(f"evaluator must be one of {EVALUATORS}, got {evaluator!r}")
     if isinstance(results, list):
         dets: list[dict[str, Any]] = results
     else:
@@ -232,6 +266,8 @@ def coco_keypoint_stats(
     if missing:
         raise ValueError(f"results name image ids not in the COCO annotation: {missing[:10]}")
     num_joints = len(results[0]["keypoints"]) // 3
+    if evaluator == "faster-coco-eval":
+        return _faster_coco_eval_stats(coco_gt, results, resolve_sigmas(sigmas, num_joints))
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds fields: give it copies
@@ -242,6 +278,31 @@ def coco_keypoint_stats(
         coco_eval.summarize()
     logger.info(buf.getvalue())
     return OrderedDict((name, float(coco_eval.stats[i])) for i, name in enumerate(STATS_NAMES))
+
+
+def _faster_coco_eval_stats(
+    coco_gt: COCO, results: list[dict[str, Any]], sigmas: np.ndarray
+) -> OrderedDict[str, float]:
+    try:
+        from faster_coco_eval import COCO as FasterCOCO
+        from faster_coco_eval import COCOeval_faster
+    except ImportError as e:
+        raise UserError(
+            "the COCO evaluator 'faster-coco-eval' needs the faster-coco-eval package: "
+            "pip install 'hrpose[fast-eval]' (or use the default, pycocotools)"
+        ) from e
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        gt = FasterCOCO()
+        gt.dataset = coco_gt.dataset  # the same annotations, indexed by faster-coco-eval
+        gt.createIndex()
+        dt = gt.loadRes([dict(r) for r in results])
+        ev = COCOeval_faster(gt, dt, "keypoints", kpt_oks_sigmas=sigmas.tolist(), print_function=logger.info)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    logger.info(buf.getvalue())
+    return OrderedDict((name, float(ev.stats[i])) for i, name in enumerate(STATS_NAMES))
 
 
 def _person_category(coco_gt: COCO | None) -> int:
@@ -270,26 +331,27 @@ def evaluate_coco(
     sigmas: Sequence[float] | np.ndarray | None = None,
     category_id: int | None = None,
     rank: int = 0,
+    evaluator: str = "pycocotools",
 ) -> OrderedDict[str, float]:
     """The whole COCO keypoint evaluation (official ``TEST.IN_VIS_THRE``/``OKS_THRE``/``SOFT_NMS``).
 
     preds: (N, K, 3) image coords + joint score; boxes: (N, 6) center, scale, area, score;
     image_ids: (N,) COCO image ids. Writes ``output_dir/results/keypoints_<image_set>_results_<rank>.json``
     and returns the ten stats by name; without ground truth (``coco_gt`` None or a ``test`` image set, as
-    the official) it only writes the file and returns ``{'Null': 0.0}``.
+    the official) it only writes the file and returns ``{'Null': 0.0}``. ``evaluator``: see
+    :func:`coco_keypoint_stats` (pycocotools by default).
     """
     gt = load_coco(coco_gt) if coco_gt is not None else None
     sel, scores = select_poses(
         preds, boxes, image_ids, in_vis_thre=in_vis_thre, oks_thre=oks_thre, soft_nms=soft_nms, sigmas=sigmas
     )
     cat = _person_category(gt) if category_id is None else category_id
-    results = build_results(preds, image_ids, scores, sel, cat)
     res_file = Path(output_dir) / "results" / f"keypoints_{image_set}_results_{rank}.json"
-    write_results_json(results, res_file)
-    logger.info("=> wrote %d COCO keypoint results to %s", len(results), res_file)
+    write_results(preds, image_ids, scores, sel, res_file, cat)
+    logger.info("=> wrote %d COCO keypoint results to %s", len(sel), res_file)
     if gt is None or "test" in image_set:
         return OrderedDict([("Null", 0.0)])
-    return coco_keypoint_stats(gt, results, sigmas)
+    return coco_keypoint_stats(gt, build_results(preds, image_ids, scores, sel, cat), sigmas, evaluator=evaluator)
 
 
 def markdown_table(name_value: Mapping[str, float], arch_name: str) -> str:
