@@ -34,7 +34,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from hrpose.errors import MissingFileError, UserError
-from hrpose.evaluation.oks_nms import nms_from_arrays, resolve_sigmas, soft_nms_from_arrays
+from hrpose.evaluation.oks_nms import nms_from_arrays, oks_matrices, resolve_sigmas, soft_nms_from_arrays
 
 __all__ = [
     "EVALUATORS", "STATS_NAMES", "load_coco", "image_ids_from_paths", "rescore", "group_by_image", "select_poses",
@@ -146,11 +146,14 @@ def select_poses(
     areas = boxes[:, 4].astype(np.float64)
     nms = soft_nms_from_arrays if soft_nms else nms_from_arrays
     kept: list[np.ndarray] = []
-    for idx in group_by_image(image_ids):
+    groups = group_by_image(image_ids)
+    # every image's OKS matrix, images with the same number of persons computed together
+    matrices = oks_matrices(preds, areas, groups, sig)
+    for idx, oks_full in zip(groups, matrices):
         if len(idx) == 1:
             kept.append(idx)
             continue
-        keep = nms(preds[idx], scores[idx], areas[idx], oks_thre, sig)
+        keep = nms(preds[idx], scores[idx], areas[idx], oks_thre, sig, oks_full=oks_full)
         # the official keeps the whole image when NMS returns nothing (only possible for an empty group)
         kept.append(idx[keep] if keep else idx)
     sel = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
