@@ -9,19 +9,26 @@ realistic keypoints and scores, then times each stage both ways in one run:
 * rescore  - mean visible joint score x box score;
 * nms      - per-image grouping + rescoring + greedy OKS NMS (``TEST.OKS_THRE`` 0.9);
 * soft_nms - per-image grouping + rescoring + soft OKS NMS;
-* write    - building and writing ``keypoints_val2017_results_0.json``.
+* write    - building and writing ``keypoints_val2017_results_0.json`` (ours: ``write_results``, what
+             ``evaluate_coco`` calls: orjson from the float64 rows; the baseline: the official list of
+             dicts and ``json.dump(..., sort_keys=True, indent=4)``).
 
 Each stage checks that both ways agree before reporting, and prints a markdown table of persons/s and
-the speed-up. Usage::
+the speed-up; "total time" sums these stages. ``--ap`` adds, outside the total, the AP step itself on
+simulated ground truth: pycocotools' COCOeval (the default, what the official code runs) against the
+optional ``faster-coco-eval`` evaluator, same ten stats required. Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/eval_speed.py          # full scale (about a minute or two)
+    OMP_NUM_THREADS=2 python benchmarks/eval_speed.py --ap     # ... and the AP step both ways
     OMP_NUM_THREADS=2 python benchmarks/eval_speed.py --quick  # a small run
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -34,7 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from hrpose.evaluation.coco import build_results, group_by_image, rescore, select_poses, write_results_json
+from hrpose.evaluation.coco import (
+    build_results,
+    coco_keypoint_stats,
+    group_by_image,
+    rescore,
+    select_poses,
+    write_results,
+)
 from hrpose.geometry import affine_transform, get_affine_transform
 from hrpose.keypoints import COCO_SIGMAS
 
@@ -232,7 +246,8 @@ _TEMPLATE = np.array(
 
 
 def simulate(num_images: int, num_people: int, num_dets: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """preds (N, 17, 3) float32, boxes (N, 6) float64 (center, scale, area, score), image_ids (N,) int64."""
+    """preds (N, 17, 3) float32, boxes (N, 6) float64 (center, scale, area, score), image_ids (N,) int64, and
+    the people themselves as ``gt_xy`` (P, 17, 2), ``gt_image_ids`` (P,) (for :func:`ground_truth`)."""
     rng = np.random.default_rng(seed)
     person_img = rng.integers(0, num_images, num_people)
     size = rng.uniform(30, 400, num_people)  # person height in pixels
@@ -261,7 +276,40 @@ def simulate(num_images: int, num_people: int, num_dets: int, seed: int = 0) -> 
     perm = rng.permutation(len(xy))  # detection files come in no particular order
     preds = np.concatenate([xy, kscore[..., None]], axis=2).astype(np.float32)[perm]
     boxes = np.concatenate([center, scale, area[:, None], box_score[:, None]], axis=1)[perm]
-    return {"preds": preds, "boxes": boxes, "image_ids": (img[perm] + 1).astype(np.int64)}
+    return {
+        "preds": preds,
+        "boxes": boxes,
+        "image_ids": (img[perm] + 1).astype(np.int64),
+        "gt_xy": pose,
+        "gt_image_ids": (person_img + 1).astype(np.int64),
+    }
+
+
+def ground_truth(data: dict[str, np.ndarray], num_images: int) -> Any:
+    """A pycocotools COCO of the simulated people (all joints visible), for the AP step."""
+    from pycocotools.coco import COCO
+
+    from hrpose.keypoints import COCO as COCO_META
+
+    anns = []
+    for i, (xy, img) in enumerate(zip(data["gt_xy"], data["gt_image_ids"])):
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        w, h = float(hi[0] - lo[0]), float(hi[1] - lo[1])
+        kp = np.concatenate([xy, np.full((NUM_JOINTS, 1), 2.0)], axis=1).reshape(-1)
+        anns.append({"id": i + 1, "image_id": int(img), "category_id": 1, "iscrowd": 0, "area": w * h * 0.6,
+                     "bbox": [float(lo[0]), float(lo[1]), w, h], "num_keypoints": NUM_JOINTS,
+                     "keypoints": kp.tolist()})  # fmt: skip
+    coco = COCO()
+    coco.dataset = {
+        "images": [
+            {"id": i + 1, "width": 1100, "height": 1100, "file_name": f"{i + 1}.jpg"} for i in range(num_images)
+        ],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person", "keypoints": list(COCO_META.joint_names), "skeleton": []}],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 def random_heatmaps(n: int, k: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -301,7 +349,7 @@ def same_results(ours: list[dict], base: list[dict]) -> bool:
     return True
 
 
-def run(quick: bool = False, seed: int = 0, decode_people: int | None = None) -> list[dict[str, Any]]:
+def run(quick: bool = False, seed: int = 0, decode_people: int | None = None, ap: bool = False) -> list[dict[str, Any]]:
     num_images, num_people, num_dets = (500, 635, 10_000) if quick else (5_000, 6_352, 100_000)
     n_dec = decode_people if decode_people is not None else (128 if quick else 512)
     data = simulate(num_images, num_people, num_dets, seed)
@@ -309,8 +357,9 @@ def run(quick: bool = False, seed: int = 0, decode_people: int | None = None) ->
     n = len(preds)
     rows: list[dict[str, Any]] = []
 
-    def add(stage: str, persons: int, t_base: float, t_ours: float, agree: bool) -> None:
-        rows.append({"stage": stage, "persons": persons, "baseline_s": t_base, "ours_s": t_ours, "agree": agree})
+    def add(stage: str, persons: int, t_base: float, t_ours: float, agree: bool, in_total: bool = True) -> None:
+        rows.append({"stage": stage, "persons": persons, "baseline_s": t_base, "ours_s": t_ours, "agree": agree,
+                     "in_total": in_total})  # fmt: skip
 
     # decode (the codec is another module; skip the stage when it is not there)
     if importlib.util.find_spec("hrpose.codec") is not None and n_dec > 0:
@@ -359,14 +408,17 @@ def run(quick: bool = False, seed: int = 0, decode_people: int | None = None) ->
     with tempfile.TemporaryDirectory() as td:
         tb, res_base = _time(lambda: baseline_write(kept_base, NUM_JOINTS, os.path.join(td, "base.json")))
 
-        def ours_write() -> list[dict]:
-            res = build_results(preds, ids, sc, sel)
-            write_results_json(res, Path(td) / "ours.json")
-            return res
-
-        to, res_ours = _time(ours_write)
-        on_disk = json.loads((Path(td) / "ours.json").read_text())
-    add("write results json", len(sel), tb, to, same_results(res_ours, res_base) and on_disk == res_ours)
+        to, _ = _time(lambda: write_results(preds, ids, sc, sel, Path(td) / "ours.json"))
+        on_disk = json.loads((Path(td) / "ours.json").read_text())  # what pycocotools' loadRes reads
+    add("write results json", len(sel), tb, to, same_results(on_disk, res_base))
+    if ap:  # the AP step: pycocotools (default, official) vs faster-coco-eval, on the kept persons
+        gt = ground_truth(data, num_images)
+        results_list = build_results(preds, ids, sc, sel)
+        tb, st_ref = _time(lambda: coco_keypoint_stats(gt, results_list))
+        to, st_fast = _time(lambda: coco_keypoint_stats(gt, results_list, evaluator="faster-coco-eval"))
+        agree = all(abs(st_ref[k] - st_fast[k]) <= 1e-12 for k in st_ref)
+        add("AP step: pycocotools -> faster-coco-eval (not in total)", len(sel), tb, to, agree, in_total=False)
+        print("AP step stats (pycocotools):", {k: round(v, 4) for k, v in st_ref.items()})
     print(f"{n:,} detections over {len(np.unique(ids)):,} images; {len(sel):,} kept by OKS NMS")
     return rows
 
@@ -378,8 +430,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     ]
     tot_b = tot_o = 0.0
     for r in rows:
-        tot_b += r["baseline_s"]
-        tot_o += r["ours_s"]
+        if r.get("in_total", True):
+            tot_b += r["baseline_s"]
+            tot_o += r["ours_s"]
         lines.append(
             f"| {r['stage']} | {r['persons']:,} | {r['persons'] / r['baseline_s']:,.0f} | "
             f"{r['persons'] / r['ours_s']:,.0f} | {r['baseline_s'] / r['ours_s']:.1f}x | "
@@ -394,9 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10k detections over 500 images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--decode-people", type=int, default=None, help="people in the decode subset")
+    parser.add_argument("--ap", action="store_true", help="also time the AP step: pycocotools vs faster-coco-eval")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    rows = run(args.quick, args.seed, args.decode_people)
+    rows = run(args.quick, args.seed, args.decode_people, args.ap)
     print(markdown(rows))
     print(
         f"\n(wall time {time.perf_counter() - t0:.1f} s; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"

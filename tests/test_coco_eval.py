@@ -188,3 +188,98 @@ def test_vectorised_decode_equals_the_official_loops_port() -> None:
     po, vo = HeatmapCodec((192, 256), (48, 64), 2.0).decode(hms, centers, scales, post_process=True)
     np.testing.assert_allclose(po, pb, atol=1e-3)
     np.testing.assert_array_equal(vo, vb)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the results file: orjson's bytes, json's values and json's refusal of NaN
+
+
+def test_results_file_reads_back_to_the_same_values_as_json_writes(tmp_path: Path) -> None:
+    """Every float kind (tiny, huge, negative zero, float32-rounded, integral) reads back bit-identical."""
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.normal(0, 300, (40, 51)), rng.uniform(0, 1, (40, 51)).astype(np.float32)])
+    kp[0, :6] = [1e-7, 5e-324, 1.7976931348623157e308, -0.0, 12.0, 2.0**-30]
+    res = [{"image_id": int(i), "category_id": 1, "keypoints": k, "score": float(s)}
+           for i, k, s in zip(range(80), kp.astype(np.float64).tolist(), rng.uniform(0, 1, 80))]  # fmt: skip
+    path = write_results_json(res, tmp_path / "r.json")
+    raw = path.read_bytes()
+    assert json.loads(raw) == res == json.loads(json.dumps(res, allow_nan=False))
+    assert [np.float64(v).tobytes() for r in json.loads(raw) for v in r["keypoints"]] == [
+        np.float64(v).tobytes() for r in res for v in r["keypoints"]
+    ]  # bit for bit, -0.0 included
+    assert b"NaN" not in raw and b"null" not in raw
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_results_writer_refuses_non_finite_numbers_and_writes_nothing(tmp_path: Path, bad: float) -> None:
+    res = [{"image_id": 1, "category_id": 1, "keypoints": [1.0] * 50 + [bad], "score": 0.5}]
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        write_results_json(res, tmp_path / "r.json")
+    res = [{"image_id": 1, "category_id": 1, "keypoints": [1.0] * 51, "score": bad}]
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        write_results_json(res, tmp_path / "r.json")
+    assert not tmp_path.joinpath("r.json").exists() and list(tmp_path.iterdir()) == []
+    # a genuine None is JSON null, as json writes it
+    assert json.loads(write_results_json([{"a": None}], tmp_path / "n.json").read_text()) == [{"a": None}]
+
+
+def test_results_file_through_load_res_gives_the_golden_stats(coco_gt, tmp_path: Path) -> None:
+    """pycocotools reads the written file (COCO.loadRes on the path, as the official evaluation does)."""
+    c = CASES["det_boxes"]
+    preds = np.asarray(c["preds"], dtype=np.float32)
+    image_ids = image_ids_from_paths(coco_gt, c["images"])
+    sel, scores = select_poses(preds, np.asarray(c["boxes"]), image_ids, in_vis_thre=c["in_vis_thre"],
+                               oks_thre=c["oks_thre"], soft_nms=c["soft_nms"])  # fmt: skip
+    path = write_results_json(build_results(preds, image_ids, scores, sel), tmp_path / "r.json")
+    stats = coco_keypoint_stats(coco_gt, str(path))  # json.loads of the file -> loadRes
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    from pycocotools.cocoeval import COCOeval
+
+    with redirect_stdout(StringIO()):
+        dt = coco_gt.loadRes(str(path))  # pycocotools' own file reader
+        ev = COCOeval(coco_gt, dt, "keypoints")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    for i, (name, value) in enumerate(c["stats"].items()):
+        assert stats[name] == pytest.approx(value, abs=1e-6), name
+        assert ev.stats[i] == pytest.approx(value, abs=1e-6), name
+
+
+def test_write_results_from_arrays_is_byte_identical_to_the_list_writer(coco_gt, tmp_path: Path) -> None:
+    """evaluate_coco's writer (orjson straight from the float64 rows) = build_results + write_results_json."""
+    from hrpose.evaluation.coco import write_results
+
+    for name, c in CASES.items():
+        preds = np.asarray(c["preds"], dtype=np.float32)
+        ids = image_ids_from_paths(coco_gt, c["images"])
+        sel, scores = select_poses(preds, np.asarray(c["boxes"]), ids, in_vis_thre=c["in_vis_thre"],
+                                   oks_thre=c["oks_thre"], soft_nms=c["soft_nms"])  # fmt: skip
+        a = write_results(preds, ids, scores, sel, tmp_path / f"{name}_a.json").read_bytes()
+        b = write_results_json(build_results(preds, ids, scores, sel), tmp_path / f"{name}_b.json").read_bytes()
+        assert a == b and len(json.loads(a)) == len(sel) > 0, name
+    preds = np.ones((3, 17, 3))
+    preds[2, 4, 1] = np.inf
+    with pytest.raises(ValueError, match="person 2 has a non-finite"):
+        write_results(preds, np.array([1, 1, 2]), np.ones(3), np.array([0, 2]), tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_faster_coco_eval_gives_the_pycocotools_stats_on_the_golden_cases(case: str, coco_gt, tmp_path: Path) -> None:
+    """The optional evaluator: the golden stats and pycocotools' own numbers, to float rounding (<= 1e-12)."""
+    c = CASES[case]
+    preds = np.asarray(c["preds"], dtype=np.float32)
+    ids = image_ids_from_paths(coco_gt, c["images"])
+    kw = {"in_vis_thre": c["in_vis_thre"], "oks_thre": c["oks_thre"], "soft_nms": c["soft_nms"]}
+    fast = evaluate_coco(preds, np.asarray(c["boxes"]), ids, tmp_path, coco_gt, "train2017",
+                         evaluator="faster-coco-eval", **kw)  # fmt: skip
+    ref = evaluate_coco(preds, np.asarray(c["boxes"]), ids, tmp_path, coco_gt, "train2017", **kw)
+    assert list(fast) == list(STATS_NAMES)
+    for name, value in c["stats"].items():
+        assert fast[name] == pytest.approx(value, abs=1e-6), name
+        assert fast[name] == pytest.approx(ref[name], abs=1e-12), name
+    with pytest.raises(ValueError, match="evaluator must be one of"):
+        coco_keypoint_stats(coco_gt, str(tmp_path / "results" / "keypoints_train2017_results_0.json"), evaluator="x")

@@ -212,7 +212,7 @@ def test_train_writes_official_outputs_and_resume_is_exact(tmp_path):
     final = torch.load(exp_dir / "final_state.pth", weights_only=True)
     best = torch.load(exp_dir / "model_best.pth", weights_only=True)
     assert set(final) == set(best) and not any(k.startswith("module.") for k in final)
-    assert all(torch.equal(final[k], ckpt["state_dict"][k]) for k in final)
+    assert all(torch.equal(final[k], ckpt["state_dict"]["module." + k]) for k in final)  # official layout
 
     from hrpose.models import build_model
     from hrpose.models.weights import load_weights

@@ -132,3 +132,29 @@ def test_big_group_uses_row_wise_path_with_same_result(monkeypatch) -> None:
     assert oks_nms(db, 0.5) == full
     assert soft_oks_nms(db, 0.5) == soft_full
     assert 1 < len(full) < 60
+
+
+@pytest.mark.parametrize("in_vis_thre", [None, 0.2])
+@pytest.mark.parametrize("max_elements", [1, 1 << 22])
+def test_oks_matrices_equal_oks_matrix_per_group_bit_for_bit(in_vis_thre, max_elements) -> None:
+    """The batched, symmetric-pair path of select_poses = the plain pairwise matrix of every image."""
+    from hrpose.evaluation.oks_nms import oks_matrices, oks_matrix
+
+    rng = np.random.default_rng(3)
+    n = 400
+    kpts = np.concatenate([rng.uniform(0, 300, (n, 17, 2)), rng.uniform(0, 1, (n, 17, 1))], axis=2).astype(np.float32)
+    kpts[5:9] = kpts[4]  # exact duplicates: OKS 1
+    areas = rng.uniform(100, 9e4, n)
+    sizes = [1, 2, 2, 3, 7, 7, 7, 30, 1, 41]
+    perm = rng.permutation(n)
+    groups, start = [], 0
+    for s in sizes:
+        groups.append(np.sort(perm[start : start + s]))
+        start += s
+    mats = oks_matrices(kpts, areas, groups, in_vis_thre=in_vis_thre, max_elements=max_elements)
+    for idx, m in zip(groups, mats):
+        if len(idx) == 1:
+            assert m is None
+            continue
+        ref = oks_matrix(kpts[idx], areas[idx], in_vis_thre=in_vis_thre)
+        assert m is not None and m.shape == ref.shape and np.array_equal(m, ref), len(idx)

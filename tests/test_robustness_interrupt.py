@@ -170,7 +170,7 @@ def _check_finished(exp_dir: Path, result: dict, epochs_run: int) -> None:
     ckpt = load_checkpoint(exp_dir / "checkpoint.pth")
     assert ckpt["epoch"] == END_EPOCH and ckpt["best_perf"] == PERF[0]
     final = torch.load(exp_dir / "final_state.pth", weights_only=True)
-    assert all(torch.equal(final[k], ckpt["state_dict"][k]) for k in final)
+    assert all(torch.equal(final[k], ckpt["state_dict"]["module." + k]) for k in final)  # official layout
     best = torch.load(exp_dir / "model_best.pth", weights_only=True)
     assert set(best) == set(final)
     assert all(torch.equal(best[k], ckpt["best_state_dict"][k]) for k in best)  # the epoch-0 weights

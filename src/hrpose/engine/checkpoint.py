@@ -1,10 +1,16 @@
 """Training checkpoints: atomic saving, ``weights_only`` loading, RNG state capture/restore.
 
-``checkpoint.pth`` keeps the official field names (``epoch``, ``model``, ``state_dict``,
-``best_state_dict``, ``perf``, ``optimizer``) and adds what an exact resume needs (``scheduler``,
-``scaler``, ``rng``, ``best_perf``, ``config``). Everything stored is a tensor, a Python primitive or a
-plain container of those, so :func:`load_checkpoint` can always use ``torch.load(weights_only=True)``:
-NumPy arrays are converted to tensors by :func:`to_safe` and RNG states are stored as tensors.
+``checkpoint.pth`` is laid out as the official ``tools/train.py`` writes it, so that the official code can
+resume it: ``epoch`` (finished epochs), ``model`` (``MODEL.NAME``), ``state_dict`` (the weights with the
+``module.`` prefix of the official ``DataParallel`` model, see :func:`add_module_prefix`), ``perf`` (the last
+validation score), ``optimizer`` and ``best_state_dict`` (bare keys). Beside them it keeps what an exact
+resume needs (``scheduler``, ``scaler``, ``rng``, ``best_perf``, ``global_step``, ``config``,
+``hrpose_meta``); the official code ignores those. A resume accepts ``state_dict`` with or without the
+prefix (:func:`strip_module_prefix`), so older hrpose checkpoints keep resuming.
+
+Everything stored is a tensor, a Python primitive or a plain container of those, so :func:`load_checkpoint`
+can always use ``torch.load(weights_only=True)``: NumPy arrays are converted to tensors by :func:`to_safe`
+and RNG states are stored as tensors.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ import torch
 from hrpose.errors import MissingFileError, UserError
 
 __all__ = [
+    "MODULE_PREFIX",
+    "add_module_prefix",
+    "strip_module_prefix",
     "CheckpointSaveError",
     "CheckpointReadError",
     "check_resume_fields",
@@ -42,6 +51,27 @@ class CheckpointSaveError(UserError, OSError):
 
 class CheckpointReadError(UserError, RuntimeError):
     """A training checkpoint that cannot be read safely or holds fields a resume cannot use."""
+
+
+MODULE_PREFIX = "module."
+
+
+def add_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> collections.OrderedDict[str, torch.Tensor]:
+    """``state_dict`` with every key prefixed ``module.``, as ``nn.DataParallel(model).state_dict()`` names them
+    (the official ``checkpoint.pth`` stores its ``state_dict`` that way). Order is kept; already prefixed keys
+    are left alone."""
+    return collections.OrderedDict(
+        (k if k.startswith(MODULE_PREFIX) else MODULE_PREFIX + k, v) for k, v in state_dict.items()
+    )
+
+
+def strip_module_prefix(state_dict: Mapping[str, Any]) -> collections.OrderedDict[str, Any]:
+    """``state_dict`` without the ``module.`` prefix when every key has it (DataParallel/DDP checkpoints);
+    otherwise unchanged. Bare-key (older hrpose) and prefixed (official, current hrpose) both load."""
+    items = list(state_dict.items())
+    if items and all(isinstance(k, str) and k.startswith(MODULE_PREFIX) for k, _ in items):
+        return collections.OrderedDict((k[len(MODULE_PREFIX) :], v) for k, v in items)
+    return collections.OrderedDict(items)
 
 
 def to_safe(obj: Any) -> Any:

@@ -7,8 +7,13 @@ dicts, loadable by the official code), and ``results/`` from validation. TensorB
 ``LOG_DIR/<dataset>/<MODEL.NAME>/<cfg name>_<time>``. While a run trains, ``train.lock`` in the output
 folder holds its PID (see :mod:`hrpose.engine.lock`): a second run into the same folder is refused.
 
-Learning rate: epoch ``e`` (0-based) trains with ``LR * LR_FACTOR ** (number of LR_STEP <= e)``, the
-official schedule as written for the PyTorch of its time (the scheduler steps after each epoch).
+Learning rate: the ``i``-th epoch of a run (0-based, counted from ``TRAIN.BEGIN_EPOCH``) trains with
+``LR * LR_FACTOR ** (number of LR_STEP <= i)``: the official schedule as it ran on the PyTorch it was written
+for (0.4), where ``scheduler.step()`` at the start of an epoch set that epoch's rate. On PyTorch >= 1.1 the
+official code's step-first call decays one epoch early; we step after each epoch instead (a deliberate
+deviation, listed in docs/architecture.md). A resume continues the schedule: hrpose's ``checkpoint.pth``
+restores the scheduler, an official one (no ``scheduler`` field) places it at the checkpoint's ``epoch``
+(:func:`schedule_at`), as the official resume's ``last_epoch=checkpoint['epoch']`` does.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import math
 import os
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
@@ -30,11 +36,13 @@ from hrpose.errors import Interrupted, UserError
 
 from .checkpoint import (
     CheckpointReadError,
+    add_module_prefix,
     capture_rng_state,
     check_resume_fields,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint_atomic,
+    strip_module_prefix,
     to_safe,
 )
 from .distributed import (
@@ -53,6 +61,7 @@ __all__ = [
     "NonFiniteLossError",
     "build_optimizer",
     "build_scheduler",
+    "schedule_at",
     "amp_settings",
     "seed_everything",
     "train_one_epoch",
@@ -90,6 +99,23 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.MultiStepLR:
     """MultiStepLR stepped once per epoch, after the epoch."""
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma)
+
+
+def schedule_at(scheduler: torch.optim.lr_scheduler.MultiStepLR, epochs_done: int) -> None:
+    """Put ``scheduler`` (and its optimizer's learning rates) where it is after ``epochs_done`` epochs:
+    ``last_epoch = epochs_done`` and ``lr = base_lr * gamma ** (number of milestones <= epochs_done)``.
+
+    Used to resume an official ``checkpoint.pth``, which stores no scheduler state; the official resume
+    builds its scheduler with ``last_epoch=checkpoint['epoch']`` for the same purpose.
+    """
+    milestones = sorted(scheduler.milestones.elements())
+    factor = scheduler.gamma ** bisect_right(milestones, epochs_done)
+    lrs = [float(base) * factor for base in scheduler.base_lrs]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    state = scheduler.state_dict()
+    state.update(last_epoch=int(epochs_done), _last_lr=lrs)
+    scheduler.load_state_dict(state)
 
 
 def amp_settings(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -431,14 +457,18 @@ def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: dict[st
             mismatch = _state_mismatch(obj.state_dict(), ckpt[field])
             if mismatch:
                 raise CheckpointReadError(f"checkpoint {checkpoint_file}: field '{field}' {mismatch}{fix}")
+        value = strip_module_prefix(ckpt[field]) if field == "state_dict" else ckpt[field]
         try:
-            obj.load_state_dict(ckpt[field])
+            obj.load_state_dict(value)
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointReadError(
                 f"checkpoint {checkpoint_file}: field '{field}' does not fit this {target} (written by another "
                 f"config or model? {first[:300]}){fix}"
             ) from None
+    if parts["scheduler"] is not None and ckpt.get("scheduler") is None:
+        # an official checkpoint.pth (or one from a run without a scheduler): continue the schedule at 'epoch'
+        schedule_at(parts["scheduler"], int(ckpt["epoch"]))
     rng = ckpt.get("rng")
     try:
         if isinstance(rng, (list, tuple)) and info.rank < len(rng):
@@ -528,11 +558,10 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, stack: Ex
     amp_dtype, use_scaler = amp_settings(str(hp.AMP), device)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
+    # TRAIN.BEGIN_EPOCH without a checkpoint only numbers the epochs (and shortens the run): like the official
+    # tools/train.py, which builds its scheduler with last_epoch=-1 unless it loads a checkpoint, the schedule
+    # starts at the base LR and LR_STEP counts the epochs of this run (e.g. fine-tuning from MODEL.PRETRAINED).
     begin_epoch = int(cfg.TRAIN.BEGIN_EPOCH)
-    if begin_epoch > 0:
-        # Official BEGIN_EPOCH without a checkpoint: start the schedule at that epoch.
-        for _ in range(begin_epoch):
-            scheduler.step()
     best_perf = 0.0
     best_state: dict[str, torch.Tensor] | None = None
     global_step = 0  # TensorBoard step: training iterations so far
@@ -552,6 +581,8 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, stack: Ex
         saved_epoch = begin_epoch
         best_perf = float(ckpt.get("best_perf", ckpt.get("perf", 0.0)))
         best_state = ckpt.get("best_state_dict")
+        if best_state is not None:
+            best_state = dict(strip_module_prefix(best_state))
         global_step = int(ckpt.get("global_step", 0))
         logger.info(f"=> loaded checkpoint '{checkpoint_file}' (epoch {begin_epoch})")
         if info.is_main and best_state is not None and not best_file.is_file():
@@ -633,7 +664,8 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, stack: Ex
                     {
                         "epoch": epoch + 1,
                         "model": str(cfg.MODEL.NAME),
-                        "state_dict": state,
+                        # official layout: the DataParallel model's keys, so tools/train.py resumes it
+                        "state_dict": add_module_prefix(state),
                         "best_state_dict": best_state,
                         "perf": perf,
                         "best_perf": best_perf,

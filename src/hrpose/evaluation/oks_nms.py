@@ -28,7 +28,8 @@ import numpy as np
 from hrpose.keypoints import COCO_SIGMAS
 
 __all__ = [
-    "resolve_sigmas", "oks_iou", "oks_matrix", "oks_nms", "soft_oks_nms", "nms_from_arrays", "soft_nms_from_arrays",
+    "resolve_sigmas", "oks_iou", "oks_matrix", "oks_matrices", "oks_nms", "soft_oks_nms", "nms_from_arrays",
+    "soft_nms_from_arrays",
 ]  # fmt: skip
 
 # Rows of a group beyond which the full (N, N, K) pairwise tensor is not built at once.
@@ -62,17 +63,27 @@ def _oks_rows(
 ) -> np.ndarray:
     """OKS of every reference pose against every other pose.
 
-    g: (G, K, 3) reference poses; d: (D, K, 3); a_g: (G,); a_d: (D,); variances: (K,) -> (G, D).
+    g: (..., G, K, 3) reference poses; d: (..., D, K, 3); a_g: (..., G); a_d: (..., D); variances: (K,)
+    -> (..., G, D). Leading dimensions are independent problems (groups of equal size computed at once);
+    every element is computed by the same operations in the same order either way.
     """
-    dx = d[None, :, :, 0] - g[:, None, :, 0]  # (G, D, K), in the keypoints' own dtype as the official
-    dy = d[None, :, :, 1] - g[:, None, :, 1]
-    norm = (a_g[:, None] + a_d[None, :]) / 2 + np.spacing(1)  # (G, D)
-    e = (dx**2 + dy**2) / variances / norm[:, :, None] / 2
+    dx = d[..., None, :, :, 0] - g[..., :, None, :, 0]  # (..., G, D, K), in the keypoints' own dtype as the official
+    dy = d[..., None, :, :, 1] - g[..., :, None, :, 1]
+    norm = (a_g[..., :, None] + a_d[..., None, :]) / 2 + np.spacing(1)  # (..., G, D)
+    # exp(-((dx**2 + dy**2) / variances / norm / 2)), the official expression, evaluated in place
+    np.multiply(dx, dx, out=dx)
+    np.multiply(dy, dy, out=dy)
+    dx += dy
+    e = dx / variances  # float64 from here, as the official
+    e /= norm[..., None]
+    e /= 2
+    np.negative(e, out=e)
+    np.exp(e, out=e)
     if in_vis_thre is None:
-        return np.exp(-e).sum(axis=2) / e.shape[2]
-    vis = d[:, :, 2] > in_vis_thre  # (D, K): only the compared pose's joint scores matter (official quirk)
-    count = vis.sum(axis=1)  # (D,)
-    total = np.where(vis[None], np.exp(-e), 0.0).sum(axis=2)
+        return e.sum(axis=-1) / e.shape[-1]
+    vis = d[..., :, 2] > in_vis_thre  # (..., D, K): only the compared pose's joint scores matter (official quirk)
+    count = vis.sum(axis=-1)[..., None, :]  # (..., 1, D)
+    total = np.where(vis[..., None, :, :], e, 0.0).sum(axis=-1)
     return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
@@ -109,6 +120,66 @@ def oks_matrix(
     return _oks_rows(kpts, kpts, areas, areas, variances, in_vis_thre)
 
 
+def oks_matrices(
+    kpts: np.ndarray,
+    areas: np.ndarray,
+    groups: Sequence[np.ndarray],
+    sigmas: Sequence[float] | np.ndarray | None = None,
+    in_vis_thre: float | None = None,
+    max_elements: int = 1 << 22,
+) -> list[np.ndarray | None]:
+    """The pairwise OKS matrix of every group: kpts (N, K, 3), areas (N,), groups: index arrays into them ->
+    one (n, n) matrix per group, equal to ``oks_matrix(kpts[g], areas[g])`` bit for bit (None for groups of
+    one pose or above the size built at once). Groups of equal size are stacked and computed together, at most
+    ``max_elements`` pairwise joint terms at a time, instead of one small NumPy call chain per image.
+    """
+    kpts = np.asarray(kpts)
+    areas = np.asarray(areas, dtype=np.float64)
+    variances = (resolve_sigmas(sigmas, kpts.shape[1]) * 2) ** 2
+    out: list[np.ndarray | None] = [None] * len(groups)
+    by_size: dict[int, list[int]] = {}
+    for gi, idx in enumerate(groups):
+        if 1 < len(idx) <= _MATRIX_MAX:
+            by_size.setdefault(len(idx), []).append(gi)
+    for n, members in by_size.items():
+        # Without in_vis_thre OKS is exactly symmetric (squared differences, a commutative area sum): compute
+        # the pairs i <= j once and mirror them. With it, the compared pose's scores matter: the full matrix.
+        iu, ju = np.triu_indices(n) if in_vis_thre is None else (None, None)
+        terms = (len(iu) if iu is not None else n * n) * kpts.shape[1]
+        per_call = max(1, max_elements // terms)
+        for start in range(0, len(members), per_call):
+            chunk = members[start : start + per_call]
+            rows = np.stack([groups[g] for g in chunk])  # (B, n)
+            if iu is None:
+                mats = _oks_rows(kpts[rows], kpts[rows], areas[rows], areas[rows], variances, in_vis_thre)
+            else:
+                a, b = rows[:, iu], rows[:, ju]  # (B, P): row pose, column pose of each pair
+                vals = _oks_pairs(kpts[a], kpts[b], areas[a], areas[b], variances)
+                mats = np.empty((len(chunk), n, n), dtype=vals.dtype)
+                mats[:, iu, ju] = vals
+                mats[:, ju, iu] = vals
+            for j, g in enumerate(chunk):
+                out[g] = mats[j]
+    return out
+
+
+def _oks_pairs(g: np.ndarray, d: np.ndarray, a_g: np.ndarray, a_d: np.ndarray, variances: np.ndarray) -> np.ndarray:
+    """OKS of pose pairs, element for element what :func:`_oks_rows` computes for entry [g, d] (no in_vis_thre):
+    g, d (..., P, K, 3); a_g, a_d (..., P) -> (..., P)."""
+    dx = d[..., 0] - g[..., 0]
+    dy = d[..., 1] - g[..., 1]
+    norm = (a_g + a_d) / 2 + np.spacing(1)
+    np.multiply(dx, dx, out=dx)
+    np.multiply(dy, dy, out=dy)
+    dx += dy
+    e = dx / variances
+    e /= norm[..., None]
+    e /= 2
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    return e.sum(axis=-1) / e.shape[-1]
+
+
 def _unpack(kpts_db: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for i, p in enumerate(kpts_db):
         for key in ("keypoints", "area", "score"):
@@ -129,9 +200,18 @@ def _unpack(kpts_db: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarra
 class _LazyOks:
     """Rows of the pairwise OKS matrix: all at once for small groups, on demand for big ones."""
 
-    def __init__(self, kpts: np.ndarray, areas: np.ndarray, variances: np.ndarray, in_vis_thre: float | None):
+    def __init__(
+        self,
+        kpts: np.ndarray,
+        areas: np.ndarray,
+        variances: np.ndarray,
+        in_vis_thre: float | None,
+        full: np.ndarray | None = None,
+    ):
         self.kpts, self.areas, self.variances, self.in_vis_thre = kpts, areas, variances, in_vis_thre
-        self.full = _oks_rows(kpts, kpts, areas, areas, variances, in_vis_thre) if len(kpts) <= _MATRIX_MAX else None
+        if full is None and len(kpts) <= _MATRIX_MAX:
+            full = _oks_rows(kpts, kpts, areas, areas, variances, in_vis_thre)
+        self.full = full
 
     def row(self, i: int, cols: np.ndarray) -> np.ndarray:
         if self.full is not None:
@@ -147,8 +227,11 @@ def nms_from_arrays(
     thr: float,
     sigmas: Sequence[float] | np.ndarray | None = None,
     in_vis_thre: float | None = None,
+    *,
+    oks_full: np.ndarray | None = None,
 ) -> list[int]:
     """Greedy OKS NMS on arrays: kpts (N, K, 3), scores (N,), areas (N,) -> kept indices, best first.
+    ``oks_full``: the (N, N) OKS matrix when already computed (:func:`oks_matrices`).
 
     A pose is dropped when its OKS with an already kept, higher-scored pose is above ``thr`` (the
     official keeps ``oks <= thr``, so a NaN OKS also drops).
@@ -157,7 +240,7 @@ def nms_from_arrays(
     if n == 0:
         return []
     variances = (resolve_sigmas(sigmas, kpts.shape[1]) * 2) ** 2
-    oks = _LazyOks(kpts, np.asarray(areas, dtype=np.float64), variances, in_vis_thre)
+    oks = _LazyOks(kpts, np.asarray(areas, dtype=np.float64), variances, in_vis_thre, oks_full)
     order = np.asarray(scores).argsort()[::-1]  # the official's order, ties included
     if oks.full is not None:
         dropped = np.zeros(n, dtype=bool)
@@ -185,15 +268,17 @@ def soft_nms_from_arrays(
     sigmas: Sequence[float] | np.ndarray | None = None,
     in_vis_thre: float | None = None,
     max_dets: int = SOFT_NMS_MAX_DETS,
+    *,
+    oks_full: np.ndarray | None = None,
 ) -> list[int]:
     """Soft OKS NMS (Gaussian decay ``score * exp(-oks^2 / thr)``): indices in pick order, at most max_dets.
 
-    kpts (N, K, 3), scores (N,), areas (N,).
+    kpts (N, K, 3), scores (N,), areas (N,); ``oks_full``: the (N, N) OKS matrix when already computed.
     """
     if len(scores) == 0:
         return []
     variances = (resolve_sigmas(sigmas, kpts.shape[1]) * 2) ** 2
-    oks = _LazyOks(kpts, np.asarray(areas, dtype=np.float64), variances, in_vis_thre)
+    oks = _LazyOks(kpts, np.asarray(areas, dtype=np.float64), variances, in_vis_thre, oks_full)
     order = np.asarray(scores).argsort()[::-1]
     cur = np.asarray(scores)[order]
     keep: list[int] = []
