@@ -550,28 +550,6 @@ def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-def openvino_available() -> bool:
-    """OpenVINO (the `openvino` extra) and the ONNX exporter's packages are importable."""
-    import importlib.util
-
-    return onnxruntime_available() and importlib.util.find_spec("openvino") is not None
-
-
-def openvino_from_model(model: nn.Module, input_size_wh: tuple[int, int], *, threads: int | None = None):
-    """`model` exported to ONNX (dynamic batch, checked against PyTorch in ONNX Runtime, see `hrpose.export`) in
-    a temporary folder and compiled by OpenVINO (fp32); the file is gone once OpenVINO holds the graph."""
-    import copy
-    import tempfile
-
-    from .export import export_onnx
-
-    with tempfile.TemporaryDirectory(prefix="hrpose-auto-") as tmp:
-        report = export_onnx(copy.deepcopy(model).cpu().eval(), Path(tmp) / "model.onnx", input_size_wh,
-                             dynamic_batch=True)  # fmt: skip
-        backend = OpenVinoBackend(report.path, threads=threads, name="openvino")
-    return backend
-
-
 def auto_backend(
     precision: str = "fp32",
     *,
@@ -585,10 +563,8 @@ def auto_backend(
     The rule comes from the capability probe, not from a timing at start-up (see docs/benchmarks.md: one
     rule per CPU kind, measured there with `hrpose bench`):
     - fp32 (the default: keypoints equal to the fp32 model's): on a CUDA device `torch-fast` (CUDA graphs);
-      on a CPU the exported graph (a checkpoint is exported and self-checked in ONNX Runtime first) in
-      `openvino` where the `openvino` extra is installed (7-13% faster than ONNX Runtime on the AVX2 machine
-      measured quietly), else `onnxruntime`; `torch-fast` where neither is installed; an `.onnx` file given as
-      weights runs in ONNX Runtime as exported;
+      on a CPU `onnxruntime` (the exported graph; a checkpoint is exported and self-checked first), the
+      fastest exact backend on every CPU kind measured; `torch-fast` where ONNX Runtime is not installed;
     - bf16 (asked for): `torch-bf16` where the CPU has bf16 arithmetic (AMX / AVX512_BF16) or the GPU bf16;
     - fp16 (asked for): `torch-fp16` on a CUDA device; a CPU refuses (fp16 convs are slower than fp32);
     - int8 (asked for): `onnxruntime` on an int8 model made by `hrpose export --int8-calib` (`weights`).
@@ -625,8 +601,6 @@ def auto_backend(
         why = caps.missing("cuda-bf16") + "; use --precision fp16"
     elif device.type == "cpu":
         if precision == "fp32":
-            if openvino_available():
-                return "openvino"
             return "onnxruntime" if onnxruntime_available() else "torch-fast"
         if precision == "fp16":
             why = "CPUs run fp16 convolutions slower than fp32; use --precision bf16 (CPUs with AMX/AVX512_BF16)"
