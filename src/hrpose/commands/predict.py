@@ -223,13 +223,14 @@ def build_estimator(args: argparse.Namespace) -> Any:
         from hrpose import zoo
 
         zoo.fetch(zoo.get_entry(model))  # a missing pose model is the error to see first, not the detector's
-    detector = _build_detector(args.detector, args.det_thr)
     common = dict(device=args.device, flip_test=not args.no_flip, backend=_resolve_backend(args),
-                  batch_size=args.batch_size, detector=detector)  # fmt: skip
+                  batch_size=args.batch_size)  # fmt: skip
     if model is not None:
-        estimator = PoseEstimator.from_pretrained(model, **common)
-    else:
+        estimator = PoseEstimator.from_pretrained(model, detector=_build_detector(args.detector, args.det_thr),
+                                                  **common)  # fmt: skip
+    else:  # the config and weights are checked before the detector is fetched
         estimator = PoseEstimator(args.cfg, args.weights, random_weights=random_weights, **common)
+        estimator.detector = _build_detector(args.detector, args.det_thr)
     estimator.warn_no_person = False  # the caller reports images without people itself
     if args.max_image_pixels is not None:
         estimator.max_image_pixels = args.max_image_pixels

@@ -67,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
         for pkg in ("fastapi", "uvicorn"):
             if importlib.util.find_spec(pkg) is None:
                 raise UserError(f"hrpose serve needs {pkg}: pip install 'hrpose[serve]'")
-        for opt, value in (("--queue-size", args.queue_size), ("--max-batch", args.max_batch),
-                           ("--port", args.port + 1)):  # fmt: skip
+        for opt, value in (("--queue-size", args.queue_size), ("--max-batch", args.max_batch)):
             if value < 1:
                 raise UserError(f"{opt} must be >= 1, got {value}")
+        if not 0 <= args.port <= 65535:
+            raise UserError(f"--port must be from 0 (any free port) to 65535, got {args.port}")
         if not (args.max_body_mb > 0 and args.timeout > 0):
             raise UserError(f"--max-body-mb and --timeout must be > 0, got {args.max_body_mb} and {args.timeout}")
         if args.detector.lower().startswith("file:"):
