@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from hrpose.config import load_config
 from hrpose.engine import load_checkpoint, train
 from hrpose.engine.checkpoint import add_module_prefix, strip_module_prefix
 from hrpose.engine.distributed import unwrap_model
+from hrpose.engine.train import train_one_epoch
 from hrpose.models import build_model
 
 LR = 1e-3
@@ -64,13 +64,12 @@ def _exp_dir(cfg_file: Path) -> Path:
 
 
 class EpochRecorder:
-    """Wraps train_one_epoch: records, at the start of every epoch, the weights, lr and optimizer state."""
+    """A train_one_epoch for `train(..., train_one_epoch=recorder)`: records, at the start of every epoch, the
+    weights, lr and optimizer state, then runs the real epoch."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        module = importlib.import_module("hrpose.engine.train")
-        self.real = module.train_one_epoch
+    def __init__(self) -> None:
+        self.real = train_one_epoch
         self.seen: list[dict[str, Any]] = []
-        monkeypatch.setattr(module, "train_one_epoch", self)
 
     def __call__(self, model, loader, criterion, optimizer, device, *, epoch, **kwargs):
         weights = {k: v.detach().clone() for k, v in unwrap_model(model).state_dict().items()}
@@ -233,13 +232,13 @@ def write_official_checkpoint(cfg_file: Path, epochs_done: int, perf: float) -> 
     return state
 
 
-def test_hrpose_resumes_an_official_checkpoint(tmp_path, monkeypatch, begin_epoch_run):
+def test_hrpose_resumes_an_official_checkpoint(tmp_path, begin_epoch_run):
     _, root, _ = begin_epoch_run
     cfg_file = _config(tmp_path, root, name="official", END_EPOCH=3)
     official = write_official_checkpoint(cfg_file, epochs_done=2, perf=0.125)
     assert all(k.startswith("module.") for k in official["state_dict"]) and "scheduler" not in official
-    recorder = EpochRecorder(monkeypatch)
-    result = train(load_config(cfg_file), cfg_file)
+    recorder = EpochRecorder()
+    result = train(load_config(cfg_file), cfg_file, train_one_epoch=recorder)
     assert [s["epoch"] for s in recorder.seen] == [2] and result["epochs"] == 1
     start = recorder.seen[0]
     for k, v in official["best_state_dict"].items():  # the official model.module.state_dict()
@@ -253,7 +252,7 @@ def test_hrpose_resumes_an_official_checkpoint(tmp_path, monkeypatch, begin_epoc
     assert all(k.startswith("module.") for k in ckpt["state_dict"])
 
 
-def test_an_older_bare_key_hrpose_checkpoint_still_resumes(tmp_path, monkeypatch, begin_epoch_run):
+def test_an_older_bare_key_hrpose_checkpoint_still_resumes(tmp_path, begin_epoch_run):
     src_cfg, root, _ = begin_epoch_run
     ckpt = load_checkpoint(_exp_dir(src_cfg) / "checkpoint.pth")
     ckpt["state_dict"] = dict(strip_module_prefix(ckpt["state_dict"]))  # the layout hrpose wrote before
@@ -261,8 +260,8 @@ def test_an_older_bare_key_hrpose_checkpoint_still_resumes(tmp_path, monkeypatch
     cfg_file = _config(tmp_path, root, name="old", BEGIN_EPOCH=BEGIN, END_EPOCH=END + 1)
     _exp_dir(cfg_file).mkdir(parents=True)
     torch.save(ckpt, _exp_dir(cfg_file) / "checkpoint.pth")
-    recorder = EpochRecorder(monkeypatch)
-    train(load_config(cfg_file), cfg_file)
+    recorder = EpochRecorder()
+    train(load_config(cfg_file), cfg_file, train_one_epoch=recorder)
     assert [s["epoch"] for s in recorder.seen] == [END]
     start = recorder.seen[0]
     for k, v in ckpt["state_dict"].items():

@@ -8,6 +8,7 @@ pose_resnet-18 at 64x64 on three coco-mini images (`test_robustness_interrupt._t
 from __future__ import annotations
 
 import fcntl
+import functools
 import math
 import os
 import signal
@@ -609,15 +610,17 @@ def test_no_message_suggests_a_partial_flag():
 @pytest.mark.parametrize("auto_resume", [True, False])
 def test_ctrl_c_in_train_exits_130_saying_which_epoch_checkpoint_holds(tmp_path, capsys, monkeypatch, auto_resume):
     """KeyboardInterrupt inside epoch 1 (in-process); the real SIGINT is in the subprocess test below."""
-    train_module = sys.modules["hrpose.engine.train"]
-    real = train_module.train_one_epoch
+    import hrpose.engine
+    from hrpose.engine.train import train_one_epoch
 
     def interrupt_epoch_1(*args, epoch, **kwargs):
         if epoch == 1:
             raise KeyboardInterrupt
-        return real(*args, epoch=epoch, **kwargs)
+        return train_one_epoch(*args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_one_epoch", interrupt_epoch_1)
+    # `hrpose train` calls hrpose.engine.train(cfg, cfg_file): the fake goes in as its keyword argument
+    fake_train = functools.partial(hrpose.engine.train, train_one_epoch=interrupt_epoch_1)
+    monkeypatch.setattr(hrpose.engine, "train", fake_train)
     cfg = _tiny_config(tmp_path)
     exp = _exp_dir(cfg)
     code, _, err = run_cli(capsys, "train", "--cfg", cfg, "HRPOSE.MAX_ITERS_PER_EPOCH", "1", "AUTO_RESUME",
@@ -630,12 +633,12 @@ def test_ctrl_c_in_train_exits_130_saying_which_epoch_checkpoint_holds(tmp_path,
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_kept(tmp_path, capsys, monkeypatch):
-    train_module = sys.modules["hrpose.engine.train"]
+    import hrpose.engine
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "train_one_epoch", interrupt)
+    monkeypatch.setattr(hrpose.engine, "train", functools.partial(hrpose.engine.train, train_one_epoch=interrupt))
     cfg = _tiny_config(tmp_path)
     code, _, err = run_cli(capsys, "train", "--cfg", cfg)
     assert code == 130 and "no epoch finished, so no checkpoint was written" in err and "Traceback" not in err

@@ -33,17 +33,15 @@ PERF = [0.5, 0.3, 0.4, 0.2]  # validation score per epoch: epoch 0 stays the bes
 END_EPOCH = 3
 
 DRIVER = r"""
-import os, pathlib, sys, time
+import functools, os, pathlib, sys, time
 
-import hrpose.engine.evaluate as E
-import hrpose.engine.train  # noqa: F401  (hrpose.engine.train is also the name of the function)
-
-T = sys.modules["hrpose.engine.train"]
+import hrpose.engine
+from hrpose.engine.evaluate import validate as real_validate
+from hrpose.engine.train import train_one_epoch as real_epoch
 
 PERF = [float(p) for p in os.environ["RB_PERF"].split(",")]
 marker = pathlib.Path(os.environ["RB_MARKER"])
 hang = os.environ.get("RB_HANG", "")
-real_validate = E.validate
 
 
 def validate(*args, step=0, **kwargs):
@@ -51,7 +49,7 @@ def validate(*args, step=0, **kwargs):
     return name_values, PERF[step]
 
 
-E.validate = validate
+injected = {"validate": validate}  # passed to hrpose.engine.train(...) by keyword, see the end
 
 
 def stop_here(what):
@@ -61,7 +59,6 @@ def stop_here(what):
 
 if hang.startswith("step:"):  # after the first optimizer step of epoch N
     epoch_to_hang = int(hang.split(":")[1])
-    real_epoch = T.train_one_epoch
 
     def train_one_epoch(model, loader, *args, epoch, **kwargs):
         if epoch == epoch_to_hang:
@@ -73,7 +70,7 @@ if hang.startswith("step:"):  # after the first optimizer step of epoch N
             return real_epoch(model, one_then_hang(), *args, epoch=epoch, **kwargs)
         return real_epoch(model, loader, *args, epoch=epoch, **kwargs)
 
-    T.train_one_epoch = train_one_epoch
+    injected["train_one_epoch"] = train_one_epoch
 elif hang.startswith("write:"):  # inside the atomic writer: temp file complete, destination not yet replaced
     _, name, nth = hang.split(":")
     real_replace = os.replace
@@ -88,6 +85,9 @@ elif hang.startswith("write:"):  # inside the atomic writer: temp file complete,
         return real_replace(src, dst, *args, **kwargs)
 
     os.replace = replace
+
+# `hrpose train` calls hrpose.engine.train(cfg, cfg_file): give it the fakes as its keyword arguments
+hrpose.engine.train = functools.partial(hrpose.engine.train, **injected)
 
 from hrpose.cli import main
 
@@ -147,18 +147,15 @@ def _run_and_kill(cfg_file: Path, hang: str, timeout: float = 180.0) -> str:
     return marker.read_text()
 
 
-def _resume(cfg_file: Path, monkeypatch) -> dict:
+def _resume(cfg_file: Path) -> dict:
     """`train` with AUTO_RESUME (in this process, the same score schedule)."""
-    import hrpose.engine.evaluate as E
-
-    real_validate = E.validate
+    from hrpose.engine.evaluate import validate as real_validate
 
     def validate(*args, step=0, **kwargs):
         name_values, _ = real_validate(*args, step=step, **kwargs)
         return name_values, PERF[step]
 
-    monkeypatch.setattr(E, "validate", validate)
-    return train(load_config(cfg_file), cfg_file)
+    return train(load_config(cfg_file), cfg_file, validate=validate)
 
 
 def _snapshot(exp_dir: Path) -> dict[str, bytes]:
@@ -190,7 +187,7 @@ def _temp_files(exp_dir: Path) -> list[str]:
     return sorted(p.name for p in exp_dir.glob(".*.tmp"))
 
 
-def test_sigkill_inside_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+def test_sigkill_inside_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
     """The moment that matters most: the new checkpoint's temp file is complete, the old one not yet replaced."""
     cfg_file = _tiny_config(tmp_path)
     exp_dir = _exp_dir(cfg_file)
@@ -201,7 +198,7 @@ def test_sigkill_inside_checkpoint_write_keeps_the_previous_checkpoint(tmp_path,
     assert ckpt["epoch"] == 1 and ckpt["best_perf"] == PERF[0]
     before = _snapshot(exp_dir)
     assert "model_best.pth" in before and any(n.endswith(".log") for n in before)
-    result = _resume(cfg_file, monkeypatch)
+    result = _resume(cfg_file)
     _check_finished(exp_dir, result, epochs_run=END_EPOCH - 1)
     _check_earlier_outputs_intact(before, exp_dir)
 
@@ -216,7 +213,7 @@ def test_sigkill_inside_checkpoint_write_keeps_the_previous_checkpoint(tmp_path,
         ("write:final_state.pth:1", END_EPOCH),  # all epochs done, final weights not yet
     ],
 )
-def test_sigkill_at_other_moments_then_resume_finishes(tmp_path, monkeypatch, hang, checkpoint_epoch_at_kill):
+def test_sigkill_at_other_moments_then_resume_finishes(tmp_path, hang, checkpoint_epoch_at_kill):
     cfg_file = _tiny_config(tmp_path)
     exp_dir = _exp_dir(cfg_file)
     _run_and_kill(cfg_file, hang)
@@ -225,7 +222,7 @@ def test_sigkill_at_other_moments_then_resume_finishes(tmp_path, monkeypatch, ha
     else:
         assert load_checkpoint(exp_dir / "checkpoint.pth")["epoch"] == checkpoint_epoch_at_kill
     before = _snapshot(exp_dir)
-    result = _resume(cfg_file, monkeypatch)
+    result = _resume(cfg_file)
     _check_finished(exp_dir, result, epochs_run=END_EPOCH - (checkpoint_epoch_at_kill or 0))
     _check_earlier_outputs_intact(before, exp_dir)
 
@@ -273,11 +270,11 @@ def test_disk_full_during_training_stops_keeps_the_checkpoint_and_resume_finishe
     _enospc_on_call(3, monkeypatch)
     with pytest.raises(CheckpointSaveError, match=r"checkpoint.pth: No space left on device; the previous "
                                                   r"checkpoint.pth was kept unchanged"):  # fmt: skip
-        _resume(cfg_file, monkeypatch)
+        _resume(cfg_file)
     assert _temp_files(exp_dir) == []
     assert load_checkpoint(exp_dir / "checkpoint.pth")["epoch"] == 1
     before = _snapshot(exp_dir)
     monkeypatch.undo()
-    result = _resume(cfg_file, monkeypatch)
+    result = _resume(cfg_file)
     _check_finished(exp_dir, result, epochs_run=END_EPOCH - 1)
     _check_earlier_outputs_intact(before, exp_dir)

@@ -473,7 +473,7 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
     """
     from hrpose.config import experiment_name, output_dirs
 
-    from .train import amp_settings, apply_cudnn_settings
+    from .runtime import amp_settings, apply_cudnn_settings
 
     info = setup_distributed(device)
     try:

@@ -25,14 +25,24 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
+from hrpose.codec import accuracy, build_codec
+from hrpose.config import check_output_dirs, config_to_dict, experiment_name, output_dirs
+from hrpose.data import build_dataset
 from hrpose.errors import Interrupted, UserError
+from hrpose.losses import build_loss
+from hrpose.models import build_model
+from hrpose.models.weights import checkpoint_meta, with_meta
 
 from .checkpoint import (
     CheckpointReadError,
@@ -47,6 +57,7 @@ from .checkpoint import (
 )
 from .distributed import (
     DistInfo,
+    all_gather_objects,
     all_reduce_mean,
     barrier,
     broadcast_object,
@@ -55,16 +66,25 @@ from .distributed import (
     unwrap_model,
     wrap_ddp,
 )
+from .evaluate import make_eval_loader, validate
+from .lock import TrainLock
 from .logging import AverageMeter, TensorBoardWriter, close_logger, draw_skeleton_batch, get_logger, setup_logger
+from .runtime import amp_settings, apply_cudnn_settings, seed_everything
 
 __all__ = [
     "NonFiniteLossError",
     "build_optimizer",
     "build_scheduler",
     "schedule_at",
-    "amp_settings",
+    "amp_settings",  # re-exported from .runtime (also apply_cudnn_settings, for hrpose.commands.bench)
     "seed_everything",
+    "StepResult",
+    "train_step",
     "train_one_epoch",
+    "TrainParts",
+    "build_parts",
+    "RunPaths",
+    "fit",
     "train",
 ]
 
@@ -118,39 +138,6 @@ def schedule_at(scheduler: torch.optim.lr_scheduler.MultiStepLR, epochs_done: in
     scheduler.load_state_dict(state)
 
 
-def amp_settings(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, use GradScaler)`` for ``HRPOSE.AMP`` on ``device``."""
-    key = (amp or "").lower()
-    if key in ("", "none", "false", "off"):
-        return None, False
-    if key == "bf16":
-        return torch.bfloat16, False
-    if key == "fp16":
-        return torch.float16, device.type == "cuda"
-    raise ValueError(f"HRPOSE.AMP: expected '', 'bf16' or 'fp16', got {amp!r}")
-
-
-def apply_cudnn_settings(cfg: Any) -> None:
-    """The config's CUDNN.BENCHMARK / DETERMINISTIC / ENABLED, as the official train and test scripts set them."""
-    torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
-    torch.backends.cudnn.deterministic = bool(cfg.CUDNN.DETERMINISTIC)
-    torch.backends.cudnn.enabled = bool(cfg.CUDNN.ENABLED)
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch; optionally switch torch to deterministic algorithms."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-
-
 def _to_device(x: Any, device: torch.device, non_blocking: bool) -> Any:
     return x.to(device, non_blocking=non_blocking) if isinstance(x, torch.Tensor) else x
 
@@ -170,10 +157,69 @@ def _last(outputs: Any) -> torch.Tensor:
 
 
 def _accuracy(output: torch.Tensor, target: torch.Tensor) -> tuple[float, int, np.ndarray]:
-    from hrpose.codec import accuracy
-
     _, avg_acc, cnt, pred = accuracy(output.detach().float().cpu().numpy(), target.detach().float().cpu().numpy())
     return float(avg_acc), int(cnt), np.asarray(pred)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one training step gives back: numbers for the meters, tensors for logging and pictures."""
+
+    loss: float  # the batch's loss, averaged over the DDP ranks (the value checked for NaN/inf)
+    batch: int  # samples in this process's batch
+    output: torch.Tensor  # the last (final) output of the model, as it came out of the forward pass
+    acc: float | None = None  # official heatmap accuracy (None when not computed)
+    acc_count: int = 0  # joints the accuracy counts
+    pred: np.ndarray | None = None  # (B, K, 2) argmax joints in heatmap pixels (with the accuracy)
+
+
+def train_step(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    target_weight: torch.Tensor,
+    criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    compute_accuracy: bool = True,
+    epoch: int = 0,
+    step: int = 0,
+) -> StepResult:
+    """One batch, already on the model's device: forward, loss, backward (through ``scaler`` when given),
+    optimizer step.
+
+    The loss is the official multi-output rule (the sum over the model's outputs, in float32); with
+    ``amp_dtype`` the forward runs under autocast. A NaN/inf loss (on any rank: every rank checks the
+    averaged value, so all stop together) raises :class:`NonFiniteLossError`, naming ``epoch`` and
+    ``step``, before the gradients or weights change.
+    """
+    autocast = (
+        torch.autocast(device_type=inputs.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    )
+    with autocast:
+        outputs = model(inputs)
+    loss = _loss_of(criterion, outputs, target, target_weight)
+    loss_value = float(all_reduce_mean(loss).item())
+    if not math.isfinite(loss_value):
+        raise NonFiniteLossError(
+            f"non-finite training loss ({loss_value}) at epoch {epoch}, step {step}: "
+            "lower TRAIN.LR, check the data, or turn off HRPOSE.AMP"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    output = _last(outputs)
+    if not compute_accuracy:
+        return StepResult(loss=loss_value, batch=int(inputs.shape[0]), output=output)
+    avg_acc, cnt, pred = _accuracy(output, target)
+    return StepResult(loss=loss_value, batch=int(inputs.shape[0]), output=output, acc=avg_acc, acc_count=cnt, pred=pred)
 
 
 def train_one_epoch(
@@ -196,7 +242,7 @@ def train_one_epoch(
     skeleton: Sequence[tuple[int, int]] = (),
     image_every: int = 0,
 ) -> dict[str, float]:
-    """One pass over ``loader``: forward, loss, backward, step. Returns the epoch's metrics.
+    """One pass over ``loader``, one :func:`train_step` per batch. Returns the epoch's metrics.
 
     ``loader`` yields ``(input (B,3,H,W), target (B,K,h,w), target_weight (B,K,1), meta)``; each is
     moved to ``device`` once. ``criterion(output, target, target_weight)`` must be mean-reduced (so DDP's
@@ -215,12 +261,7 @@ def train_one_epoch(
     if max_iters > 0:
         n_total = min(n_total, max_iters) if n_total else max_iters
     non_blocking = device.type == "cuda"
-    autocast = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_total or None, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+    bar = tqdm(total=n_total or None, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True) if progress else None
     samples = 0
     iters = 0
     start = time.perf_counter()
@@ -234,36 +275,27 @@ def train_one_epoch(
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             target = _to_device(target, device, non_blocking)
             target_weight = _to_device(target_weight, device, non_blocking)
-            with autocast:
-                outputs = model(inputs)
-            loss = _loss_of(criterion, outputs, target, target_weight)
-            # Every rank checks the same (averaged) value, so all of them stop together.
-            loss_value = float(all_reduce_mean(loss).item())
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(
-                    f"non-finite training loss ({loss_value}) at epoch {epoch}, step {i}: "
-                    "lower TRAIN.LR, check the data, or turn off HRPOSE.AMP"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            res = train_step(
+                model,
+                inputs,
+                target,
+                target_weight,
+                criterion,
+                optimizer,
+                scaler=scaler,
+                amp_dtype=amp_dtype,
+                compute_accuracy=compute_accuracy,
+                epoch=epoch,
+                step=i,
+            )
 
-            batch = int(inputs.shape[0])
-            samples += batch
+            samples += res.batch
             iters += 1
-            losses.update(loss_value, batch)
-            output = _last(outputs)
-            pred = None
-            if compute_accuracy:
-                avg_acc, cnt, pred = _accuracy(output, target)
-                acc.update(avg_acc, cnt)
+            losses.update(res.loss, res.batch)
+            if res.acc is not None:
+                acc.update(res.acc, res.acc_count)
             now = time.perf_counter()
-            speed = batch / max(now - step_start, 1e-9)
+            speed = res.batch / max(now - step_start, 1e-9)
             step_start = now
             if bar is not None:
                 bar.set_postfix(loss=f"{losses.val:.5f}", acc=f"{acc.val:.3f}", sps=f"{speed:.1f}")
@@ -277,10 +309,16 @@ def train_one_epoch(
                 if writer is not None:
                     writer.scalar("train_loss", losses.val, step)
                     writer.scalar("train_acc", acc.val, step)
-            if writer is not None and writer.active and image_every > 0 and i % image_every == 0 and pred is not None:
-                stride = inputs.shape[-1] / output.shape[-1]  # heatmap -> input pixels
+            if (
+                writer is not None
+                and writer.active
+                and image_every > 0
+                and i % image_every == 0
+                and res.pred is not None
+            ):
+                stride = inputs.shape[-1] / res.output.shape[-1]  # heatmap -> input pixels
                 vis = target_weight[..., 0].detach().cpu().numpy() > 0
-                writer.images("train_pred", draw_skeleton_batch(inputs, pred * stride, vis, skeleton), step)
+                writer.images("train_pred", draw_skeleton_batch(inputs, res.pred * stride, vis, skeleton), step)
     finally:
         if bar is not None:
             bar.close()
@@ -320,9 +358,6 @@ def _make_loader(
     drop_last: bool = False,
     seed: int = 0,
 ) -> tuple[Any, Any]:
-    from torch.utils.data import DataLoader
-    from torch.utils.data.distributed import DistributedSampler
-
     sampler: DistributedSampler | None = None
     if info.is_distributed:
         sampler = DistributedSampler(
@@ -341,23 +376,131 @@ def _make_loader(
     return loader, sampler
 
 
-def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.device | None = None) -> dict[str, Any]:
+@dataclass
+class TrainParts:
+    """Everything an epoch loop works with, built from the config by :func:`build_parts`."""
+
+    device: torch.device
+    model: nn.Module  # the bare model: its state_dict is what checkpoints and weight files hold
+    train_model: nn.Module  # what trains: ``model`` in DDP under torchrun, else ``model`` itself
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler | None  # fp16 on CUDA only
+    amp_dtype: torch.dtype | None
+    train_dataset: Any
+    train_loader: Iterable
+    train_sampler: DistributedSampler | None  # under DDP: set_epoch() once per epoch
+    valid_dataset: Any
+    valid_loader: Iterable
+    codec: Any  # decodes validation heatmaps
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run writes: the experiment folder (checkpoints, results), TensorBoard's folder, the log file."""
+
+    output_dir: Path
+    tb_log_dir: Path
+    log_file: Path | None
+
+
+def build_parts(
+    cfg: Any,
+    info: DistInfo,
+    *,
+    build_model: Callable[..., nn.Module] = build_model,
+    build_loss: Callable[[Any], nn.Module] = build_loss,
+    build_dataset: Callable[[Any, str, bool], Any] = build_dataset,
+    build_codec: Callable[[Any], Any] = build_codec,
+) -> TrainParts:
+    """The model (on ``info.device``, in DDP when distributed), loss, data loaders, optimizer, LR schedule and
+    AMP pieces the official ``tools/train.py`` builds from ``cfg``. The builders can be replaced (tests).
+
+    Seed first (:func:`seed_everything`): the model's initial weights come from the global RNG.
+    """
+    device = info.device
+    hp = cfg.HRPOSE
+    model = build_model(cfg, is_train=True)
+    model.to(device)
+    if bool(hp.CHANNELS_LAST):
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    train_model = wrap_ddp(model, info, sync_bn=bool(hp.SYNC_BN))
+    model = unwrap_model(train_model)  # SyncBN conversion returns a new module
+    criterion = build_loss(cfg).to(device)
+
+    train_dataset = build_dataset(cfg, "train", True)
+    valid_dataset = build_dataset(cfg, "test", False)
+    train_loader, train_sampler = _make_loader(
+        train_dataset,
+        int(cfg.TRAIN.BATCH_SIZE_PER_GPU),
+        shuffle=bool(cfg.TRAIN.SHUFFLE),
+        workers=int(cfg.WORKERS),
+        pin_memory=bool(cfg.PIN_MEMORY),
+        info=info,
+        seed=max(int(hp.SEED), 0),
+    )
+    valid_loader = make_eval_loader(
+        valid_dataset,
+        int(cfg.TEST.BATCH_SIZE_PER_GPU),
+        int(cfg.WORKERS),
+        info,
+        pin_memory=bool(cfg.PIN_MEMORY) and device.type == "cuda",
+    )
+    codec = getattr(valid_dataset, "codec", None) or build_codec(cfg)
+
+    optimizer = build_optimizer(
+        train_model,
+        cfg.TRAIN.OPTIMIZER,
+        float(cfg.TRAIN.LR),
+        momentum=float(cfg.TRAIN.MOMENTUM),
+        weight_decay=float(cfg.TRAIN.WD),
+        nesterov=bool(cfg.TRAIN.NESTEROV),
+    )
+    scheduler = build_scheduler(optimizer, cfg.TRAIN.LR_STEP, float(cfg.TRAIN.LR_FACTOR))
+    amp_dtype, use_scaler = amp_settings(str(hp.AMP), device)
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    return TrainParts(
+        device=device,
+        model=model,
+        train_model=train_model,
+        criterion=criterion,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        amp_dtype=amp_dtype,
+        train_dataset=train_dataset,
+        train_loader=train_loader,
+        train_sampler=train_sampler,
+        valid_dataset=valid_dataset,
+        valid_loader=valid_loader,
+        codec=codec,
+    )
+
+
+def train(
+    cfg: Any,
+    cfg_file: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    validate: Callable[..., tuple[Any, float | None]] = validate,
+    train_one_epoch: Callable[..., dict[str, float]] = train_one_epoch,
+    build_model: Callable[..., nn.Module] = build_model,
+    build_loss: Callable[[Any], nn.Module] = build_loss,
+    build_dataset: Callable[[Any, str, bool], Any] = build_dataset,
+    build_codec: Callable[[Any], Any] = build_codec,
+) -> dict[str, Any]:
     """Official ``tools/train.py``: train ``BEGIN_EPOCH..END_EPOCH``, validate every epoch, checkpoint.
 
     Under ``torchrun`` this is DDP (one process per device, ``TRAIN.BATCH_SIZE_PER_GPU`` each);
     validation is sharded across ranks and gathered on rank 0, which evaluates, logs and writes every
     file. ``AUTO_RESUME`` continues from ``checkpoint.pth`` (model, optimizer, scheduler, scaler,
     epoch, best perf, RNG state). Returns ``{'best_perf', 'last_perf', 'epochs', 'output_dir',
-    'final_state', 'history'}`` (``history``: one dict of train/val metrics per epoch run here).
+    'final_state', 'log_file', 'history'}`` (``history``: one dict of train/val metrics per epoch run here).
+
+    The steps: claim the output folder (:func:`_start_run`), seed, :func:`build_parts`, :func:`fit`. The
+    keyword arguments after ``device`` replace the functions those steps call (tests inject fakes here).
     """
-    from hrpose.codec import build_codec
-    from hrpose.config import config_to_dict, experiment_name, output_dirs
-    from hrpose.data import build_dataset
-    from hrpose.losses import build_loss
-    from hrpose.models import build_model
-
-    from .evaluate import validate
-
     info = setup_distributed(device)
     # Process-wide switches train() may change; restored afterwards so that a caller (or a test
     # session) running train() in-process keeps its own settings.
@@ -370,25 +513,257 @@ def train(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.dev
     )
     try:
         with ExitStack() as stack:  # holds the output folder's training lock until the end
-            return _train(
+            paths = _start_run(cfg, cfg_file, info, stack)
+            apply_cudnn_settings(cfg)
+            hp = cfg.HRPOSE
+            if int(hp.SEED) >= 0:
+                # Different augmentation per rank; DDP broadcasts rank 0's initial weights anyway.
+                seed_everything(int(hp.SEED) + info.rank, bool(hp.DETERMINISTIC))
+            elif bool(hp.DETERMINISTIC):
+                seed_everything(0 + info.rank, True)
+            parts = build_parts(
                 cfg,
-                cfg_file,
                 info,
-                stack=stack,
                 build_model=build_model,
                 build_loss=build_loss,
                 build_dataset=build_dataset,
                 build_codec=build_codec,
-                validate=validate,
-                output_dirs=output_dirs,
-                experiment_name=experiment_name,
-                config_to_dict=config_to_dict,
             )
+            return fit(cfg, parts, paths, info, validate=validate, train_one_epoch=train_one_epoch)
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled = saved[2:]
         close_logger()
         cleanup_distributed(info)
+
+
+def _start_run(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, stack: ExitStack) -> RunPaths:
+    """The output folders checked and this folder's training lock taken (rank 0; released by ``stack``), then
+    the log file opened on every rank. Every rank learns rank 0's outcome, so all stop together."""
+    cfg_name = experiment_name(cfg_file)
+    final_output_dir, tb_log_dir = output_dirs(cfg, cfg_file, create=False)
+    final_output_dir, tb_log_dir = broadcast_object((Path(final_output_dir), Path(tb_log_dir)))
+    problem: UserError | None = None
+    stale_pid = None
+    if info.is_main:
+        try:
+            stale_pid = _claim_output_dir(final_output_dir, tb_log_dir, stack)
+        except UserError as e:
+            problem = e
+    message = broadcast_object(str(problem) if problem is not None else "")
+    if problem is not None:
+        raise problem
+    if message:
+        raise UserError(message)
+    logger, log_file = setup_logger(final_output_dir, cfg_name, "train", rank=info.rank)
+    logger.info(f"=> device {info.device}, world size {info.world_size}, output {final_output_dir}")
+    if stale_pid is not None:
+        logger.warning(f"=> took over the training lock of PID {stale_pid}, which is no longer running")
+    logger.info(str(cfg))
+    return RunPaths(Path(final_output_dir), Path(tb_log_dir), log_file)
+
+
+@dataclass
+class _Progress:
+    """Where the schedule stands: what checkpoint.pth records besides the weights and optimizer states."""
+
+    begin_epoch: int  # the next epoch to train
+    best_perf: float = 0.0
+    best_state: dict[str, torch.Tensor] | None = None
+    global_step: int = 0  # TensorBoard step: training iterations so far
+    saved_epoch: int | None = None  # the epoch count checkpoint.pth holds (for the Ctrl-C message)
+
+
+def fit(
+    cfg: Any,
+    parts: TrainParts,
+    paths: RunPaths,
+    info: DistInfo,
+    *,
+    validate: Callable[..., tuple[Any, float | None]] = validate,
+    train_one_epoch: Callable[..., dict[str, float]] = train_one_epoch,
+) -> dict[str, Any]:
+    """The epoch loop of :func:`train`: resume (``AUTO_RESUME``), then per epoch ``train_one_epoch``, the LR
+    schedule step, ``validate`` and the checkpoint files (rank 0); ``final_state.pth`` at the end. Ctrl-C
+    raises :class:`~hrpose.errors.Interrupted` saying what ``checkpoint.pth`` holds. Returns the
+    :func:`train` result."""
+    logger = get_logger()
+    hp = cfg.HRPOSE
+    # the names validate(...) and the loop below use
+    device, model, criterion, codec = parts.device, parts.model, parts.criterion, parts.codec
+    optimizer, scheduler, scaler, amp_dtype = parts.optimizer, parts.scheduler, parts.scaler, parts.amp_dtype
+    valid_loader, valid_dataset = parts.valid_loader, parts.valid_dataset
+    final_output_dir = paths.output_dir
+    shift_heatmap = bool(cfg.TEST.SHIFT_HEATMAP) and str(hp.DECODER) != "udp"
+
+    checkpoint_file = Path(final_output_dir) / "checkpoint.pth"
+    best_file = Path(final_output_dir) / "model_best.pth"
+    progress = _start_or_resume(cfg, parts, info, checkpoint_file, best_file)
+
+    writer = TensorBoardWriter(paths.tb_log_dir, enabled=info.is_main and bool(hp.TENSORBOARD))
+    skeleton = tuple(getattr(getattr(parts.train_dataset, "meta", None), "skeleton", ()) or ())
+    # saved with model_best/final_state (beside the weights): predict needs no dataset or config then
+    weights_meta = checkpoint_meta(cfg, getattr(parts.train_dataset, "meta", None))
+    history: list[dict[str, Any]] = []
+    last_perf = float("nan")
+    end_epoch = int(cfg.TRAIN.END_EPOCH)
+    try:
+        for epoch in range(progress.begin_epoch, end_epoch):
+            if parts.train_sampler is not None:
+                parts.train_sampler.set_epoch(epoch)
+            if hasattr(parts.train_dataset, "set_epoch"):
+                parts.train_dataset.set_epoch(epoch)  # per-epoch augmentation stream (seeded datasets)
+            lr = optimizer.param_groups[0]["lr"]
+            logger.info(f"=> epoch {epoch}, lr {lr:g}")
+            tm = train_one_epoch(
+                parts.train_model,
+                parts.train_loader,
+                criterion,
+                optimizer,
+                device,
+                epoch=epoch,
+                scaler=scaler,
+                amp_dtype=amp_dtype,
+                channels_last=bool(hp.CHANNELS_LAST),
+                max_iters=int(hp.MAX_ITERS_PER_EPOCH),
+                print_freq=int(cfg.PRINT_FREQ),
+                progress=info.is_main,
+                writer=writer,
+                global_step=progress.global_step,
+                skeleton=skeleton,
+                image_every=max(int(cfg.PRINT_FREQ), 1) * 10,
+            )
+            progress.global_step = int(tm["global_step"])
+            scheduler.step()
+            logger.info(
+                f"=> epoch {epoch} done: loss {tm['loss']:.6f}, acc {tm['acc']:.3f}, "
+                f"{tm['samples_per_s']:.1f} samples/s, {tm['seconds']:.1f}s"
+            )
+            name_values, perf = validate(
+                model,
+                valid_loader,
+                valid_dataset,
+                device,
+                codec=codec,
+                output_dir=final_output_dir,
+                flip_test=bool(cfg.TEST.FLIP_TEST),
+                shift_heatmap=shift_heatmap,
+                post_process=bool(cfg.TEST.POST_PROCESS),
+                amp_dtype=amp_dtype,
+                channels_last=bool(hp.CHANNELS_LAST),
+                criterion=criterion,
+                arch=str(cfg.MODEL.NAME),
+                progress=info.is_main,
+                writer=writer,
+                step=epoch,
+            )
+            perf = _perf_indicator(name_values, perf, str(cfg.DATASET.DATASET))
+            last_perf = perf
+            is_best = perf >= progress.best_perf
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if is_best:
+                progress.best_perf = perf
+                progress.best_state = {k: v.cpu() for k, v in state.items()}
+            history.append({"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tm.items()}, "perf": perf})
+            writer.scalar("valid_perf", perf, epoch)
+            rng_all = _gather_rng()
+            if info.is_main:
+                ckpt_obj = _checkpoint(cfg, parts, progress, epoch, state, perf, rng_all, weights_meta)
+                logger.info(f"=> saving checkpoint to {final_output_dir}")
+                save_checkpoint_atomic(ckpt_obj, checkpoint_file)
+                progress.saved_epoch = epoch + 1
+                # A kill before this write completes leaves checkpoint.pth holding best_state_dict;
+                # resume then rewrites a missing model_best.pth from it (see _start_or_resume).
+                if is_best and progress.best_state is not None:
+                    save_checkpoint_atomic(with_meta(progress.best_state, weights_meta), best_file)
+                logger.info(f"=> epoch {epoch}: perf {perf:.4f}, best {progress.best_perf:.4f}")
+            barrier()
+        final_state = Path(final_output_dir) / "final_state.pth"
+        if info.is_main:
+            logger.info(f"=> saving final model state to {final_state}")
+            final = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            save_checkpoint_atomic(with_meta(final, weights_meta), final_state)
+        barrier()
+    except KeyboardInterrupt:
+        # Ctrl-C: checkpoint.pth is the last complete epoch (atomic writes); say so and how to go on.
+        message = _interrupted_message(checkpoint_file, progress.saved_epoch, end_epoch, bool(cfg.AUTO_RESUME))
+        if info.is_main:
+            logger.warning(f"=> interrupted: {message}")
+        raise Interrupted(message) from None
+    finally:
+        writer.close()
+    return {
+        "best_perf": progress.best_perf,
+        "last_perf": last_perf,
+        "epochs": len(history),
+        "output_dir": Path(final_output_dir),
+        "final_state": final_state,
+        "log_file": paths.log_file,
+        "history": history,
+    }
+
+
+def _start_or_resume(cfg: Any, parts: TrainParts, info: DistInfo, checkpoint_file: Path, best_file: Path) -> _Progress:
+    """A fresh start at ``TRAIN.BEGIN_EPOCH``, or (``AUTO_RESUME`` and ``checkpoint.pth`` there) the checkpoint
+    loaded into ``parts`` and the schedule's position read from it."""
+    logger = get_logger()
+    # TRAIN.BEGIN_EPOCH without a checkpoint only numbers the epochs (and shortens the run): like the official
+    # tools/train.py, which builds its scheduler with last_epoch=-1 unless it loads a checkpoint, the schedule
+    # starts at the base LR and LR_STEP counts the epochs of this run (e.g. fine-tuning from MODEL.PRETRAINED).
+    progress = _Progress(begin_epoch=int(cfg.TRAIN.BEGIN_EPOCH))
+    if info.is_main:
+        # temp files of writes that a kill interrupted (save_checkpoint_atomic names them .<file>.*.tmp)
+        for stale in Path(checkpoint_file.parent).glob(".*.pth.*.tmp"):
+            logger.warning(f"=> removing {stale.name}, left by an interrupted checkpoint write")
+            stale.unlink(missing_ok=True)
+    if not (bool(cfg.AUTO_RESUME) and checkpoint_file.is_file()):
+        return progress
+    logger.info(f"=> loading checkpoint '{checkpoint_file}'")
+    ckpt = _resume_from(checkpoint_file, cfg, info, parts)
+    progress.begin_epoch = int(ckpt["epoch"])
+    progress.saved_epoch = progress.begin_epoch
+    progress.best_perf = float(ckpt.get("best_perf", ckpt.get("perf", 0.0)))
+    best_state = ckpt.get("best_state_dict")
+    if best_state is not None:
+        progress.best_state = dict(strip_module_prefix(best_state))
+    progress.global_step = int(ckpt.get("global_step", 0))
+    logger.info(f"=> loaded checkpoint '{checkpoint_file}' (epoch {progress.begin_epoch})")
+    if info.is_main and progress.best_state is not None and not best_file.is_file():
+        # an earlier run was killed while writing model_best.pth: restore it from the checkpoint
+        logger.warning(f"=> {best_file} is missing; rewriting it from the checkpoint's best_state_dict")
+        save_checkpoint_atomic(progress.best_state, best_file)
+    return progress
+
+
+def _checkpoint(
+    cfg: Any,
+    parts: TrainParts,
+    progress: _Progress,
+    epoch: int,
+    state: Mapping[str, torch.Tensor],
+    perf: float,
+    rng_all: list[dict[str, Any]],
+    weights_meta: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``checkpoint.pth`` after ``epoch``: the official fields plus what an exact resume needs."""
+    return to_safe(
+        {
+            "epoch": epoch + 1,
+            "model": str(cfg.MODEL.NAME),
+            # official layout: the DataParallel model's keys, so tools/train.py resumes it
+            "state_dict": add_module_prefix(state),
+            "best_state_dict": progress.best_state,
+            "perf": perf,
+            "best_perf": progress.best_perf,
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+            "rng": rng_all,
+            "global_step": progress.global_step,
+            "config": config_to_dict(cfg),
+            "hrpose_meta": json.dumps(weights_meta),
+        }
+    )
 
 
 TRAIN_FILES = ("checkpoint.pth", "model_best.pth", "final_state.pth")
@@ -398,10 +773,6 @@ def _claim_output_dir(final_output_dir: Path, tb_log_dir: Path, stack: ExitStack
     """Before any work (rank 0): the output folders usable, the files training writes not blocked by
     folders or other non-files, and this folder's training lock held (released by ``stack``). Returns the
     PID of a killed run whose stale lock was taken over, else None. Raises a UserError naming the path."""
-    from hrpose.config import check_output_dirs
-
-    from .lock import TrainLock
-
     check_output_dirs(("OUTPUT_DIR", final_output_dir))
     lock = TrainLock(final_output_dir).acquire()
     stack.callback(lock.release)
@@ -439,7 +810,7 @@ def _state_mismatch(expected: Mapping[str, Any], got: Mapping[str, Any]) -> str:
     return ""
 
 
-def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: dict[str, Any]) -> dict[str, Any]:
+def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: TrainParts) -> dict[str, Any]:
     """Load ``checkpoint.pth`` into the model, optimizer, scheduler and scaler after checking every field it
     reads; any mismatch is a CheckpointReadError naming the file and the field."""
     ckpt = load_checkpoint(checkpoint_file, map_location=info.device)
@@ -447,7 +818,7 @@ def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: dict[st
     fix = f"; move {checkpoint_file} away (or set AUTO_RESUME False) to start this training over"
     for field, target in (("state_dict", "model"), ("optimizer", "optimizer"), ("scheduler", "scheduler"),
                           ("scaler", "scaler")):  # fmt: skip
-        obj = parts[target]
+        obj = getattr(parts, target)
         if obj is None or ckpt.get(field) is None:
             if field in ("state_dict", "optimizer"):
                 raise CheckpointReadError(f"checkpoint {checkpoint_file}: field '{field}' is missing{fix}")
@@ -466,9 +837,9 @@ def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: dict[st
                 f"checkpoint {checkpoint_file}: field '{field}' does not fit this {target} (written by another "
                 f"config or model? {first[:300]}){fix}"
             ) from None
-    if parts["scheduler"] is not None and ckpt.get("scheduler") is None:
+    if parts.scheduler is not None and ckpt.get("scheduler") is None:
         # an official checkpoint.pth (or one from a run without a scheduler): continue the schedule at 'epoch'
-        schedule_at(parts["scheduler"], int(ckpt["epoch"]))
+        schedule_at(parts.scheduler, int(ckpt["epoch"]))
     rng = ckpt.get("rng")
     try:
         if isinstance(rng, (list, tuple)) and info.rank < len(rng):
@@ -482,238 +853,6 @@ def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: dict[st
     return ckpt
 
 
-def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, stack: ExitStack, **fn: Any) -> dict[str, Any]:
-    from .evaluate import make_eval_loader
-
-    device = info.device
-    cfg_name = fn["experiment_name"](cfg_file)
-    final_output_dir, tb_log_dir = fn["output_dirs"](cfg, cfg_file, create=False)
-    final_output_dir, tb_log_dir = broadcast_object((Path(final_output_dir), Path(tb_log_dir)))
-    # Rank 0 checks the folders and takes the lock; every rank learns the outcome, so all stop together.
-    problem: UserError | None = None
-    stale_pid = None
-    if info.is_main:
-        try:
-            stale_pid = _claim_output_dir(final_output_dir, tb_log_dir, stack)
-        except UserError as e:
-            problem = e
-    message = broadcast_object(str(problem) if problem is not None else "")
-    if problem is not None:
-        raise problem
-    if message:
-        raise UserError(message)
-    logger, log_file = setup_logger(final_output_dir, cfg_name, "train", rank=info.rank)
-    logger.info(f"=> device {device}, world size {info.world_size}, output {final_output_dir}")
-    if stale_pid is not None:
-        logger.warning(f"=> took over the training lock of PID {stale_pid}, which is no longer running")
-    logger.info(str(cfg))
-
-    apply_cudnn_settings(cfg)
-    hp = cfg.HRPOSE
-    if int(hp.SEED) >= 0:
-        # Different augmentation per rank; DDP broadcasts rank 0's initial weights anyway.
-        seed_everything(int(hp.SEED) + info.rank, bool(hp.DETERMINISTIC))
-    elif bool(hp.DETERMINISTIC):
-        seed_everything(0 + info.rank, True)
-
-    model = fn["build_model"](cfg, is_train=True)
-    model.to(device)
-    if bool(hp.CHANNELS_LAST):
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    train_model = wrap_ddp(model, info, sync_bn=bool(hp.SYNC_BN))
-    model = unwrap_model(train_model)  # SyncBN conversion returns a new module
-    criterion = fn["build_loss"](cfg).to(device)
-
-    train_dataset = fn["build_dataset"](cfg, "train", True)
-    valid_dataset = fn["build_dataset"](cfg, "test", False)
-    seed = max(int(hp.SEED), 0)
-    train_loader, train_sampler = _make_loader(
-        train_dataset,
-        int(cfg.TRAIN.BATCH_SIZE_PER_GPU),
-        shuffle=bool(cfg.TRAIN.SHUFFLE),
-        workers=int(cfg.WORKERS),
-        pin_memory=bool(cfg.PIN_MEMORY),
-        info=info,
-        seed=seed,
-    )
-    valid_loader = make_eval_loader(
-        valid_dataset,
-        int(cfg.TEST.BATCH_SIZE_PER_GPU),
-        int(cfg.WORKERS),
-        info,
-        pin_memory=bool(cfg.PIN_MEMORY) and device.type == "cuda",
-    )
-    codec = getattr(valid_dataset, "codec", None) or fn["build_codec"](cfg)
-    shift_heatmap = bool(cfg.TEST.SHIFT_HEATMAP) and str(hp.DECODER) != "udp"
-
-    optimizer = build_optimizer(
-        train_model,
-        cfg.TRAIN.OPTIMIZER,
-        float(cfg.TRAIN.LR),
-        momentum=float(cfg.TRAIN.MOMENTUM),
-        weight_decay=float(cfg.TRAIN.WD),
-        nesterov=bool(cfg.TRAIN.NESTEROV),
-    )
-    scheduler = build_scheduler(optimizer, cfg.TRAIN.LR_STEP, float(cfg.TRAIN.LR_FACTOR))
-    amp_dtype, use_scaler = amp_settings(str(hp.AMP), device)
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-
-    # TRAIN.BEGIN_EPOCH without a checkpoint only numbers the epochs (and shortens the run): like the official
-    # tools/train.py, which builds its scheduler with last_epoch=-1 unless it loads a checkpoint, the schedule
-    # starts at the base LR and LR_STEP counts the epochs of this run (e.g. fine-tuning from MODEL.PRETRAINED).
-    begin_epoch = int(cfg.TRAIN.BEGIN_EPOCH)
-    best_perf = 0.0
-    best_state: dict[str, torch.Tensor] | None = None
-    global_step = 0  # TensorBoard step: training iterations so far
-    checkpoint_file = Path(final_output_dir) / "checkpoint.pth"
-    best_file = Path(final_output_dir) / "model_best.pth"
-    if info.is_main:
-        # temp files of writes that a kill interrupted (save_checkpoint_atomic names them .<file>.*.tmp)
-        for stale in Path(final_output_dir).glob(".*.pth.*.tmp"):
-            logger.warning(f"=> removing {stale.name}, left by an interrupted checkpoint write")
-            stale.unlink(missing_ok=True)
-    saved_epoch: int | None = None  # the epoch count checkpoint.pth holds (for the Ctrl-C message)
-    if bool(cfg.AUTO_RESUME) and checkpoint_file.is_file():
-        logger.info(f"=> loading checkpoint '{checkpoint_file}'")
-        parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-        ckpt = _resume_from(checkpoint_file, cfg, info, parts)
-        begin_epoch = int(ckpt["epoch"])
-        saved_epoch = begin_epoch
-        best_perf = float(ckpt.get("best_perf", ckpt.get("perf", 0.0)))
-        best_state = ckpt.get("best_state_dict")
-        if best_state is not None:
-            best_state = dict(strip_module_prefix(best_state))
-        global_step = int(ckpt.get("global_step", 0))
-        logger.info(f"=> loaded checkpoint '{checkpoint_file}' (epoch {begin_epoch})")
-        if info.is_main and best_state is not None and not best_file.is_file():
-            # an earlier run was killed while writing model_best.pth: restore it from the checkpoint
-            logger.warning(f"=> {best_file} is missing; rewriting it from the checkpoint's best_state_dict")
-            save_checkpoint_atomic(best_state, best_file)
-
-    writer = TensorBoardWriter(tb_log_dir, enabled=info.is_main and bool(hp.TENSORBOARD))
-    skeleton = tuple(getattr(getattr(train_dataset, "meta", None), "skeleton", ()) or ())
-    from hrpose.models.weights import checkpoint_meta, with_meta
-
-    # saved with model_best/final_state (beside the weights): predict needs no dataset or config then
-    weights_meta = checkpoint_meta(cfg, getattr(train_dataset, "meta", None))
-    history: list[dict[str, Any]] = []
-    last_perf = float("nan")
-    end_epoch = int(cfg.TRAIN.END_EPOCH)
-    try:
-        for epoch in range(begin_epoch, end_epoch):
-            if train_sampler is not None:
-                train_sampler.set_epoch(epoch)
-            if hasattr(train_dataset, "set_epoch"):
-                train_dataset.set_epoch(epoch)  # per-epoch augmentation stream (seeded datasets)
-            lr = optimizer.param_groups[0]["lr"]
-            logger.info(f"=> epoch {epoch}, lr {lr:g}")
-            tm = train_one_epoch(
-                train_model,
-                train_loader,
-                criterion,
-                optimizer,
-                device,
-                epoch=epoch,
-                scaler=scaler,
-                amp_dtype=amp_dtype,
-                channels_last=bool(hp.CHANNELS_LAST),
-                max_iters=int(hp.MAX_ITERS_PER_EPOCH),
-                print_freq=int(cfg.PRINT_FREQ),
-                progress=info.is_main,
-                writer=writer,
-                global_step=global_step,
-                skeleton=skeleton,
-                image_every=max(int(cfg.PRINT_FREQ), 1) * 10,
-            )
-            global_step = int(tm["global_step"])
-            scheduler.step()
-            logger.info(
-                f"=> epoch {epoch} done: loss {tm['loss']:.6f}, acc {tm['acc']:.3f}, "
-                f"{tm['samples_per_s']:.1f} samples/s, {tm['seconds']:.1f}s"
-            )
-            name_values, perf = fn["validate"](
-                model,
-                valid_loader,
-                valid_dataset,
-                device,
-                codec=codec,
-                output_dir=final_output_dir,
-                flip_test=bool(cfg.TEST.FLIP_TEST),
-                shift_heatmap=shift_heatmap,
-                post_process=bool(cfg.TEST.POST_PROCESS),
-                amp_dtype=amp_dtype,
-                channels_last=bool(hp.CHANNELS_LAST),
-                criterion=criterion,
-                arch=str(cfg.MODEL.NAME),
-                progress=info.is_main,
-                writer=writer,
-                step=epoch,
-            )
-            perf = _perf_indicator(name_values, perf, str(cfg.DATASET.DATASET))
-            last_perf = perf
-            is_best = perf >= best_perf
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if is_best:
-                best_perf = perf
-                best_state = {k: v.cpu() for k, v in state.items()}
-            history.append({"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tm.items()}, "perf": perf})
-            writer.scalar("valid_perf", perf, epoch)
-            rng_all = _gather_rng()
-            if info.is_main:
-                ckpt_obj = to_safe(
-                    {
-                        "epoch": epoch + 1,
-                        "model": str(cfg.MODEL.NAME),
-                        # official layout: the DataParallel model's keys, so tools/train.py resumes it
-                        "state_dict": add_module_prefix(state),
-                        "best_state_dict": best_state,
-                        "perf": perf,
-                        "best_perf": best_perf,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                        "rng": rng_all,
-                        "global_step": global_step,
-                        "config": fn["config_to_dict"](cfg),
-                        "hrpose_meta": json.dumps(weights_meta),
-                    }
-                )
-                logger.info(f"=> saving checkpoint to {final_output_dir}")
-                save_checkpoint_atomic(ckpt_obj, checkpoint_file)
-                saved_epoch = epoch + 1
-                # A kill before this write completes leaves checkpoint.pth holding best_state_dict;
-                # resume then rewrites a missing model_best.pth from it (see above).
-                if is_best and best_state is not None:
-                    save_checkpoint_atomic(with_meta(best_state, weights_meta), best_file)
-                logger.info(f"=> epoch {epoch}: perf {perf:.4f}, best {best_perf:.4f}")
-            barrier()
-        final_state = Path(final_output_dir) / "final_state.pth"
-        if info.is_main:
-            logger.info(f"=> saving final model state to {final_state}")
-            final = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            save_checkpoint_atomic(with_meta(final, weights_meta), final_state)
-        barrier()
-    except KeyboardInterrupt:
-        # Ctrl-C: checkpoint.pth is the last complete epoch (atomic writes); say so and how to go on.
-        message = _interrupted_message(checkpoint_file, saved_epoch, end_epoch, bool(cfg.AUTO_RESUME))
-        if info.is_main:
-            logger.warning(f"=> interrupted: {message}")
-        raise Interrupted(message) from None
-    finally:
-        writer.close()
-    return {
-        "best_perf": best_perf,
-        "last_perf": last_perf,
-        "epochs": len(history),
-        "output_dir": Path(final_output_dir),
-        "final_state": final_state,
-        "log_file": log_file,
-        "history": history,
-    }
-
-
 def _gather_rng() -> list[dict[str, Any]]:
     """Every rank's RNG state (rank order), so a resumed DDP run continues each rank's stream."""
-    from .distributed import all_gather_objects
-
     return all_gather_objects(capture_rng_state())
