@@ -8,6 +8,7 @@ process group is initialised, so the single-process path runs the same code.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -127,8 +128,6 @@ def wrap_ddp(model: nn.Module, info: DistInfo, *, sync_bn: bool = False) -> nn.M
         return model
     if sync_bn and info.device.type != "cuda":
         # torch's SyncBatchNorm only runs on GPUs; on the CPU each process keeps its own BN statistics.
-        import logging
-
         logging.getLogger("hrpose").warning("HRPOSE.SYNC_BN ignored: SyncBatchNorm needs CUDA devices")
     elif sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -55,7 +55,7 @@ class TrainLock:
         self.previous_pid: int | None = None
 
     def acquire(self) -> TrainLock:
-        try:
+        try:  # imported here: fcntl exists only on POSIX
             import fcntl
         except ImportError:  # not POSIX (Windows): no lock; one run per folder is then up to the user
             return self

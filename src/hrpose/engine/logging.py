@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from hrpose.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from hrpose.evaluation.coco import markdown_table
 
 __all__ = [
     "LOGGER_NAME",
@@ -109,8 +111,6 @@ class AverageMeter:
 
 def name_value_table(name_values: Mapping[str, float], arch: str) -> str:
     """The official markdown results table (``| Arch | AP | Ap .5 | ... |``), three lines."""
-    from hrpose.evaluation.coco import markdown_table
-
     return markdown_table(name_values, arch)
 
 
@@ -135,8 +135,6 @@ def draw_skeleton_batch(
     ``images``: ``(B, 3, H, W)`` normalised with the ImageNet mean/std; ``joints_input``: ``(B, K, 2)`` in
     input-crop pixels; ``visible``: ``(B, K)`` bool (all drawn when ``None``).
     """
-    import cv2
-
     imgs = images[:max_images].detach().float().cpu().numpy().transpose(0, 2, 3, 1)
     imgs = np.clip((imgs * _STD + _MEAN) * 255.0, 0, 255).astype(np.uint8)
     out = []
@@ -162,7 +160,7 @@ class TensorBoardWriter:
         self._writer: Any = None
         if not enabled or log_dir is None:
             return
-        try:
+        try:  # lazily: tensorboard is an optional extra, and importing it is slow
             from torch.utils.tensorboard import SummaryWriter
         except Exception as e:  # tensorboard missing or broken: training goes on without it
             get_logger().info(f"=> TensorBoard disabled ({type(e).__name__}: {e})")
