@@ -1,5 +1,8 @@
-"""The training loop: :func:`train_one_epoch` (a plain function) and :func:`train` (the official
-``tools/train.py`` schedule, with DDP, AMP, atomic checkpoints and exact resume).
+"""The training loop, in layers: :func:`train_step` (one batch), :func:`train_one_epoch` (one pass over a
+loader), :func:`fit` (epochs, validation, checkpoints, resume, over the :class:`TrainParts` that
+:func:`build_parts` makes from a config) and :func:`train` (the official ``tools/train.py``: output folder and
+lock, seeding, then the two before, with DDP, AMP, atomic checkpoints and exact resume). Each takes its parts
+as arguments; :func:`train` takes replacements for the functions it calls as keyword arguments.
 
 Output layout (official): ``OUTPUT_DIR/<dataset>/<MODEL.NAME>/<cfg name>/`` holds the log file,
 ``checkpoint.pth`` (written every epoch), ``model_best.pth`` and ``final_state.pth`` (bare state
