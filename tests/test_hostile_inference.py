@@ -32,14 +32,12 @@ from conftest import DATA, ROOT
 from hrpose.cli import main
 from hrpose.config import load_config
 from hrpose.data.dataset import build_dataset
-from hrpose.data.images import ImageReadError as DataImageReadError
-from hrpose.data.images import read_image
 from hrpose.errors import UserError
 from hrpose.export import ExportError, export_onnx
 from hrpose.image_limits import header_size
+from hrpose.images import ImageReadError, load_image, read_image
 from hrpose.inference import DetectionFileDetector, OnnxDetector, PoseEstimator, WholeImageDetector
 from hrpose.inference.estimator import NonFiniteOutputError
-from hrpose.inference.images import ImageReadError, load_image
 from hrpose.models import build_model
 from hrpose.models.weights import CheckpointError, load_state_dict_file, load_weights, save_weights
 from test_inference_detectors import _const_model
@@ -198,7 +196,7 @@ def test_any_declared_png_size_is_refused_or_read_never_a_crash(width, height):
     data = _patch_png_ihdr(encoded(".png", 20, 10), width, height)
     limit = 1_000_000
     try:
-        from hrpose.inference.images import decode_image
+        from hrpose.images import decode_image
 
         image = decode_image(data, name="random.png", max_pixels=limit)
     except ImageReadError as e:
@@ -218,7 +216,7 @@ def test_huge_declared_image_is_refused_from_its_header(tmp_path, kind):
     assert header_size(path.read_bytes()) == (w, h)
     with pytest.raises(ImageReadError, match=rf"huge\{ext}: the image declares {w} x {h}"):
         load_image(path)
-    with pytest.raises(DataImageReadError, match=rf"huge\{ext}.*declares {w} x {h}.*HRPOSE_MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageReadError, match=rf"huge\{ext}.*declares {w} x {h}.*HRPOSE_MAX_IMAGE_PIXELS"):
         read_image(path)
 
 
@@ -237,8 +235,7 @@ def test_over_opencvs_own_limit_is_an_image_error_not_a_crash(tmp_path, monkeypa
     monkeypatch.setenv("HRPOSE_MAX_IMAGE_PIXELS", str(4 * 10**9))
     path = tmp_path / "over_opencv.png"
     path.write_bytes(huge_png(40000, 40000, inflated=2**20))
-    error = ImageReadError if reader == "inference" else DataImageReadError
-    with pytest.raises(error, match=r"over_opencv\.png.*OpenCV cannot decode.*CV_IO_MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageReadError, match=r"over_opencv\.png.*OpenCV cannot decode.*CV_IO_MAX_IMAGE_PIXELS"):
         (load_image if reader == "inference" else read_image)(path)
 
 
@@ -315,7 +312,7 @@ def test_dataset_skips_a_huge_image_and_counts_it(tmp_path):
     assert "over the limit" in ds.bad_images[str(img_dir / "img_2.jpg")]
     # SKIP_BAD_IMAGES False: fatal, naming the file
     strict = build_dataset(make_cfg(tmp_path, skip=False), "test", is_train=False)
-    with pytest.raises(DataImageReadError, match=r"img_2\.jpg.*declares 30000 x 30000"):
+    with pytest.raises(ImageReadError, match=r"img_2\.jpg.*declares 30000 x 30000"):
         strict[2]
 
 

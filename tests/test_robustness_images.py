@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from hrpose.config import get_default_config, merge_dict
 from hrpose.data.dataset import PoseDataset, build_dataset
-from hrpose.data.images import ImageReadError, read_image
+from hrpose.images import ImageReadError, read_image
 
 N_IMAGES = 6
 K = 5
