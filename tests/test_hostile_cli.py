@@ -22,9 +22,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT
+from conftest import DATA, ROOT, mini_coco
 from hrpose.cli import main
 from hrpose.config import ConfigError, load_config
+from hrpose.errors import MissingFileError
 from test_robustness_interrupt import DRIVER, _exp_dir, _tiny_config
 
 SYNTH = ROOT / "experiments" / "synthetic" / "w16_128x96_synth.yaml"
@@ -571,6 +572,35 @@ def test_synth_out_that_is_a_file(tmp_path, capsys):
 def test_bench_bad_options(tmp_path, capsys, args, named):
     code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH, *args)
     assert_user_error(code, err, named)
+
+
+def test_bench_without_crops_says_how_to_give_them(tmp_path, capsys, monkeypatch):
+    """The crops folder is --crops-root or $HRPOSE_BENCH_CROPS, never a path computed from the package."""
+    import argparse
+
+    from hrpose.commands.bench import _crops_root
+
+    monkeypatch.delenv("HRPOSE_BENCH_CROPS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH)
+    assert_user_error(code, err, "needs real person crops", "--crops-root DIR", "HRPOSE_BENCH_CROPS")
+    monkeypatch.setenv("HRPOSE_BENCH_CROPS", str(tmp_path / "nowhere"))
+    code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH)
+    assert_user_error(code, err, f"HRPOSE_BENCH_CROPS={tmp_path / 'nowhere'}", "person_keypoints_train2017.json")
+    monkeypatch.setenv("HRPOSE_BENCH_CROPS", str(DATA / "coco-mini"))
+    assert _crops_root(argparse.Namespace(crops_root=None, crops_set="train2017")) == DATA / "coco-mini"
+    given = argparse.Namespace(crops_root=str(tmp_path), crops_set="val")
+    with pytest.raises(MissingFileError, match=rf"--crops-root {tmp_path}: .*person_keypoints_val\.json not found"):
+        _crops_root(given)  # the option wins over the environment
+
+
+def test_bench_too_few_crops_is_one_error_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH, "--num-crops", "3", "--calib-crops", "4")
+    assert_user_error(code, err, "--num-crops 3", "--calib-crops 4")  # refused before any work
+    root = mini_coco(tmp_path, 1)  # one image: fewer people than the 32 calibration crops
+    code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH, "--crops-root", root, "--num-crops", "40",
+                           "--calib-crops", "32", "--threads", "1")  # fmt: skip
+    assert_user_error(code, err, f"--crops-root {root} gave", "not more than --calib-crops 32")
 
 
 # ---------------------------------------------------------------------------------------------------
