@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA
+from helpers import jpeg_with_orientation
 from hrpose.errors import UserError
 from hrpose.images import (
     ImageReadError,
@@ -22,19 +23,6 @@ from hrpose.images import (
 )
 
 SAMPLE = DATA / "samples" / "coco" / "000000000785.jpg"
-
-
-def jpeg_with_orientation(image_bgr: np.ndarray, orientation: int) -> bytes:
-    """A JPEG of `image_bgr` (stored pixels) carrying an EXIF Orientation tag (APP1 after SOI)."""
-    ok, enc = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 100])
-    assert ok
-    data = enc.tobytes()
-    # TIFF header (big endian), IFD0 at offset 8 with one entry: tag 0x0112 SHORT count 1 value orientation
-    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1)
-    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
-    payload = b"Exif\x00\x00" + tiff
-    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    return data[:2] + app1 + data[2:]
 
 
 def asymmetric_image(h: int = 48, w: int = 80) -> np.ndarray:
