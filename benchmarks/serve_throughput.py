@@ -108,8 +108,8 @@ def main() -> None:
     print(f"model: {Path(args.cfg).name}, {'weights ' + args.weights if args.weights else 'random weights'}, "
           f"flip test, 1 person per photo ({len(photos)} COCO photos), {args.requests} requests per row")  # fmt: skip
 
+    from hrpose.images import decode_image
     from hrpose.inference import PoseEstimator, WholeImageDetector
-    from hrpose.inference.images import decode_image
 
     est = PoseEstimator(args.cfg, args.weights, device="cpu", detector=WholeImageDetector(),
                         random_weights=args.weights is None)  # fmt: skip

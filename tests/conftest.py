@@ -105,3 +105,88 @@ def requires_capability(what: str):
 
     why = probe().missing(what)
     return pytest.mark.skipif(bool(why), reason=f"needs {what}: {why}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fixtures shared by several modules (plain helpers: tests/helpers.py)
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    """(config path, weights path, model): the tiny pose_resnet of `helpers.TINY_YAML` with golden-fill
+    weights (seed 5), saved as safetensors; for `hrpose predict --cfg ... --weights ...`."""
+    from helpers import TINY_YAML, fill_module
+    from hrpose.config import load_config
+    from hrpose.models import build_model
+    from hrpose.models.weights import save_weights
+
+    d = tmp_path_factory.mktemp("model")
+    cfg_path = d / "tiny.yaml"
+    cfg_path.write_text(TINY_YAML)
+    model = build_model(load_config(cfg_path))
+    fill_module().fill_(model, 5)
+    return str(cfg_path), str(save_weights(model, d / "tiny.safetensors")), model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A folder with tiny.yaml and tiny.safetensors (golden-fill seed 3) and an empty tmp/: what the
+    serve tests serve."""
+    from helpers import TINY_YAML, fill_module
+    from hrpose.config import load_config
+    from hrpose.models import build_model
+    from hrpose.models.weights import save_weights
+
+    d = tmp_path_factory.mktemp("serve")
+    (d / "tiny.yaml").write_text(TINY_YAML)
+    model = build_model(load_config(d / "tiny.yaml"))
+    fill_module().fill_(model, 3)
+    save_weights(model, d / "tiny.safetensors")
+    (d / "tmp").mkdir()
+    return d
+
+
+@pytest.fixture()
+def world(tmp_path, monkeypatch):
+    """An offline cache holding the default pose model (tiny, MMPose 1.x layout) and the default detector."""
+    import dataclasses
+    import hashlib
+    from collections import OrderedDict
+
+    import cv2
+    import torch
+
+    from helpers import TINY_BGR_YAML, end2end_graph, fill_module
+    from hrpose import zoo
+    from hrpose.config import load_config
+    from hrpose.models import build_model
+    from hrpose.models.weights import save_weights
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HRPOSE_HOME", str(home))
+    monkeypatch.setenv("HRPOSE_OFFLINE", "1")
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(TINY_BGR_YAML)
+    model = build_model(load_config(cfg_path))
+    fill_module().fill_(model, 5)
+    own = save_weights(model, tmp_path / "tiny_own.safetensors")  # our layout, for the reference run
+
+    entry = zoo.get_entry(zoo.DEFAULT_POSE_MODEL)
+    head = ("deconv_layers.", "final_layer.")
+    sd = model.state_dict()
+    state = OrderedDict((("head." if k.startswith(head) else "backbone.") + k, v) for k, v in sd.items())
+    cached = home / "pose" / entry.filename
+    cached.parent.mkdir(parents=True)
+    torch.save({"meta": {"mmengine_version": "0.8.4"}, "state_dict": state}, cached)
+    digest = hashlib.sha256(cached.read_bytes()).hexdigest()
+    monkeypatch.setitem(zoo.REGISTRY, entry.name,
+                        dataclasses.replace(entry, config=str(cfg_path), sha256=digest))  # fmt: skip
+    end2end_graph(home / "detector" / zoo.DEFAULT_DETECTOR / "end2end.onnx")
+
+    # the photo: a real one, its top-left corner red so that the test detector's first box scores 0.9
+    image = cv2.imread(str(DATA / "samples" / "coco" / "000000000785.jpg"))
+    image[:60, :60] = (0, 0, 230)
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), image)
+    monkeypatch.chdir(tmp_path)
+    return {"home": home, "cfg": cfg_path, "own": own, "photo": photo, "image": image}

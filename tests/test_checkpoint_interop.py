@@ -11,15 +11,17 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
 from yacs.config import CfgNode
 
 from conftest import golden_json, mini_coco
+from helpers import hrnet_exp_dir as _exp_dir
+from helpers import tiny_hrnet_config
 from hrpose.config import load_config
 from hrpose.engine import load_checkpoint, train
 from hrpose.engine.checkpoint import add_module_prefix, strip_module_prefix
@@ -29,38 +31,8 @@ from hrpose.models import build_model
 
 LR = 1e-3
 BEGIN, END, LR_STEP = 2, 4, [2]
+_config = partial(tiny_hrnet_config, lr=LR, lr_step=LR_STEP)  # (tmp, root, name='run', **TRAIN keys)
 
-TINY_HRNET = {
-    "FINAL_CONV_KERNEL": 1, "PRETRAINED_LAYERS": ["*"],
-    "STAGE2": {"NUM_MODULES": 1, "NUM_BRANCHES": 2, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1],
-               "NUM_CHANNELS": [8, 16], "FUSE_METHOD": "SUM"},
-    "STAGE3": {"NUM_MODULES": 1, "NUM_BRANCHES": 3, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1],
-               "NUM_CHANNELS": [8, 16, 32], "FUSE_METHOD": "SUM"},
-    "STAGE4": {"NUM_MODULES": 1, "NUM_BRANCHES": 4, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1, 1],
-               "NUM_CHANNELS": [8, 16, 32, 64], "FUSE_METHOD": "SUM"},
-}  # fmt: skip
-
-
-def _config(tmp: Path, root: Path, name: str = "run", **train_keys: Any) -> Path:
-    """A tiny pose_hrnet at 64x64 on coco-mini images, one iteration per epoch, validation on the same images."""
-    cfg = {
-        "OUTPUT_DIR": str(tmp / "output"), "LOG_DIR": str(tmp / "log"), "WORKERS": 0, "PRINT_FREQ": 1,
-        "PIN_MEMORY": False, "AUTO_RESUME": True,
-        "DATASET": {"DATASET": "coco", "ROOT": str(root), "TRAIN_SET": "train2017", "TEST_SET": "train2017"},
-        "MODEL": {"NAME": "pose_hrnet", "PRETRAINED": "", "IMAGE_SIZE": [64, 64], "HEATMAP_SIZE": [16, 16],
-                  "SIGMA": 2, "NUM_JOINTS": 17, "EXTRA": TINY_HRNET},
-        "TRAIN": {"BATCH_SIZE_PER_GPU": 4, "BEGIN_EPOCH": 0, "END_EPOCH": 1, "OPTIMIZER": "adam", "LR": LR,
-                  "LR_STEP": LR_STEP, "LR_FACTOR": 0.1, "SHUFFLE": True, **train_keys},
-        "TEST": {"BATCH_SIZE_PER_GPU": 16, "FLIP_TEST": False, "USE_GT_BBOX": True},
-        "HRPOSE": {"TENSORBOARD": False, "MAX_ITERS_PER_EPOCH": 1, "SEED": 0},
-    }  # fmt: skip
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _exp_dir(cfg_file: Path) -> Path:
-    return cfg_file.parent / "output" / "coco" / "pose_hrnet" / cfg_file.stem
 
 
 class EpochRecorder:

@@ -16,7 +16,7 @@ from conftest import DATA, GOLDEN, golden_json, golden_npz
 from hrpose.config import get_default_config, merge_dict
 from hrpose.data.augment import AugParams
 from hrpose.data.dataset import build_dataset
-from hrpose.data.images import ImageReadError, read_image
+from hrpose.images import ImageReadError, read_image
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])

@@ -9,8 +9,9 @@ import logging
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
+from helpers import end2end_graph, onnx_const_node
 from hrpose import zoo
 from hrpose.inference.detectors import (
     DetectorError,
@@ -21,51 +22,6 @@ from hrpose.inference.detectors import (
     hog_available,
     zoo_detector,
 )
-
-
-def _const(name: str, value) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value), name + "_v"))
-
-
-def end2end_graph(path, *, static: bool = False) -> None:
-    """An MMDeploy-end2end-like graph: input (1, 3, H, W), outputs dets (1, 4, 5) and labels (1, 4).
-
-    Row 0: a fixed box whose score is input[0, 2, 0, 0] / 255 (channel 2 = red in BGR, top-left pixel);
-    row 1: a box whose score is input[0, 0, H-1, W-1] / 255 (bottom-right: padding when the image is wide);
-    row 2: a box overlapping row 0 with score 0.5 (the graph's NMS kept it: no second NMS may drop it);
-    row 3: a confident non-person (label 1).
-    """
-    dims = [1, 3, 416, 416] if static else [1, 3, "height", "width"]
-    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)
-    big = np.iinfo(np.int64).max
-    nodes = [
-        _const("s0", np.array([0, 2, 0, 0], np.int64)), _const("e0", np.array([1, 3, 1, 1], np.int64)),
-        _const("s1", np.array([0, 0, -1, -1], np.int64)), _const("e1", np.array([1, 1, big, big], np.int64)),
-        helper.make_node("Slice", ["input", "s0", "e0"], ["p0"]),
-        helper.make_node("Slice", ["input", "s1", "e1"], ["p1"]),
-        _const("shape11", np.array([1, 1], np.int64)), _const("k255", np.array(255.0, np.float32)),
-        helper.make_node("Reshape", ["p0", "shape11"], ["q0"]), helper.make_node("Reshape", ["p1", "shape11"], ["q1"]),
-        helper.make_node("Div", ["q0", "k255"], ["score0"]), helper.make_node("Div", ["q1", "k255"], ["score1"]),
-        _const("box0", np.array([[20.8, 41.6, 104.0, 166.4]], np.float32)),
-        _const("box1", np.array([[208.0, 0.0, 520.0, 208.0]], np.float32)),
-        helper.make_node("Concat", ["box0", "score0"], ["row0"], axis=1),
-        helper.make_node("Concat", ["box1", "score1"], ["row1"], axis=1),
-        _const("row2", np.array([[31.2, 41.6, 104.0, 166.4, 0.5]], np.float32)),
-        _const("row3", np.array([[0.0, 0.0, 100.0, 100.0, 0.99]], np.float32)),
-        helper.make_node("Concat", ["row0", "row1", "row2", "row3"], ["rows"], axis=0),
-        _const("shape145", np.array([1, 4, 5], np.int64)),
-        helper.make_node("Reshape", ["rows", "shape145"], ["dets"]),
-        _const("labels", np.array([[0, 0, 0, 1]], np.int64)),
-    ]  # fmt: skip
-    outs = [helper.make_tensor_value_info("dets", TensorProto.FLOAT, [1, 4, 5]),
-            helper.make_tensor_value_info("labels", TensorProto.INT64, [1, 4])]  # fmt: skip
-    model = helper.make_model(helper.make_graph(nodes, "end2end", [inp], outs),
-                              opset_imports=[helper.make_opsetid("", 13)])  # fmt: skip
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-
 
 IMAGE = np.zeros((100, 200, 3), np.uint8)
 IMAGE[:] = (10, 20, 200)  # BGR: red
@@ -99,7 +55,7 @@ def test_score_threshold_outside_0_1_is_refused(tmp_path, thr):
 
 def raw_yolox_graph(path, rows: np.ndarray, size: int = 64) -> None:
     inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])
-    node = _const("output", rows[None].astype(np.float32))
+    node = onnx_const_node("output", rows[None].astype(np.float32))
     out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, *rows.shape])
     model = helper.make_model(helper.make_graph([node], "yolox", [inp], [out]),
                               opset_imports=[helper.make_opsetid("", 13)])  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from helpers import free_port as _free_port
 from hrpose.codec import HeatmapCodec
 from hrpose.engine import NonFiniteLossError, to_safe, train_one_epoch, validate
 from hrpose.engine.distributed import setup_distributed, wrap_ddp
@@ -115,12 +115,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_gloo_two_processes_match_single_process(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
@@ -171,8 +165,8 @@ def test_torchrun_train_two_cpu_processes_and_resume(tmp_path):
     import yaml
 
     from conftest import mini_coco
+    from helpers import tiny_hrnet_cfg_dict as _tiny_cfg_dict
     from hrpose.engine import load_checkpoint
-    from test_engine_train import _tiny_cfg_dict
 
     d = _tiny_cfg_dict(mini_coco(tmp_path, 3))
     d.update(OUTPUT_DIR=str(tmp_path / "out"), LOG_DIR=str(tmp_path / "log"))

@@ -11,6 +11,7 @@ import yaml
 from torch import nn
 
 from conftest import DATA, mini_coco
+from helpers import tiny_hrnet_cfg_dict as _tiny_cfg_dict
 from hrpose.config import load_config
 from hrpose.engine import NonFiniteLossError, build_optimizer, build_scheduler, load_checkpoint, train, train_one_epoch
 from hrpose.losses import JointsMSELoss
@@ -122,35 +123,6 @@ def test_bf16_autocast_on_cpu_trains():
 
 # ----------------------------------------------------------------------------------------------------
 # real model, real crops
-
-
-TINY_HRNET = {
-    "FINAL_CONV_KERNEL": 1, "PRETRAINED_LAYERS": ["*"],
-    "STAGE2": {"NUM_MODULES": 1, "NUM_BRANCHES": 2, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1],
-               "NUM_CHANNELS": [16, 32], "FUSE_METHOD": "SUM"},
-    "STAGE3": {"NUM_MODULES": 1, "NUM_BRANCHES": 3, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1],
-               "NUM_CHANNELS": [16, 32, 64], "FUSE_METHOD": "SUM"},
-    "STAGE4": {"NUM_MODULES": 1, "NUM_BRANCHES": 4, "BLOCK": "BASIC", "NUM_BLOCKS": [1, 1, 1, 1],
-               "NUM_CHANNELS": [16, 32, 64, 128], "FUSE_METHOD": "SUM"},
-}  # fmt: skip
-
-
-def _tiny_cfg_dict(root: Path, **train) -> dict:
-    """A tiny pose_hrnet (1.1M parameters) at 64x64 on `root`, 2 iterations per epoch, deterministic."""
-    return {
-        "GPUS": "(0,)", "OUTPUT_DIR": "output", "LOG_DIR": "log", "WORKERS": 0, "PRINT_FREQ": 1,
-        "PIN_MEMORY": False, "AUTO_RESUME": True,
-        "DATASET": {"DATASET": "coco", "ROOT": str(root), "TRAIN_SET": "train2017", "TEST_SET": "train2017",
-                    "FLIP": True, "ROT_FACTOR": 40, "SCALE_FACTOR": 0.3},
-        "MODEL": {"NAME": "pose_hrnet", "PRETRAINED": "", "IMAGE_SIZE": [64, 64], "HEATMAP_SIZE": [16, 16],
-                  "SIGMA": 2, "NUM_JOINTS": 17, "EXTRA": TINY_HRNET},
-        "LOSS": {"USE_TARGET_WEIGHT": True},
-        "TRAIN": {"BATCH_SIZE_PER_GPU": 4, "BEGIN_EPOCH": 0, "END_EPOCH": 2, "OPTIMIZER": "adam", "LR": 1e-3,
-                  "LR_STEP": [1], "LR_FACTOR": 0.1, "SHUFFLE": True, **train},
-        "TEST": {"BATCH_SIZE_PER_GPU": 8, "FLIP_TEST": True, "POST_PROCESS": True, "SHIFT_HEATMAP": True,
-                 "USE_GT_BBOX": True, "IN_VIS_THRE": 0.2, "OKS_THRE": 0.9},
-        "HRPOSE": {"TENSORBOARD": False, "MAX_ITERS_PER_EPOCH": 2, "SEED": 0, "DETERMINISTIC": True},
-    }  # fmt: skip
 
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, GOLDEN, ROOT, requires_capability
+from conftest import DATA, requires_capability
+from helpers import REDUCED, W32
+from helpers import fill_module as _fill
 from hrpose.backends import (
     EagerBackend,
     OnnxRuntimeBackend,
@@ -27,22 +27,6 @@ pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an A
 SMALL = (64, 64)  # (w, h): small inputs keep the suite fast; the graph is the full architecture
 
 
-def _fill():
-    spec = importlib.util.spec_from_file_location("golden_fill", GOLDEN / "fill.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-W32 = ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
-# The w32 topology (4 stages, all branches and fuse layers) with one module per stage and narrow branches:
-# every op type of the full model goes through export, at a fraction of the graph size.
-REDUCED = [
-    "MODEL.IMAGE_SIZE", "[64, 64]", "MODEL.HEATMAP_SIZE", "[16, 16]",
-    "MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[8, 16]",
-    "MODEL.EXTRA.STAGE3.NUM_MODULES", "1", "MODEL.EXTRA.STAGE3.NUM_CHANNELS", "[8, 16, 32]",
-    "MODEL.EXTRA.STAGE4.NUM_MODULES", "1", "MODEL.EXTRA.STAGE4.NUM_CHANNELS", "[8, 16, 32, 64]",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +328,8 @@ def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
     md = tmp_path / "bench.md"
     args = ["bench", "--cfg", str(W32), "--weights", str(weights), "--num-crops", "12", "--calib-crops", "4",
             "--iters", "1", "--batch-sizes", "1", "2", "--threads", "2", "--backends", "torch-fp32-jit",
-            "onnxruntime-int8-keeplast", "--json", "--write", str(md), *REDUCED]  # fmt: skip
+            "onnxruntime-int8-keeplast", "--json", "--write", str(md), "--crops-root", str(DATA / "coco-mini"),
+            *REDUCED]  # fmt: skip
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["calibration_crops"] == 4 and out["deviation_crops"] == 8 and "no GPU" in out["machine"]
@@ -357,8 +342,8 @@ def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
     text = md.read_text()
     assert "mean dev, labeled (px)" in text
     assert "| onnxruntime-int8-keeplast |" in text and "Command: `hrpose bench" in text and "--weights" in text
-    with pytest.raises(SystemExit, match="calib-crops"):
-        main([*args[:5], "--num-crops", "3", "--calib-crops", "4", *REDUCED])
+    assert main([*args[:5], "--num-crops", "3", "--calib-crops", "4", *REDUCED]) == 2
+    assert "calib-crops" in capsys.readouterr().err
 
 
 @pytest.mark.slow

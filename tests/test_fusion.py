@@ -11,12 +11,13 @@ import torch
 from torch import fx, nn
 
 from conftest import ROOT, requires_capability
+from helpers import REDUCED, W32
+from helpers import fill_module as _fill
 from hrpose.backends import EagerBackend, TorchBackend, make_short_backend, make_torch_backend
 from hrpose.config import load_config
 from hrpose.export import fold_batchnorm
 from hrpose.fusion import fuse_pointwise
 from hrpose.models import build_model
-from test_export import REDUCED, W32, _fill
 
 pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an AVX2-only CPU
 

@@ -155,3 +155,22 @@ def test_torch_compile_backend_on_cuda(w32, crops):
     for _ in range(3):  # compile, record, replay
         got = backend(crops[:4])
     assert _rel(got, want) < 1e-2
+
+
+def test_export_and_fold_leave_a_cuda_model_on_cuda_in_train_mode(tmp_path, cuda):
+    """`export_onnx` exports from a CPU copy and `fold_batchnorm` folds a copy: the caller's CUDA model
+    keeps its device, train mode and the very same parameter tensors."""
+    from hrpose.export import export_onnx, fold_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=4, padding=1, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 5, 1),
+    ).to(cuda).train()  # fmt: skip
+    params = {k: (id(v), v.detach().clone()) for k, v in model.state_dict(keep_vars=True).items()}
+    report = export_onnx(model, tmp_path / "m.onnx", (32, 32))
+    folded = fold_batchnorm(model)
+    assert report.path.is_file() and next(folded.parameters()).is_cuda and not folded.training
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict(keep_vars=True).items():
+        assert v.is_cuda and id(v) == params[k][0] and torch.equal(v.detach(), params[k][1]), k

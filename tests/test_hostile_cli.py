@@ -2,7 +2,7 @@
 
 Most cases call `hrpose.cli.main` in-process (capsys); a few run the real console script where the process level
 matters (exit status of the installed `hrpose`, SIGINT, two concurrent trainings). The training cases use a
-pose_resnet-18 at 64x64 on three coco-mini images (`test_robustness_interrupt._tiny_config`).
+pose_resnet-18 at 64x64 on three coco-mini images (`helpers.tiny_resnet_config`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT
+from conftest import DATA, ROOT, mini_coco
+from helpers import DRIVER, free_port, resnet_exp_dir, tiny_resnet_config
 from hrpose.cli import main
 from hrpose.config import ConfigError, load_config
-from test_robustness_interrupt import DRIVER, _exp_dir, _tiny_config
+from hrpose.errors import MissingFileError
 
 SYNTH = ROOT / "experiments" / "synthetic" / "w16_128x96_synth.yaml"
 HRPOSE = Path(sys.executable).with_name("hrpose")
@@ -255,7 +256,7 @@ def test_cfg_that_is_a_folder(tmp_path, capsys):
 
 
 def _cfg_with(tmp_path: Path, **top) -> Path:
-    path = _tiny_config(tmp_path)
+    path = tiny_resnet_config(tmp_path)
     cfg = yaml.safe_load(path.read_text())
     cfg.update(top)
     path.write_text(yaml.safe_dump(cfg))
@@ -280,7 +281,7 @@ def test_log_dir_that_is_a_file(tmp_path, capsys):
     cfg = _cfg_with(tmp_path, LOG_DIR=str(blocker))
     code, _, err = run_cli(capsys, "train", "--cfg", cfg)
     assert_user_error(code, err, "LOG_DIR", str(blocker))
-    assert not (_exp_dir(cfg) / "train.lock").exists()  # the lock of the refused run is released
+    assert not (resnet_exp_dir(cfg) / "train.lock").exists()  # the lock of the refused run is released
 
 
 def test_output_dir_that_cannot_be_created(tmp_path, capsys):
@@ -291,8 +292,8 @@ def test_output_dir_that_cannot_be_created(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["checkpoint.pth", "model_best.pth", "final_state.pth"])
 def test_training_file_that_is_a_folder_is_found_at_start(tmp_path, capsys, name):
-    cfg = _tiny_config(tmp_path)
-    (_exp_dir(cfg) / name).mkdir(parents=True)
+    cfg = tiny_resnet_config(tmp_path)
+    (resnet_exp_dir(cfg) / name).mkdir(parents=True)
     before = tree(tmp_path / "output")
     code, _, err = run_cli(capsys, "train", "--cfg", cfg)
     assert_user_error(code, err, name, "is a folder", "move it away")
@@ -309,8 +310,8 @@ def _hold_lock(folder: Path, pid: int) -> int:
 
 
 def test_second_train_into_a_locked_folder_refuses_naming_the_pid(tmp_path, capsys):
-    cfg = _tiny_config(tmp_path)
-    exp = _exp_dir(cfg)
+    cfg = tiny_resnet_config(tmp_path)
+    exp = resnet_exp_dir(cfg)
     sleeper = subprocess.Popen(["sleep", "60"])
     fd = _hold_lock(exp, sleeper.pid)
     try:
@@ -325,8 +326,8 @@ def test_second_train_into_a_locked_folder_refuses_naming_the_pid(tmp_path, caps
 
 
 def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path, capsys):
-    cfg = _tiny_config(tmp_path)
-    exp = _exp_dir(cfg)
+    cfg = tiny_resnet_config(tmp_path)
+    exp = resnet_exp_dir(cfg)
     dead = subprocess.Popen(["true"])
     dead.wait()
     exp.mkdir(parents=True)
@@ -345,9 +346,9 @@ def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path, capsys):
 def trained_once(tmp_path_factory):
     """A real one-epoch run: its config and checkpoint.pth (copied by each test)."""
     tmp = tmp_path_factory.mktemp("resume")
-    cfg = _tiny_config(tmp)
+    cfg = tiny_resnet_config(tmp)
     assert main(["train", "--cfg", str(cfg), "TRAIN.END_EPOCH", "1", "HRPOSE.MAX_ITERS_PER_EPOCH", "1"]) == 0
-    return cfg, torch.load(_exp_dir(cfg) / "checkpoint.pth", weights_only=True)
+    return cfg, torch.load(resnet_exp_dir(cfg) / "checkpoint.pth", weights_only=True)
 
 
 def _edit(ckpt: dict, field: str, value):
@@ -392,8 +393,8 @@ RESUME_IDS = [f"{c[0]}-{i}" for i, c in enumerate(RESUME_CASES)]
 @pytest.mark.parametrize(("field", "value", "named"), RESUME_CASES, ids=RESUME_IDS)
 def test_resume_checks_every_field_and_names_the_file(tmp_path, capsys, trained_once, field, value, named):
     src_cfg, ckpt = trained_once
-    cfg = _tiny_config(tmp_path)
-    exp = _exp_dir(cfg)
+    cfg = tiny_resnet_config(tmp_path)
+    exp = resnet_exp_dir(cfg)
     exp.mkdir(parents=True)
     torch.save(_edit(ckpt, field, value), exp / "checkpoint.pth")
     before = (exp / "checkpoint.pth").read_bytes()
@@ -444,8 +445,8 @@ def test_random_resume_field_values_are_accepted_only_when_they_mean_something(f
 def test_the_unedited_checkpoint_resumes(tmp_path, capsys, trained_once):
     """Control for the cases above: the same copy, unedited, resumes and finishes (epochs 1..2)."""
     _, ckpt = trained_once
-    cfg = _tiny_config(tmp_path)
-    exp = _exp_dir(cfg)
+    cfg = tiny_resnet_config(tmp_path)
+    exp = resnet_exp_dir(cfg)
     exp.mkdir(parents=True)
     torch.save(ckpt, exp / "checkpoint.pth")
     code, out, err = run_cli(capsys, "train", "--cfg", cfg, "HRPOSE.MAX_ITERS_PER_EPOCH", "1")
@@ -459,7 +460,7 @@ def test_the_unedited_checkpoint_resumes(tmp_path, capsys, trained_once):
 
 
 def test_test_with_missing_model_file_names_the_key(tmp_path, capsys):
-    cfg = _tiny_config(tmp_path)
+    cfg = tiny_resnet_config(tmp_path)
     code, _, err = run_cli(capsys, "test", "--cfg", cfg, "TEST.MODEL_FILE", tmp_path / "nope.pth")
     assert_user_error(code, err, "nope.pth", "TEST.MODEL_FILE")
     code, _, err = run_cli(capsys, "test", "--cfg", cfg)  # no MODEL_FILE: the trained final_state.pth
@@ -467,15 +468,15 @@ def test_test_with_missing_model_file_names_the_key(tmp_path, capsys):
 
 
 def test_pretrained_file_missing_names_the_key(tmp_path, capsys):
-    cfg = _tiny_config(tmp_path)
+    cfg = tiny_resnet_config(tmp_path)
     code, _, err = run_cli(capsys, "train", "--cfg", cfg, "MODEL.PRETRAINED", tmp_path / "imagenet.pth")
     assert_user_error(code, err, "imagenet.pth", "MODEL.PRETRAINED")
-    assert not (_exp_dir(cfg) / "checkpoint.pth").exists()
+    assert not (resnet_exp_dir(cfg) / "checkpoint.pth").exists()
 
 
 @pytest.mark.parametrize("fault", ["root", "set", "annotation_folder", "bbox_file"])
 def test_dataset_root_or_annotation_missing_names_the_key(tmp_path, capsys, trained_once, fault):
-    cfg = _tiny_config(tmp_path)
+    cfg = tiny_resnet_config(tmp_path)
     weights = tmp_path / "w.pth"
     torch.save(trained_once[1]["state_dict"], weights)
     root = tmp_path / "coco"
@@ -496,7 +497,7 @@ def test_dataset_root_or_annotation_missing_names_the_key(tmp_path, capsys, trai
         names = ("person_keypoints_train2017.json", "not a regular file")
     code, _, err = run_cli(capsys, "test", "--cfg", cfg, *opts)
     assert_user_error(code, err, *names)
-    assert not list((_exp_dir(cfg)).glob("results/*"))
+    assert not list((resnet_exp_dir(cfg)).glob("results/*"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -574,6 +575,35 @@ def test_bench_bad_options(tmp_path, capsys, args, named):
     assert_user_error(code, err, named)
 
 
+def test_bench_without_crops_says_how_to_give_them(tmp_path, capsys, monkeypatch):
+    """The crops folder is --crops-root or $HRPOSE_BENCH_CROPS, never a path computed from the package."""
+    import argparse
+
+    from hrpose.commands.bench import _crops_root
+
+    monkeypatch.delenv("HRPOSE_BENCH_CROPS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH)
+    assert_user_error(code, err, "needs real person crops", "--crops-root DIR", "HRPOSE_BENCH_CROPS")
+    monkeypatch.setenv("HRPOSE_BENCH_CROPS", str(tmp_path / "nowhere"))
+    code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH)
+    assert_user_error(code, err, f"HRPOSE_BENCH_CROPS={tmp_path / 'nowhere'}", "person_keypoints_train2017.json")
+    monkeypatch.setenv("HRPOSE_BENCH_CROPS", str(DATA / "coco-mini"))
+    assert _crops_root(argparse.Namespace(crops_root=None, crops_set="train2017")) == DATA / "coco-mini"
+    given = argparse.Namespace(crops_root=str(tmp_path), crops_set="val")
+    with pytest.raises(MissingFileError, match=rf"--crops-root {tmp_path}: .*person_keypoints_val\.json not found"):
+        _crops_root(given)  # the option wins over the environment
+
+
+def test_bench_too_few_crops_is_one_error_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH, "--num-crops", "3", "--calib-crops", "4")
+    assert_user_error(code, err, "--num-crops 3", "--calib-crops 4")  # refused before any work
+    root = mini_coco(tmp_path, 1)  # one image: fewer people than the 32 calibration crops
+    code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH, "--crops-root", root, "--num-crops", "40",
+                           "--calib-crops", "32", "--threads", "1")  # fmt: skip
+    assert_user_error(code, err, f"--crops-root {root} gave", "not more than --calib-crops 32")
+
+
 # ---------------------------------------------------------------------------------------------------
 # the error path itself: --debug, HRPOSE_DEBUG, bugs keep their traceback, no `--partial`
 
@@ -621,8 +651,8 @@ def test_ctrl_c_in_train_exits_130_saying_which_epoch_checkpoint_holds(tmp_path,
     # `hrpose train` calls hrpose.engine.train(cfg, cfg_file): the fake goes in as its keyword argument
     fake_train = functools.partial(hrpose.engine.train, train_one_epoch=interrupt_epoch_1)
     monkeypatch.setattr(hrpose.engine, "train", fake_train)
-    cfg = _tiny_config(tmp_path)
-    exp = _exp_dir(cfg)
+    cfg = tiny_resnet_config(tmp_path)
+    exp = resnet_exp_dir(cfg)
     code, _, err = run_cli(capsys, "train", "--cfg", cfg, "HRPOSE.MAX_ITERS_PER_EPOCH", "1", "AUTO_RESUME",
                            str(auto_resume))  # fmt: skip
     assert code == 130 and "Traceback" not in err
@@ -639,10 +669,10 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_kept(tmp_path, caps
         raise KeyboardInterrupt
 
     monkeypatch.setattr(hrpose.engine, "train", functools.partial(hrpose.engine.train, train_one_epoch=interrupt))
-    cfg = _tiny_config(tmp_path)
+    cfg = tiny_resnet_config(tmp_path)
     code, _, err = run_cli(capsys, "train", "--cfg", cfg)
     assert code == 130 and "no epoch finished, so no checkpoint was written" in err and "Traceback" not in err
-    assert not (_exp_dir(cfg) / "checkpoint.pth").exists() and not (_exp_dir(cfg) / "train.lock").exists()
+    assert not (resnet_exp_dir(cfg) / "checkpoint.pth").exists() and not (resnet_exp_dir(cfg) / "train.lock").exists()
 
 
 def test_keyboard_interrupt_exits_130_saying_what_was_kept(monkeypatch, capsys):
@@ -692,8 +722,8 @@ def _start_hanging_train(cfg: Path, hang: str) -> tuple[subprocess.Popen, Path]:
 @pytest.mark.slow  # two real trainings (~20 s on 2 busy cores)
 def test_second_train_refuses_naming_the_first_then_sigint_exits_130_with_the_resume_hint(tmp_path):
     """Two real `hrpose train` processes into one folder; then Ctrl-C (SIGINT) to the first, mid-epoch 1."""
-    cfg = _tiny_config(tmp_path)
-    exp = _exp_dir(cfg)
+    cfg = tiny_resnet_config(tmp_path)
+    exp = resnet_exp_dir(cfg)
     first, _ = _start_hanging_train(cfg, "step:1")  # epoch 0 done and checkpointed, hangs inside epoch 1
     try:
         files_before = tree(tmp_path / "output")
@@ -720,12 +750,11 @@ def test_second_train_refuses_naming_the_first_then_sigint_exits_130_with_the_re
 @pytest.mark.slow  # torchrun with two processes (~15 s)
 def test_torchrun_user_error_is_one_line_from_rank_0(tmp_path):
     """Under torchrun a folder problem found by rank 0 stops every rank; only rank 0 prints the `error:` line."""
-    cfg = _tiny_config(tmp_path)
+    cfg = tiny_resnet_config(tmp_path)
     (tmp_path / "output").write_text("a file where OUTPUT_DIR should be")
-    from test_engine_ddp import _free_port
 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(_free_port()), "-m", "hrpose.cli", "train", "--cfg", str(cfg)]  # fmt: skip
+                str(free_port()), "-m", "hrpose.cli", "train", "--cfg", str(cfg)]  # fmt: skip
     proc = subprocess.run(torchrun, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     text = proc.stdout + proc.stderr

@@ -29,22 +29,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import DATA, ROOT
+from helpers import const_onnx_model, custom_dataset_cfg, write_custom_dataset
 from hrpose.cli import main
 from hrpose.config import load_config
 from hrpose.data.dataset import build_dataset
-from hrpose.data.images import ImageReadError as DataImageReadError
-from hrpose.data.images import read_image
 from hrpose.errors import UserError
 from hrpose.export import ExportError, export_onnx
 from hrpose.image_limits import header_size
+from hrpose.images import ImageReadError, load_image, read_image
 from hrpose.inference import DetectionFileDetector, OnnxDetector, PoseEstimator, WholeImageDetector
 from hrpose.inference.estimator import NonFiniteOutputError
-from hrpose.inference.images import ImageReadError, load_image
 from hrpose.models import build_model
 from hrpose.models.weights import CheckpointError, load_state_dict_file, load_weights, save_weights
-from test_inference_detectors import _const_model
-from test_inference_estimator import TINY_YAML, fill_module
-from test_robustness_images import make_cfg, write_dataset
 
 SAMPLES = DATA / "samples" / "coco"
 GOOD = SAMPLES / "000000000785.jpg"
@@ -151,16 +147,6 @@ HUGE = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("model")
-    cfg_path = d / "tiny.yaml"
-    cfg_path.write_text(TINY_YAML)
-    model = build_model(load_config(cfg_path))
-    fill_module().fill_(model, 5)
-    return str(cfg_path), str(save_weights(model, d / "tiny.safetensors")), model
-
-
 def predict(tiny_files, *args) -> int:
     cfg, weights, _ = tiny_files
     return run_cli(["predict", "--cfg", cfg, "--weights", weights, "--device", "cpu", *map(str, args)])
@@ -198,7 +184,7 @@ def test_any_declared_png_size_is_refused_or_read_never_a_crash(width, height):
     data = _patch_png_ihdr(encoded(".png", 20, 10), width, height)
     limit = 1_000_000
     try:
-        from hrpose.inference.images import decode_image
+        from hrpose.images import decode_image
 
         image = decode_image(data, name="random.png", max_pixels=limit)
     except ImageReadError as e:
@@ -218,7 +204,7 @@ def test_huge_declared_image_is_refused_from_its_header(tmp_path, kind):
     assert header_size(path.read_bytes()) == (w, h)
     with pytest.raises(ImageReadError, match=rf"huge\{ext}: the image declares {w} x {h}"):
         load_image(path)
-    with pytest.raises(DataImageReadError, match=rf"huge\{ext}.*declares {w} x {h}.*HRPOSE_MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageReadError, match=rf"huge\{ext}.*declares {w} x {h}.*HRPOSE_MAX_IMAGE_PIXELS"):
         read_image(path)
 
 
@@ -237,8 +223,7 @@ def test_over_opencvs_own_limit_is_an_image_error_not_a_crash(tmp_path, monkeypa
     monkeypatch.setenv("HRPOSE_MAX_IMAGE_PIXELS", str(4 * 10**9))
     path = tmp_path / "over_opencv.png"
     path.write_bytes(huge_png(40000, 40000, inflated=2**20))
-    error = ImageReadError if reader == "inference" else DataImageReadError
-    with pytest.raises(error, match=r"over_opencv\.png.*OpenCV cannot decode.*CV_IO_MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageReadError, match=r"over_opencv\.png.*OpenCV cannot decode.*CV_IO_MAX_IMAGE_PIXELS"):
         (load_image if reader == "inference" else read_image)(path)
 
 
@@ -305,17 +290,17 @@ def test_predict_folder_goes_on_past_huge_images(tmp_path, tiny_files, capsys):
 
 
 def test_dataset_skips_a_huge_image_and_counts_it(tmp_path):
-    img_dir = write_dataset(tmp_path)
+    img_dir = write_custom_dataset(tmp_path)
     (img_dir / "img_2.jpg").write_bytes(huge_png(30000, 30000, inflated=2**20))
-    ds = build_dataset(make_cfg(tmp_path), "test", is_train=False)
+    ds = build_dataset(custom_dataset_cfg(tmp_path), "test", is_train=False)
     with pytest.warns(RuntimeWarning, match=r"skipping unreadable image \(1 so far\).*img_2\.jpg.*declares 30000"):
         meta = ds[2][3]
     assert meta["requested_index"] == 2 and meta["index"] == 3
     assert list(ds.bad_images) == [str(img_dir / "img_2.jpg")]
     assert "over the limit" in ds.bad_images[str(img_dir / "img_2.jpg")]
     # SKIP_BAD_IMAGES False: fatal, naming the file
-    strict = build_dataset(make_cfg(tmp_path, skip=False), "test", is_train=False)
-    with pytest.raises(DataImageReadError, match=r"img_2\.jpg.*declares 30000 x 30000"):
+    strict = build_dataset(custom_dataset_cfg(tmp_path, skip=False), "test", is_train=False)
+    with pytest.raises(ImageReadError, match=r"img_2\.jpg.*declares 30000 x 30000"):
         strict[2]
 
 
@@ -386,7 +371,7 @@ def test_onnx_detector_nan_and_inf_rows_are_dropped(tmp_path, tiny_files, caplog
     dets = np.array([[[10, 10, 200, 300, 0.9], [np.nan, 0, 100, 100, 0.99], [0, 0, np.inf, 100, 0.95],
                       [50, 50, 150, 250, np.nan]]], dtype=np.float32)  # fmt: skip
     model_path = tmp_path / "det.onnx"
-    _const_model(model_path, {"dets": dets})
+    const_onnx_model(model_path, {"dets": dets})
     detector = OnnxDetector(model_path)
     boxes = detector(np.zeros((640, 640, 3), np.uint8))
     assert boxes.shape == (1, 5) and np.isfinite(boxes).all()
@@ -754,7 +739,7 @@ def test_capped_100k_boxes_for_one_image_run_in_bounded_memory(tiny_files):
         import numpy as np, cv2, resource
         from hrpose.config import load_config
         from hrpose.inference import PoseEstimator, WholeImageDetector
-        from test_inference_estimator import TINY_YAML
+        from helpers import TINY_YAML
         import tempfile, pathlib
         cfg_path = pathlib.Path(tempfile.mkdtemp()) / "tiny.yaml"
         cfg_path.write_text(TINY_YAML.replace("POST_PROCESS: true", "POST_PROCESS: false"))

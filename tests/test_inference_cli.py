@@ -12,33 +12,19 @@ from pycocotools.coco import COCO as CocoApi
 
 from conftest import DATA
 from hrpose.cli import main
-from hrpose.config import load_config
-from hrpose.models import build_model
-from hrpose.models.weights import save_weights
-from test_inference_estimator import TINY_YAML, fill_module
 
 SAMPLES = DATA / "samples" / "coco"
 DETS = SAMPLES / "test_coco_det_AP_H_56.json"
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("model")
-    cfg_path = d / "tiny.yaml"
-    cfg_path.write_text(TINY_YAML)
-    model = build_model(load_config(cfg_path))
-    fill_module().fill_(model, 5)
-    return str(cfg_path), str(save_weights(model, d / "tiny.safetensors"))
-
-
-def predict(model_files, *args):
-    cfg, weights = model_files
+def predict(tiny_files, *args):
+    cfg, weights, _ = tiny_files
     return main(["predict", "--cfg", cfg, "--weights", weights, "--device", "cpu", *map(str, args)])
 
 
-def test_folder_with_detection_file(model_files, tmp_path, capsys):
+def test_folder_with_detection_file(tiny_files, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = predict(model_files, SAMPLES, "--detector", f"file:{DETS}", "--det-thr", "0.9", "--out", out)
+    rc = predict(tiny_files, SAMPLES, "--detector", f"file:{DETS}", "--det-thr", "0.9", "--out", out)
     assert rc == 0
     stdout = capsys.readouterr().out
     raw = json.loads(DETS.read_text())
@@ -56,14 +42,14 @@ def test_folder_with_detection_file(model_files, tmp_path, capsys):
     assert len(dt.getAnnIds()) == expected_people
 
 
-def test_bad_files_are_reported_and_skipped(model_files, tmp_path, capsys):
+def test_bad_files_are_reported_and_skipped(tiny_files, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(SAMPLES / "000000000785.jpg", folder / "good.jpg")
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "cut.jpg").write_bytes((SAMPLES / "000000040083.jpg").read_bytes()[:5000])
     (folder / "text.png").write_text("not an image")
-    rc = predict(model_files, folder, tmp_path / "missing.jpg", "--detector", "whole", "--out", tmp_path / "o")
+    rc = predict(tiny_files, folder, tmp_path / "missing.jpg", "--detector", "whole", "--out", tmp_path / "o")
     assert rc == 0
     captured = capsys.readouterr()
     assert "1 images, 0 frames, 1 people found" in captured.out
@@ -73,18 +59,18 @@ def test_bad_files_are_reported_and_skipped(model_files, tmp_path, capsys):
     assert (tmp_path / "o" / "good.json").is_file()
 
 
-def test_nothing_processed_exits_non_zero(model_files, tmp_path, capsys):
+def test_nothing_processed_exits_non_zero(tiny_files, tmp_path, capsys):
     (tmp_path / "empty.jpg").write_bytes(b"")
-    assert predict(model_files, tmp_path / "empty.jpg", "--detector", "whole", "--out", tmp_path / "o") == 1
-    assert predict(model_files, tmp_path / "nothing_here_*.jpg", "--out", tmp_path / "o") == 1
+    assert predict(tiny_files, tmp_path / "empty.jpg", "--detector", "whole", "--out", tmp_path / "o") == 1
+    assert predict(tiny_files, tmp_path / "nothing_here_*.jpg", "--out", tmp_path / "o") == 1
     assert "matches no file" in capsys.readouterr().err
 
 
-def test_bad_config_detector_weights_exit_2(model_files, tmp_path, capsys):
-    cfg, weights = model_files
+def test_bad_config_detector_weights_exit_2(tiny_files, tmp_path, capsys):
+    cfg, weights, _ = tiny_files
     image = SAMPLES / "000000000785.jpg"
     assert main(["predict", "--cfg", str(tmp_path / "no.yaml"), str(image)]) == 2
-    assert predict(model_files, image, "--detector", "yolo") == 2
+    assert predict(tiny_files, image, "--detector", "yolo") == 2
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"garbage")
     assert main(["predict", "--cfg", cfg, "--weights", str(bad), str(image), "--out", str(tmp_path)]) == 2
@@ -92,8 +78,8 @@ def test_bad_config_detector_weights_exit_2(model_files, tmp_path, capsys):
     assert "no.yaml" in err and "unknown detector" in err and "bad.pth" in err
 
 
-def test_no_person_message(model_files, tmp_path, capsys):
-    rc = predict(model_files, SAMPLES / "000000000785.jpg", "--detector", f"file:{DETS}", "--det-thr", "1.0",
+def test_no_person_message(tiny_files, tmp_path, capsys):
+    rc = predict(tiny_files, SAMPLES / "000000000785.jpg", "--detector", f"file:{DETS}", "--det-thr", "1.0",
                  "--out", tmp_path)  # fmt: skip
     assert rc == 0
     captured = capsys.readouterr()
@@ -101,7 +87,7 @@ def test_no_person_message(model_files, tmp_path, capsys):
     assert json.loads((tmp_path / "000000000785.json").read_text()) == []
 
 
-def test_video_end_to_end_same_fps_and_size(model_files, tmp_path, capsys):
+def test_video_end_to_end_same_fps_and_size(tiny_files, tmp_path, capsys):
     src = tmp_path / "clip.mp4"
     fps, size = 12.0, (96, 64)
     writer = cv2.VideoWriter(str(src), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
@@ -110,7 +96,7 @@ def test_video_end_to_end_same_fps_and_size(model_files, tmp_path, capsys):
         writer.write(np.roll(frame0, i, axis=1))
     writer.release()
     out = tmp_path / "out"
-    rc = predict(model_files, src, "--detector", "whole", "--track", "--smooth", "--no-flip", "--out", out)
+    rc = predict(tiny_files, src, "--detector", "whole", "--track", "--smooth", "--no-flip", "--out", out)
     assert rc == 0
     assert "0 images, 10 frames, 10 people found" in capsys.readouterr().out
     cap = cv2.VideoCapture(str(out / "clip_pose.mp4"))
@@ -126,8 +112,8 @@ def test_video_end_to_end_same_fps_and_size(model_files, tmp_path, capsys):
     assert lines[3]["time"] == pytest.approx(3 / fps, abs=1e-3)
 
 
-def test_unreadable_video(model_files, tmp_path, capsys):
+def test_unreadable_video(tiny_files, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00" * 100)
-    assert predict(model_files, bad, "--detector", "whole", "--out", tmp_path / "o") == 1
+    assert predict(tiny_files, bad, "--detector", "whole", "--out", tmp_path / "o") == 1
     assert "broken.mp4" in capsys.readouterr().err

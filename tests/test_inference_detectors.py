@@ -6,11 +6,10 @@ import json
 
 import cv2
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from conftest import DATA, GOLDEN, golden_json
+from helpers import const_onnx_model
 from hrpose.geometry import box_to_center_scale
 from hrpose.inference import detectors as det_mod
 from hrpose.inference.detectors import (
@@ -117,22 +116,6 @@ def test_build_detector_specs(tmp_path):
 # ONNX adapter: graphs built here output known detections in input (letterboxed) pixels
 
 
-def _const_model(path, outputs: dict[str, np.ndarray], input_hw=(640, 640)) -> None:
-    """A graph with an image input that it ignores, returning constant tensors."""
-    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, *input_hw])
-    nodes, outs = [], []
-    for name, value in outputs.items():
-        tensor = numpy_helper.from_array(value, name=f"{name}_value")
-        nodes.append(helper.make_node("Constant", [], [name], value=tensor))
-        elem = TensorProto.INT64 if value.dtype == np.int64 else TensorProto.FLOAT
-        outs.append(helper.make_tensor_value_info(name, elem, list(value.shape)))
-    graph = helper.make_graph(nodes, "dets", [inp], outs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
 def test_onnx_yolox_style_boxes_come_back_in_image_coords(tmp_path):
     # image 320 x 240 -> r = min(640/320, 640/240) = 2, top-left padding: input px = 2 * image px
     rows = np.array(
@@ -146,7 +129,7 @@ def test_onnx_yolox_style_boxes_come_back_in_image_coords(tmp_path):
         np.float32,
     )[None]
     path = tmp_path / "yolox.onnx"
-    _const_model(path, {"output": rows})
+    const_onnx_model(path, {"output": rows})
     det = OnnxDetector(path, score_thr=0.3)
     assert det.input_size == (640, 640)
     out = det(np.zeros((240, 320, 3), np.uint8))
@@ -159,7 +142,7 @@ def test_onnx_rtmdet_style_with_labels_and_centered_letterbox(tmp_path):
     dets = np.array([[[120, 40, 200, 280, 0.95], [100, 100, 150, 150, 0.9], [0, 0, 30, 30, 0.1]]], np.float32)
     labels = np.array([[0, 2, 0]], np.int64)
     path = tmp_path / "rtmdet.onnx"
-    _const_model(path, {"dets": dets, "labels": labels}, input_hw=(320, 320))
+    const_onnx_model(path, {"dets": dets, "labels": labels}, input_hw=(320, 320))
     det = OnnxDetector(path, score_thr=0.3, center=True)
     out = det(np.zeros((400, 200, 3), np.uint8))
     # (120 - 80) / 0.8 = 50, 40 / 0.8 = 50, (200 - 120) / 0.8 = 100, 240 / 0.8 = 300
@@ -172,7 +155,7 @@ def test_onnx_yolox_raw_grid_decoding(tmp_path):
     i = 64 + 1 * 4 + 2
     rows[i] = [0.5, 0.25, np.log(2.0), np.log(3.0), 0.9, 1.0]
     path = tmp_path / "raw.onnx"
-    _const_model(path, {"output": rows[None]}, input_hw=(64, 64))
+    const_onnx_model(path, {"output": rows[None]}, input_hw=(64, 64))
     det = OnnxDetector(path, score_thr=0.5, yolox_raw=True)
     out = det(np.zeros((64, 64, 3), np.uint8))  # r = 1
     # cx = (0.5 + 2) * 16 = 40, cy = (0.25 + 1) * 16 = 20, w = 2 * 16 = 32, h = 3 * 16 = 48
@@ -181,7 +164,7 @@ def test_onnx_yolox_raw_grid_decoding(tmp_path):
 
 def test_onnx_letterbox_pixels(tmp_path):
     path = tmp_path / "c.onnx"
-    _const_model(path, {"output": np.zeros((1, 1, 6), np.float32)}, input_hw=(32, 32))
+    const_onnx_model(path, {"output": np.zeros((1, 1, 6), np.float32)}, input_hw=(32, 32))
     det = OnnxDetector(path, rgb=True)
     image = np.zeros((8, 16, 3), np.uint8)
     image[..., 2] = 200  # red in BGR
@@ -194,6 +177,6 @@ def test_onnx_letterbox_pixels(tmp_path):
 
 def test_onnx_unknown_layout_is_reported(tmp_path):
     path = tmp_path / "bad.onnx"
-    _const_model(path, {"out": np.zeros((1, 10, 3), np.float32)}, input_hw=(32, 32))
+    const_onnx_model(path, {"out": np.zeros((1, 10, 3), np.float32)}, input_hw=(32, 32))
     with pytest.raises(DetectorError, match=r"bad.onnx.*\(1, N, 5"):
         OnnxDetector(path)(np.zeros((32, 32, 3), np.uint8))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import cv2
@@ -10,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, GOLDEN, golden_json, golden_npz
+from conftest import DATA, golden_json, golden_npz
+from helpers import TINY_YAML, fill_module
 from hrpose.config import load_config
 from hrpose.geometry import box_to_center_scale
 from hrpose.inference import PersonPose, PoseEstimator, WholeImageDetector
@@ -18,32 +18,8 @@ from hrpose.inference.estimator import IMAGENET_MEAN, IMAGENET_STD, make_inputs,
 from hrpose.keypoints import COCO
 from hrpose.models import build_model
 
-TINY_YAML = """
-DATASET: {DATASET: coco, COLOR_RGB: true}
-MODEL:
-  NAME: pose_resnet
-  NUM_JOINTS: 17
-  IMAGE_SIZE: [32, 64]
-  HEATMAP_SIZE: [8, 16]
-  SIGMA: 2
-  EXTRA:
-    NUM_LAYERS: 18
-    DECONV_WITH_BIAS: false
-    NUM_DECONV_LAYERS: 3
-    NUM_DECONV_FILTERS: [32, 32, 32]
-    NUM_DECONV_KERNELS: [4, 4, 4]
-    FINAL_CONV_KERNEL: 1
-TEST: {FLIP_TEST: true, POST_PROCESS: true, SHIFT_HEATMAP: true, IN_VIS_THRE: 0.2}
-"""
 IMAGE = DATA / "samples" / "coco" / "000000000785.jpg"
 BOX = [277.1, 45.7, 225.1, 333.6, 0.99]  # the detector's box for the person in IMAGE
-
-
-def fill_module():
-    spec = importlib.util.spec_from_file_location("golden_fill", GOLDEN / "fill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +114,7 @@ def test_bgr_rgb_gray_and_paths_agree(est):
 
 
 def test_exif_rotated_photo_gives_upright_coordinates(est, tmp_path):
-    from test_inference_images import jpeg_with_orientation
+    from helpers import jpeg_with_orientation
 
     upright = cv2.imread(str(IMAGE))
     stored = np.ascontiguousarray(np.rot90(upright, k=1))  # camera stored it rotated 90 CCW: orientation 6

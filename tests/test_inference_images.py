@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import struct
 
 import cv2
@@ -9,28 +10,19 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from hrpose.inference.images import (
+from helpers import jpeg_with_orientation
+from hrpose.errors import UserError
+from hrpose.images import (
     ImageReadError,
     apply_orientation,
     exif_orientation,
+    jpeg_truncated,
     load_image,
+    read_image,
     to_bgr8,
 )
 
 SAMPLE = DATA / "samples" / "coco" / "000000000785.jpg"
-
-
-def jpeg_with_orientation(image_bgr: np.ndarray, orientation: int) -> bytes:
-    """A JPEG of `image_bgr` (stored pixels) carrying an EXIF Orientation tag (APP1 after SOI)."""
-    ok, enc = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 100])
-    assert ok
-    data = enc.tobytes()
-    # TIFF header (big endian), IFD0 at offset 8 with one entry: tag 0x0112 SHORT count 1 value orientation
-    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1)
-    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
-    payload = b"Exif\x00\x00" + tiff
-    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    return data[:2] + app1 + data[2:]
 
 
 def asymmetric_image(h: int = 48, w: int = 80) -> np.ndarray:
@@ -148,3 +140,70 @@ def test_grayscale_16bit_rgba_files(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), rgba)
     a = load_image(tmp_path / "a.png")
     assert a.shape == (30, 40, 3) and a[0, 0].tolist() == [10, 20, 30]
+
+
+# ----------------------------------------------------------------------------------------------------
+# one error class and one truncated-JPEG rule for both readers (training data and predict)
+
+
+def test_one_image_error_class_for_both_readers(tmp_path):
+    import hrpose.data
+    import hrpose.data.images
+    import hrpose.inference
+    import hrpose.inference.images
+
+    for alias in (hrpose.data.ImageReadError, hrpose.data.images.ImageReadError, hrpose.inference.ImageReadError,
+                  hrpose.inference.images.ImageReadError):  # fmt: skip
+        assert alias is ImageReadError
+    assert hrpose.data.images.read_image is read_image and hrpose.inference.images.load_image is load_image
+    missing = tmp_path / "gone.jpg"
+    for reader in (read_image, load_image):
+        with pytest.raises(ImageReadError) as info:
+            reader(missing)
+        err = info.value
+        assert isinstance(err, UserError) and isinstance(err, OSError) and isinstance(err, ValueError)
+        assert err.path == str(missing) and "gone.jpg" in str(err)
+        back = pickle.loads(pickle.dumps(err))  # DataLoader workers and serve workers pass errors between processes
+        assert type(back) is ImageReadError and str(back) == str(err) and back.path == err.path
+
+
+def _cases() -> dict[str, tuple[bytes, bool]]:
+    """name -> (JPEG bytes, truncated?)."""
+    good = SAMPLE.read_bytes()
+    sos = good.index(b"\xff\xda")
+    ok, enc = cv2.imencode(".jpg", asymmetric_image())
+    thumb = enc.tobytes()  # a complete JPEG put in APP1 like an EXIF thumbnail: its own SOS and EOI
+    app1 = b"\xff\xe1" + struct.pack(">H", len(thumb) + 8) + b"Exif\x00\x00" + thumb
+    return {
+        "complete": (good, False),
+        "cut_in_the_image_data": (good[: (sos + len(good)) // 2], True),
+        "cut_in_the_headers": (good[: sos - 10], True),
+        "cut_then_garbage": (good[: (sos + len(good)) // 2] + bytes(range(256)) * 4, True),
+        # a motion photo: data appended after a complete image, here containing a stray SOS marker
+        "appended_after_the_image": (good + b"\x00ftypmp42\xff\xda\x00\x08" + b"\x11" * 64, False),
+        "exif_thumbnail_then_cut": (good[:2] + app1 + good[2 : (sos + len(good)) // 2], True),
+        "exif_thumbnail_complete": (good[:2] + app1 + good[2:], False),
+        "fill_bytes_before_a_marker": (good[:2] + b"\xff\xff" + good[2:], False),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_cases()))
+def test_truncated_jpeg_rule_is_the_same_for_training_and_predict(tmp_path, case):
+    data, truncated = _cases()[case]
+    assert jpeg_truncated(data) is truncated
+    path = tmp_path / f"{case}.jpg"
+    path.write_bytes(data)
+    if truncated:
+        with pytest.raises(ImageReadError, match=rf"{case}\.jpg: truncated JPEG") as info:
+            read_image(path)
+        assert info.value.reason.startswith("truncated JPEG")
+        with pytest.raises(ImageReadError, match=rf"{case}\.jpg: the JPEG file is truncated"):
+            load_image(path)
+    else:
+        stored = read_image(path)
+        assert stored.shape == (*cv2.imread(str(SAMPLE)).shape[:2], 3)
+        assert np.array_equal(load_image(path, exif=False), stored)
+
+
+def test_non_jpeg_is_never_called_truncated():
+    assert not jpeg_truncated(b"") and not jpeg_truncated(b"\x89PNG\r\n\x1a\n") and not jpeg_truncated(b"\xff")

@@ -11,8 +11,8 @@ import torch
 from yacs.config import CfgNode
 
 from conftest import GOLDEN, golden_json, golden_npz
+from helpers import tiny_hrnet
 from hrpose.models import MODELS, build_model
-from hrpose.models.hrnet import HRNetSpec, PoseHighResolutionNet, StageSpec
 from hrpose.models.weights import CheckpointError, save_weights
 
 ARCHS = golden_json("architectures.json")
@@ -154,14 +154,6 @@ def test_pretrained_file_that_fits_nothing_is_refused(tmp_path):
     path = save_weights({"something.else": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="no weights"):
         build_model(_resnet_cfg(PRETRAINED=str(path)), is_train=True)
-
-
-def tiny_hrnet(num_joints: int = 17, final_conv_kernel: int = 1) -> PoseHighResolutionNet:
-    stages = (
-        StageSpec(1, 2, "BASIC", (1, 1), (8, 16)),
-        StageSpec(1, 3, "BASIC", (1, 1, 1), (8, 16, 32)),
-    )
-    return PoseHighResolutionNet(HRNetSpec(stages, num_joints, final_conv_kernel))
 
 
 def test_tiny_hrnet_trains_and_follows_the_input_device_and_dtype():

@@ -21,52 +21,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from hrpose.config import get_default_config, merge_dict
+from helpers import CUSTOM_N_IMAGES as N_IMAGES
+from helpers import custom_dataset_cfg, write_custom_dataset
 from hrpose.data.dataset import PoseDataset, build_dataset
-from hrpose.data.images import ImageReadError, read_image
-
-N_IMAGES = 6
-K = 5
-
-
-def _jpeg(rng: np.random.Generator) -> bytes:
-    ok, buf = cv2.imencode(".jpg", rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
-    assert ok
-    return buf.tobytes()
+from hrpose.images import ImageReadError, read_image
 
 
 def _png(rng: np.random.Generator) -> bytes:
     ok, buf = cv2.imencode(".png", rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
     assert ok
     return buf.tobytes()
-
-
-def write_dataset(root: Path) -> Path:
-    """ROOT/annotations/val.json + ROOT/images/val/img_<i>.jpg, one 5-joint person per image."""
-    rng = np.random.default_rng(0)
-    img_dir = root / "images" / "val"
-    img_dir.mkdir(parents=True)
-    (root / "annotations").mkdir()
-    images, anns = [], []
-    for i in range(N_IMAGES):
-        name = f"img_{i}.jpg"
-        (img_dir / name).write_bytes(_jpeg(rng))
-        images.append({"id": 100 + i, "file_name": name, "width": 80, "height": 60})
-        kp = np.concatenate([rng.uniform(20, 60, (K, 2)), np.full((K, 1), 2)], 1).ravel().tolist()
-        anns.append({"id": i, "image_id": 100 + i, "bbox": [10, 10, 60, 40], "area": 2400, "category_id": 3,
-                     "iscrowd": 0, "keypoints": kp})  # fmt: skip
-    cat = {"id": 3, "name": "thing", "keypoints": ["top", "left_a", "right_a", "left_b", "right_b"]}
-    (root / "annotations" / "val.json").write_text(json.dumps({"images": images, "annotations": anns,
-                                                               "categories": [cat]}))  # fmt: skip
-    return img_dir
-
-
-def make_cfg(root: Path, skip: bool = True):
-    cfg = get_default_config()
-    merge_dict(cfg, {"DATASET": {"DATASET": "custom", "ROOT": str(root), "TEST_SET": "val", "TRAIN_SET": "val"},
-                     "MODEL": {"NUM_JOINTS": K, "IMAGE_SIZE": [48, 64], "HEATMAP_SIZE": [12, 16]},
-                     "TEST": {"USE_GT_BBOX": True}, "HRPOSE": {"SKIP_BAD_IMAGES": skip, "SEED": 0}})  # fmt: skip
-    return cfg
 
 
 # Each fault replaces the file at `path` with something that is not a readable image.
@@ -127,7 +91,7 @@ FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_read_image_names_the_file_and_the_reason(tmp_path, fault):
-    img_dir = write_dataset(tmp_path)
+    img_dir = write_custom_dataset(tmp_path)
     inject, reason = FAULTS[fault]
     path = img_dir / "img_2.jpg"
     inject(path)
@@ -139,9 +103,9 @@ def test_read_image_names_the_file_and_the_reason(tmp_path, fault):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_bad_image_is_skipped_with_a_warning_and_counted(tmp_path, fault):
-    img_dir = write_dataset(tmp_path)
+    img_dir = write_custom_dataset(tmp_path)
     FAULTS[fault][0](img_dir / "img_2.jpg")
-    ds = build_dataset(make_cfg(tmp_path), "test", is_train=False)
+    ds = build_dataset(custom_dataset_cfg(tmp_path), "test", is_train=False)
     with pytest.warns(RuntimeWarning, match=r"skipping unreadable image \(1 so far\).*img_2\.jpg"):
         inp, target, weight, meta = ds[2]
     assert meta["requested_index"] == 2 and meta["index"] == 3  # the next readable record stands in
@@ -158,9 +122,9 @@ def test_bad_image_is_skipped_with_a_warning_and_counted(tmp_path, fault):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_skip_bad_images_false_makes_it_fatal(tmp_path, fault):
-    img_dir = write_dataset(tmp_path)
+    img_dir = write_custom_dataset(tmp_path)
     FAULTS[fault][0](img_dir / "img_2.jpg")
-    ds = build_dataset(make_cfg(tmp_path, skip=False), "train", is_train=True)
+    ds = build_dataset(custom_dataset_cfg(tmp_path, skip=False), "train", is_train=True)
     ds[1]  # the good neighbours still load
     with pytest.raises(ImageReadError, match=r"img_2\.jpg"):
         ds[2]
@@ -170,11 +134,11 @@ def test_skip_bad_images_false_makes_it_fatal(tmp_path, fault):
 @pytest.mark.filterwarnings("ignore:skipping unreadable image")
 @pytest.mark.parametrize("workers", [0, 2])
 def test_dataloader_batches_still_form_and_substitutions_are_counted(tmp_path, workers):
-    img_dir = write_dataset(tmp_path)
+    img_dir = write_custom_dataset(tmp_path)
     bad = {1: "truncated_jpeg", 3: "directory", 4: "broken_symlink"}
     for i, fault in bad.items():
         FAULTS[fault][0](img_dir / f"img_{i}.jpg")
-    ds = build_dataset(make_cfg(tmp_path), "train", is_train=True)
+    ds = build_dataset(custom_dataset_cfg(tmp_path), "train", is_train=True)
     loader = DataLoader(ds, batch_size=4, shuffle=False, num_workers=workers)
     batches = list(loader)
     assert [b[0].shape[0] for b in batches] == [4, 2]
@@ -191,17 +155,17 @@ def test_dataloader_batches_still_form_and_substitutions_are_counted(tmp_path, w
 
 
 def test_no_readable_image_at_all_is_a_clear_error(tmp_path):
-    img_dir = write_dataset(tmp_path)
+    img_dir = write_custom_dataset(tmp_path)
     for i in range(N_IMAGES):
         _zero_byte(img_dir / f"img_{i}.jpg")
-    ds = build_dataset(make_cfg(tmp_path), "test", is_train=False)
+    ds = build_dataset(custom_dataset_cfg(tmp_path), "test", is_train=False)
     assert isinstance(ds, PoseDataset)
     with pytest.warns(RuntimeWarning), pytest.raises(ImageReadError, match=r"no readable image in the whole dataset"):
         ds[0]
 
 
 def test_split_without_usable_records_is_a_clear_error(tmp_path):
-    write_dataset(tmp_path)
+    write_custom_dataset(tmp_path)
     ann_file = tmp_path / "annotations" / "val.json"
     doc = json.loads(ann_file.read_text())
     for ann in doc["annotations"]:
@@ -210,4 +174,4 @@ def test_split_without_usable_records_is_a_clear_error(tmp_path):
     from hrpose.data import AnnotationError
 
     with pytest.raises(AnnotationError, match=r"DATASET.TRAIN_SET 'val' under .*: no usable person records"):
-        build_dataset(make_cfg(tmp_path), "train", is_train=True)
+        build_dataset(custom_dataset_cfg(tmp_path), "train", is_train=True)

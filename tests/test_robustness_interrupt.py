@@ -21,105 +21,18 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from conftest import DATA, ROOT, mini_coco
+from conftest import DATA, ROOT
+from helpers import DRIVER
+from helpers import TINY_RESNET_END_EPOCH as END_EPOCH
+from helpers import resnet_exp_dir as _exp_dir
+from helpers import tiny_resnet_config as _tiny_config
 from hrpose.config import load_config
 from hrpose.engine import load_checkpoint, train
 from hrpose.engine.checkpoint import CheckpointSaveError, save_checkpoint_atomic
 
 COCO_MINI = DATA / "coco-mini"
 PERF = [0.5, 0.3, 0.4, 0.2]  # validation score per epoch: epoch 0 stays the best
-END_EPOCH = 3
-
-DRIVER = r"""
-import functools, os, pathlib, sys, time
-
-import hrpose.engine
-from hrpose.engine.evaluate import validate as real_validate
-from hrpose.engine.train import train_one_epoch as real_epoch
-
-PERF = [float(p) for p in os.environ["RB_PERF"].split(",")]
-marker = pathlib.Path(os.environ["RB_MARKER"])
-hang = os.environ.get("RB_HANG", "")
-
-
-def validate(*args, step=0, **kwargs):
-    name_values, _ = real_validate(*args, step=step, **kwargs)
-    return name_values, PERF[step]
-
-
-injected = {"validate": validate}  # passed to hrpose.engine.train(...) by keyword, see the end
-
-
-def stop_here(what):
-    marker.write_text(what)
-    time.sleep(600)  # the parent sends SIGKILL
-
-
-if hang.startswith("step:"):  # after the first optimizer step of epoch N
-    epoch_to_hang = int(hang.split(":")[1])
-
-    def train_one_epoch(model, loader, *args, epoch, **kwargs):
-        if epoch == epoch_to_hang:
-            def one_then_hang(loader=loader):
-                for i, batch in enumerate(loader):
-                    if i == 1:
-                        stop_here(f"epoch {epoch} after one step")
-                    yield batch
-            return real_epoch(model, one_then_hang(), *args, epoch=epoch, **kwargs)
-        return real_epoch(model, loader, *args, epoch=epoch, **kwargs)
-
-    injected["train_one_epoch"] = train_one_epoch
-elif hang.startswith("write:"):  # inside the atomic writer: temp file complete, destination not yet replaced
-    _, name, nth = hang.split(":")
-    real_replace = os.replace
-    seen = [0]
-
-    def replace(src, dst, *args, **kwargs):
-        if pathlib.Path(dst).name == name:
-            seen[0] += 1
-            if seen[0] == int(nth):
-                assert pathlib.Path(src).stat().st_size > 0
-                stop_here(f"temp file {src} written for {dst}")
-        return real_replace(src, dst, *args, **kwargs)
-
-    os.replace = replace
-
-# `hrpose train` calls hrpose.engine.train(cfg, cfg_file): give it the fakes as its keyword arguments
-hrpose.engine.train = functools.partial(hrpose.engine.train, **injected)
-
-from hrpose.cli import main
-
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def _tiny_config(tmp_path: Path, n_images: int = 3) -> Path:
-    """coco-mini's first `n_images` images with keypoints + a pose_resnet-18 at 64x64, 1 iteration/epoch."""
-    root = mini_coco(tmp_path, n_images)
-    cfg = {
-        "OUTPUT_DIR": str(tmp_path / "output"), "LOG_DIR": str(tmp_path / "log"), "WORKERS": 0, "PRINT_FREQ": 1,
-        "PIN_MEMORY": False, "AUTO_RESUME": True,
-        "DATASET": {"DATASET": "coco", "ROOT": str(root), "TRAIN_SET": "train2017", "TEST_SET": "train2017"},
-        "MODEL": {"NAME": "pose_resnet", "PRETRAINED": "", "IMAGE_SIZE": [64, 64], "HEATMAP_SIZE": [16, 16],
-                  "SIGMA": 2, "NUM_JOINTS": 17,
-                  "EXTRA": {"FINAL_CONV_KERNEL": 1, "DECONV_WITH_BIAS": False, "NUM_DECONV_LAYERS": 3,
-                            "NUM_DECONV_FILTERS": [16, 16, 16], "NUM_DECONV_KERNELS": [4, 4, 4],
-                            "NUM_LAYERS": 18}},
-        "TRAIN": {"BATCH_SIZE_PER_GPU": 4, "BEGIN_EPOCH": 0, "END_EPOCH": END_EPOCH, "OPTIMIZER": "adam",
-                  "LR": 1e-3, "LR_STEP": [2], "SHUFFLE": True},
-        "TEST": {"BATCH_SIZE_PER_GPU": 16, "FLIP_TEST": False, "USE_GT_BBOX": True},
-        "HRPOSE": {"TENSORBOARD": False, "MAX_ITERS_PER_EPOCH": 2, "SEED": 0},
-    }  # fmt: skip
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _exp_dir(cfg_file: Path) -> Path:
-    return cfg_file.parent / "output" / "coco" / "pose_resnet" / "run"
-
 
 def _run_and_kill(cfg_file: Path, hang: str, timeout: float = 180.0) -> str:
     """Start `hrpose train` with the hang, SIGKILL it once the hang's marker appears; returns the marker."""

@@ -140,10 +140,10 @@ def test_non_finite_batch_or_model_stops_train_one_epoch_naming_epoch_and_step(w
 
 def test_nan_in_a_dataset_item_stops_hrpose_train_before_any_checkpoint(tmp_path, monkeypatch):
     """End to end: the train loader yields a NaN input at a known step; `train` names epoch 0 and that step."""
+    from helpers import resnet_exp_dir, tiny_resnet_config
     from hrpose.data.dataset import PoseDataset
-    from test_robustness_interrupt import _exp_dir, _tiny_config
 
-    cfg_file = _tiny_config(tmp_path)
+    cfg_file = tiny_resnet_config(tmp_path)
     real_getitem = PoseDataset.__getitem__
 
     def getitem(self, index):
@@ -157,5 +157,5 @@ def test_nan_in_a_dataset_item_stops_hrpose_train_before_any_checkpoint(tmp_path
     cfg = load_config(cfg_file, ["TRAIN.SHUFFLE", "False", "HRPOSE.MAX_ITERS_PER_EPOCH", "3"])
     with pytest.raises(NonFiniteLossError, match=r"at epoch 0, step 1: lower TRAIN.LR, check the data"):
         train(cfg, cfg_file, validate=lambda *a, **k: pytest.fail("validation must not run after a NaN loss"))
-    exp_dir = _exp_dir(cfg_file)
+    exp_dir = resnet_exp_dir(cfg_file)
     assert not (exp_dir / "checkpoint.pth").exists() and not (exp_dir / "final_state.pth").exists()

@@ -111,11 +111,11 @@ def test_refusal_message_says_why_and_how_to_convert(tmp_path):
 
 def test_hrpose_train_auto_resume_refuses_a_malicious_checkpoint(tmp_path):
     """A planted output/.../checkpoint.pth with code: `train` stops before training and runs nothing."""
+    from helpers import resnet_exp_dir, tiny_resnet_config
     from hrpose.engine import train
-    from test_robustness_interrupt import _exp_dir, _tiny_config
 
-    cfg_file = _tiny_config(tmp_path)
-    exp_dir = _exp_dir(cfg_file)
+    cfg_file = tiny_resnet_config(tmp_path)
+    exp_dir = resnet_exp_dir(cfg_file)
     exp_dir.mkdir(parents=True)
     marker = tmp_path / "PWNED"
     write_malicious(exp_dir / "checkpoint.pth", marker, "torch_zip")

@@ -12,119 +12,27 @@ import concurrent.futures
 import http.client
 import json
 import os
-import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import DATA, ROOT
+from conftest import DATA
+from helpers import HOST, Server, free_port, multipart, request
 from hrpose.cli import main
-from hrpose.config import load_config
 from hrpose.inference import PoseEstimator, WholeImageDetector
 from hrpose.keypoints import COCO
-from hrpose.models import build_model
-from hrpose.models.weights import save_weights
-from test_inference_estimator import TINY_YAML, fill_module
-from test_zoo_predict import world  # noqa: F401  (a fixture: the offline cache of the default model)
 
 PHOTOS = sorted((DATA / "samples" / "coco").glob("*.jpg"))
 PHOTO = DATA / "samples" / "coco" / "000000000785.jpg"
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`hrpose serve ...` in a subprocess on a free port of 127.0.0.1; stopped by `stop()`."""
-
-    def __init__(self, model_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.log = model_dir / f"serve-{self.port}.log"
-        cmd = [sys.executable, "-m", "hrpose.cli", "serve", "--cfg", str(model_dir / "tiny.yaml"),
-               "--weights", str(model_dir / "tiny.safetensors"), "--detector", "whole", "--device", "cpu",
-               "--port", str(self.port), *extra]  # fmt: skip
-        full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-        self._log_file = self.log.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
-        deadline = time.monotonic() + 90
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hrpose serve exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if request(self, "GET", "/healthz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"hrpose serve did not come up in 90 s:\n{self.log.read_text()}")
-            time.sleep(0.2)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS line")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log_file.close()
-
-
-def request(server: Server, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-            timeout: float = 30) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
-    conn = http.client.HTTPConnection(HOST, server.port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
 
 
 def post_image(server: Server, data: bytes, query: str = "", ctype: str = "image/jpeg") -> tuple[int, dict, dict]:
     status, headers, body = request(server, "POST", "/v1/pose" + query, data, {"Content-Type": ctype})
     return status, headers, json.loads(body)
-
-
-def multipart(fields: dict[str, tuple[str | None, bytes]]) -> tuple[bytes, str]:
-    boundary = "hrposetestboundary7d3"
-    out = b""
-    for name, (filename, data) in fields.items():
-        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        out += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + data + b"\r\n"
-    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("serve")
-    (d / "tiny.yaml").write_text(TINY_YAML)
-    model = build_model(load_config(d / "tiny.yaml"))
-    fill_module().fill_(model, 3)
-    save_weights(model, d / "tiny.safetensors")
-    (d / "tmp").mkdir()
-    return d
 
 
 @pytest.fixture(scope="module")

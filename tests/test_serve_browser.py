@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from test_serve_api import Server, model_dir, multipart, request  # noqa: F401  (model_dir: a fixture)
+from helpers import Server, multipart, request
 
 CHROMIUM = Path("/usr/bin/chromium")
 PHOTO = DATA / "samples" / "coco" / "000000000785.jpg"

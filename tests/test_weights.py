@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from helpers import tiny_hrnet
 from hrpose.models.weights import (
     CheckpointError,
     LoadReport,
@@ -16,7 +17,6 @@ from hrpose.models.weights import (
     load_weights,
     save_weights,
 )
-from test_models import tiny_hrnet
 
 X = torch.randn(1, 3, 64, 48, generator=torch.Generator().manual_seed(0))
 

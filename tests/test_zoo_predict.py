@@ -14,12 +14,12 @@ import json
 import logging
 from collections import OrderedDict
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from conftest import DATA
+from helpers import TINY_YAML, fill_module
 from hrpose import zoo
 from hrpose.cli import main
 from hrpose.config import load_config
@@ -29,45 +29,8 @@ from hrpose.inference.detectors import OnnxDetector
 from hrpose.keypoints import COCO
 from hrpose.models import build_model
 from hrpose.models.weights import checkpoint_meta, read_checkpoint_meta, save_weights
-from test_detector_onnx import end2end_graph
-from test_inference_estimator import TINY_YAML, fill_module
 
 PHOTO = DATA / "samples" / "coco" / "000000000785.jpg"
-# the tiny model, fed BGR by its YAML: the zoo entry's channel order (RGB, MMPose) must win
-TINY_BGR_YAML = TINY_YAML.replace("COLOR_RGB: true", "COLOR_RGB: false")
-
-
-@pytest.fixture()
-def world(tmp_path, monkeypatch):
-    """An offline cache holding the default pose model (tiny, MMPose 1.x layout) and the default detector."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("HRPOSE_HOME", str(home))
-    monkeypatch.setenv("HRPOSE_OFFLINE", "1")
-    cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(TINY_BGR_YAML)
-    model = build_model(load_config(cfg_path))
-    fill_module().fill_(model, 5)
-    own = save_weights(model, tmp_path / "tiny_own.safetensors")  # our layout, for the reference run
-
-    entry = zoo.get_entry(zoo.DEFAULT_POSE_MODEL)
-    head = ("deconv_layers.", "final_layer.")
-    sd = model.state_dict()
-    state = OrderedDict((("head." if k.startswith(head) else "backbone.") + k, v) for k, v in sd.items())
-    cached = home / "pose" / entry.filename
-    cached.parent.mkdir(parents=True)
-    torch.save({"meta": {"mmengine_version": "0.8.4"}, "state_dict": state}, cached)
-    digest = hashlib.sha256(cached.read_bytes()).hexdigest()
-    monkeypatch.setitem(zoo.REGISTRY, entry.name,
-                        dataclasses.replace(entry, config=str(cfg_path), sha256=digest))  # fmt: skip
-    end2end_graph(home / "detector" / zoo.DEFAULT_DETECTOR / "end2end.onnx")
-
-    # the photo: a real one, its top-left corner red so that the test detector's first box scores 0.9
-    image = cv2.imread(str(PHOTO))
-    image[:60, :60] = (0, 0, 230)
-    photo = tmp_path / "photo.png"
-    cv2.imwrite(str(photo), image)
-    monkeypatch.chdir(tmp_path)
-    return {"home": home, "cfg": cfg_path, "own": own, "photo": photo, "image": image}
 
 
 def test_predict_photo_with_no_other_argument(world, capsys):

@@ -11,6 +11,7 @@ so the check alone would pass it.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import warnings
@@ -45,10 +46,12 @@ class ExportReport:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Eval-mode copy of `model` with every BatchNorm folded into the conv before it (FX graph fusion)."""
+    """Eval-mode copy of `model` with every BatchNorm folded into the conv before it (FX graph fusion).
+
+    The caller's model is left alone: its mode, device and weights are those it had."""
     from torch.fx.experimental.optimization import fuse
 
-    return fuse(model.eval(), inplace=False)
+    return fuse(copy.deepcopy(model).eval(), inplace=True)
 
 
 def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamic_batch: bool) -> None:
@@ -78,12 +81,14 @@ def export_onnx(
     rtol: float = 1e-4,
     seed: int = 0,
 ) -> ExportReport:
-    """Export `model` (eval mode, on CPU) to `path` and verify it in ONNX Runtime; see the module doc."""
+    """Export `model` (eval mode, on CPU) to `path` and verify it in ONNX Runtime; see the module doc.
+
+    Works on a copy: the caller's model keeps its device, train/eval mode and weights."""
     import onnx
     import onnxruntime as ort
 
     path = Path(path)
-    model = model.eval().to("cpu")
+    model = copy.deepcopy(model).eval().to("cpu")
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
             raise ExportError(

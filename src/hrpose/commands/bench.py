@@ -1,16 +1,22 @@
-"""`hrpose bench --cfg FILE [--weights FILE] [--json] [--write docs/benchmarks.md]`.
+"""`hrpose bench --cfg FILE --crops-root DIR [--weights FILE] [--json] [--write docs/benchmarks.md]`.
 
 One run, same machine, same weights: the official-style eager fp32 baseline and every backend.
+
+The real person crops (int8 calibration and the keypoint deviation) come from a COCO-layout folder:
+`--crops-root DIR`, else the environment variable `HRPOSE_BENCH_CROPS`; without either, bench stops with
+one `error:` line saying how to give it (e.g. `--crops-root ../shared/data/coco-mini` in a checkout).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from pathlib import Path
 
-DEFAULT_CROPS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco-mini"
+#: environment variable naming the default --crops-root
+CROPS_ENV = "HRPOSE_BENCH_CROPS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--crops-root",
-        default=str(DEFAULT_CROPS),
-        help="COCO-layout folder whose ground-truth person crops feed calibration and deviation",
+        default=None,
+        help="COCO-layout folder (annotations/person_keypoints_<set>.json, images/<set>/) whose ground-truth "
+        f"person crops feed calibration and deviation (default: ${CROPS_ENV})",
     )
     parser.add_argument("--crops-set", default="train2017")
     parser.add_argument("--num-crops", type=int, default=86, help="crops read (calibration + deviation)")
@@ -75,7 +82,7 @@ def write_section(md: Path, key: str, body: str) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     """Options that cannot work, refused before any work with the option named (a UserError)."""
-    from ..errors import MissingFileError, UserError
+    from ..errors import UserError
 
     for name, value, low in (("--iters", args.iters, 1), ("--num-crops", args.num_crops, 1),
                              ("--calib-crops", args.calib_crops, 0), ("--threads", args.threads or 1, 1)):  # fmt: skip
@@ -83,10 +90,32 @@ def _check(args: argparse.Namespace) -> None:
             raise UserError(f"{name} must be >= {low}, got {value}")
     if any(b < 1 for b in args.batch_sizes):
         raise UserError(f"--batch-sizes must all be >= 1, got {' '.join(map(str, args.batch_sizes))}")
+    if args.num_crops <= args.calib_crops:
+        raise UserError(
+            f"--num-crops {args.num_crops} must be more than --calib-crops {args.calib_crops}: the crops after the "
+            "calibration ones measure the deviation"
+        )
+
+
+def _crops_root(args: argparse.Namespace) -> Path:
+    """--crops-root, else $HRPOSE_BENCH_CROPS, checked to hold the --crops-set annotations (else a UserError)."""
+    from ..errors import MissingFileError, UserError
+
+    given = f"--crops-root {args.crops_root}"
+    if not args.crops_root:
+        args.crops_root = os.environ.get(CROPS_ENV, "").strip() or None
+        given = f"--crops-root from {CROPS_ENV}={args.crops_root}"
+    if not args.crops_root:
+        raise UserError(
+            "hrpose bench needs real person crops: pass --crops-root DIR, a COCO-layout folder "
+            "(annotations/person_keypoints_<set>.json, images/<set>/; e.g. --crops-root ../shared/data/coco-mini "
+            f"in a checkout, or a dataset written by `hrpose synth` with --crops-set val), or set {CROPS_ENV}=DIR"
+        )
     ann = Path(args.crops_root) / "annotations" / f"person_keypoints_{args.crops_set}.json"
     if not ann.is_file():
-        raise MissingFileError(f"--crops-root {args.crops_root}: {ann} not found; give a COCO-layout folder "
+        raise MissingFileError(f"{given}: {ann} not found; give a COCO-layout folder "
                                "(annotations/person_keypoints_<set>.json, images/<set>/) and --crops-set")  # fmt: skip
+    return Path(args.crops_root)
 
 
 def auto_verdict(rows: list, batch_sizes: tuple[int, ...], device_type: str) -> str:
@@ -131,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from ..codec import build_codec
     from ..config import load_config
     from ..engine.train import apply_cudnn_settings
+    from ..errors import UserError
     from ..inference.estimator import resolve_device
     from ..models import build_model
     from ..models.weights import load_weights
@@ -138,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.cfg, args.opts)
+    root = _crops_root(args)  # after the config, so that a bad --cfg is the error a user sees first
     device = resolve_device(args.device)
     apply_cudnn_settings(cfg)  # as the official tools/test.py (CUDNN.BENCHMARK: autotuning, on in every YAML)
     default_backends = GPU_BACKENDS if device.type == "cuda" else DEFAULT_BACKENDS
@@ -149,7 +180,6 @@ def run(args: argparse.Namespace) -> int:
     if args.weights:
         load_weights(model, args.weights)
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
-    root = Path(args.crops_root)
     crops, labeled = real_crops_labeled(
         root / "images" / args.crops_set,
         root / "annotations" / f"person_keypoints_{args.crops_set}.json",
@@ -157,9 +187,9 @@ def run(args: argparse.Namespace) -> int:
         args.num_crops,
     )
     if len(crops) <= args.calib_crops:
-        raise SystemExit(
-            f"hrpose bench: {root} gave {len(crops)} crops, not more than --calib-crops {args.calib_crops}: "
-            "none would be left to measure the deviation"
+        raise UserError(
+            f"--crops-root {root} gave {len(crops)} crops, not more than --calib-crops {args.calib_crops}: none "
+            "would be left to measure the deviation; raise --num-crops or lower --calib-crops"
         )
     calib, evaluate = crops[: args.calib_crops], crops[args.calib_crops :]
     labeled = labeled[args.calib_crops :]
@@ -207,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         opts = " ".join(args.opts)
         cmd = (
             f"hrpose bench --cfg {args.cfg}" + (f" --weights {args.weights}" if args.weights else "")
-            + (f" --crops-root {args.crops_root} --crops-set {args.crops_set}" if root != DEFAULT_CROPS else "")
+            + f" --crops-root {args.crops_root} --crops-set {args.crops_set}"
             + (f" --num-crops {args.num_crops}" if args.num_crops != 86 else "")
             + (f" --calib-crops {args.calib_crops}" if args.calib_crops != 32 else "")
             + f" --iters {args.iters}" + (f" --threads {args.threads}" if args.threads else "")

@@ -133,7 +133,7 @@ def expand_inputs(specs: list[str], out_dir: str | Path | None = None) -> tuple[
 
     Folders and globs skip the drawings hrpose wrote into `out_dir` (`*_pose.jpg`, `*_pose.mp4`), so a
     second run does not process its own output; a file named explicitly is always taken."""
-    from hrpose.inference.images import is_image_path
+    from hrpose.images import is_image_path
     from hrpose.inference.video import is_video_path, is_webcam
 
     items: list[tuple[str, str]] = []
@@ -303,9 +303,9 @@ def _predict_images(estimator: Any, paths: list[str], out_dir: Path, namer: _Nam
     import cv2
 
     from hrpose.errors import UserError
+    from hrpose.images import ImageReadError, load_image
     from hrpose.inference.detectors import DetectorError
     from hrpose.inference.drawing import draw_poses
-    from hrpose.inference.images import ImageReadError, load_image
 
     names = list(estimator.joint_names)
     all_results: list[dict[str, Any]] = []

@@ -2,8 +2,8 @@
 
 from hrpose.data.augment import IDENTITY, AugParams, CropResult, apply, sample_aug_params, to_input_tensor
 from hrpose.data.dataset import AugConfig, EvalSpec, PoseDataset, build_dataset
-from hrpose.data.images import ImageReadError, read_image
 from hrpose.data.records import AnnotationError, PersonRecord, select_data
+from hrpose.images import ImageReadError, read_image
 
 __all__ = [
     "IDENTITY", "AnnotationError", "AugConfig", "AugParams", "CropResult", "EvalSpec", "ImageReadError",

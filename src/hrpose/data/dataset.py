@@ -30,11 +30,11 @@ from hrpose.data.coco import (
     read_coco_keypoint_file,
 )
 from hrpose.data.custom import meta_from_category
-from hrpose.data.images import ImageReadError, read_image
 from hrpose.data.mpii import load_mpii_records, mpii_annotation_file, mpii_gt_file
 from hrpose.data.records import AnnotationError, PersonRecord, select_data
 from hrpose.errors import MissingFileError
 from hrpose.geometry import PIXEL_STD
+from hrpose.images import ImageReadError, read_image
 from hrpose.keypoints import COCO, MPII, DatasetMeta
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,9 @@ class PoseDataset(Dataset):
                     logger.warning(msg)
                     warnings.warn(msg, RuntimeWarning, stacklevel=2)
             i = (i + 1) % n
-        raise ImageReadError(self.records[index].image, f"no readable image in the whole dataset ({n} records)")
+        path = self.records[index].image
+        reason = f"no readable image in the whole dataset ({n} records)"
+        raise ImageReadError(f"cannot read image {path}: {reason}", path=path, reason=reason)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         index = int(index)

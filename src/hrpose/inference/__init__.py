@@ -5,6 +5,7 @@ Arrays are BGR (OpenCV's order) everywhere in this package unless a function say
 
 from __future__ import annotations
 
+from hrpose.images import ImageReadError, load_image, to_bgr8
 from hrpose.inference.detectors import (
     DetectionFileDetector,
     Detector,
@@ -17,7 +18,6 @@ from hrpose.inference.detectors import (
 )
 from hrpose.inference.drawing import draw_poses, joint_side
 from hrpose.inference.estimator import Backend, PersonPose, PoseEstimator, TorchModelBackend, meta_from_config
-from hrpose.inference.images import ImageReadError, load_image, to_bgr8
 from hrpose.inference.tracking import OneEuroFilter, PoseTracker
 from hrpose.inference.video import VideoError, VideoReader, VideoWriter
 

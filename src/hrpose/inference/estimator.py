@@ -35,8 +35,8 @@ from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
 from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
 from hrpose.errors import UserError
 from hrpose.geometry import box_to_center_scale, warp_crop
+from hrpose.images import ImageReadError, check_pixels, load_image, to_bgr8
 from hrpose.inference.detectors import Detector, clip_boxes, zoo_detector
-from hrpose.inference.images import ImageReadError, check_pixels, load_image, to_bgr8
 from hrpose.keypoints import BUILTIN, DatasetMeta, flip_pairs_from_names
 
 logger = logging.getLogger(__name__)

@@ -122,7 +122,7 @@ class BatchWorker:
 
     def _run(self, batch: list[Job]) -> None:
         from hrpose.errors import UserError
-        from hrpose.inference.images import decode_image
+        from hrpose.images import decode_image
 
         started = time.perf_counter()
         live = [job for job in batch if job.future.set_running_or_notify_cancel()]
