@@ -544,7 +544,9 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, stack: Ex
         pin_memory=bool(cfg.PIN_MEMORY) and device.type == "cuda",
     )
     codec = getattr(valid_dataset, "codec", None) or fn["build_codec"](cfg)
-    shift_heatmap = bool(cfg.TEST.SHIFT_HEATMAP) and str(hp.DECODER) != "udp"
+    from hrpose.pipeline import TestSettings
+
+    settings = TestSettings.from_config(cfg)  # flip test, shift (not for UDP), post-process, read once
 
     optimizer = build_optimizer(
         train_model,
@@ -637,10 +639,8 @@ def _train(cfg: Any, cfg_file: str | os.PathLike[str], info: DistInfo, stack: Ex
                 valid_dataset,
                 device,
                 codec=codec,
+                settings=settings,
                 output_dir=final_output_dir,
-                flip_test=bool(cfg.TEST.FLIP_TEST),
-                shift_heatmap=shift_heatmap,
-                post_process=bool(cfg.TEST.POST_PROCESS),
                 amp_dtype=amp_dtype,
                 channels_last=bool(hp.CHANNELS_LAST),
                 criterion=criterion,
