@@ -1,8 +1,10 @@
 """Inference over a dataset with flip test, decoding, dataset evaluation; ``hrpose test``.
 
 :func:`run_inference` turns a loader into image-space predictions ``preds (N, K, 3)`` and the official
-``boxes (N, 6)`` (center, scale, area = prod(scale * 200), score); :func:`validate` adds the dataset's
-evaluation (COCO AP / MPII PCKh) and is shared by training and :func:`test`.
+``boxes (N, 6)`` (center, scale, area = prod(scale * 200), score) through the test-time pipeline that
+``PoseEstimator`` uses too (:mod:`hrpose.pipeline`, switches in a :class:`~hrpose.pipeline.TestSettings`);
+:func:`validate` adds the dataset's evaluation (COCO AP / MPII PCKh) and is shared by training and
+:func:`test`, which runs the backend ``HRPOSE.BACKEND`` names (:func:`_test_model`).
 
 Under DDP each rank runs inference on its own strided shard of the dataset
 (:func:`shard_indices`), the shards are gathered on rank 0, which evaluates and writes the results,
@@ -73,7 +75,7 @@ def predict_heatmaps(
 ) -> torch.Tensor:
     """Heatmaps ``(B, K, h, w)`` float32 on ``inputs``' device for ``inputs (B, 3, H, W)``, averaged with the
     flipped pass: :func:`hrpose.pipeline.flip_heatmaps` on the model itself (``model_backend``)."""
-    backend = model if isinstance(model, Backend) else model_backend(model, amp_dtype=amp_dtype)
+    backend = model_backend(model, amp_dtype=amp_dtype) if isinstance(model, nn.Module) else model
     settings = TestSettings(flip_test=flip_test, shift_heatmap=shift_heatmap)
     return torch.from_numpy(flip_heatmaps(backend, inputs, flip_pairs, settings)).to(inputs.device)
 
@@ -130,14 +132,15 @@ def run_inference(
     ``amp_dtype``, channels_last inputs with ``channels_last``, its train mode given back after each batch).
     ``settings``: the test-time switches (:meth:`TestSettings.from_config`).
     ``loader`` yields ``(input, target, target_weight, meta)`` with ``meta['center'|'scale'|'score'|
-    'image'|'index']``; ``input`` moves to ``device`` once. With ``criterion`` the (flip-merged)
-    heatmaps are also scored against ``target`` (loss and ``codec.accuracy``), as the official does.
+    'image'|'index']``; ``input`` moves to the backend's device once. With ``criterion`` the (flip-merged)
+    heatmaps are also scored against ``target`` on ``device`` (loss and ``codec.accuracy``), as the official
+    does.
     """
     device = torch.device(device)
     logger = get_logger()
-    backend = (
-        model if isinstance(model, Backend) else model_backend(model, amp_dtype=amp_dtype, channels_last=channels_last)
-    )
+    backend = model
+    if isinstance(model, nn.Module):  # the model itself, no copy (validation during training)
+        backend = model_backend(model, amp_dtype=amp_dtype, channels_last=channels_last)
     preds_l: list[np.ndarray] = []
     boxes_l: list[np.ndarray] = []
     idx_l: list[np.ndarray] = []
