@@ -111,7 +111,7 @@ def main() -> None:
     from hrpose.images import decode_image
     from hrpose.inference import PoseEstimator, WholeImageDetector
 
-    est = PoseEstimator(args.cfg, args.weights, device="cpu", detector=WholeImageDetector(),
+    est = PoseEstimator.from_config(args.cfg, args.weights, device="cpu", detector=WholeImageDetector(),
                         random_weights=args.weights is None)  # fmt: skip
     est.warn_no_person = False
     est(decode_image(photos[0]))

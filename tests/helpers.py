@@ -19,7 +19,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 import yaml
+from torch import nn
 
 from conftest import GOLDEN, ROOT, mini_coco
 
@@ -453,3 +455,27 @@ def multipart(fields: dict[str, tuple[str | None, bytes]]) -> tuple[bytes, str]:
         disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
         out += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + data + b"\r\n"
     return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+class TinyPose(nn.Module):
+    """(B, 3, 32, 32) -> (B, 4, 8, 8); no BatchNorm, so results do not depend on batch statistics."""
+
+    def __init__(self, k: int = 4) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(8, k, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def tiny_batches(n: int, b: int = 2, k: int = 4, seed: int = 0) -> list:
+    """`n` seeded random (input, target, target_weight, meta) batches for `TinyPose`."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        x = torch.randn(b, 3, 32, 32, generator=g)
+        t = torch.rand(b, k, 8, 8, generator=g)
+        w = torch.ones(b, k, 1)
+        out.append((x, t, w, {}))
+    return out

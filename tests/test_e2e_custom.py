@@ -204,7 +204,7 @@ def test_custom_dataset_train_test_reload_predict(tmp_path, monkeypatch, capsys)
     # ---- predict: the joint names come from the dataset's category
     from hrpose.inference import PoseEstimator
 
-    est = PoseEstimator(cfg, final_state, device="cpu")
+    est = PoseEstimator.from_config(cfg, final_state, device="cpu")
     assert est.joint_names == JOINTS
     assert read_checkpoint_meta(final_state)["joint_names"] == list(JOINTS)  # saved beside the weights
     assert sorted(tuple(sorted(p)) for p in est.flip_pairs) == sorted(FLIP_PAIRS)

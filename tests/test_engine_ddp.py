@@ -12,6 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from helpers import TinyPose
 from helpers import free_port as _free_port
 from hrpose.codec import HeatmapCodec
 from hrpose.engine import NonFiniteLossError, to_safe, train_one_epoch, validate
@@ -19,23 +20,14 @@ from hrpose.engine.distributed import setup_distributed, wrap_ddp
 from hrpose.engine.evaluate import make_eval_loader
 from hrpose.keypoints import DatasetMeta
 from hrpose.losses import JointsMSELoss
+from hrpose.pipeline import TestSettings
+
+FLIP = TestSettings(flip_test=True, shift_heatmap=True)  # validation's flip test with the official shift
 
 K = 4
 N_TRAIN = 16
 PER_RANK = 2
 WORLD = 2
-
-
-class TinyPose(nn.Module):
-    """(B, 3, 32, 32) -> (B, K, 8, 8); no BatchNorm, so DDP and one process see the same function."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.b = nn.Conv2d(8, K, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.a(x)))
 
 
 class ToyPoses(torch.utils.data.Dataset):
@@ -95,7 +87,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         # sharded validation on an odd-sized set (uneven shards, no padding)
         val = ToyPoses(7)
         names, perf = validate(model, make_eval_loader(val, 3, 0, info), val, info.device, codec=_codec(),
-                               output_dir=out_dir, flip_test=True, shift_heatmap=True)  # fmt: skip
+                               output_dir=out_dir, settings=FLIP)
 
         # a NaN in rank 1's second batch must stop both ranks at the same step
         bad = ToyPoses(N_TRAIN, nan_at=7)  # rank 1 sees samples 1, 3 | 5, 7 | ...: sample 7 is in its step 1
@@ -139,7 +131,7 @@ def test_ddp_gloo_two_processes_match_single_process(tmp_path):
     # validation: gathered, back in dataset order, identical to one process
     val = ToyPoses(7)
     names, perf = validate(r0_model(r0), make_eval_loader(val, 3, 0), val, "cpu", codec=_codec(),
-                           output_dir=tmp_path, flip_test=True, shift_heatmap=True)  # fmt: skip
+                           output_dir=tmp_path, settings=FLIP)
     np.testing.assert_allclose(got["preds"], val.evaluated["preds"], rtol=0, atol=1e-5)
     np.testing.assert_array_equal(got["ids"], np.arange(1000, 1007))
     np.testing.assert_allclose(got["boxes"], val.evaluated["boxes"])

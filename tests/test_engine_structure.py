@@ -13,11 +13,15 @@ import torch
 from torch import nn
 
 from conftest import ROOT
+from helpers import TINY_RESNET_END_EPOCH as END_EPOCH
+from helpers import TinyPose
+from helpers import resnet_exp_dir as _exp_dir
+from helpers import tiny_batches as _batches
+from helpers import tiny_resnet_config as _tiny_config
 from hrpose.config import load_config
 from hrpose.engine import NonFiniteLossError, load_checkpoint, train, train_one_epoch
 from hrpose.engine.train import StepResult, TrainParts, train_step
 from hrpose.losses import JointsMSELoss
-from test_engine_train import TinyPose, _batches
 
 ENGINE = ROOT / "src" / "hrpose" / "engine"
 
@@ -117,8 +121,6 @@ def test_train_one_epoch_is_train_step_over_the_batches():
 
 
 def test_train_calls_injected_parts_once_per_epoch_with_the_bare_model(tmp_path):
-    from test_robustness_interrupt import END_EPOCH, _exp_dir, _tiny_config
-
     cfg_file = _tiny_config(tmp_path)
     scores = [0.2, 0.7, 0.4]
     built: list[nn.Module] = []

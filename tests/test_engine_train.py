@@ -8,38 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from torch import nn
 
 from conftest import DATA, mini_coco
+from helpers import TinyPose
+from helpers import tiny_batches as _batches
 from helpers import tiny_hrnet_cfg_dict as _tiny_cfg_dict
 from hrpose.config import load_config
 from hrpose.engine import NonFiniteLossError, build_optimizer, build_scheduler, load_checkpoint, train, train_one_epoch
 from hrpose.losses import JointsMSELoss
 
 COCO_MINI = DATA / "coco-mini"
-
-
-class TinyPose(nn.Module):
-    """(B, 3, 32, 32) -> (B, 4, 8, 8); no BatchNorm, so results do not depend on batch statistics."""
-
-    def __init__(self, k: int = 4) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.b = nn.Conv2d(8, k, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.a(x)))
-
-
-def _batches(n: int, b: int = 2, k: int = 4, seed: int = 0) -> list:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        x = torch.randn(b, 3, 32, 32, generator=g)
-        t = torch.rand(b, k, 8, 8, generator=g)
-        w = torch.ones(b, k, 1)
-        out.append((x, t, w, {}))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -186,17 +186,17 @@ def test_pose_estimator_torch_backends(tmp_path, hrnet):
     image = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
     box = [[5, 5, 70, 100, 0.9]]
     ref = PoseEstimator.from_model(hrnet, cfg, detector=WholeImageDetector())
-    assert not hasattr(ref.backend, "jit")  # a model the caller passes runs as it is (not a folded copy)
+    assert ref.backend.model is hrnet and not ref.backend.jit  # a caller's model runs as it is (not a folded copy)
     want = ref(image, boxes=box)[0].keypoints
     for name in ("torch", "torch-fast"):
-        est = PoseEstimator(cfg, weights, device="cpu", backend=name, detector=WholeImageDetector())
+        est = PoseEstimator.from_config(cfg, weights, device="cpu", backend=name, detector=WholeImageDetector())
         got = est(image, boxes=box)[0].keypoints
         np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-4, err_msg=name)
         np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-2, err_msg=name)
-    folded = PoseEstimator(cfg, weights, device="cpu", backend="torch", detector=WholeImageDetector())
+    folded = PoseEstimator.from_config(cfg, weights, device="cpu", backend="torch", detector=WholeImageDetector())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.backend.model.modules())
     # the default, "auto": on a CPU the checkpoint exported to ONNX Runtime, same keypoints
-    auto = PoseEstimator(cfg, weights, device="cpu", detector=WholeImageDetector())
+    auto = PoseEstimator.from_config(cfg, weights, device="cpu", detector=WholeImageDetector())
     assert isinstance(auto.backend, OnnxRuntimeBackend) and auto.device.type == "cpu"
     got = auto(image, boxes=box)[0].keypoints
     np.testing.assert_allclose(got[:, 2], want[:, 2], atol=1e-4)
@@ -204,7 +204,7 @@ def test_pose_estimator_torch_backends(tmp_path, hrnet):
     # a model the caller passes runs as given under "auto" too
     assert PoseEstimator.from_model(hrnet, cfg, detector=WholeImageDetector()).backend.model is hrnet
     with pytest.raises(ValueError, match="torch-fast"):
-        PoseEstimator(cfg, weights, backend="torch-int4", detector=WholeImageDetector())
+        PoseEstimator.from_config(cfg, weights, backend="torch-int4", detector=WholeImageDetector())
 
 
 @requires_capability("bf16")
@@ -218,7 +218,7 @@ def test_pose_estimator_bf16_backend(tmp_path, hrnet):
     image = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
     box = [[5, 5, 70, 100, 0.9]]
     want = PoseEstimator.from_model(hrnet, cfg, detector=WholeImageDetector())(image, boxes=box)[0].keypoints
-    bf16 = PoseEstimator(cfg, weights, device="cpu", backend="torch-bf16", detector=WholeImageDetector())
+    bf16 = PoseEstimator.from_config(cfg, weights, device="cpu", backend="torch-bf16", detector=WholeImageDetector())
     assert bf16.backend.name == "torch-bf16"
     assert bf16(image, boxes=box)[0].keypoints.shape == want.shape
 
@@ -359,8 +359,9 @@ def test_pose_estimator_torch_compile_backend(tmp_path, hrnet, monkeypatch):
     cfg = load_config(W32, REDUCED)
     image = (np.random.default_rng(1).random((100, 80, 3)) * 255).astype(np.uint8)
     box = [[5, 5, 60, 90, 0.9]]
-    want = PoseEstimator(cfg, weights, device="cpu", detector=WholeImageDetector())(image, boxes=box)[0].keypoints
-    est = PoseEstimator(cfg, weights, device="cpu", backend="torch-compile", detector=WholeImageDetector())
+    want_est = PoseEstimator.from_config(cfg, weights, device="cpu", detector=WholeImageDetector())
+    want = want_est(image, boxes=box)[0].keypoints
+    est = PoseEstimator.from_config(cfg, weights, device="cpu", backend="torch-compile", detector=WholeImageDetector())
     assert est.backend.name == "torch-fp32-compile"
     if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
         got = est(image, boxes=box)[0].keypoints

@@ -99,8 +99,8 @@ def test_estimator_torch_fp16_on_cuda_matches_fp32(tmp_path, w32):
     cfg = load_config(W32)
     image = (np.random.default_rng(0).random((300, 200, 3)) * 255).astype(np.uint8)
     boxes = [[10, 10, 150, 280, 0.9], [40, 20, 120, 200, 0.8], [0, 0, 199, 299, 0.7]]
-    fp32 = PoseEstimator(cfg, weights, device="cuda", backend="torch", detector=WholeImageDetector())
-    fp16 = PoseEstimator(cfg, weights, device="cuda", backend="torch-fp16", detector=WholeImageDetector())
+    fp32 = PoseEstimator.from_config(cfg, weights, device="cuda", backend="torch", detector=WholeImageDetector())
+    fp16 = PoseEstimator.from_config(cfg, weights, device="cuda", backend="torch-fp16", detector=WholeImageDetector())
     assert fp16.device.type == "cuda"
     a, b = fp32(image, boxes=boxes), fp16(image, boxes=boxes)
     assert len(a) == len(b) == 3

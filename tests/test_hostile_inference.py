@@ -409,7 +409,7 @@ class NanBackend:
 def test_non_finite_keypoints_name_the_image_and_person(tiny_files):
     cfg, _, model = tiny_files
     base = PoseEstimator.from_model(model, load_config(cfg), device="cpu", detector=WholeImageDetector())
-    est = PoseEstimator(load_config(cfg), backend=NanBackend(base.backend, bad_rows=[1]), batch_size=2,
+    est = PoseEstimator.from_config(load_config(cfg), backend=NanBackend(base.backend, bad_rows=[1]), batch_size=2,
                         flip_test=False, detector=WholeImageDetector())  # fmt: skip
     boxes = [[30, 20, 40, 60], [100, 100, 50, 80], [200, 50, 60, 90]]
     with pytest.raises(NonFiniteOutputError, match=r"photo\.jpg: the model gave NaN/inf .* person 1 \(box"):
@@ -744,7 +744,8 @@ def test_capped_100k_boxes_for_one_image_run_in_bounded_memory(tiny_files):
         cfg_path = pathlib.Path(tempfile.mkdtemp()) / "tiny.yaml"
         cfg_path.write_text(TINY_YAML.replace("POST_PROCESS: true", "POST_PROCESS: false"))
         hm = np.zeros((17, 16, 8), np.float32); hm[:, 8, 4] = 1.0
-        est = PoseEstimator(load_config(cfg_path), backend=lambda x: np.broadcast_to(hm, (len(x), *hm.shape)),
+        est = PoseEstimator.from_config(load_config(cfg_path),
+                                        backend=lambda x: np.broadcast_to(hm, (len(x), *hm.shape)),
                             batch_size=256, flip_test=False, detector=WholeImageDetector())
         image = cv2.imread({str(GOOD)!r})
         rng = np.random.default_rng(0)
@@ -779,14 +780,15 @@ def test_crops_are_streamed_in_batches(tiny_files, monkeypatch):
         backend_sizes.append(len(x))
         return base.backend(x)
 
-    est = PoseEstimator(load_config(cfg), backend=backend, batch_size=7, detector=WholeImageDetector())
+    est = PoseEstimator.from_config(load_config(cfg), backend=backend, batch_size=7, detector=WholeImageDetector())
     rng = np.random.default_rng(1)
     boxes = np.concatenate([rng.uniform(0, 300, (50, 2)), rng.uniform(20, 200, (50, 2))], 1)
     poses = est(GOOD, boxes=boxes)
     assert len(poses) == 50 and max(seen) == 7 and sum(seen) == 50
     assert max(backend_sizes) == 14  # 7 crops + their mirrors (flip test)
     # the same people as one big batch: streaming changes nothing
-    whole = PoseEstimator(load_config(cfg), backend=base.backend, batch_size=64, detector=WholeImageDetector())
+    whole = PoseEstimator.from_config(load_config(cfg), backend=base.backend, batch_size=64,
+                                      detector=WholeImageDetector())
     for a, b in zip(poses, whole(GOOD, boxes=boxes)):
         np.testing.assert_allclose(a.keypoints, b.keypoints, rtol=1e-5, atol=1e-4)
 

@@ -173,21 +173,21 @@ def test_checkpoint_strict_load(tiny, tmp_path):
 
     path_cfg, cfg, model = tiny
     ckpt = save_weights(model, tmp_path / "tiny.pth")
-    est = PoseEstimator(path_cfg, ckpt, device="cpu", detector=WholeImageDetector())
+    est = PoseEstimator.from_config(path_cfg, ckpt, device="cpu", detector=WholeImageDetector())
     ref = PoseEstimator.from_model(model, cfg, detector=WholeImageDetector())
     np.testing.assert_allclose(est(IMAGE, boxes=[BOX])[0].keypoints, ref(IMAGE, boxes=[BOX])[0].keypoints, atol=1e-5)
     sd = {k: v for k, v in model.state_dict().items() if not k.startswith("final_layer")}
     torch.save(sd, tmp_path / "partial.pth")
     with pytest.raises(CheckpointError, match="final_layer"):
-        PoseEstimator(path_cfg, tmp_path / "partial.pth", device="cpu", detector=WholeImageDetector())
+        PoseEstimator.from_config(path_cfg, tmp_path / "partial.pth", device="cpu", detector=WholeImageDetector())
 
 
 def test_bad_arguments(tiny):
     path_cfg, cfg, model = tiny
     with pytest.raises(ValueError, match="unknown backend"):
-        PoseEstimator(path_cfg, backend="tensorrt", detector=WholeImageDetector())
+        PoseEstimator.from_config(path_cfg, backend="tensorrt", detector=WholeImageDetector())
     with pytest.raises(ValueError, match=r"onnxruntime.*\.onnx"):
-        PoseEstimator(path_cfg, "w.pth", backend="onnxruntime", detector=WholeImageDetector())
+        PoseEstimator.from_config(path_cfg, "w.pth", backend="onnxruntime", detector=WholeImageDetector())
     with pytest.raises(ValueError, match="batch_size"):
         PoseEstimator.from_model(model, cfg, batch_size=0, detector=WholeImageDetector())
     est = PoseEstimator.from_model(model, cfg, detector=WholeImageDetector())
@@ -206,7 +206,7 @@ def test_custom_backend_seam(tiny):
         hm[:, :, 8, 4] = 1.0  # every joint at the heatmap centre
         return hm
 
-    est = PoseEstimator(cfg, backend=backend, detector=WholeImageDetector(), flip_test=False)
+    est = PoseEstimator.from_config(cfg, backend=backend, detector=WholeImageDetector(), flip_test=False)
     pose = est(IMAGE, boxes=[BOX])[0]
     assert calls == [(1, 3, 64, 32)]
     center, _ = box_to_center_scale(BOX[:4], 32 / 64)
@@ -236,7 +236,8 @@ def test_onnxruntime_backend_matches_torch(tiny, tmp_path, dynamic_batch):
     onnx_path = tmp_path / "tiny.onnx"
     export_onnx(model, onnx_path, (32, 64), dynamic_batch=dynamic_batch)
     boxes = [BOX, [10, 10, 60, 120, 0.5], [300, 200, 100, 100, 0.7]]
-    ort_est = PoseEstimator(path_cfg, onnx_path, backend="onnxruntime", detector=WholeImageDetector(), batch_size=2)
+    ort_est = PoseEstimator.from_config(path_cfg, onnx_path, backend="onnxruntime", detector=WholeImageDetector(),
+                                        batch_size=2)
     ref = PoseEstimator.from_model(model, cfg, detector=WholeImageDetector())(IMAGE, boxes=boxes)
     got = ort_est(IMAGE, boxes=boxes)
     assert len(got) == 3

@@ -132,7 +132,7 @@ def test_inference_refuses_malicious_weights(tmp_path):
     path = write_malicious(tmp_path / "evil.pth", marker, "bare_state_dict")
     cfg = load_config(ROOT / "experiments" / "synthetic" / "w16_128x96_synth.yaml", freeze=False)
     with pytest.raises(CheckpointError, match="evil.pth"):
-        PoseEstimator(cfg, path, device="cpu")
+        PoseEstimator.from_config(cfg, path, device="cpu")
     assert not marker.exists()
 
 

@@ -46,7 +46,7 @@ def server(model_dir):
 @pytest.fixture(scope="module")
 def reference(model_dir):
     """The served model run directly: what every answer must equal."""
-    return PoseEstimator(model_dir / "tiny.yaml", model_dir / "tiny.safetensors", device="cpu",
+    return PoseEstimator.from_config(model_dir / "tiny.yaml", model_dir / "tiny.safetensors", device="cpu",
                          detector=WholeImageDetector())  # fmt: skip
 
 

@@ -46,12 +46,13 @@ def test_predict_photo_with_no_other_argument(world, capsys):
     np.testing.assert_allclose([p["box_score"] for p in people], [230 / 255, 0.5, 114 / 255], atol=0.02)
     assert all(p["joint_names"] == list(COCO.joint_names) and len(p["keypoints"]) == 51 for p in people)
     # the same skeletons as the model itself gives (our layout, RGB input) for those boxes
-    ref = PoseEstimator(world["cfg"], world["own"], device="cpu", color_rgb=True, detector=WholeImageDetector())
+    ref = PoseEstimator.from_config(world["cfg"], world["own"], device="cpu", color_rgb=True,
+                                    detector=WholeImageDetector())
     boxes = [[*p["bbox"], p["box_score"]] for p in people]
     want = ref(world["image"], boxes=boxes)
     got = np.asarray([p["keypoints"] for p in people]).reshape(3, 17, 3)
     np.testing.assert_allclose(got, np.stack([w.keypoints for w in want]), atol=2e-3)
-    bgr = PoseEstimator(world["cfg"], world["own"], device="cpu", detector=WholeImageDetector())(
+    bgr = PoseEstimator.from_config(world["cfg"], world["own"], device="cpu", detector=WholeImageDetector())(
         world["image"], boxes=boxes)  # fmt: skip
     assert not np.allclose(got, np.stack([w.keypoints for w in bgr]), atol=2e-3)  # so the order mattered
 
@@ -156,10 +157,11 @@ def test_custom_model_predicts_away_from_its_data_root(custom_model, tmp_path, c
     people = json.loads((tmp_path / "pred" / f"{PHOTO.stem}.json").read_text())
     assert len(people) == 1 and people[0]["joint_names"] == JOINTS and len(people[0]["keypoints"]) == 15
     # with a config whose DATASET.ROOT does not exist, the checkpoint's names still win over joint_<i>
-    est = PoseEstimator(cfg, weights, device="cpu", detector=WholeImageDetector())
+    est = PoseEstimator.from_config(cfg, weights, device="cpu", detector=WholeImageDetector())
     assert list(est.joint_names) == JOINTS and est.skeleton == ((0, 1), (0, 2), (1, 3), (2, 4))
     assert est.flip_pairs == ((1, 2), (3, 4))
-    assert list(PoseEstimator(cfg, random_weights=True, device="cpu").joint_names) == [f"joint_{i}" for i in range(5)]
+    random_est = PoseEstimator.from_config(cfg, random_weights=True, device="cpu")
+    assert list(random_est.joint_names) == [f"joint_{i}" for i in range(5)]
 
 
 def test_pth_with_metadata_is_still_a_bare_official_state_dict(custom_model, tmp_path):
@@ -214,9 +216,10 @@ def test_missing_imagenet_file_comes_from_the_cache(tmp_path, monkeypatch):
 def test_weights_accepts_an_mmpose_checkpoint_and_feeds_it_rgb(world):
     cached = world["home"] / "pose" / zoo.get_entry(zoo.DEFAULT_POSE_MODEL).filename
     box = [[100, 40, 300, 360, 1.0]]
-    est = PoseEstimator(world["cfg"], cached, device="cpu", detector=WholeImageDetector())  # YAML says BGR
+    est = PoseEstimator.from_config(world["cfg"], cached, device="cpu", detector=WholeImageDetector())  # YAML says BGR
     assert est.color_rgb  # the MMPose layout decides
-    ref = PoseEstimator(world["cfg"], world["own"], device="cpu", color_rgb=True, detector=WholeImageDetector())
+    ref = PoseEstimator.from_config(world["cfg"], world["own"], device="cpu", color_rgb=True,
+                                    detector=WholeImageDetector())
     np.testing.assert_allclose(est(world["image"], boxes=box)[0].keypoints, ref(world["image"], boxes=box)[0].keypoints,
                                atol=1e-4)  # fmt: skip
 
@@ -239,7 +242,7 @@ def test_zoo_detector_offline_fallback_through_predict(world, capsys, caplog):
 
 
 def test_estimator_default_detector_is_the_zoo_one_fetched_on_first_need(world):
-    est = PoseEstimator(world["cfg"], world["own"], device="cpu")
+    est = PoseEstimator.from_config(world["cfg"], world["own"], device="cpu")
     assert est.detector is None  # nothing fetched while only given boxes
     assert len(est(world["image"], boxes=[[100, 40, 300, 360]])) == 1 and est.detector is None
     assert len(est(world["image"])) == 3

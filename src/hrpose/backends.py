@@ -1,7 +1,12 @@
 """Inference backends: normalised crops `(N, 3, H, W)` float32 in, heatmaps `(N, K, h, w)` float32 out.
 
-- `EagerBackend`: the model as the official code runs it (fp32, NCHW, `no_grad`): the baseline.
-- `TorchBackend`: BatchNorm folded into the convs, channels_last, `inference_mode`; optionally frozen
+Every backend fits the one `Backend` protocol (a `name`, a `device`, crops -> heatmaps); `hrpose.pipeline`
+runs any of them with the flip test, decoding and rescoring, for `PoseEstimator` and `hrpose test` alike.
+
+- `TorchBackend`: a torch model under `inference_mode`, by default with BatchNorm folded into the convs
+  (a copy) and channels_last; `fold_bn=False, channels_last=False` is the eager baseline (`EagerBackend`:
+  the model as the official code runs it, fp32 NCHW), `live=True` runs the caller's model itself (no
+  copy: validation during training, with AMP autocast; train mode restored after each call); optionally frozen
   TorchScript (`jit=True`: oneDNN fuses conv + add + relu), bf16 weights (`dtype=torch.bfloat16`: the whole
   folded model in bf16, which oneDNN runs on AMX / AVX-512 BF16), bf16 autocast (`autocast=True`) or
   `torch.compile`.
@@ -19,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -33,10 +38,16 @@ class BackendUnavailableError(UserError, RuntimeError):
     use instead."""
 
 
+@runtime_checkable
 class Backend(Protocol):
-    name: str
+    """Runs the pose network: normalised crops `(N, 3, H, W)` float32 (numpy or a tensor) -> heatmaps
+    `(N, K, h, w)` float32 numpy (multi-stage models: the last stage's maps). `name` says which backend it is,
+    `device` where the crops are run (tensor crops may already be there)."""
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+    name: str
+    device: torch.device
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray: ...
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -50,26 +61,18 @@ def _as_tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
 
 
-def _last_stage(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+def last_stage(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """A model's heatmaps: multi-stage models (a list or tuple of outputs) give the last stage's."""
     if isinstance(out, (list, tuple)):
         return out[-1]
     assert isinstance(out, torch.Tensor)
-    return out  # multi-stage models: the last stage's maps
+    return out
 
 
-class EagerBackend:
-    """The official code's way: eager fp32 NCHW under `torch.no_grad()`."""
-
-    name = "eager-fp32"
-
-    def __init__(self, model: nn.Module):
-        self.model = model.eval()
-        self.device = _model_device(model)
-
-    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            y = _last_stage(self.model(_as_tensor(batch).to(self.device)))
-            return y.float().cpu().numpy()
+def EagerBackend(model: nn.Module) -> TorchBackend:  # noqa: N802 - kept as the baseline's name
+    """The official code's way, the baseline of `hrpose bench`: the model itself, eager fp32 NCHW
+    (`TorchBackend(model, fold_bn=False, channels_last=False)`, named "eager-fp32")."""
+    return TorchBackend(model, fold_bn=False, channels_last=False, name="eager-fp32")
 
 
 class _Fp32Head(nn.Module):
@@ -115,6 +118,12 @@ class TorchBackend:
     fused adds round once, so closer to fp32 too).
     fp32 with fold_bn/channels_last/jit is the eager model to float rounding (tested within 1e-4 of the
     heatmap range).
+    live: run `model` itself, never a copy and without converting its weights (`fold_bn` must be False):
+    validation during training and `hrpose test`'s "torch" backend. The inputs are still made channels_last
+    when `channels_last` (the model is expected to be so already), `dtype` below fp32 needs `autocast` (AMP),
+    and the model is put in eval mode for each call and given back its train/eval mode after it. No
+    capability check is made: it runs what the training runs.
+    name: the backend's name (default: made of its options, e.g. "torch-fp32-jit").
     """
 
     def __init__(
@@ -132,6 +141,8 @@ class TorchBackend:
         compile_options: dict[str, object] | None = None,
         cuda_graph: bool = False,
         fused: bool = False,
+        live: bool = False,
+        name: str | None = None,
     ):
         from .export import fold_batchnorm
 
@@ -151,10 +162,17 @@ class TorchBackend:
             raise ValueError(f"TorchBackend: cuda_graph needs a model on a CUDA device, this one is on {self.device}")
         if dtype == torch.float16 and self.device.type == "cpu" and not autocast:
             raise ValueError("TorchBackend: float16 is for GPUs (CPUs run fp16 convs slowly); use bfloat16 on a CPU")
-        require_runnable("TorchBackend", self.device, dtype=dtype, fused=fused)
+        if live and (fold_bn or jit or compile or cuda_graph or fused or (dtype != torch.float32 and not autocast)):
+            raise ValueError("TorchBackend: live runs the caller's model as it is; not with fold_bn, jit, compile, "
+                             "cuda_graph, fused or reduced-precision weights (use autocast)")  # fmt: skip
+        if not live:
+            require_runnable("TorchBackend", self.device, dtype=dtype, fused=fused)
+        self.live = live
         self.dtype = torch.float32 if autocast else dtype
         self.autocast_dtype = dtype if autocast and dtype != torch.float32 else None
-        if fold_bn:
+        if live:
+            m = model
+        elif fold_bn:
             m = fold_batchnorm(model)  # a copy
         elif self.dtype != torch.float32 or channels_last:
             import copy
@@ -166,7 +184,7 @@ class TorchBackend:
             m = m.to(self.dtype)
             if fp32_head:
                 _keep_last_conv_fp32(m)
-        if channels_last:
+        if channels_last and not live:
             m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if compile:
             # freezing: weights become constants, so inductor pre-packs them for oneDNN (AMX on bf16)
@@ -198,7 +216,9 @@ class TorchBackend:
             parts.append("graph")
         if fused:
             parts.append("fused")
-        self.name = "-".join(parts)
+        if live:
+            parts.append("live")
+        self.name = name or "-".join(parts)
 
     def _replay(self, x: torch.Tensor) -> torch.Tensor:
         """The forward pass through a CUDA graph captured for `x`'s batch size padded to a power of two."""
@@ -229,7 +249,7 @@ class TorchBackend:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled and not self._compiled_once:
             try:  # inductor compiles at the first call; on a CPU it needs a C++ compiler
-                y = _last_stage(self.model(x))
+                y = last_stage(self.model(x))
             except Exception as e:
                 raise RuntimeError(
                     f"backend {self.name}: torch.compile failed at the first batch ({type(e).__name__}: "
@@ -243,9 +263,9 @@ class TorchBackend:
                 from .fusion import fuse_pointwise
 
                 self._fused = fuse_pointwise(self.model, x)
-            return _last_stage(self._fused(x))
+            return last_stage(self._fused(x))
         if not self.jit:
-            return _last_stage(self.model(x))
+            return last_stage(self.model(x))
         shape = tuple(x.shape)
         if self._traced is None or self._traced[0] != shape:
             import warnings
@@ -264,21 +284,28 @@ class TorchBackend:
             finally:
                 torch.jit.enable_onednn_fusion(was_on)
             self._traced = (shape, traced)
-        return _last_stage(self._traced[1](x))
+        return last_stage(self._traced[1](x))
 
     def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            x = _as_tensor(batch).to(self.device, dtype=self.dtype)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if self.cuda_graph:
-                y = self._replay(x)
-            elif self.autocast_dtype is None:
-                y = self._forward(x)
-            else:
-                with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+        was_training = self.live and self.model.training  # (a compiled model is a plain function)
+        if self.live:
+            self.model.eval()
+        try:
+            with torch.inference_mode():
+                x = _as_tensor(batch).to(self.device, dtype=self.dtype)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if self.cuda_graph:
+                    y = self._replay(x)
+                elif self.autocast_dtype is None:
                     y = self._forward(x)
-            return y.float().cpu().numpy()
+                else:
+                    with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+                        y = self._forward(x)
+                return y.float().cpu().numpy()
+        finally:
+            if self.live:
+                self.model.train(was_training)
 
 
 USE_INSTEAD = "use --backend auto (fp32: the fastest exact backend on this machine)"
@@ -350,6 +377,7 @@ class OnnxRuntimeBackend:
         )
         self.input_name = self.session.get_inputs()[0].name
         self.name = name or f"onnxruntime-{Path(onnx_path).stem}"
+        self.device = torch.device("cpu")  # where the crops are given (numpy), whatever the provider
 
     def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         x = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch

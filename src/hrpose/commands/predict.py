@@ -229,7 +229,7 @@ def build_estimator(args: argparse.Namespace) -> Any:
         estimator = PoseEstimator.from_pretrained(model, detector=_build_detector(args.detector, args.det_thr),
                                                   **common)  # fmt: skip
     else:  # the config and weights are checked before the detector is fetched
-        estimator = PoseEstimator(args.cfg, args.weights, random_weights=random_weights, **common)
+        estimator = PoseEstimator.from_config(args.cfg, args.weights, random_weights=random_weights, **common)
         estimator.detector = _build_detector(args.detector, args.det_thr)
     estimator.warn_no_person = False  # the caller reports images without people itself
     if args.max_image_pixels is not None:

@@ -1,8 +1,10 @@
 """Inference over a dataset with flip test, decoding, dataset evaluation; ``hrpose test``.
 
 :func:`run_inference` turns a loader into image-space predictions ``preds (N, K, 3)`` and the official
-``boxes (N, 6)`` (center, scale, area = prod(scale * 200), score); :func:`validate` adds the dataset's
-evaluation (COCO AP / MPII PCKh) and is shared by training and :func:`test`.
+``boxes (N, 6)`` (center, scale, area = prod(scale * 200), score) through the test-time pipeline that
+``PoseEstimator`` uses too (:mod:`hrpose.pipeline`, switches in a :class:`~hrpose.pipeline.TestSettings`);
+:func:`validate` adds the dataset's evaluation (COCO AP / MPII PCKh) and is shared by training and
+:func:`test`, which runs the backend ``HRPOSE.BACKEND`` names (:func:`_test_model`).
 
 Under DDP each rank runs inference on its own strided shard of the dataset
 (:func:`shard_indices`), the shards are gathered on rank 0, which evaluates and writes the results,
@@ -14,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from hrpose.backends import Backend
 from hrpose.codec import build_codec
 from hrpose.data import build_dataset
 from hrpose.geometry import PIXEL_STD
+from hrpose.pipeline import TestSettings, decode, flip_heatmaps, model_backend
 
 from .distributed import (
     DistInfo,
@@ -61,13 +64,8 @@ def flip_pairs_of(dataset: Any) -> tuple[tuple[int, int], ...]:
     return tuple((int(a), int(b)) for a, b in pairs)
 
 
-def _last(outputs: Any) -> torch.Tensor:
-    # Models with several outputs: the last is the final prediction (official validate).
-    return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
-
-
 def predict_heatmaps(
-    model: nn.Module,
+    model: nn.Module | Backend,
     inputs: torch.Tensor,
     *,
     flip_pairs: Sequence[tuple[int, int]] = (),
@@ -75,23 +73,11 @@ def predict_heatmaps(
     shift_heatmap: bool = True,
     amp_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Heatmaps ``(B, K, h, w)`` float32 for ``inputs (B, 3, H, W)``, averaged with the flipped pass.
-
-    The flipped pass runs on ``inputs.flip(3)``; ``codec.merge_flip`` mirrors it back, swaps left/right
-    channels and (``shift_heatmap``) moves it one pixel right, as the official flip test does.
-    """
-    autocast = (
-        torch.autocast(device_type=inputs.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    )
-    with autocast:
-        out = _last(model(inputs))
-        flipped = _last(model(inputs.flip(3))) if flip_test else None
-    out = out.float()
-    if flipped is None:
-        return out
-    from hrpose.codec import merge_flip
-
-    return merge_flip(out, flipped.float(), flip_pairs, shift=shift_heatmap)
+    """Heatmaps ``(B, K, h, w)`` float32 on ``inputs``' device for ``inputs (B, 3, H, W)``, averaged with the
+    flipped pass: :func:`hrpose.pipeline.flip_heatmaps` on the model itself (``model_backend``)."""
+    backend = model_backend(model, amp_dtype=amp_dtype) if isinstance(model, nn.Module) else model
+    settings = TestSettings(flip_test=flip_test, shift_heatmap=shift_heatmap)
+    return torch.from_numpy(flip_heatmaps(backend, inputs, flip_pairs, settings)).to(inputs.device)
 
 
 @dataclass
@@ -126,15 +112,13 @@ def _meta_ints(meta: Mapping[str, Any], key: str, n: int) -> np.ndarray:
 
 
 def run_inference(
-    model: nn.Module,
+    model: nn.Module | Backend,
     loader: Iterable,
     device: torch.device | str,
     codec: Any,
     *,
+    settings: TestSettings,
     flip_pairs: Sequence[tuple[int, int]] = (),
-    flip_test: bool = False,
-    shift_heatmap: bool = True,
-    post_process: bool = True,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     criterion: Callable | None = None,
@@ -142,16 +126,21 @@ def run_inference(
     progress: bool = False,
     print_freq: int = 0,
 ) -> InferenceOutput:
-    """Model + flip test + ``codec.decode`` over ``loader`` under ``torch.inference_mode``.
+    """The test-time pipeline (:mod:`hrpose.pipeline`: backend, flip test, ``decode``) over ``loader``.
 
+    ``model``: a backend, or a model run as it is (:func:`hrpose.pipeline.model_backend`: no copy, AMP
+    ``amp_dtype``, channels_last inputs with ``channels_last``, its train mode given back after each batch).
+    ``settings``: the test-time switches (:meth:`TestSettings.from_config`).
     ``loader`` yields ``(input, target, target_weight, meta)`` with ``meta['center'|'scale'|'score'|
-    'image'|'index']``; ``input`` moves to ``device`` once. With ``criterion`` the (flip-merged)
-    heatmaps are also scored against ``target`` (loss and ``codec.accuracy``), as the official does.
+    'image'|'index']``; ``input`` moves to the backend's device once. With ``criterion`` the (flip-merged)
+    heatmaps are also scored against ``target`` on ``device`` (loss and ``codec.accuracy``), as the official
+    does.
     """
     device = torch.device(device)
     logger = get_logger()
-    was_training = model.training
-    model.eval()
+    backend = model
+    if isinstance(model, nn.Module):  # the model itself, no copy (validation during training)
+        backend = model_backend(model, amp_dtype=amp_dtype, channels_last=channels_last)
     preds_l: list[np.ndarray] = []
     boxes_l: list[np.ndarray] = []
     idx_l: list[np.ndarray] = []
@@ -172,33 +161,21 @@ def run_inference(
             for i, (inputs, target, target_weight, meta) in enumerate(loader):
                 if max_iters > 0 and i >= max_iters:
                     break
-                inputs = inputs.to(device, non_blocking=device.type == "cuda")
-                if channels_last:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                heatmaps = predict_heatmaps(
-                    model,
-                    inputs,
-                    flip_pairs=flip_pairs,
-                    flip_test=flip_test,
-                    shift_heatmap=shift_heatmap,
-                    amp_dtype=amp_dtype,
-                )
+                inputs = inputs.to(backend.device, non_blocking=backend.device.type == "cuda")
+                heatmaps = flip_heatmaps(backend, inputs, flip_pairs, settings)
                 if criterion is not None and isinstance(target, torch.Tensor) and target.numel():
                     t = target.to(device)
-                    loss = criterion(heatmaps, t, target_weight.to(device))
+                    loss = criterion(torch.from_numpy(heatmaps).to(device), t, target_weight.to(device))
                     losses.update(float(loss.item()), inputs.shape[0])
                     from hrpose.codec import accuracy
 
-                    _, avg_acc, cnt, _ = accuracy(heatmaps.cpu().numpy(), t.float().cpu().numpy())
+                    _, avg_acc, cnt, _ = accuracy(heatmaps, t.float().cpu().numpy())
                     accs.update(float(avg_acc), int(cnt))
                 centers = _np(meta["center"]).astype(np.float64).reshape(-1, 2)
                 scales = _np(meta["scale"]).astype(np.float64).reshape(-1, 2)
                 scores = _np(meta["score"]).astype(np.float64).reshape(-1)
-                coords, maxvals = codec.decode(heatmaps.cpu().numpy(), centers, scales, post_process=post_process)
+                pred = decode(codec, heatmaps, centers, scales, settings)
                 b = inputs.shape[0]
-                pred = np.zeros((b, coords.shape[1], 3), np.float32)
-                pred[:, :, :2] = coords[:, :, :2]
-                pred[:, :, 2:3] = np.asarray(maxvals).reshape(b, -1, 1)
                 box = np.zeros((b, 6), np.float64)
                 box[:, 0:2] = centers
                 box[:, 2:4] = scales
@@ -217,7 +194,6 @@ def run_inference(
     finally:
         if bar is not None:
             bar.close()
-        model.train(was_training)
     k = preds_l[0].shape[1] if preds_l else 0
     return InferenceOutput(
         preds=np.concatenate(preds_l) if preds_l else np.zeros((0, k, 3), np.float32),
@@ -296,16 +272,14 @@ def _sync_buffers(model: nn.Module) -> None:
 
 
 def validate(
-    model: nn.Module,
+    model: nn.Module | Backend,
     loader: Iterable,
     dataset: Any,
     device: torch.device | str,
     *,
     codec: Any,
+    settings: TestSettings,
     output_dir: str | os.PathLike[str],
-    flip_test: bool = False,
-    shift_heatmap: bool = True,
-    post_process: bool = True,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     criterion: Callable | None = None,
@@ -319,20 +293,21 @@ def validate(
     """Predict over ``loader`` and evaluate on ``dataset``; returns ``(name_values, perf_indicator)`` on
     every rank (``perf_indicator`` is ``None`` when the dataset does not name one).
 
+    ``model``: the model (run as it is, no copy: validation during training) or a backend (``hrpose test``);
+    ``settings``: the test-time switches (:meth:`hrpose.pipeline.TestSettings.from_config`).
     ``loader`` covers ``dataset`` (or, under DDP, this rank's shard of it, see :func:`make_eval_loader`).
     The markdown results table is logged.
     """
     logger = get_logger()
-    _sync_buffers(model)
+    if isinstance(model, nn.Module):
+        _sync_buffers(model)
     result = run_inference(
         model,
         loader,
         device,
         codec,
+        settings=settings,
         flip_pairs=flip_pairs_of(dataset),
-        flip_test=flip_test,
-        shift_heatmap=shift_heatmap,
-        post_process=post_process,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
         criterion=criterion,
@@ -401,22 +376,11 @@ def _load_test_weights(model: nn.Module, cfg: Any, final_output_dir: Path) -> Pa
     return path
 
 
-class BackendModule(nn.Module):
-    """A `hrpose.backends` backend (numpy crops -> numpy heatmaps) behind the `nn.Module` call the test loop uses."""
-
-    def __init__(self, backend: Callable[[np.ndarray], np.ndarray]):
-        super().__init__()
-        self.backend = backend
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.backend(x.detach().float().cpu().numpy())).to(x.device)
-
-
-def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple[nn.Module, Path]:
-    """The model `hrpose test` runs, by HRPOSE.BACKEND: auto (default: `hrpose.backends.auto_backend`, on a CPU
-    onnxruntime, eager where the export fails), torch (eager), torch-fast (BN folded, channels_last,
-    TorchScript-frozen), torch-bf16 (bf16 with an fp32 head), torch-fp16 (GPU: fp16, CUDA graphs) or
-    onnxruntime.
+def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple[Backend, Path]:
+    """The backend `hrpose test` runs, by HRPOSE.BACKEND: auto (default: `hrpose.backends.auto_backend`, on a
+    CPU onnxruntime, eager where the export fails), torch (the eager model on `device`, with HRPOSE.AMP and
+    HRPOSE.CHANNELS_LAST), torch-fast (BN folded, channels_last, TorchScript-frozen), torch-bf16 (bf16 with an
+    fp32 head), torch-fp16 (GPU: fp16, CUDA graphs) or onnxruntime.
 
     For onnxruntime, TEST.MODEL_FILE may be an exported `.onnx`; a PyTorch checkpoint is exported (and
     checked) to `<output dir>/model.onnx` first.
@@ -440,17 +404,28 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
 
         path = _test_weights_path(cfg, final_output_dir)
         get_logger().info(f"=> running {path} in ONNX Runtime")
-        return BackendModule(OnnxRuntimeBackend(path)), path
+        return OnnxRuntimeBackend(path), path
     from hrpose.models import build_model
 
     model = build_model(cfg, is_train=False)
     path = _load_test_weights(model, cfg, final_output_dir)
+
+    def eager() -> Backend:
+        from .runtime import amp_settings
+
+        model.to(device)
+        channels_last = bool(cfg.HRPOSE.CHANNELS_LAST)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        amp_dtype, _ = amp_settings(str(cfg.HRPOSE.AMP), device)
+        return model_backend(model, amp_dtype=amp_dtype, channels_last=channels_last)
+
     if backend == "torch":
-        return model, path
+        return eager(), path
     if backend in SHORT_BACKENDS:
         from hrpose.backends import make_short_backend
 
-        return BackendModule(make_short_backend(backend, model.to(device))), path
+        return make_short_backend(backend, model.to(device)), path
     from hrpose.backends import OnnxRuntimeBackend
     from hrpose.export import export_onnx
 
@@ -461,9 +436,9 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
         if not auto:
             raise
         get_logger().info(f"=> HRPOSE.BACKEND auto: ONNX export failed ({str(e).strip().splitlines()[0]}); eager")
-        return model, path
+        return eager(), path
     get_logger().info(f"=> exported {report.path} (rel error {report.rel_err:.1e}); running it in ONNX Runtime")
-    return BackendModule(OnnxRuntimeBackend(report.path)), path
+    return OnnxRuntimeBackend(report.path), path
 
 
 def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.device | None = None) -> dict[str, Any]:
@@ -473,7 +448,7 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
     """
     from hrpose.config import experiment_name, output_dirs
 
-    from .runtime import amp_settings, apply_cudnn_settings
+    from .runtime import apply_cudnn_settings
 
     info = setup_distributed(device)
     try:
@@ -486,11 +461,7 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
         logger.info(str(cfg))
         apply_cudnn_settings(cfg)
 
-        model, model_file = _test_model(cfg, final_output_dir, info.device)
-        model.to(info.device)
-        if bool(cfg.HRPOSE.CHANNELS_LAST):
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        amp_dtype, _ = amp_settings(str(cfg.HRPOSE.AMP), info.device)
+        backend, model_file = _test_model(cfg, final_output_dir, info.device)
 
         dataset = build_dataset(cfg, "test", False)
         loader = make_eval_loader(
@@ -502,17 +473,13 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
         )
         codec = getattr(dataset, "codec", None) or build_codec(cfg)
         name_values, perf = validate(
-            model,
+            backend,
             loader,
             dataset,
             info.device,
             codec=codec,
+            settings=TestSettings.from_config(cfg),
             output_dir=final_output_dir,
-            flip_test=bool(cfg.TEST.FLIP_TEST),
-            shift_heatmap=_shift(cfg),
-            post_process=bool(cfg.TEST.POST_PROCESS),
-            amp_dtype=amp_dtype,
-            channels_last=bool(cfg.HRPOSE.CHANNELS_LAST),
             arch=str(cfg.MODEL.NAME),
             progress=info.is_main,
             print_freq=int(cfg.PRINT_FREQ),
@@ -529,7 +496,3 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
         close_logger()
         cleanup_distributed(info)
 
-
-def _shift(cfg: Any) -> bool:
-    """``TEST.SHIFT_HEATMAP``, except that UDP's unbiased flip needs no shift."""
-    return bool(cfg.TEST.SHIFT_HEATMAP) and str(cfg.HRPOSE.DECODER) != "udp"

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from hrpose.backends import last_stage
 from hrpose.codec import accuracy, build_codec
 from hrpose.config import check_output_dirs, config_to_dict, experiment_name, output_dirs
 from hrpose.data import build_dataset
@@ -46,6 +47,7 @@ from hrpose.errors import Interrupted, UserError
 from hrpose.losses import build_loss
 from hrpose.models import build_model
 from hrpose.models.weights import checkpoint_meta, with_meta
+from hrpose.pipeline import TestSettings
 
 from .checkpoint import (
     CheckpointReadError,
@@ -155,10 +157,6 @@ def _loss_of(criterion: Callable, outputs: Any, target: torch.Tensor, weight: to
     return criterion(outputs.float(), target, weight)
 
 
-def _last(outputs: Any) -> torch.Tensor:
-    return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
-
-
 def _accuracy(output: torch.Tensor, target: torch.Tensor) -> tuple[float, int, np.ndarray]:
     _, avg_acc, cnt, pred = accuracy(output.detach().float().cpu().numpy(), target.detach().float().cpu().numpy())
     return float(avg_acc), int(cnt), np.asarray(pred)
@@ -218,7 +216,7 @@ def train_step(
     else:
         loss.backward()
         optimizer.step()
-    output = _last(outputs)
+    output = last_stage(outputs)  # multi-stage models: the last stage's maps
     if not compute_accuracy:
         return StepResult(loss=loss_value, batch=int(inputs.shape[0]), output=output)
     avg_acc, cnt, pred = _accuracy(output, target)
@@ -597,7 +595,7 @@ def fit(
     optimizer, scheduler, scaler, amp_dtype = parts.optimizer, parts.scheduler, parts.scaler, parts.amp_dtype
     valid_loader, valid_dataset = parts.valid_loader, parts.valid_dataset
     final_output_dir = paths.output_dir
-    shift_heatmap = bool(cfg.TEST.SHIFT_HEATMAP) and str(hp.DECODER) != "udp"
+    settings = TestSettings.from_config(cfg)  # flip test, shift (not for UDP), post-process, read once
 
     checkpoint_file = Path(final_output_dir) / "checkpoint.pth"
     best_file = Path(final_output_dir) / "model_best.pth"
@@ -649,9 +647,7 @@ def fit(
                 device,
                 codec=codec,
                 output_dir=final_output_dir,
-                flip_test=bool(cfg.TEST.FLIP_TEST),
-                shift_heatmap=shift_heatmap,
-                post_process=bool(cfg.TEST.POST_PROCESS),
+                settings=settings,
                 amp_dtype=amp_dtype,
                 channels_last=bool(hp.CHANNELS_LAST),
                 criterion=criterion,

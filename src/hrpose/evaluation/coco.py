@@ -35,6 +35,7 @@ from pycocotools.cocoeval import COCOeval
 
 from hrpose.errors import MissingFileError, UserError
 from hrpose.evaluation.oks_nms import nms_from_arrays, oks_matrices, resolve_sigmas, soft_nms_from_arrays
+from hrpose.pipeline import rescore  # the one rescoring rule (also PoseEstimator's)
 
 __all__ = [
     "EVALUATORS", "STATS_NAMES", "load_coco", "image_ids_from_paths", "rescore", "group_by_image", "select_poses",
@@ -77,23 +78,6 @@ def image_ids_from_paths(coco: COCO, paths: Sequence[str | os.PathLike[str]]) ->
             cache[name] = by_name[name]
         ids[i] = cache[name]
     return ids
-
-
-def rescore(preds: np.ndarray, box_scores: np.ndarray, in_vis_thre: float) -> np.ndarray:
-    """Person scores: mean joint score over joints above ``in_vis_thre`` (0 if none) times the box score.
-
-    preds: (N, K, 3) with joint scores in [..., 2]; box_scores: (N,) -> (N,) float64.
-    The joint sum runs left to right in the predictions' dtype (a cumulative sum), as the official
-    per-joint loop does, so float32 predictions give bit-identical scores.
-    """
-    s = np.asarray(preds)[:, :, 2]
-    if not np.issubdtype(s.dtype, np.floating):
-        s = s.astype(np.float64)
-    above = s > in_vis_thre
-    total = np.cumsum(np.where(above, s, s.dtype.type(0)), axis=1, dtype=s.dtype)[:, -1]
-    count = above.sum(axis=1)
-    kpt_score = np.where(count > 0, total / np.maximum(count, 1).astype(s.dtype), 0)
-    return kpt_score.astype(np.float64) * np.asarray(box_scores, dtype=np.float64)
 
 
 def group_by_image(image_ids: np.ndarray) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ from hrpose.inference.detectors import (
     nms_boxes,
 )
 from hrpose.inference.drawing import draw_poses, joint_side
-from hrpose.inference.estimator import Backend, PersonPose, PoseEstimator, TorchModelBackend, meta_from_config
+from hrpose.inference.estimator import Backend, PersonPose, PoseEstimator, meta_from_config
 from hrpose.inference.tracking import OneEuroFilter, PoseTracker
 from hrpose.inference.video import VideoError, VideoReader, VideoWriter
 
@@ -33,7 +33,6 @@ __all__ = [
     "PersonPose",
     "PoseEstimator",
     "PoseTracker",
-    "TorchModelBackend",
     "VideoError",
     "VideoReader",
     "VideoWriter",

@@ -1,6 +1,7 @@
 """`PoseEstimator`: people's keypoints in an image, top-down (person boxes -> crops -> heatmaps -> keypoints).
 
-    est = PoseEstimator("experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml", "pose_hrnet_w32.pth")
+    est = PoseEstimator.from_config("experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml", "pose_hrnet_w32.pth")
+    est = PoseEstimator.from_pretrained("hrnet_w32_coco_256x192")   # or a model zoo name
     poses = est("photo.jpg")                      # boxes from the default detector (the zoo's YOLOX)
     poses = est(frame_bgr, boxes=[[x, y, w, h]])  # your own boxes
 
@@ -11,9 +12,13 @@ orientation, so keypoints are in the coordinates of the upright image (see `hrpo
 
 Each person is cropped exactly as the official test pipeline crops a detection (box -> center/scale
 padded by 1.25 to the model aspect, affine warp), normalised as in training (DATASET.COLOR_RGB channel
-order, ImageNet mean/std), run through the model with the flip test (merge_flip, TEST.SHIFT_HEATMAP),
-decoded by the configured codec (HRPOSE.DECODER, TEST.POST_PROCESS) back to image pixels, and rescored
-as the official COCO evaluation does: mean score of the joints above TEST.IN_VIS_THRE times the box score.
+order, ImageNet mean/std), then goes through the same test-time pipeline as `hrpose test`
+(`hrpose.pipeline`: the backend with the flip test, decoded by the configured codec back to image pixels,
+rescored as the official COCO evaluation does: mean score of the joints above TEST.IN_VIS_THRE times the
+box score).
+
+The constructor takes the parts (a backend, a codec, a keypoint layout, test settings) and reads no file;
+`from_config` (YAML + checkpoint), `from_pretrained` (model zoo) and `from_model` (a built model) load them.
 """
 
 from __future__ import annotations
@@ -21,16 +26,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from hrpose.backends import SHORT_BACKENDS, TorchBackend, make_short_backend
+from hrpose.backends import SHORT_BACKENDS, Backend, TorchBackend, make_short_backend
 from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
 from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
 from hrpose.errors import UserError
@@ -38,6 +43,7 @@ from hrpose.geometry import box_to_center_scale, warp_crop
 from hrpose.images import ImageReadError, check_pixels, load_image, to_bgr8
 from hrpose.inference.detectors import Detector, clip_boxes, zoo_detector
 from hrpose.keypoints import BUILTIN, DatasetMeta, flip_pairs_from_names
+from hrpose.pipeline import TestSettings, predict_crops, rescore
 
 logger = logging.getLogger(__name__)
 
@@ -82,40 +88,12 @@ class PersonPose:
         return out
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """Runs the pose network: normalised crops (N, 3, H, W) float32 (numpy or tensor) -> heatmaps (N, K, h, w).
-
-    `hrpose.backends` classes (EagerBackend, TorchBackend, OnnxRuntimeBackend) fit this protocol.
-    """
-
-    def __call__(self, batch: Any) -> np.ndarray: ...
-
-
-class TorchModelBackend:
-    """The model as it is, eval mode, under `torch.inference_mode()`, on the device of its parameters."""
-
-    name = "torch"
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model.eval()
-        p = next(model.parameters(), None)
-        self.device = p.device if p is not None else torch.device("cpu")
-
-    def __call__(self, batch: Any) -> np.ndarray:
-        with torch.inference_mode():
-            x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
-            out = self.model(x.to(self.device, dtype=torch.float32))
-            if isinstance(out, (list, tuple)):  # multi-stage models: the last stage's maps
-                out = out[-1]
-            return out.float().cpu().numpy()
-
-
 class _FixedBatch:
     """Feeds a backend whose model was exported with a fixed batch size `size` (pads the last chunk)."""
 
     def __init__(self, backend: Backend, size: int) -> None:
         self.backend, self.size = backend, max(1, int(size))
+        self.name, self.device = backend.name, backend.device
 
     def __call__(self, batch: Any) -> np.ndarray:
         x = np.asarray(batch, dtype=np.float32)
@@ -133,7 +111,7 @@ class _FixedBatch:
 TORCH_BACKEND_NAMES = ("torch", *SHORT_BACKENDS)
 
 
-def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelBackend | TorchBackend:
+def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchBackend:
     """The torch backends PoseEstimator offers, all on `model`'s device:
 
     - "torch": fp32 with BatchNorm folded into the convs (a copy: `fold_bn`, i.e. when the estimator built
@@ -148,13 +126,11 @@ def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelB
     """
     if name == "torch":
         if fold_bn:
-            from hrpose.export import fold_batchnorm
-
             try:
-                return TorchModelBackend(fold_batchnorm(model))
+                return TorchBackend(model, fold_bn=True, channels_last=False, name="torch")
             except Exception as e:  # a model FX cannot trace runs unfolded
                 logger.debug("BatchNorm folding failed (%s): running the model unfolded", e)
-        return TorchModelBackend(model)
+        return TorchBackend(model, fold_bn=False, channels_last=False, name="torch")
     return make_short_backend(name, model)
 
 
@@ -236,39 +212,90 @@ def meta_from_config(cfg: Any) -> DatasetMeta:
 class PoseEstimator:
     """Top-down pose estimation on images (see the module docstring).
 
-    config: a YAML path or a CfgNode, or None to use the config stored in `weights` (checkpoints written
-    by hrpose carry it); weights: a checkpoint (strict load; official, hrpose or MMPose 1.x/0.x layout;
-    `.onnx` for backend="onnxruntime"), default TEST.MODEL_FILE; a model built here without weights is
-    refused unless `random_weights=True` (see also `PoseEstimator.from_pretrained(NAME)`);
-    device: "auto" | "cpu" | "cuda[:i]" | "mps"; flip_test: average with the mirrored crop;
-    backend: "auto" (the fastest backend with fp32 keypoints on this machine, `hrpose.backends.auto_backend`:
-    on a CPU the checkpoint exported to ONNX Runtime; "torch" for a `model` passed in), "torch" (BatchNorm
-    folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16", "onnxruntime" (an exported .onnx
-    file as `weights`) or any `Backend` callable (see `_torch_backend`);
-    batch_size: crops per forward pass;
-    detector: person detector used when no boxes are given (default: the model zoo's YOLOX Human-Art
-    ONNX detector, fetched into $HRPOSE_HOME when an image first needs boxes; HOG, with a warning, when it
-    cannot be had; see `zoo_detector`);
-    meta: the keypoint layout, default the one stored in the checkpoint, else from the config
-    (`meta_from_config`); color_rgb: the model's input channel order, default the checkpoint's
-    (stored metadata; MMPose checkpoints are RGB), else DATASET.COLOR_RGB.
+    backend: runs the network (a `hrpose.backends.Backend`, or any callable normalised crops (N, 3, H, W)
+    -> heatmaps (N, K, h, w)); codec: decodes the heatmaps (`hrpose.codec.HeatmapCodec`); meta: the
+    keypoint layout (joint names, flip pairs, skeleton); settings: the test-time switches (flip test, shift,
+    post-processing, rescoring threshold; `TestSettings.from_config`); color_rgb: the model's input channel
+    order; input_size: (w, h) of the crops, default the codec's; detector: person detector used when no
+    boxes are given (default: the model zoo's YOLOX Human-Art ONNX detector, fetched into $HRPOSE_HOME when
+    an image first needs boxes; HOG, with a warning, when it cannot be had; see `zoo_detector`);
+    batch_size: people per backend call; model: the torch model behind the backend, if any; cfg: the
+    config the parts came from, if any. Nothing is read from files here: see `from_config` (an experiment
+    YAML and a checkpoint), `from_pretrained` (model zoo) and `from_model` (a model already built).
     """
 
     def __init__(
         self,
+        backend: Backend | Callable[[Any], np.ndarray],
+        codec: Any,
+        meta: DatasetMeta,
+        *,
+        settings: TestSettings | None = None,
+        color_rgb: bool = False,
+        input_size: tuple[int, int] | None = None,
+        detector: Detector | None = None,
+        batch_size: int = 16,
+        model: nn.Module | None = None,
+        cfg: Any = None,
+    ) -> None:
+        if isinstance(backend, (str, os.PathLike)) or (cfg is None and hasattr(backend, "MODEL")):
+            raise TypeError(
+                "PoseEstimator(backend, codec, meta) takes the parts; to load an experiment config and weights use "
+                "PoseEstimator.from_config(config, weights, ...) (or from_pretrained(NAME) / from_model(model, cfg))"
+            )
+        if not callable(backend):
+            raise TypeError(f"backend must be callable (crops -> heatmaps), got {type(backend).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.codec = codec
+        self.meta = meta
+        self.settings = settings if settings is not None else TestSettings()
+        size = input_size if input_size is not None else tuple(int(v) for v in codec.input_size)
+        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))  # (w, h)
+        self.aspect_ratio = self.input_size[0] / self.input_size[1]
+        self.color_rgb = bool(color_rgb)
+        self.batch_size = int(batch_size)
+        # None: the model zoo's person detector, fetched when an image first needs boxes (see `detect`)
+        self.detector: Detector | None = detector
+        self.model = model
+        self.cfg = cfg
+        self.device: torch.device = getattr(backend, "device", None) or torch.device("cpu")
+        self.warn_no_person = True
+        self.max_image_pixels: int | None = None  # None: hrpose.image_limits.max_image_pixels()
+
+    @classmethod
+    def from_config(
+        cls,
         config: str | os.PathLike[str] | Any = None,
         weights: str | os.PathLike[str] | None = None,
         *,
         device: str | torch.device = "auto",
         flip_test: bool = True,
-        backend: str | Backend = "auto",
+        backend: str | Backend | Callable[[Any], np.ndarray] = "auto",
         batch_size: int = 16,
         detector: Detector | None = None,
         meta: DatasetMeta | None = None,
         model: nn.Module | None = None,
         color_rgb: bool | None = None,
         random_weights: bool = False,
-    ) -> None:
+    ) -> PoseEstimator:
+        """An estimator from an experiment config and a checkpoint.
+
+        config: a YAML path or a CfgNode, or None to use the config stored in `weights` (checkpoints written
+        by hrpose carry it); weights: a checkpoint (strict load; official, hrpose or MMPose 1.x/0.x layout;
+        `.onnx` for backend="onnxruntime"), default TEST.MODEL_FILE; a model built here without weights is
+        refused unless `random_weights=True`; device: "auto" | "cpu" | "cuda[:i]" | "mps";
+        flip_test: average with the mirrored crop (the other test switches come from the config's TEST.*);
+        backend: "auto" (the fastest backend with fp32 keypoints on this machine, `hrpose.backends.auto_backend`:
+        on a CPU the checkpoint exported to ONNX Runtime; "torch" for a `model` passed in), "torch" (BatchNorm
+        folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16", "onnxruntime" (an exported .onnx
+        file as `weights`) or any `Backend` callable (see `_torch_backend`);
+        meta: the keypoint layout, default the one stored in the checkpoint, else from the config
+        (`meta_from_config`: may read DATASET.ROOT's annotation file); color_rgb: the model's input channel
+        order, default the checkpoint's (stored metadata; MMPose checkpoints are RGB), else DATASET.COLOR_RGB;
+        model: an already built (and loaded) model to run instead of building one (see `from_model`).
+        """
         from hrpose.codec import build_codec
         from hrpose.config import load_config
         from hrpose.models import weights as W
@@ -286,33 +313,22 @@ class PoseEstimator:
             cfg = W.config_from_checkpoint_meta(ckpt_meta, str(weights))
         else:
             cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
-        self.cfg = cfg
         if meta is None and ckpt_meta is not None:
             meta = W.dataset_meta_from_checkpoint(ckpt_meta, str(weights))
-        self.meta = meta or meta_from_config(cfg)
-        if self.meta.num_joints != int(cfg.MODEL.NUM_JOINTS):
+        meta = meta or meta_from_config(cfg)
+        if meta.num_joints != int(cfg.MODEL.NUM_JOINTS):
             raise ValueError(
-                f"the keypoint layout {self.meta.name!r} has {self.meta.num_joints} joints but MODEL.NUM_JOINTS "
+                f"the keypoint layout {meta.name!r} has {meta.num_joints} joints but MODEL.NUM_JOINTS "
                 f"is {cfg.MODEL.NUM_JOINTS}"
             )
-        self.codec = build_codec(cfg, self.meta)
-        self.input_size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))  # (w, h)
-        self.aspect_ratio = self.input_size[0] / self.input_size[1]
+        codec = build_codec(cfg, meta)
+        input_size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))  # (w, h)
         if color_rgb is None and ckpt_meta is not None and "color_rgb" in ckpt_meta:
             color_rgb = bool(ckpt_meta["color_rgb"])
-        self.color_rgb = bool(cfg.DATASET.COLOR_RGB) if color_rgb is None else bool(color_rgb)
-        self.flip_test = flip_test
-        self.shift_heatmap = bool(cfg.TEST.SHIFT_HEATMAP) and self.codec.shift_heatmap
-        self.post_process = bool(cfg.TEST.POST_PROCESS)
-        self.in_vis_thre = float(cfg.TEST.IN_VIS_THRE)
+        rgb = bool(cfg.DATASET.COLOR_RGB) if color_rgb is None else bool(color_rgb)
+        settings = TestSettings.from_config(cfg, flip_test=flip_test)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        # None: the model zoo's person detector, fetched when an image first needs boxes (see `detect`)
-        self.detector: Detector | None = detector
-        self.warn_no_person = True
-        self.max_image_pixels: int | None = None  # None: hrpose.image_limits.max_image_pixels()
-        self.model: nn.Module | None = None
 
         auto_export = False  # "auto" chose ONNX Runtime for a checkpoint: export it once the model is loaded
         if isinstance(backend, str) and backend == "auto":
@@ -324,10 +340,9 @@ class PoseEstimator:
                 backend = auto_backend(device=resolve_device(device), weights=weights)
                 if backend == "onnxruntime" and Path(str(weights or "")).suffix.lower() != ".onnx":
                     backend, auto_export = "torch", True
+        runner: Backend | Callable[[Any], np.ndarray]
         if not isinstance(backend, str):
-            self.backend: Backend = backend
-            self.model = model
-            self.device = torch.device("cpu")
+            runner = backend
         elif backend in TORCH_BACKEND_NAMES:
             built_here = model is None
             if model is None:
@@ -347,13 +362,12 @@ class PoseEstimator:
             if weights is not None:
                 report = W.load_weights(model, weights, strict=True)
                 if color_rgb is None and ckpt_meta is None and report.layout.startswith("mmpose"):
-                    self.color_rgb = True  # MMPose models are trained on RGB input
-            self.model = model.eval()
+                    rgb = True  # MMPose models are trained on RGB input
+            model = model.eval()
             if auto_export:
-                self.backend, self.device = _auto_onnxruntime(self.model, self.input_size), torch.device("cpu")
+                runner = _auto_onnxruntime(model, input_size)
             else:
-                self.backend = _torch_backend(backend, self.model, fold_bn=built_here)
-                self.device = self.backend.device
+                runner = _torch_backend(backend, model, fold_bn=built_here)
         elif backend == "onnxruntime":
             if weights is None or Path(weights).suffix.lower() != ".onnx":
                 raise ValueError(
@@ -365,12 +379,13 @@ class PoseEstimator:
 
             ort_backend = OnnxRuntimeBackend(weights)
             batch_dim = ort_backend.session.get_inputs()[0].shape[0]
-            self.backend = _FixedBatch(ort_backend, batch_dim) if isinstance(batch_dim, int) else ort_backend
-            self.device = torch.device("cpu")
+            runner = _FixedBatch(ort_backend, batch_dim) if isinstance(batch_dim, int) else ort_backend
         else:
             raise ValueError(
                 f"unknown backend {backend!r}: expected one of {', '.join(TORCH_BACKEND_NAMES)}, onnxruntime"
             )
+        return cls(runner, codec, meta, settings=settings, color_rgb=rgb, input_size=input_size, detector=detector,
+                   batch_size=batch_size, model=model, cfg=cfg)  # fmt: skip
 
     @classmethod
     def from_pretrained(
@@ -385,7 +400,7 @@ class PoseEstimator:
         """A model of the model zoo by name (default `hrpose.zoo.DEFAULT_POSE_MODEL`), fetched on first use into
         $HRPOSE_HOME (`HRPOSE_OFFLINE=1`: only from there), with its packaged config, its checkpoint's key
         layout converted and its channel order; the person detector defaults to the zoo's (`zoo_detector`,
-        HOG with a warning when it cannot be had). Other keyword arguments go to the constructor."""
+        HOG with a warning when it cannot be had). Other keyword arguments go to `from_config`."""
         from hrpose import zoo
         from hrpose.inference.detectors import zoo_detector
 
@@ -404,12 +419,31 @@ class PoseEstimator:
         if detector is None:
             detector = zoo_detector()
         kwargs.setdefault("color_rgb", entry.channel_order == "rgb")
-        return cls(zoo.config_path(entry), weights, device=device, backend=backend, detector=detector, **kwargs)
+        return cls.from_config(zoo.config_path(entry), weights, device=device, backend=backend, detector=detector,
+                               **kwargs)  # fmt: skip
 
     @classmethod
     def from_model(cls, model: nn.Module, cfg: Any, meta: DatasetMeta | None = None, **kwargs: Any) -> PoseEstimator:
-        """An estimator around an already built (and loaded) model, on that model's device."""
-        return cls(cfg, None, model=model, meta=meta, **kwargs)
+        """An estimator around an already built (and loaded) model, on that model's device; the model itself
+        runs ("torch": later changes to it are seen). Other keyword arguments go to `from_config`."""
+        return cls.from_config(cfg, None, model=model, meta=meta, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def flip_test(self) -> bool:
+        return self.settings.flip_test
+
+    @property
+    def shift_heatmap(self) -> bool:
+        return self.settings.shift_heatmap
+
+    @property
+    def post_process(self) -> bool:
+        return self.settings.post_process
+
+    @property
+    def in_vis_thre(self) -> float:
+        return self.settings.in_vis_thre
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -491,27 +525,21 @@ class PoseEstimator:
         return make_inputs(image_bgr, centers, scales, self.input_size, self.color_rgb), centers, scales
 
     def heatmaps(self, inputs: np.ndarray) -> np.ndarray:
-        """Normalised crops (N, 3, H, W) -> heatmaps (N, K, h, w), flip-tested when `flip_test`, in batches."""
-        from hrpose.codec import merge_flip
+        """Normalised crops (N, 3, H, W) -> heatmaps (N, K, h, w), flip-tested when `flip_test`, in batches
+        (`hrpose.pipeline.flip_heatmaps`)."""
+        from hrpose.pipeline import flip_heatmaps
 
-        outs = []
-        for s in range(0, len(inputs), self.batch_size):
-            x = inputs[s : s + self.batch_size]
-            if self.flip_test:
-                both = self.backend(np.concatenate([x, np.ascontiguousarray(x[..., ::-1])], axis=0))
-                hm = merge_flip(both[: len(x)], both[len(x) :], self.flip_pairs, shift=self.shift_heatmap)
-            else:
-                hm = self.backend(x)
-            outs.append(np.asarray(hm, dtype=np.float32))
+        outs = [flip_heatmaps(self.backend, inputs[s : s + self.batch_size], self.flip_pairs, self.settings,
+                              one_call=True) for s in range(0, len(inputs), self.batch_size)]  # fmt: skip
         return np.concatenate(outs, axis=0)
 
-    def rescore(self, maxvals: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
-        """Official COCO rescoring: mean of joint scores > TEST.IN_VIS_THRE (0 if none) x box score -> (N,)."""
-        s = np.asarray(maxvals, dtype=np.float64).reshape(len(box_scores), -1)
-        above = s > self.in_vis_thre
-        n = above.sum(axis=1)
-        kpt = np.where(n > 0, (s * above).sum(axis=1) / np.maximum(n, 1), 0.0)
-        return kpt * np.asarray(box_scores, dtype=np.float64)
+    def rescore(self, keypoints: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
+        """Official COCO rescoring (`hrpose.pipeline.rescore`): mean of joint scores > TEST.IN_VIS_THRE (0 if
+        none) x box score -> (N,). keypoints: (N, K, 3) (joint scores in [..., 2]) or the joint scores (N, K)."""
+        k = np.asarray(keypoints)
+        if k.ndim == 2 or (k.ndim == 3 and k.shape[2] == 1):  # joint scores only
+            k = np.concatenate([np.zeros((*k.shape[:2], 2), k.dtype), k.reshape(*k.shape[:2], 1)], axis=2)
+        return rescore(k, box_scores, self.settings.in_vis_thre)
 
     def __call__(
         self, image: ImageLike, boxes: Any = None, *, rgb: bool = False, key: Any = None
@@ -520,6 +548,26 @@ class PoseEstimator:
 
         `key` names the image for a detection-file detector (default: the path, when `image` is one).
         """
+        return self._poses([self._people(image, boxes, rgb, key)])[0]
+
+    def predict_many(
+        self, images: Sequence[ImageLike], boxes: Sequence[Any] | None = None, *, rgb: bool = False,
+        keys: Sequence[Any] | None = None,
+    ) -> list[list[PersonPose]]:  # fmt: skip
+        """Poses of the people of several images, `[self(image) for image in images]` to float rounding, but
+        the people of all of them go through the backend together, `batch_size` crops a call (an image with
+        one person no longer means a backend call of one). boxes: one entry per image ((N, 4|5) or None:
+        the detector's); keys: one name per image (see `__call__`). An error in any image raises."""
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"predict_many: {len(images)} images but {len(boxes)} box lists")
+        if keys is not None and len(keys) != len(images):
+            raise ValueError(f"predict_many: {len(images)} images but {len(keys)} keys")
+        people = [self._people(im, None if boxes is None else boxes[i], rgb, None if keys is None else keys[i])
+                  for i, im in enumerate(images)]  # fmt: skip
+        return self._poses(people)
+
+    def _people(self, image: ImageLike, boxes: Any, rgb: bool, key: Any) -> tuple[np.ndarray, np.ndarray, str]:
+        """One image read, its boxes (given or detected) prepared: (image BGR, boxes (M, 5), name)."""
         if key is None and isinstance(image, (str, os.PathLike)):
             key = image
         name = str(key) if key is not None else "image"
@@ -528,33 +576,42 @@ class PoseEstimator:
         if boxes is None:
             boxes = self.detect(img, key)
         prepared = self.prepare_boxes(boxes, width, height, name)
-        if len(prepared) == 0:
-            if self.warn_no_person:
-                logger.warning("%s: no person found", name)
-            return []
-        # Crops are made, run and decoded batch_size at a time: memory stays bounded whatever the box count.
-        poses: list[PersonPose] = []
-        for start in range(0, len(prepared), self.batch_size):
-            chunk = prepared[start : start + self.batch_size]
-            inputs, centers, scales = self.crops(img, chunk)
-            hm = self.heatmaps(inputs)
+        if len(prepared) == 0 and self.warn_no_person:
+            logger.warning("%s: no person found", name)
+        return img, prepared, name
+
+    def _poses(self, people: Sequence[tuple[np.ndarray, np.ndarray, str]]) -> list[list[PersonPose]]:
+        """The people of the images (`_people`), `batch_size` crops at a time across images, through the
+        shared pipeline (`hrpose.pipeline.predict_crops`): crops are made, run and decoded a batch at a
+        time, so memory stays bounded whatever the box count."""
+        out: list[list[PersonPose]] = [[] for _ in people]
+        stream = [(i, j) for i, (_, rows, _) in enumerate(people) for j in range(len(rows))]
+        for start in range(0, len(stream), self.batch_size):
+            chunk = stream[start : start + self.batch_size]
+            parts = []  # (image index, first person, boxes) of each image in this batch
+            for i in dict.fromkeys(i for i, _ in chunk):
+                js = [j for k, j in chunk if k == i]
+                parts.append((i, js[0], people[i][1][js[0] : js[-1] + 1]))
+            made = [self.crops(people[i][0], rows) for i, _, rows in parts]
+            inputs = made[0][0] if len(made) == 1 else np.concatenate([m[0] for m in made])
+            centers = np.concatenate([m[1] for m in made])
+            scales = np.concatenate([m[2] for m in made])
+            rows_all = np.concatenate([rows for _, _, rows in parts])
+            del made
+            kpts, scores = predict_crops(self.backend, inputs, centers, scales, rows_all[:, 4], codec=self.codec,
+                                         flip_pairs=self.flip_pairs, settings=self.settings,
+                                         one_call=True)  # fmt: skip
             del inputs
-            preds, maxvals = self.codec.decode(hm, centers, scales, post_process=self.post_process)
-            scores = self.rescore(maxvals, chunk[:, 4])
-            kpts = np.concatenate([preds, maxvals], axis=2).astype(np.float32)
             bad = ~(np.isfinite(kpts).reshape(len(chunk), -1).all(axis=1) & np.isfinite(scores))
             if bad.any():
-                i = int(np.flatnonzero(bad)[0])
+                b = int(np.flatnonzero(bad)[0])
+                i, j = chunk[b]
                 raise NonFiniteOutputError(
-                    f"{name}: the model gave NaN/inf keypoints or scores for person {start + i} (box "
-                    f"{np.round(chunk[i, :4], 1).tolist()}; {int(bad.sum())} of the {len(chunk)} people in this "
+                    f"{people[i][2]}: the model gave NaN/inf keypoints or scores for person {j} (box "
+                    f"{np.round(rows_all[b, :4], 1).tolist()}; {int(bad.sum())} of the {len(chunk)} people in this "
                     "batch); the weights or the backend are broken (check them with `hrpose test`)"
                 )
-            poses.extend(
-                PersonPose(kpts[i], chunk[i, :4].copy(), float(scores[i]), float(chunk[i, 4]))
-                for i in range(len(chunk))
-            )
-        return poses
-
-    def predict_many(self, images: Sequence[ImageLike], **kwargs: Any) -> list[list[PersonPose]]:
-        return [self(im, **kwargs) for im in images]
+            for b, (i, _) in enumerate(chunk):
+                row = rows_all[b]
+                out[i].append(PersonPose(kpts[b], row[:4].copy(), float(scores[b]), float(row[4])))
+        return out

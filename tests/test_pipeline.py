@@ -1,0 +1,232 @@
+"""The one test-time pipeline (hrpose.pipeline): `hrpose test`/validation and PoseEstimator share it."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import DATA, GOLDEN
+from hrpose.backends import Backend, EagerBackend, TorchBackend
+from hrpose.codec import build_codec
+from hrpose.config import load_config
+from hrpose.engine.evaluate import run_inference
+from hrpose.inference import PoseEstimator, WholeImageDetector
+from hrpose.keypoints import COCO
+from hrpose.models import build_model
+from hrpose.pipeline import TestSettings, decode, flip_heatmaps, model_backend, predict_crops, rescore
+
+TINY_YAML = """
+DATASET: {DATASET: coco, COLOR_RGB: true}
+MODEL:
+  NAME: pose_resnet
+  NUM_JOINTS: 17
+  IMAGE_SIZE: [32, 64]
+  HEATMAP_SIZE: [8, 16]
+  SIGMA: 2
+  EXTRA:
+    NUM_LAYERS: 18
+    DECONV_WITH_BIAS: false
+    NUM_DECONV_LAYERS: 3
+    NUM_DECONV_FILTERS: [32, 32, 32]
+    NUM_DECONV_KERNELS: [4, 4, 4]
+    FINAL_CONV_KERNEL: 1
+TEST: {FLIP_TEST: true, POST_PROCESS: true, SHIFT_HEATMAP: true, IN_VIS_THRE: 0.2}
+"""
+IMAGE = DATA / "samples" / "coco" / "000000000785.jpg"
+BOXES = np.array([[277.1, 45.7, 225.1, 333.6, 0.99], [10, 10, 60, 120, 0.5], [300, 200, 100, 100, 0.8]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY_YAML)
+    cfg = load_config(path)
+    model = build_model(cfg)
+    spec = importlib.util.spec_from_file_location("golden_fill", GOLDEN / "fill.py")
+    fill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fill)
+    fill.fill_(model, 3)
+    return cfg, model.eval()
+
+
+def _cfg_with(cfg, **test):
+    c = cfg.clone()
+    c.defrost()
+    for k, v in test.items():
+        if k == "DECODER":
+            c.HRPOSE.DECODER = v
+        else:
+            c.TEST[k] = v
+    return c
+
+
+def test_settings_from_config_apply_the_udp_rule(tiny):
+    cfg, _ = tiny
+    s = TestSettings.from_config(cfg)
+    assert (s.flip_test, s.shift_heatmap, s.post_process, s.in_vis_thre) == (True, True, True, 0.2)
+    assert not TestSettings.from_config(_cfg_with(cfg, DECODER="udp")).shift_heatmap  # UDP's flip needs no shift
+    assert TestSettings.from_config(_cfg_with(cfg, DECODER="dark")).shift_heatmap
+    assert not TestSettings.from_config(_cfg_with(cfg, SHIFT_HEATMAP=False)).shift_heatmap
+    assert not TestSettings.from_config(_cfg_with(cfg, FLIP_TEST=False)).flip_test
+    assert TestSettings.from_config(_cfg_with(cfg, FLIP_TEST=False), flip_test=True).flip_test
+    s2 = TestSettings.from_config(_cfg_with(cfg, POST_PROCESS=False, IN_VIS_THRE=0.5))
+    assert (s2.post_process, s2.in_vis_thre) == (False, 0.5)
+    with pytest.raises(AttributeError):  # frozen: read once, never changed on the way
+        s.flip_test = False  # type: ignore[misc]
+    # the estimator built from a UDP config runs the UDP rule too (one place decides it)
+    model = build_model(_cfg_with(cfg, DECODER="udp"))
+    est = PoseEstimator.from_model(model, _cfg_with(cfg, DECODER="udp"), detector=WholeImageDetector())
+    assert est.settings == TestSettings.from_config(_cfg_with(cfg, DECODER="udp")) and not est.shift_heatmap
+
+
+def test_run_inference_and_the_estimator_agree(tiny):
+    """The same crops through `hrpose test`'s loop and through PoseEstimator: the same keypoints and scores."""
+    cfg, model = tiny
+    est = PoseEstimator.from_model(model, cfg, detector=WholeImageDetector())
+    poses = est(IMAGE, boxes=BOXES)
+    image = cv2.imread(str(IMAGE))
+    crops, centers, scales = est.crops(image, BOXES)
+    meta = {
+        "center": torch.from_numpy(centers.astype(np.float64)),
+        "scale": torch.from_numpy(scales.astype(np.float64)),
+        "score": torch.from_numpy(BOXES[:, 4].astype(np.float64)),
+        "image": [str(IMAGE)] * len(BOXES),
+        "index": torch.arange(len(BOXES)),
+    }
+    loader = [(torch.from_numpy(crops), torch.zeros(0), torch.zeros(0), meta)]
+    out = run_inference(model, loader, "cpu", est.codec, settings=est.settings, flip_pairs=COCO.flip_pairs)
+    got = np.stack([p.keypoints for p in poses])
+    # the estimator runs crops + mirrors in one call (2N), validation in two: equal to float rounding
+    np.testing.assert_allclose(out.preds, got, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out.preds[:, :, 2], got[:, :, 2], rtol=0, atol=1e-6)
+    scores = rescore(out.preds, out.boxes[:, 5], est.in_vis_thre)
+    np.testing.assert_allclose(scores, [p.score for p in poses], rtol=1e-5)
+    # and the shared functions, called directly, give what the estimator gives
+    kpts, s = predict_crops(est.backend, crops, centers, scales, BOXES[:, 4], codec=est.codec,
+                            flip_pairs=COCO.flip_pairs, settings=est.settings, one_call=True)  # fmt: skip
+    np.testing.assert_array_equal(kpts, got)
+    np.testing.assert_array_equal(s, [p.score for p in poses])
+    # ... and, in two calls, what validation gives (the same maxima: the same heatmaps)
+    kpts2, _ = predict_crops(est.backend, crops, centers, scales, BOXES[:, 4], codec=est.codec,
+                             flip_pairs=COCO.flip_pairs, settings=est.settings)  # fmt: skip
+    np.testing.assert_array_equal(kpts2[:, :, 2], out.preds[:, :, 2])
+    np.testing.assert_allclose(kpts2, out.preds, rtol=0, atol=1e-4)  # float32 vs float64 centers in decode
+
+
+def test_validation_restores_train_mode_and_leaves_the_model_alone(tiny):
+    cfg, base = tiny
+    model = build_model(cfg)
+    model.load_state_dict(base.state_dict())
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {k: v.data_ptr() for k, v in model.named_parameters()}
+    backend = model_backend(model)
+    assert backend.model is model and isinstance(backend, Backend)  # no copy
+    crops = np.random.default_rng(0).normal(size=(2, 3, 64, 32)).astype(np.float32)
+    settings = TestSettings.from_config(cfg)
+    hm = flip_heatmaps(backend, torch.from_numpy(crops), COCO.flip_pairs, settings)
+    assert model.training  # given back after the call
+    for k, v in model.state_dict().items():  # BN statistics untouched (eval mode while running)
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert {k: v.data_ptr() for k, v in model.named_parameters()} == params
+    # equals the eval-mode model, flip-merged by hand
+    ref = flip_heatmaps(EagerBackend(base), crops, COCO.flip_pairs, settings)
+    np.testing.assert_allclose(hm, ref, rtol=0, atol=1e-6)
+    assert not base.training
+    model.eval()
+    flip_heatmaps(backend, crops, COCO.flip_pairs, settings)
+    assert not model.training  # an eval model stays so
+
+
+def test_flip_heatmaps_is_the_codec_merge(tiny):
+    cfg, model = tiny
+    crops = np.random.default_rng(1).normal(size=(3, 3, 64, 32)).astype(np.float32)
+    backend = TorchBackend(model, fold_bn=False, channels_last=False)
+    with torch.inference_mode():
+        direct = model(torch.from_numpy(crops)).numpy()
+        mirrored = model(torch.from_numpy(np.ascontiguousarray(crops[..., ::-1]))).numpy()
+    back = mirrored[:, COCO.flip_index(), :, ::-1].copy()
+    np.testing.assert_allclose(flip_heatmaps(backend, crops, COCO.flip_pairs, TestSettings(flip_test=False)), direct,
+                               atol=1e-6)  # fmt: skip
+    unshifted = flip_heatmaps(backend, crops, COCO.flip_pairs, TestSettings(shift_heatmap=False))
+    np.testing.assert_allclose(unshifted, (direct + back) / 2, atol=1e-6)
+    back[..., 1:] = back[..., :-1].copy()
+    shifted = flip_heatmaps(backend, crops, COCO.flip_pairs, TestSettings())
+    np.testing.assert_allclose(shifted, (direct + back) / 2, atol=1e-6)
+    # decode: image coordinates and the maxima as the third column, float32
+    codec = build_codec(cfg, COCO)
+    centers, scales = np.array([[100.0, 100.0]] * 3), np.array([[1.0, 2.0]] * 3)
+    kp = decode(codec, shifted, centers, scales, TestSettings())
+    coords, maxvals = codec.decode(shifted, centers, scales, post_process=True)
+    assert kp.dtype == np.float32 and kp.shape == (3, 17, 3)
+    np.testing.assert_array_equal(kp[:, :, :2], coords.astype(np.float32))
+    np.testing.assert_array_equal(kp[:, :, 2], maxvals[:, :, 0].astype(np.float32))
+
+
+def test_rescore_is_the_official_float32_rule():
+    preds = np.zeros((2, 3, 3), np.float32)
+    preds[0, :, 2] = [0.1, 0.5, 0.9]
+    preds[1, :, 2] = [0.0, 0.1, 0.2]
+    np.testing.assert_allclose(rescore(preds, np.array([0.5, 1.0]), 0.2), [0.35, 0.0], rtol=1e-6)
+    # the sum runs in float32, left to right (the official per-joint loop), not in float64
+    s = np.float32(0.5) + np.float32(0.9)
+    assert rescore(preds, np.array([1.0, 1.0]), 0.2)[0] == float(s / np.float32(2))
+
+
+def test_constructor_takes_parts_and_reads_no_file(tiny):
+    cfg, _ = tiny
+    calls = []
+
+    def network(batch):
+        calls.append(batch.shape)
+        hm = np.zeros((len(batch), 17, 16, 8), np.float32)
+        hm[:, :, 8, 4] = 1.0
+        return hm
+
+    codec = build_codec(cfg, COCO)
+    est = PoseEstimator(network, codec, COCO, settings=TestSettings(flip_test=False), color_rgb=True,
+                        detector=WholeImageDetector(), batch_size=2)  # fmt: skip
+    assert est.input_size == (32, 64) and est.device == torch.device("cpu") and est.cfg is None
+    poses = est(IMAGE, boxes=BOXES)
+    assert calls == [(2, 3, 64, 32), (1, 3, 64, 32)] and len(poses) == 3
+    np.testing.assert_allclose(poses[0].score, 0.99, rtol=1e-6)
+    with pytest.raises(TypeError, match="from_config"):
+        PoseEstimator("tiny.yaml", codec, COCO)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size"):
+        PoseEstimator(network, codec, COCO, batch_size=0)
+
+
+def test_predict_many_batches_people_across_images(tiny):
+    cfg, model = tiny
+    base = PoseEstimator.from_model(model, cfg, detector=WholeImageDetector())
+    sizes: list[int] = []
+
+    def network(batch):
+        sizes.append(len(batch))
+        return base.backend(batch)
+
+    est = PoseEstimator(network, base.codec, base.meta, settings=base.settings, color_rgb=base.color_rgb,
+                        detector=WholeImageDetector(), batch_size=4)  # fmt: skip
+    image = cv2.imread(str(IMAGE))
+    images = [image, image[:, ::-1].copy(), image[:300], image]
+    boxes = [BOXES[:1], BOXES[1:3], None, BOXES]  # 1 + 2 + 1 (whole image) + 3 people
+    one_by_one = [est(im, boxes=b) for im, b in zip(images, boxes)]
+    calls_one = len(sizes)
+    sizes.clear()
+    many = est.predict_many(images, boxes)
+    assert sizes == [8, 6]  # 4 + 3 people (crops + mirrors), instead of one call per image
+    assert calls_one == 4  # one per image
+    assert [len(p) for p in many] == [1, 2, 1, 3]
+    for got, want in zip(many, one_by_one):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a.keypoints, b.keypoints, rtol=0, atol=1e-4)
+            np.testing.assert_allclose(a.score, b.score, rtol=1e-5)
+            np.testing.assert_array_equal(a.box, b.box)
+            assert a.box_score == b.box_score
+    assert est.predict_many([]) == []
+    with pytest.raises(ValueError, match="box lists"):
+        est.predict_many(images, boxes[:2])
