@@ -48,6 +48,19 @@ def fill_module():
 
 
 # A tiny pose_resnet (the inference tests' model): fed RGB like the zoo's models.
+def backend_variants() -> Any:
+    """benchmarks/backend_variants.py (loaded once): the exploratory torch backends that are not product names
+    (`VARIANTS`, `make_variant(name, model)`, `factories()`, `main(argv)`)."""
+    name = "hrpose_benchmarks_backend_variants"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "backend_variants.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 TINY_YAML = """
 DATASET: {DATASET: coco, COLOR_RGB: true}
 MODEL:

@@ -16,6 +16,7 @@ import torch
 
 import hrpose.capabilities as capabilities
 from conftest import DATA, ROOT
+from helpers import backend_variants
 from hrpose.backends import (
     BackendUnavailableError,
     TorchBackend,
@@ -112,8 +113,9 @@ def test_bf16_refuses_in_one_line_on_a_cpu_without_bf16(as_avx2_cpu, small_model
     from hrpose.fusion import fuse_pointwise, pointwise_fusion_available
 
     for make in (lambda: make_short_backend("torch-bf16", small_model),
-                 lambda: make_torch_backend("torch-bf16-jit", small_model),
-                 lambda: make_torch_backend("torch-bf16-autocast", small_model),
+                 lambda: make_torch_backend("torch-bf16-graph", small_model),  # the CUDA side, asked on a CPU
+                 lambda: backend_variants().make_variant("torch-bf16-jit", small_model),
+                 lambda: backend_variants().make_variant("torch-bf16-autocast", small_model),
                  lambda: TorchBackend(small_model, dtype=torch.bfloat16)):  # fmt: skip
         with pytest.raises(BackendUnavailableError) as e:
             make()

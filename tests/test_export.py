@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import DATA, requires_capability
-from helpers import REDUCED, W32
+from helpers import REDUCED, W32, backend_variants
 from helpers import fill_module as _fill
 from hrpose.backends import (
     EagerBackend,
@@ -128,7 +128,7 @@ def test_torch_bf16_backend_variants_are_close_and_leave_the_model_alone(hrnet, 
     ref = EagerBackend(hrnet)(crops[:3])
     scale = np.abs(ref).max()
     bf16 = make_torch_backend("torch-bf16", hrnet)
-    autocast = make_torch_backend("torch-bf16-autocast", hrnet)
+    autocast = backend_variants().make_variant("torch-bf16-autocast", hrnet)
     for b in (bf16, autocast):
         got = b(torch.from_numpy(crops[:3]))  # tensors are accepted too
         assert got.dtype == np.float32 and got.shape == ref.shape
@@ -137,14 +137,15 @@ def test_torch_bf16_backend_variants_are_close_and_leave_the_model_alone(hrnet, 
     # the heatmap head stays fp32 (bf16 heatmaps would round nearby values at the peak into ties)
     head = [m for m in bf16.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     assert head.weight.dtype == torch.float32 and head.out_channels == 17
-    plain = make_torch_backend("torch-bf16-bf16head", hrnet)
+    plain = backend_variants().make_variant("torch-bf16-bf16head", hrnet)
     assert [m for m in plain.model.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.dtype == torch.bfloat16
     # the caller's model is untouched: still fp32, NCHW, BatchNorm in place, same weights
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in hrnet.modules())
     for k, v in hrnet.state_dict().items():
         assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
     assert hrnet.conv1.weight.is_contiguous()
-    fused = make_torch_backend("torch-bf16-onednn", hrnet)
+    fused = backend_variants().make_variant("torch-bf16-onednn", hrnet)
+    assert fused.name == "torch-bf16-onednn" and fused.onednn_fusion
     assert fused(crops[:3]).shape == ref.shape
     assert not torch.jit.onednn_fusion_enabled()  # switched on for tracing only, not left on for the process
 
@@ -249,6 +250,44 @@ def test_run_bench_reports_every_backend(tmp_path, hrnet, crops):
         run_bench(hrnet, SMALL, crops[:2], backends=("tensorrt",), workdir=tmp_path, log=lambda s: None)
 
 
+def test_product_backends_are_the_short_names_and_the_variants_live_in_benchmarks(hrnet):
+    """hrpose.backends keeps the product's torch configurations (each short name's CPU and CUDA side, and
+    "torch"); `hrpose bench`'s default rows are product choices; the exploratory variants are only in
+    benchmarks/backend_variants.py."""
+    from hrpose.backends import SHORT_BACKENDS, TORCH_BACKENDS
+    from hrpose.bench import DEFAULT_BACKENDS, GPU_DEFAULT_BACKENDS, backend_names, default_backends
+
+    variants = backend_variants()
+    assert set(TORCH_BACKENDS) == {"torch-fp32", *(n for pair in SHORT_BACKENDS.values() for n in pair)}
+    assert set(SHORT_BACKENDS) == {"torch-fast", "torch-bf16", "torch-fp16", "torch-compile"}
+    for row in (*DEFAULT_BACKENDS, *GPU_DEFAULT_BACKENDS):
+        assert row == "auto" or row in TORCH_BACKENDS or row in ("onnxruntime-fp32", "openvino-fp32",
+                                                                 "onnxruntime-int8"), row  # fmt: skip
+    assert default_backends("cpu") == DEFAULT_BACKENDS and default_backends("cuda") == GPU_DEFAULT_BACKENDS
+    assert not set(variants.VARIANTS) & set(TORCH_BACKENDS) and not set(variants.VARIANTS) & set(backend_names())
+    assert set(variants.CPU_ROWS) | set(variants.GPU_ROWS) <= set(variants.VARIANTS)
+    for name in ("torch-bf16-onednn", "torch-fp32-fused", "torch-bf16-autocast"):
+        with pytest.raises(ValueError, match="unknown torch backend"):
+            make_torch_backend(name, hrnet)
+    with pytest.raises(ValueError, match="unknown backend variant"):
+        variants.make_variant("torch-fp32", hrnet)
+
+
+def test_run_bench_takes_extra_named_backends(tmp_path, hrnet, crops):
+    """`run_bench(extra_backends={name: factory})`: the way benchmarks/backend_variants.py adds its variants;
+    a name of neither kind is refused, and an extra may not take a built-in name."""
+    extra = backend_variants().factories(["torch-fp32-fused"])
+    rows = run_bench(hrnet, SMALL, crops[:4], batch_sizes=(1,), iters=1, warmup=0, workdir=tmp_path,
+                     backends=("torch-fp32", "torch-fp32-fused"), extra_backends=extra, log=lambda s: None)  # fmt: skip
+    assert [r.backend for r in rows] == ["eager-fp32 (baseline)", "torch-fp32", "torch-fp32-fused"]
+    assert rows[2].mean_dev_px == 0.0 and rows[2].max_abs_heatmap_err < 1e-3  # fp32 post-op fusion: exact
+    with pytest.raises(ValueError, match="unknown backend 'torch-fp32-fused'"):
+        run_bench(hrnet, SMALL, crops[:2], backends=("torch-fp32-fused",), workdir=tmp_path, log=lambda s: None)
+    with pytest.raises(ValueError, match="may not reuse a built-in backend name: torch-fp32"):
+        run_bench(hrnet, SMALL, crops[:2], backends=("torch-fp32",), workdir=tmp_path, log=lambda s: None,
+                  extra_backends={"torch-fp32": extra["torch-fp32-fused"]})  # fmt: skip
+
+
 def test_bench_runs_auto_and_openvino_and_leaves_out_what_the_cpu_cannot_run(tmp_path, hrnet, crops, monkeypatch):
     """`auto` is a row of its own (what --backend auto runs here); OpenVINO runs the same exported graph; on a
     CPU without bf16 (this machine's probe capped to AVX2) the default set leaves bf16 out with the reason, and a
@@ -343,6 +382,27 @@ def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
     assert "mean dev, labeled (px)" in text
     assert "| onnxruntime-int8-keeplast |" in text and "Command: `hrpose bench" in text and "--weights" in text
     assert main([*args[:5], "--num-crops", "3", "--calib-crops", "4", *REDUCED]) == 2
+    assert "calib-crops" in capsys.readouterr().err
+
+
+def test_backend_variants_script_is_bench_with_the_variants(tmp_path, hrnet, capsys):
+    """`python benchmarks/backend_variants.py ...`: `hrpose bench`'s options and error path, the variants
+    accepted as --backends, and the record written under the script's own name."""
+    import json
+
+    from hrpose.models.weights import save_weights
+
+    weights = save_weights(hrnet, tmp_path / "w.pth")
+    md = tmp_path / "bench.md"
+    args = ["--cfg", str(W32), "--weights", str(weights), "--num-crops", "6", "--calib-crops", "2", "--iters", "1",
+            "--batch-sizes", "1", "--backends", "torch-fp32-jit", "torch-fp32-fused", "--json", "--write", str(md),
+            "--crops-root", str(DATA / "coco-mini"), *REDUCED]  # fmt: skip
+    assert backend_variants().main(args) == 0
+    rows = {r["backend"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert list(rows) == ["eager-fp32 (baseline)", "torch-fp32-jit", "torch-fp32-fused"]
+    assert rows["torch-fp32-fused"]["mean_dev_px"] == 0.0
+    assert "Command: `python benchmarks/backend_variants.py --cfg" in md.read_text()
+    assert backend_variants().main([*args[:2], "--num-crops", "3", "--calib-crops", "4", *REDUCED]) == 2
     assert "calib-crops" in capsys.readouterr().err
 
 

@@ -11,9 +11,9 @@ import torch
 from torch import fx, nn
 
 from conftest import ROOT, requires_capability
-from helpers import REDUCED, W32
+from helpers import REDUCED, W32, backend_variants
 from helpers import fill_module as _fill
-from hrpose.backends import EagerBackend, TorchBackend, make_short_backend, make_torch_backend
+from hrpose.backends import EagerBackend, TorchBackend, make_short_backend
 from hrpose.config import load_config
 from hrpose.export import fold_batchnorm
 from hrpose.fusion import fuse_pointwise
@@ -97,7 +97,7 @@ def test_keep_and_unpacked_weights(hrnet):
 def test_fp32_fused_backend_equals_eager(hrnet):
     x = X.numpy()
     ref = EagerBackend(hrnet)(x)
-    fp32 = make_torch_backend("torch-fp32-fused", hrnet)
+    fp32 = backend_variants().make_variant("torch-fp32-fused", hrnet)
     np.testing.assert_allclose(fp32(x), ref, atol=1e-4 * np.abs(ref).max())
 
 

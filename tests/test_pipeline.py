@@ -230,3 +230,66 @@ def test_predict_many_batches_people_across_images(tiny):
     assert est.predict_many([]) == []
     with pytest.raises(ValueError, match="box lists"):
         est.predict_many(images, boxes[:2])
+
+
+def _peaked_heatmaps(rng: np.random.Generator, n: int, k: int, hm_wh: tuple[int, int]) -> np.ndarray:
+    """Gaussian peaks (sigma 2) at sub-pixel positions away from the border, plus a little noise."""
+    w, h = hm_wh
+    ys, xs = np.mgrid[0:h, 0:w]
+    cx = rng.uniform(4, w - 5, (n, k, 1, 1))
+    cy = rng.uniform(4, h - 5, (n, k, 1, 1))
+    hm = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 2.0**2))
+    return (hm + 0.01 * rng.standard_normal(hm.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", ["official", "dark", "udp"])
+def test_bench_keypoints_are_the_pipelines_decode_on_the_identity_crop(method):
+    """`hrpose bench` compares keypoints decoded by `pipeline.decode` (the identity crop: center = the input's
+    middle, scale = its size / PIXEL_STD), so a change to decoding reaches test, predict and bench alike; in
+    input pixels they are the codec's crop coordinates (what bench computed before, by its own path)."""
+    from hrpose.bench import decode_input_px, identity_crops, keypoints_input_px
+    from hrpose.codec import HeatmapCodec
+
+    size, hm_size = (192, 256), (48, 64)
+    codec = HeatmapCodec(size, hm_size, 2.0, method=method)
+    hm = _peaked_heatmaps(np.random.default_rng(3), 3, 17, hm_size)
+    settings = TestSettings(flip_test=False)
+    centers, scales = identity_crops(3, size)
+    np.testing.assert_allclose(centers, [[96.0, 128.0]] * 3)
+    np.testing.assert_allclose(scales, [[0.96, 1.28]] * 3)
+    got = decode_input_px(hm, size, codec, settings)
+    np.testing.assert_array_equal(got, decode(codec, hm, centers, scales, settings))
+    np.testing.assert_array_equal(keypoints_input_px(hm, size, codec, settings), got[..., :2])
+    # the way bench decoded before (codec.decode_hm + hm_to_crop, in input pixels): the same keypoints
+    before = codec.hm_to_crop(codec.decode_hm(hm, post_process=True)[0])
+    np.testing.assert_allclose(got[..., :2], before, atol=1e-3)
+    np.testing.assert_array_equal(got[..., 2], _max_scores(hm))
+
+
+def _max_scores(hm: np.ndarray) -> np.ndarray:
+    from hrpose.codec import get_max_preds
+
+    return np.asarray(get_max_preds(hm)[1])[..., 0]
+
+
+def test_bench_keypoints_without_a_codec_are_the_bare_argmax_times_the_stride():
+    """Without a codec bench's keypoints are the argmax in input pixels, as its old `keypoints_input_px`
+    computed them (get_max_preds times the stride): a one-pixel peak lands on its input pixel."""
+    from hrpose.bench import keypoints_input_px
+    from hrpose.codec import get_max_preds
+
+    hm = np.zeros((2, 3, 64, 48), np.float32)
+    peaks = [[(10, 20), (0, 0), (47, 63)], [(5, 7), (30, 1), (12, 50)]]  # (x, y) in heatmap pixels
+    for i, person in enumerate(peaks):
+        for j, (x, y) in enumerate(person):
+            hm[i, j, y, x] = 1.0
+            hm[i, j, y, min(x + 1, 47)] += 0.5 if x < 47 else 0.0  # a neighbour: post-processing would move it
+    got = keypoints_input_px(hm, (192, 256))
+    np.testing.assert_array_equal(got, np.asarray(peaks, np.float32) * 4)
+    old = np.asarray(get_max_preds(hm)[0]) * (192 / 48)  # the old function's body
+    np.testing.assert_array_equal(got, old)
+    # with the official codec and post-processing the quarter-pixel shift applies (towards the neighbour)
+    from hrpose.codec import HeatmapCodec
+
+    shifted = keypoints_input_px(hm, (192, 256), HeatmapCodec((192, 256), (48, 64), 2.0))
+    assert shifted[0, 0, 0] == 41.0 and shifted[0, 0, 1] == 80.0

@@ -12,7 +12,9 @@ runs any of them with the flip test, decoding and rescoring, for `PoseEstimator`
   `torch.compile`.
 - `OnnxRuntimeBackend`: an ONNX file (see `hrpose.export`) in ONNX Runtime, fp32 or int8.
 `quantize_int8` makes the int8 model: static QDQ quantization calibrated on real crops.
-`make_torch_backend(name, model)` builds one by its `TORCH_BACKENDS` name; `auto_backend` says which backend
+`make_torch_backend(name, model)` builds one by its `TORCH_BACKENDS` name (the product's configurations:
+`make_short_backend` picks the CPU or CUDA one of a short name such as torch-fast; exploratory variants are in
+`benchmarks/backend_variants.py`); `auto_backend` says which backend
 `--backend auto` runs on this machine (from `hrpose.capabilities.probe`), `make_auto_backend` builds it.
 Every backend this machine cannot run refuses with a `BackendUnavailableError` (one line: what is missing,
 what to use instead) before it is built: none crashes later, none runs an emulated path (bf16 on a CPU
@@ -500,40 +502,26 @@ def quantize_int8(
     return onnx_int8
 
 
-# name -> TorchBackend keyword arguments; the names `hrpose bench`, `hrpose predict` and PoseEstimator accept
+# The product's torch configurations: name -> TorchBackend keyword arguments. Each is the CPU or the CUDA side
+# of a short name users choose (`SHORT_BACKENDS`) or "torch" itself, and `hrpose bench` shows them by default
+# (its rows keep these long names). Exploratory, benchmark-only variants (oneDNN Graph fusion, bf16 autocast,
+# a bf16 heatmap head, fp32 post-op fusion, fp16 autocast, compiled bf16/fp16, ...) live in
+# `benchmarks/backend_variants.py`, which passes them to `hrpose.bench.run_bench(extra_backends=...)`.
 TORCH_BACKENDS: dict[str, dict[str, object]] = {
-    "torch-fp32": {},
-    "torch-fp32-jit": {"jit": True},
-    "torch-fp32-onednn": {"jit": True, "onednn_fusion": True},
-    "torch-bf16-autocast": {"dtype": torch.bfloat16, "autocast": True},
-    "torch-fp32-fused": {"fused": True},
-    # bf16 weights and activations, fp32 heatmap head, oneDNN post-op fusion with pre-packed weights
+    "torch-fp32": {},  # "torch": the folded fp32 model
+    "torch-fp32-jit": {"jit": True},  # torch-fast on a CPU
+    # torch-bf16 on a CPU: bf16 weights and activations, fp32 heatmap head, oneDNN post-op fusion with
+    # pre-packed weights
     "torch-bf16": {"dtype": torch.bfloat16, "fp32_head": True, "fused": True},
-    "torch-bf16-jit": {"dtype": torch.bfloat16, "jit": True, "fp32_head": True},
-    "torch-bf16-bf16head": {"dtype": torch.bfloat16, "jit": True},
-    # oneDNN Graph fusion: 2x faster, but NOT exact (fp32 heatmaps off by up to 25% of their range with
-    # torch 2.13): benchmark-only, see docs/benchmarks.md
-    "torch-bf16-onednn": {"dtype": torch.bfloat16, "jit": True, "fp32_head": True, "onednn_fusion": True},
-    "torch-bf16-eager": {"dtype": torch.bfloat16},
-    "torch-bf16-compile": {"dtype": torch.bfloat16, "compile": True, "fp32_head": True},
-    "torch-fp32-compile": {"compile": True},
-    "torch-fp32-compile-graph": {"compile": True, "compile_options": {"freezing": True, "triton.cudagraphs": True}},
-    # GPU (CUDA) backends: fp16/bf16 weights with an fp32 heatmap head, channels_last, CUDA graphs
+    "torch-fp16": {"dtype": torch.float16, "fp32_head": True},  # torch-fp16 on a CPU: refused (fp16 is for GPUs)
+    "torch-fp32-compile": {"compile": True},  # torch-compile on a CPU
+    # GPU (CUDA): channels_last, CUDA graphs; fp16/bf16 weights with an fp32 heatmap head
     "torch-fp32-graph": {"cuda_graph": True},
-    "torch-fp16-autocast": {"dtype": torch.float16, "autocast": True},
-    "torch-fp16": {"dtype": torch.float16, "fp32_head": True},
     "torch-fp16-graph": {"dtype": torch.float16, "fp32_head": True, "cuda_graph": True},
     "torch-bf16-graph": {"dtype": torch.bfloat16, "fp32_head": True, "cuda_graph": True},
-    # inductor + its own CUDA graphs (the "reduce-overhead" mode) on frozen fp16 weights
-    "torch-fp16-compile": {
-        "dtype": torch.float16,
-        "fp32_head": True,
-        "compile": True,
-        "compile_options": {"freezing": True, "triton.cudagraphs": True},
-    },
+    # inductor + its own CUDA graphs (the "reduce-overhead" mode) on frozen fp32 weights
+    "torch-fp32-compile-graph": {"compile": True, "compile_options": {"freezing": True, "triton.cudagraphs": True}},
 }
-GPU_BACKENDS = ("torch-fp32", "torch-fp32-graph", "torch-fp16-autocast", "torch-fp16", "torch-fp16-graph",
-                "torch-bf16-graph", "torch-fp16-compile")  # fmt: skip
 
 
 # the short names `predict`, `test` (HRPOSE.BACKEND) and PoseEstimator offer -> TORCH_BACKENDS entries, on a
@@ -559,13 +547,17 @@ def make_torch_backend(name: str, model: nn.Module) -> TorchBackend:
     cannot run it (see `require_runnable`)."""
     if name not in TORCH_BACKENDS:
         raise ValueError(f"unknown torch backend {name!r}; choose from {sorted(TORCH_BACKENDS)}")
-    kw = TORCH_BACKENDS[name]
-    dtype = kw.get("dtype", torch.float32)
+    return named_torch_backend(name, model, TORCH_BACKENDS[name])
+
+
+def named_torch_backend(name: str, model: nn.Module, options: dict[str, object]) -> TorchBackend:
+    """`TorchBackend(model, **options)` named `name`, after `require_runnable` has checked (with `name` in
+    its message) that this machine can run it: a `BackendUnavailableError` otherwise. `make_torch_backend`
+    builds the product's configurations with it, `benchmarks/backend_variants.py` the exploratory ones."""
+    dtype = options.get("dtype", torch.float32)
     assert isinstance(dtype, torch.dtype)
-    require_runnable(name, _model_device(model), dtype=dtype, fused=bool(kw.get("fused", False)))
-    backend = TorchBackend(model, **TORCH_BACKENDS[name])  # type: ignore[arg-type]
-    backend.name = name
-    return backend
+    require_runnable(name, _model_device(model), dtype=dtype, fused=bool(options.get("fused", False)))
+    return TorchBackend(model, **{**options, "name": name})  # type: ignore[arg-type]
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")

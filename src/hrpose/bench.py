@@ -13,13 +13,14 @@ of load from elsewhere hits all of them alike, and each reports its median call 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,26 +39,37 @@ from .backends import (
     make_torch_backend,
     quantize_int8,
 )
-from .codec import HeatmapCodec, get_max_preds
+from .codec import HeatmapCodec
 from .export import export_onnx
+from .geometry import PIXEL_STD
+from .pipeline import TestSettings, decode
 
 BASELINE = "eager-fp32 (baseline)"
+# the rows `hrpose bench` shows by default: the product's choices (hrpose.backends.TORCH_BACKENDS, by their
+# long names: torch-fp32 = "torch", torch-fp32-jit = torch-fast, ...; ONNX Runtime fp32 and int8, OpenVINO)
+# and what `auto` runs; exploratory variants come from `benchmarks/backend_variants.py` (`extra_backends`)
 DEFAULT_BACKENDS = (
     "auto",
     "torch-fp32",
     "torch-fp32-jit",
-    "torch-fp32-fused",
-    "torch-bf16-autocast",
-    "torch-bf16-jit",
     "torch-bf16",
     "onnxruntime-fp32",
     "openvino-fp32",
     "onnxruntime-int8",
 )
+GPU_DEFAULT_BACKENDS = ("auto", "torch-fp32", "torch-fp32-graph", "torch-fp16-graph", "torch-bf16-graph",
+                        "torch-fp32-compile-graph")  # fmt: skip
+#: a named backend `run_bench` builds around the (eval, on-device) model, beside the built-in names
+BackendFactory = Callable[[nn.Module], Callable[[np.ndarray], np.ndarray]]
 # what `auto` (hrpose.backends.auto_backend, fp32) runs, by its bench name
 AUTO_BENCH_NAMES = {"onnxruntime": "onnxruntime-fp32", "torch-fast": "torch-fp32-jit", "torch": "torch-fp32",
                     "openvino": "openvino-fp32"}  # fmt: skip
 CUDA_AUTO_BENCH_NAMES = {"torch-fast": "torch-fp32-graph", "torch": "torch-fp32"}
+
+
+def default_backends(device: str | torch.device = "cpu") -> tuple[str, ...]:
+    """The rows `hrpose bench` shows by default on `device` (CUDA: the GPU set)."""
+    return GPU_DEFAULT_BACKENDS if torch.device(device).type == "cuda" else DEFAULT_BACKENDS
 
 
 def auto_bench_name(device: str | torch.device = "cpu") -> str:
@@ -84,11 +96,11 @@ class BenchRow:
     within_2px_labeled: float = float("nan")
 
 
-def backend_names() -> list[str]:
-    """The backend names `run_bench` accepts (int8 variants follow the `_INT8` pattern)."""
+def backend_names(extra_backends: Mapping[str, BackendFactory] | None = None) -> list[str]:
+    """The backend names `run_bench` accepts (int8 variants follow the `_INT8` pattern), `extra_backends`' last."""
     return ["auto", *TORCH_BACKENDS, "onnxruntime-fp32", "openvino-fp32", "onnxruntime-int8",
             "onnxruntime-int8-entropy", "onnxruntime-int8-percentile", "onnxruntime-int8-pertensor",
-            "onnxruntime-int8-keeplast", "onnxruntime-int8-keepfirst-keeplast"]  # fmt: skip
+            "onnxruntime-int8-keeplast", "onnxruntime-int8-keepfirst-keeplast", *(extra_backends or {})]  # fmt: skip
 
 
 def machine_description() -> str:
@@ -148,16 +160,45 @@ def real_crops_labeled(
     return np.ascontiguousarray(np.stack(crops), dtype=np.float32), np.stack(labeled)
 
 
-def keypoints_input_px(
-    heatmaps: np.ndarray, input_size_wh: tuple[int, int], codec: HeatmapCodec | None = None
+def identity_crops(n: int, input_size_wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Centers and scales (n, 2) of the crop that maps the model input onto itself: the center of the input
+    and its size in units of `PIXEL_STD` (200 px), so `pipeline.decode` gives keypoints in input pixels."""
+    w, h = (float(v) for v in input_size_wh)
+    centers = np.tile(np.array([[w / 2.0, h / 2.0]]), (n, 1))
+    scales = np.tile(np.array([[w / PIXEL_STD, h / PIXEL_STD]]), (n, 1))
+    return centers, scales
+
+
+def decode_input_px(
+    heatmaps: np.ndarray,
+    input_size_wh: tuple[int, int],
+    codec: HeatmapCodec | None = None,
+    settings: TestSettings | None = None,
 ) -> np.ndarray:
-    """Keypoints of `heatmaps (N, K, h, w)` in input-crop pixels `(N, K, 2)`: the codec's decoding
-    (post-processed), or the bare argmax times the stride without one."""
+    """Keypoints of `heatmaps (N, K, h, w)` in input-crop pixels with their joint scores `(N, K, 3)`, decoded
+    as `hrpose test` and `predict` decode (`pipeline.decode`) with the identity crop (`identity_crops`).
+
+    codec: the config's codec (default: the official decoder for this input and heatmap size); settings:
+    the config's test settings (default: post-processed with a codec, the bare argmax without one; no flip:
+    bench compares the backends' single calls)."""
+    h, w = heatmaps.shape[-2:]
+    if settings is None:
+        settings = TestSettings(flip_test=False, post_process=codec is not None)
     if codec is None:
-        coords, _ = get_max_preds(heatmaps)
-        return coords * (input_size_wh[0] / heatmaps.shape[-1])
-    coords_hm, _ = codec.decode_hm(heatmaps, post_process=True)
-    return codec.hm_to_crop(coords_hm)
+        codec = HeatmapCodec(input_size_wh, (w, h), sigma=2.0)
+    centers, scales = identity_crops(len(heatmaps), input_size_wh)
+    return decode(codec, heatmaps, centers, scales, settings)
+
+
+def keypoints_input_px(
+    heatmaps: np.ndarray,
+    input_size_wh: tuple[int, int],
+    codec: HeatmapCodec | None = None,
+    settings: TestSettings | None = None,
+) -> np.ndarray:
+    """Keypoints of `heatmaps (N, K, h, w)` in input-crop pixels `(N, K, 2)`: `decode_input_px` without the
+    scores (the codec's post-processed decoding, or the bare argmax times the stride without a codec)."""
+    return decode_input_px(heatmaps, input_size_wh, codec, settings)[..., :2]
 
 
 def time_backend(fn: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, iters: int, warmup: int) -> float:
@@ -206,31 +247,38 @@ def prepare_backends(
     threads: int | None = None,
     log: Callable[[str], None] = print,
     skipped: dict[str, str] | None = None,
+    extra_backends: Mapping[str, BackendFactory] | None = None,
 ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Baseline first, then every backend of `backends` (ONNX exported / int8 quantized into `workdir`).
+    """Baseline first, then every backend of `backends` (ONNX exported / int8 quantized into `workdir`);
+    a name of `extra_backends` is built by its factory (`factory(model)`).
 
     "auto" is the backend `--backend auto` runs here (a row "auto = <name>"). A backend this machine cannot
     run (`BackendUnavailableError`: bf16 without bf16 hardware, OpenVINO not installed) raises, or, when
     `skipped` is a dict, is left out and recorded there with the reason."""
     fixed = ("onnxruntime-fp32", "openvino-fp32", "auto")
+    extra = dict(extra_backends or {})
+    shadowed = [n for n in extra if n in TORCH_BACKENDS or n in fixed or n == BASELINE or _INT8.fullmatch(n)]
+    if shadowed:
+        raise ValueError(f"extra backends may not reuse a built-in backend name: {', '.join(shadowed)}")
     for name in backends:
-        if name not in TORCH_BACKENDS and name not in fixed and not _INT8.fullmatch(name):
-            raise ValueError(f"unknown backend {name!r}; choose from {', '.join(backend_names())}")
+        if name not in TORCH_BACKENDS and name not in fixed and name not in extra and not _INT8.fullmatch(name):
+            raise ValueError(f"unknown backend {name!r}; choose from {', '.join(backend_names(extra))}")
     candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = {BASELINE: EagerBackend(model)}
     onnx_fp32 = workdir / "model_fp32.onnx"
     device = next(model.parameters()).device
     auto_name = auto_bench_name(device) if "auto" in backends else ""
     if any(b.startswith(("onnxruntime", "openvino")) for b in (*backends, auto_name)):
-        import copy
-
         log("exporting ONNX (self-checked in ONNX Runtime) ...")
         export_onnx(copy.deepcopy(model).cpu(), onnx_fp32, input_size_wh, dynamic_batch=True)
     threads = threads or torch.get_num_threads()
     for name in backends:
         log(f"preparing {name} ...")
         try:
-            fn = _make_bench_backend(auto_name if name == "auto" else name, model, onnx_fp32, threads, workdir,
-                                     calib_crops)  # fmt: skip
+            if name in extra:
+                fn = extra[name](model)
+            else:
+                fn = _make_bench_backend(auto_name if name == "auto" else name, model, onnx_fp32, threads, workdir,
+                                         calib_crops)  # fmt: skip
         except BackendUnavailableError as e:
             if skipped is None:
                 raise
@@ -269,6 +317,7 @@ def run_bench(
     *,
     calib_crops: np.ndarray | None = None,
     codec: HeatmapCodec | None = None,
+    settings: TestSettings | None = None,
     batch_sizes: tuple[int, ...] = (1, 8),
     iters: int = 10,
     warmup: int = 2,
@@ -280,31 +329,36 @@ def run_bench(
     labeled: np.ndarray | None = None,
     log: Callable[[str], None] = print,
     skipped: dict[str, str] | None = None,
+    extra_backends: Mapping[str, BackendFactory] | None = None,
 ) -> list[BenchRow]:
     """Benchmark `backends` against the eager baseline.
 
     crops (M, 3, H, W): real normalised crops for the deviation; calib_crops: int8 calibration crops
-    (default: `crops`; pass a disjoint set); codec: keypoint decoding (default: bare argmax);
+    (default: `crops`; pass a disjoint set); codec, settings: keypoint decoding, through `pipeline.decode`
+    with the identity crop (`decode_input_px`; default: bare argmax);
     confident: `mean_dev_confident_px` counts joints whose baseline heatmap maximum exceeds this;
     device: where the torch backends (and the baseline) run; on a GPU each timed call includes copying the
     crops in and the heatmaps out (numpy in, numpy out, as `predict` uses them), which also synchronises;
     labeled (M, K) bool: the joints annotated in each crop, for the `*_labeled` deviation columns (a joint
     that is not in the picture has no position: its heatmap is noise, and its argmax moves with any rounding);
-    skipped: collect the backends this machine cannot run instead of raising (see `prepare_backends`).
+    skipped: collect the backends this machine cannot run instead of raising (see `prepare_backends`);
+    extra_backends: name -> factory(model) -> backend, names `backends` may use beside the built-in ones
+    (`benchmarks/backend_variants.py` passes the exploratory torch variants this way).
     """
     model = model.eval().to(device)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="hrpose-bench-"))
     calib_crops = crops if calib_crops is None else calib_crops
     candidates = prepare_backends(model, input_size_wh, backends, calib_crops, workdir, threads=threads, log=log,
-                                  skipped=skipped)  # fmt: skip
+                                  skipped=skipped, extra_backends=extra_backends)  # fmt: skip
 
     ref_hm = _run_batched(candidates[BASELINE], crops)
-    ref_kp = keypoints_input_px(ref_hm, input_size_wh, codec)
-    sure = get_max_preds(ref_hm)[1][..., 0] > confident
+    ref = decode_input_px(ref_hm, input_size_wh, codec, settings)
+    ref_kp = ref[..., :2]
+    sure = ref[..., 2] > confident  # the joint score: the baseline heatmap's maximum
     rows: dict[str, BenchRow] = {}
     for name, fn in candidates.items():
         hm = _run_batched(fn, crops)
-        dev = np.linalg.norm(keypoints_input_px(hm, input_size_wh, codec) - ref_kp, axis=-1)
+        dev = np.linalg.norm(keypoints_input_px(hm, input_size_wh, codec, settings) - ref_kp, axis=-1)
         rows[name] = BenchRow(
             name,
             mean_dev_px=float(dev.mean()),

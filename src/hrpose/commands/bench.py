@@ -13,7 +13,12 @@ import argparse
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..bench import BackendFactory
 
 #: environment variable naming the default --crops-root
 CROPS_ENV = "HRPOSE_BENCH_CROPS"
@@ -142,14 +147,22 @@ def auto_verdict(rows: list, batch_sizes: tuple[int, ...], device_type: str) -> 
     return text + "."
 
 
-def run(args: argparse.Namespace) -> int:
+def run(
+    args: argparse.Namespace,
+    *,
+    extra_backends: Mapping[str, BackendFactory] | None = None,
+    extra_defaults: Mapping[str, Sequence[str]] | None = None,
+    program: str = "hrpose bench",
+) -> int:
+    """`hrpose bench`. extra_backends: more named backends (`run_bench(extra_backends=...)`); extra_defaults:
+    device type ("cpu", "cuda") -> names of them added to the default rows; program: the command named in
+    `--write`'s record (`benchmarks/backend_variants.py` runs this with its variants)."""
     import torch
 
     _check(args)
 
-    from ..backends import GPU_BACKENDS
     from ..bench import (
-        DEFAULT_BACKENDS,
+        default_backends,
         machine_description,
         markdown_table,
         real_crops_labeled,
@@ -164,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.estimator import resolve_device
     from ..models import build_model
     from ..models.weights import load_weights
+    from ..pipeline import TestSettings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,10 +185,10 @@ def run(args: argparse.Namespace) -> int:
     root = _crops_root(args)  # after the config, so that a bad --cfg is the error a user sees first
     device = resolve_device(args.device)
     apply_cudnn_settings(cfg)  # as the official tools/test.py (CUDNN.BENCHMARK: autotuning, on in every YAML)
-    default_backends = GPU_BACKENDS if device.type == "cuda" else DEFAULT_BACKENDS
+    defaults = (*default_backends(device), *(extra_defaults or {}).get(device.type, ()))
     # the default set leaves out (and notes) what this machine cannot run; a backend asked for by name refuses
     skipped: dict[str, str] | None = None if args.backends else {}
-    args.backends = list(args.backends or default_backends)
+    args.backends = list(args.backends or defaults)
     torch.manual_seed(0)
     model = build_model(cfg)
     if args.weights:
@@ -201,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate,
         calib_crops=calib,
         codec=build_codec(cfg),
+        settings=TestSettings.from_config(cfg, flip_test=False),  # the backends' single calls, compared
         batch_sizes=tuple(args.batch_sizes),
         iters=args.iters,
         threads=args.threads,
@@ -210,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
         labeled=labeled,
         log=log,
         skipped=skipped,
+        extra_backends=extra_backends,
     )
     table = markdown_table(rows, tuple(args.batch_sizes))
     not_run = "".join(f"\n\nNot run here: `{name}`: {why}" for name, why in (skipped or {}).items())
@@ -236,14 +252,14 @@ def run(args: argparse.Namespace) -> int:
     if args.write:
         opts = " ".join(args.opts)
         cmd = (
-            f"hrpose bench --cfg {args.cfg}" + (f" --weights {args.weights}" if args.weights else "")
+            f"{program} --cfg {args.cfg}" + (f" --weights {args.weights}" if args.weights else "")
             + f" --crops-root {args.crops_root} --crops-set {args.crops_set}"
             + (f" --num-crops {args.num_crops}" if args.num_crops != 86 else "")
             + (f" --calib-crops {args.calib_crops}" if args.calib_crops != 32 else "")
             + f" --iters {args.iters}" + (f" --threads {args.threads}" if args.threads else "")
             + (f" --device {args.device}" if device.type != "cpu" else "")
             + (f" --batch-sizes {' '.join(map(str, args.batch_sizes))}" if args.batch_sizes != [1, 8] else "")
-            + (f" --backends {' '.join(args.backends)}" if tuple(args.backends) != default_backends else "")
+            + (f" --backends {' '.join(args.backends)}" if tuple(args.backends) != defaults else "")
             + (f" --label '{args.label}'" if args.label else "") + (f" {opts}" if opts else "")
         )  # fmt: skip
         caps = probe()
@@ -258,11 +274,11 @@ def run(args: argparse.Namespace) -> int:
             + "\n\n"
             f"Probe (`hrpose info`): {caps.line()}\n\n"
             f"Command: `{cmd} --write {args.write}`\n\nMachine: {machine}. Timing: median of {args.iters} "
-            f"interleaved rounds. Deviation: keypoints decoded by the config's codec "
-            f"(`{build_codec(cfg).method}`) vs the baseline's, in input pixels, over {len(evaluate)} real "
-            f"crops from `{root.name}` (int8 calibrated on {len(calib)} other crops); 'confident' = joints "
-            f"whose baseline heatmap maximum exceeds TEST.IN_VIS_THRE ({float(cfg.TEST.IN_VIS_THRE):g}); 'labeled' = "
-            f"joints the annotation marks (v > 0) in the crop.\n\n"
+            f"interleaved rounds. Deviation: keypoints decoded by the config's codec (`{build_codec(cfg).method}`, "
+            f"`hrpose.pipeline.decode` on the identity crop, no flip) vs the baseline's, in input pixels, over "
+            f"{len(evaluate)} real crops from `{root.name}` (int8 calibrated on {len(calib)} other crops); "
+            f"'confident' = joints whose baseline heatmap maximum exceeds TEST.IN_VIS_THRE "
+            f"({float(cfg.TEST.IN_VIS_THRE):g}); 'labeled' = joints the annotation marks (v > 0) in the crop.\n\n"
             f"{table}{not_run}\n",
         )
     return 0
