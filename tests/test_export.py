@@ -254,6 +254,8 @@ def test_product_backends_are_the_short_names_and_the_variants_live_in_benchmark
     """hrpose.backends keeps the product's torch configurations (each short name's CPU and CUDA side, and
     "torch"); `hrpose bench`'s default rows are product choices; the exploratory variants are only in
     benchmarks/backend_variants.py."""
+    import inspect
+
     from hrpose.backends import SHORT_BACKENDS, TORCH_BACKENDS
     from hrpose.bench import DEFAULT_BACKENDS, GPU_DEFAULT_BACKENDS, backend_names, default_backends
 
@@ -266,6 +268,11 @@ def test_product_backends_are_the_short_names_and_the_variants_live_in_benchmark
     assert default_backends("cpu") == DEFAULT_BACKENDS and default_backends("cuda") == GPU_DEFAULT_BACKENDS
     assert not set(variants.VARIANTS) & set(TORCH_BACKENDS) and not set(variants.VARIANTS) & set(backend_names())
     assert set(variants.CPU_ROWS) | set(variants.GPU_ROWS) <= set(variants.VARIANTS)
+    options = set(inspect.signature(TorchBackend).parameters)
+    for name, kw in {**TORCH_BACKENDS, **variants.VARIANTS}.items():
+        assert set(kw) <= options, name  # every configuration is TorchBackend options
+    jit_onednn = variants.make_variant("torch-fp32-onednn", hrnet)  # fp32 TorchScript + oneDNN Graph: any CPU
+    assert jit_onednn.name == "torch-fp32-onednn" and jit_onednn.jit and jit_onednn.onednn_fusion
     for name in ("torch-bf16-onednn", "torch-fp32-fused", "torch-bf16-autocast"):
         with pytest.raises(ValueError, match="unknown torch backend"):
             make_torch_backend(name, hrnet)

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from conftest import DATA, ROOT, mini_coco
-from hrpose.backends import GPU_BACKENDS, EagerBackend, TorchBackend, make_torch_backend
-from hrpose.bench import keypoints_input_px, real_crops, run_bench
+from helpers import backend_variants
+from hrpose.backends import EagerBackend, TorchBackend, make_torch_backend
+from hrpose.bench import GPU_DEFAULT_BACKENDS, keypoints_input_px, real_crops, run_bench
 from hrpose.config import load_config
 from hrpose.models import build_model
 
@@ -70,7 +71,9 @@ def test_graph_results_do_not_alias_between_calls(w32, crops):
 def test_reduced_precision_backends_stay_close(w32, crops, name):
     """Random weights give flat heatmaps (keypoints say little), so compare the heatmaps themselves."""
     want = EagerBackend(w32)(crops)
-    got = make_torch_backend(name, w32)(crops)
+    # torch-fp16-autocast is an exploratory variant (benchmarks/backend_variants.py), the others product names
+    make = backend_variants().make_variant if name in backend_variants().VARIANTS else make_torch_backend
+    got = make(name, w32)(crops)
     assert got.dtype == np.float32 and got.shape == want.shape
     assert _rel(got, want) < (0.05 if "bf16" in name else 0.02), name
 
@@ -81,7 +84,7 @@ def test_short_backend_names_pick_the_gpu_variants(w32):
     names = {short: make_short_backend(short, w32).name for short in ("torch-fast", "torch-bf16", "torch-fp16")}
     assert names == {short: f"{short.replace('-fast', '-fp32')}-graph" for short in names}
     with pytest.raises(ValueError, match="fused .*CPUs"):
-        make_torch_backend("torch-fp32-fused", w32)
+        backend_variants().make_variant("torch-fp32-fused", w32)
 
 
 def test_fp16_keeps_the_heatmap_head_in_fp32(w32):
@@ -110,10 +113,14 @@ def test_estimator_torch_fp16_on_cuda_matches_fp32(tmp_path, w32):
 
 
 def test_bench_on_cuda_reports_every_gpu_backend(tmp_path, w32, crops):
-    backends = tuple(b for b in GPU_BACKENDS if not b.endswith("compile"))  # compile: minutes; see docs
+    """bench's default GPU rows (compile aside: minutes; see docs) and an exploratory variant passed as an
+    extra backend, as benchmarks/backend_variants.py does."""
+    backends = (*(b for b in GPU_DEFAULT_BACKENDS if "compile" not in b), "torch-fp16-autocast")
     rows = run_bench(w32, SIZE, crops, batch_sizes=(1, 4), iters=3, warmup=1, backends=backends,
-                     workdir=tmp_path, device="cuda", log=lambda s: None)  # fmt: skip
-    assert [r.backend for r in rows] == ["eager-fp32 (baseline)", *backends]
+                     workdir=tmp_path, device="cuda", log=lambda s: None,
+                     extra_backends=backend_variants().factories(["torch-fp16-autocast"]))  # fmt: skip
+    want = ["auto = torch-fp32-graph" if b == "auto" else b for b in backends]
+    assert [r.backend for r in rows] == ["eager-fp32 (baseline)", *want]
     assert all(r.ms_per_crop[1] > 0 and r.ms_per_crop[4] > 0 for r in rows)
     graph = {r.backend: r for r in rows}["torch-fp16-graph"]
     assert graph.max_abs_heatmap_err < 0.05 * float(np.abs(EagerBackend(w32)(crops)).max())
