@@ -23,7 +23,10 @@ without bf16 arithmetic: ~10x slower than fp32).
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -32,7 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import capabilities
 from .errors import UserError
+from .export import fold_batchnorm
+from .fusion import fuse_pointwise
 
 
 class BackendUnavailableError(UserError, RuntimeError):
@@ -146,8 +152,6 @@ class TorchBackend:
         live: bool = False,
         name: str | None = None,
     ):
-        from .export import fold_batchnorm
-
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"TorchBackend: dtype must be float32, bfloat16 or float16, got {dtype}")
         if jit and compile:
@@ -177,8 +181,6 @@ class TorchBackend:
         elif fold_bn:
             m = fold_batchnorm(model)  # a copy
         elif self.dtype != torch.float32 or channels_last:
-            import copy
-
             m = copy.deepcopy(model).eval()  # never change the caller's model in place
         else:
             m = model.eval()
@@ -262,16 +264,12 @@ class TorchBackend:
             return y
         if self.fused:
             if self._fused is None:  # packed weights fit any batch size: built once, at the first input
-                from .fusion import fuse_pointwise
-
                 self._fused = fuse_pointwise(self.model, x)
             return last_stage(self._fused(x))
         if not self.jit:
             return last_stage(self.model(x))
         shape = tuple(x.shape)
         if self._traced is None or self._traced[0] != shape:
-            import warnings
-
             # oneDNN Graph (LLGA) fuses conv chains with their adds/relus into larger AMX/VNNI kernels while
             # the profiling executor optimises the graph in the first calls; the switch is process-wide, so
             # it is set for those calls only (the optimised plan keeps its fusions)
@@ -317,10 +315,8 @@ def require_runnable(label: str, device: torch.device | str, *, dtype: torch.dty
                      fused: bool = False) -> None:  # fmt: skip
     """Raise `BackendUnavailableError` when this machine cannot run `dtype` [with oneDNN fusion] on `device`
     fast and correctly (see `hrpose.capabilities`); `label` names the backend in the message."""
-    from .capabilities import probe
-
     device = torch.device(device)
-    caps = probe()
+    caps = capabilities.probe()
     if device.type == "cpu":
         if dtype == torch.bfloat16:
             why = caps.missing("bf16") if fused else _bf16_hardware_missing(caps)
@@ -370,7 +366,7 @@ class OnnxRuntimeBackend:
         spinning: bool = True,
         name: str | None = None,
     ):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional (the onnx extra): imported when an ONNX backend is built
 
         wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()]
@@ -421,7 +417,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 def conv_node_names(onnx_path: str | os.PathLike[str]) -> list[str]:
     """Names of the Conv nodes of an ONNX graph, in graph order (first = stem conv, last = final layer)."""
-    import onnx
+    import onnx  # optional (the onnx extra)
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     return [n.name for n in graph.node if n.op_type == "Conv"]
@@ -446,6 +442,7 @@ def quantize_int8(
     method: activation range calibration, "minmax" | "entropy" | "percentile" (`percentile`);
     exclude_first / exclude_last: keep the stem conv / the final 1x1 heatmap conv in fp32.
     """
+    # optional (the onnx extra), and slow to import: only when quantizing
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -565,8 +562,6 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 def onnxruntime_available() -> bool:
     """ONNX Runtime and the ONNX exporter's packages are importable (the `onnx` extra)."""
-    import importlib.util
-
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 

@@ -24,10 +24,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
+from . import capabilities
 from .backends import (
     CALIBRATION_METHODS,
     TORCH_BACKENDS,
@@ -41,7 +43,8 @@ from .backends import (
 )
 from .codec import HeatmapCodec
 from .export import export_onnx
-from .geometry import PIXEL_STD
+from .geometry import PIXEL_STD, box_to_center_scale
+from .inference.estimator import make_inputs
 from .pipeline import TestSettings, decode
 
 BASELINE = "eager-fp32 (baseline)"
@@ -104,15 +107,13 @@ def backend_names(extra_backends: Mapping[str, BackendFactory] | None = None) ->
 
 
 def machine_description() -> str:
-    from .capabilities import probe, versions
-
-    caps = probe()
+    caps = capabilities.probe()
     threads = torch.get_num_threads()
     gpu = "no GPU"
     if torch.cuda.is_available():
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         gpu = f"GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, cuDNN {cudnn})"
-    v = versions()
+    v = capabilities.versions()
     try:
         load = f"load average {os.getloadavg()[0]:.1f}"
     except OSError:  # pragma: no cover
@@ -134,11 +135,6 @@ def real_crops_labeled(
     image_dir: Path, annotation: Path, input_size_wh: tuple[int, int], n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """`real_crops` and, per crop, which joints the annotation marks as labeled (v > 0) `(n, K)` bool."""
-    import cv2
-
-    from .geometry import box_to_center_scale
-    from .inference.estimator import make_inputs
-
     data = json.loads(Path(annotation).read_text())
     files = {im["id"]: im["file_name"] for im in data["images"]}
     w, h = input_size_wh

@@ -35,7 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from hrpose import zoo
 from hrpose.backends import SHORT_BACKENDS, Backend, TorchBackend, make_short_backend
+from hrpose.codec import build_codec
+from hrpose.config import load_config
 from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
 from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
 from hrpose.errors import UserError
@@ -43,7 +46,8 @@ from hrpose.geometry import box_to_center_scale, warp_crop
 from hrpose.images import ImageReadError, check_pixels, load_image, to_bgr8
 from hrpose.inference.detectors import Detector, clip_boxes, zoo_detector
 from hrpose.keypoints import BUILTIN, DatasetMeta, flip_pairs_from_names
-from hrpose.pipeline import TestSettings, predict_crops, rescore
+from hrpose.models import weights as W
+from hrpose.pipeline import TestSettings, flip_heatmaps, predict_crops, rescore
 
 logger = logging.getLogger(__name__)
 
@@ -296,10 +300,6 @@ class PoseEstimator:
         order, default the checkpoint's (stored metadata; MMPose checkpoints are RGB), else DATASET.COLOR_RGB;
         model: an already built (and loaded) model to run instead of building one (see `from_model`).
         """
-        from hrpose.codec import build_codec
-        from hrpose.config import load_config
-        from hrpose.models import weights as W
-
         # metadata saved with hrpose checkpoints: keypoint layout, channel order, config
         ckpt_meta = None
         if weights is not None and isinstance(backend, str) and backend != "onnxruntime" and Path(weights).is_file():
@@ -346,7 +346,7 @@ class PoseEstimator:
         elif backend in TORCH_BACKEND_NAMES:
             built_here = model is None
             if model is None:
-                from hrpose.models import build_model
+                from hrpose.models import build_model  # at call time: tests replace hrpose.models.build_model
 
                 model = build_model(cfg, is_train=False)
                 model.to(resolve_device(device))
@@ -401,9 +401,6 @@ class PoseEstimator:
         $HRPOSE_HOME (`HRPOSE_OFFLINE=1`: only from there), with its packaged config, its checkpoint's key
         layout converted and its channel order; the person detector defaults to the zoo's (`zoo_detector`,
         HOG with a warning when it cannot be had). Other keyword arguments go to `from_config`."""
-        from hrpose import zoo
-        from hrpose.inference.detectors import zoo_detector
-
         entry = zoo.get_entry(name or zoo.DEFAULT_POSE_MODEL)
         if entry.kind != "pose" or entry.config is None:
             raise UserError(
@@ -527,8 +524,6 @@ class PoseEstimator:
     def heatmaps(self, inputs: np.ndarray) -> np.ndarray:
         """Normalised crops (N, 3, H, W) -> heatmaps (N, K, h, w), flip-tested when `flip_test`, in batches
         (`hrpose.pipeline.flip_heatmaps`)."""
-        from hrpose.pipeline import flip_heatmaps
-
         outs = [flip_heatmaps(self.backend, inputs[s : s + self.batch_size], self.flip_pairs, self.settings,
                               one_call=True) for s in range(0, len(inputs), self.batch_size)]  # fmt: skip
         return np.concatenate(outs, axis=0)
