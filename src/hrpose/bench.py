@@ -1,10 +1,15 @@
-"""`hrpose bench`: every inference backend against the official-style eager fp32 baseline, in one run.
+"""`hrpose bench`: the product's inference backends against the official-style eager fp32 baseline, in one run.
+
+The default rows are the backends a user can choose (`DEFAULT_BACKENDS` on a CPU, `GPU_DEFAULT_BACKENDS` on a
+GPU); `run_bench(extra_backends={name: factory})` adds more, which is how `benchmarks/backend_variants.py`
+measures the exploratory torch variants that are not product backends.
 
 For each backend: ms/crop at batch 1 and 8, crops/s, speedup over the baseline's crops/s at the same batch
 size, and the keypoint deviation from the baseline's decoded keypoints in input pixels (mean, share within
 2 px, and the mean over joints the baseline is confident about). Deviation is measured on real crops
 (coco-mini, or any COCO-layout dataset) that are NOT the int8 calibration crops, decoded by the config's
-codec; it is only meaningful with trained weights (`--weights`): an untrained model's heatmaps are flat, so
+codec through `hrpose.pipeline.decode` (the decoding of `hrpose test` and `predict`) on the identity crop; it is
+only meaningful with trained weights (`--weights`): an untrained model's heatmaps are flat, so
 any rounding moves the argmax.
 
 Timing on a shared machine: the backends take turns (a few calls each, round after round), so a burst

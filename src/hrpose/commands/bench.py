@@ -1,6 +1,7 @@
 """`hrpose bench --cfg FILE --crops-root DIR [--weights FILE] [--json] [--write docs/benchmarks.md]`.
 
-One run, same machine, same weights: the official-style eager fp32 baseline and every backend.
+One run, same machine, same weights: the official-style eager fp32 baseline and the product's backends
+(`benchmarks/backend_variants.py` runs the same command with the exploratory torch variants added).
 
 The real person crops (int8 calibration and the keypoint deviation) come from a COCO-layout folder:
 `--crops-root DIR`, else the environment variable `HRPOSE_BENCH_CROPS`; without either, bench stops with
@@ -53,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backends",
         nargs="+",
         default=None,
-        help="see hrpose.bench.backend_names(); 'auto' = what --backend auto runs here (default: the CPU set "
+        help="see hrpose.bench.backend_names() (exploratory variants: benchmarks/backend_variants.py); 'auto' = "
+        "what --backend auto runs here (default: the product backends of the CPU set "
         "with auto and openvino-fp32, leaving out with the reason what this machine cannot run, e.g. bf16 "
         "without bf16 hardware; or the GPU set with --device cuda). A backend named here that this machine "
         "cannot run is refused",
