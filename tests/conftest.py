@@ -105,3 +105,17 @@ def requires_capability(what: str):
 
     why = probe().missing(what)
     return pytest.mark.skipif(bool(why), reason=f"needs {what}: {why}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_onnx_cache(tmp_path_factory):
+    """`--backend auto`'s ONNX export cache (`hrpose.onnx_cache`) in a folder of this test session, not the user's."""
+    import os
+
+    old = os.environ.get("HRPOSE_ONNX_CACHE")
+    os.environ["HRPOSE_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HRPOSE_ONNX_CACHE", None)
+    else:
+        os.environ["HRPOSE_ONNX_CACHE"] = old

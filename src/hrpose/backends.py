@@ -620,15 +620,12 @@ def auto_backend(
 def onnxruntime_from_model(
     model: nn.Module, input_size_wh: tuple[int, int], *, threads: int | None = None, spinning: bool = True
 ) -> OnnxRuntimeBackend:
-    """`model` exported to ONNX (dynamic batch, checked against PyTorch, see `hrpose.export`) in a temporary
-    folder and loaded into ONNX Runtime; the file is gone once the session holds the graph."""
-    import copy
-    import tempfile
+    """`model` exported to ONNX (dynamic batch, checked against PyTorch, see `hrpose.export`) and loaded into
+    ONNX Runtime. The checked graph is cached under `$HRPOSE_HOME/onnx` keyed by the weights, the input size and
+    the versions (`hrpose.onnx_cache`): the same checkpoint starts without exporting again."""
+    from .onnx_cache import load_exported
 
-    from .export import export_onnx
-
-    with tempfile.TemporaryDirectory(prefix="hrpose-auto-") as tmp:
-        report = export_onnx(copy.deepcopy(model).cpu().eval(), Path(tmp) / "model.onnx", input_size_wh,
-                             dynamic_batch=True)  # fmt: skip
-        backend = OnnxRuntimeBackend(report.path, threads=threads, spinning=spinning, name="onnxruntime")
-    return backend
+    return load_exported(
+        model, input_size_wh,
+        lambda report: OnnxRuntimeBackend(report.path, threads=threads, spinning=spinning, name="onnxruntime"),
+    )  # fmt: skip
