@@ -452,7 +452,7 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
 
         return BackendModule(make_short_backend(backend, model.to(device))), path
     from hrpose.backends import OnnxRuntimeBackend
-    from hrpose.export import export_onnx
+    from hrpose.onnx_cache import export_onnx_cached as export_onnx  # exported once per weights ($HRPOSE_HOME/onnx)
 
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     try:
