@@ -176,8 +176,14 @@ def test_auto_falls_back_to_torch_without_onnxruntime(monkeypatch):
     assert auto_backend("fp32", device="cpu") == "torch-fast"
 
 
-def test_hrpose_info_prints_the_probe_and_versions(capsys):
+def test_hrpose_info_prints_the_probe_and_versions(capsys, tmp_path, monkeypatch):
     import onnxruntime
+
+    cache = tmp_path / "onnx-cache"
+    cache.mkdir()
+    (cache / "PoseResNet-64x64-0123.onnx").write_bytes(b"x" * 1500)
+    (cache / "PoseResNet-64x64-0123.onnx.json").write_bytes(b"{}")
+    monkeypatch.setenv("HRPOSE_ONNX_CACHE", str(cache))
 
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -187,9 +193,11 @@ def test_hrpose_info_prints_the_probe_and_versions(capsys):
     assert info["versions"]["torch"] == torch.__version__ and info["versions"]["onnxruntime"] == onnxruntime.__version__
     assert info["versions"]["numpy"] == np.__version__
     assert info["auto_backend"]["fp32"] == "onnxruntime"  # ONNX Runtime is installed by scripts/setup.sh
+    assert info["onnx_cache"] == {"folder": str(cache), "graphs": 1, "bytes": 1502}
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0] == caps.line() and f"torch {torch.__version__}" in text
+    assert f"onnx cache    {cache} (1 graph, 0.0 MB;" in text
 
 
 def test_predict_refuses_bf16_in_one_line_on_a_cpu_without_it(as_avx2_cpu, tmp_path, capsys):
