@@ -40,12 +40,12 @@ def run(args: argparse.Namespace) -> int:
         "cuda_fp16": caps.cuda_fp16,
         "cuda_bf16": caps.cuda_bf16,
         "auto_backend": picks,
-        "onnx_cache": (lambda f, n, b: {"folder": str(f), "graphs": n, "bytes": b})(*cache_usage()),
+        "onnx_cache": dict(zip(("folder", "graphs", "bytes"), cache_usage(), strict=True)),
         "versions": versions(),
         "notes": list(caps.notes),
     }
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2, default=str))  # the cache folder: a Path
         return 0
     print(info["machine"])
     width = max(len(k) for k in info)
@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{key:<{width}}  {value if value not in (None, '') else '-'}")
     print("auto backend  " + "; ".join(f"{p}: {b}" for p, b in picks.items()))
     folder, graphs, size = cache_usage()
-    print(f"onnx cache    {folder} ({graphs} graph{'s' if graphs != 1 else ''}, {size / 1e6:.1f} MB; auto's exported "
-          "checkpoints, safe to delete)")
+    print(
+        f"onnx cache    {folder} ({graphs} graph{'s' if graphs != 1 else ''}, {size / 1e6:.1f} MB; auto's exported "
+        "checkpoints, safe to delete)"
+    )
     print("versions      " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     return 0
