@@ -158,13 +158,15 @@ def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchModelB
     return make_short_backend(name, model)
 
 
-def _auto_onnxruntime(model: nn.Module, input_size_wh: tuple[int, int]) -> Backend:
-    """`backend="auto"` on a CPU: the model exported to ONNX Runtime (checked against PyTorch); a model the
-    exporter cannot take runs as "torch" instead."""
-    from hrpose.backends import onnxruntime_from_model
+def _auto_exported(model: nn.Module, input_size_wh: tuple[int, int], runtime: str = "onnxruntime") -> Backend:
+    """`backend="auto"` on a CPU: the model exported to ONNX (checked against PyTorch) and run in `runtime`
+    ("onnxruntime" or "openvino"); a model the exporter cannot take runs as "torch" instead."""
+    from hrpose.backends import onnxruntime_from_model, openvino_from_model
     from hrpose.export import ExportError
 
     try:
+        if runtime == "openvino":
+            return openvino_from_model(model, input_size_wh)
         return onnxruntime_from_model(model, input_size_wh)
     except (ExportError, RuntimeError, ValueError, TypeError) as e:
         logger.warning("backend auto: ONNX export failed (%s); running the PyTorch model", str(e).splitlines()[0])
@@ -314,7 +316,7 @@ class PoseEstimator:
         self.max_image_pixels: int | None = None  # None: hrpose.image_limits.max_image_pixels()
         self.model: nn.Module | None = None
 
-        auto_export = False  # "auto" chose ONNX Runtime for a checkpoint: export it once the model is loaded
+        auto_export = ""  # "auto" chose ONNX Runtime / OpenVINO for a checkpoint: export it once the model is loaded
         if isinstance(backend, str) and backend == "auto":
             from hrpose.backends import auto_backend
 
@@ -322,8 +324,8 @@ class PoseEstimator:
                 backend = "torch"
             else:
                 backend = auto_backend(device=resolve_device(device), weights=weights)
-                if backend == "onnxruntime" and Path(str(weights or "")).suffix.lower() != ".onnx":
-                    backend, auto_export = "torch", True
+                if backend in ("onnxruntime", "openvino") and Path(str(weights or "")).suffix.lower() != ".onnx":
+                    backend, auto_export = "torch", backend
         if not isinstance(backend, str):
             self.backend: Backend = backend
             self.model = model
@@ -350,7 +352,8 @@ class PoseEstimator:
                     self.color_rgb = True  # MMPose models are trained on RGB input
             self.model = model.eval()
             if auto_export:
-                self.backend, self.device = _auto_onnxruntime(self.model, self.input_size), torch.device("cpu")
+                self.backend = _auto_exported(self.model, self.input_size, auto_export)
+                self.device = torch.device("cpu")
             else:
                 self.backend = _torch_backend(backend, self.model, fold_bn=built_here)
                 self.device = self.backend.device
