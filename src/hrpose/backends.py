@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -364,6 +365,11 @@ class _StackT(ctypes.Structure):  # Linux `stack_t` (sigaltstack)
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 @contextlib.contextmanager
 def keep_sigaltstack() -> Iterator[None]:
     """Put back this thread's alternate signal stack (`sigaltstack`) after the block, on Linux.
@@ -379,7 +385,7 @@ def keep_sigaltstack() -> Iterator[None]:
     if not sys.platform.startswith("linux"):
         yield
         return
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     saved = _StackT()
     if libc.sigaltstack(None, ctypes.byref(saved)) != 0:
         yield
