@@ -174,10 +174,15 @@ def test_export_onnx_cached_copies_the_checked_graph_and_keeps_only_the_newest(c
     out.unlink()
     report = onnx_cache.export_onnx_cached(models[0], out, SIZE, dynamic_batch=True)
     assert len(exports) == 1 and out.read_bytes() == cached.read_bytes()
+    writing = cache / ".PoseResNet-64x64-another-process.abc.tmp.onnx"  # a graph another process is writing
+    writing.write_bytes(b"partial")
     for m in models[1:]:
         onnx_cache.export_onnx_cached(m, out, SIZE, dynamic_batch=True)
     assert len(exports) == 3
     kept = _onnx_files(cache)
+    kept = [p for p in kept if not p.name.startswith(".")]
     assert len(kept) == 2 and cached not in kept  # the least recently used graph went
+    assert writing.is_file()  # not counted, not pruned (only a stale one, over an hour old, is removed)
+    writing.unlink()
     folder, n, total = onnx_cache.cache_usage()
     assert folder == cache and n == 2 and total == sum(p.stat().st_size for p in cache.iterdir())

@@ -122,6 +122,8 @@ def _prune(folder: Path, keep: Path) -> None:
                 tmp.unlink()
     entries = []
     for p in folder.glob("*.onnx"):
+        if p.name.startswith("."):  # another process's graph being written (pathlib's * matches dotfiles)
+            continue
         with contextlib.suppress(OSError):
             entries.append((p.stat().st_mtime, p))
     entries.sort(reverse=True)
