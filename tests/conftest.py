@@ -190,3 +190,17 @@ def world(tmp_path, monkeypatch):
     cv2.imwrite(str(photo), image)
     monkeypatch.chdir(tmp_path)
     return {"home": home, "cfg": cfg_path, "own": own, "photo": photo, "image": image}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_onnx_cache(tmp_path_factory):
+    """`--backend auto`'s ONNX export cache (`hrpose.onnx_cache`) in a folder of this test session, not the user's."""
+    import os
+
+    old = os.environ.get("HRPOSE_ONNX_CACHE")
+    os.environ["HRPOSE_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HRPOSE_ONNX_CACHE", None)
+    else:
+        os.environ["HRPOSE_ONNX_CACHE"] = old

@@ -135,7 +135,7 @@ def test_bf16_refuses_in_one_line_on_a_cpu_without_bf16(as_avx2_cpu, small_model
 @pytest.mark.parametrize(
     "precision, device, caps_change, weights, want",
     [
-        ("fp32", "cpu", {}, None, "onnxruntime"),
+        ("fp32", "cpu", {}, None, "openvino"),  # the openvino extra is installed by scripts/setup.sh
         ("fp32", "cpu", {}, "m.onnx", "onnxruntime"),
         ("int8", "cpu", {}, "m_int8.onnx", "onnxruntime"),
         ("bf16", "cpu", {"features": frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"})}, None, "torch-bf16"),
@@ -171,15 +171,45 @@ def test_auto_backend_refuses_what_this_machine_cannot_run(precision, device, ca
         assert said.startswith("unavailable: ") and match in said
 
 
-def test_auto_falls_back_to_torch_without_onnxruntime(monkeypatch):
+def test_auto_falls_back_to_onnxruntime_then_torch(monkeypatch):
     import hrpose.backends
 
+    monkeypatch.setattr(hrpose.backends, "openvino_available", lambda: False)
+    assert auto_backend("fp32", device="cpu") == "onnxruntime"
     monkeypatch.setattr(hrpose.backends, "onnxruntime_available", lambda: False)
     assert auto_backend("fp32", device="cpu") == "torch-fast"
 
 
-def test_hrpose_info_prints_the_probe_and_versions(capsys):
+def test_auto_openvino_estimator_matches_the_torch_model(tmp_path):
+    """PoseEstimator(backend="auto") on a CPU with the openvino extra: the checkpoint exported and run in
+    OpenVINO, keypoints equal to the PyTorch model's."""
+    from hrpose.backends import OpenVinoBackend
+    from hrpose.config import load_config
+    from hrpose.inference.detectors import WholeImageDetector
+    from hrpose.inference.estimator import PoseEstimator
+    from hrpose.models import build_model
+    from hrpose.models.weights import save_weights
+
+    model = build_model(load_config(SMALL_CFG))
+    weights = save_weights(model, tmp_path / "w.safetensors")
+    image = next((DATA / "coco-mini" / "images" / "train2017").glob("*.jpg"))
+    auto = PoseEstimator(str(SMALL_CFG), str(weights), device="cpu", detector=WholeImageDetector())
+    ref = PoseEstimator(str(SMALL_CFG), str(weights), device="cpu", backend="torch", detector=WholeImageDetector())
+    assert isinstance(auto.backend, OpenVinoBackend)
+    got, want = auto(str(image)), ref(str(image))
+    assert len(got) == len(want) == 1
+    np.testing.assert_allclose(got[0].keypoints[:, :2], want[0].keypoints[:, :2], atol=1e-2)
+    np.testing.assert_allclose(got[0].keypoints[:, 2], want[0].keypoints[:, 2], atol=1e-4)
+
+
+def test_hrpose_info_prints_the_probe_and_versions(capsys, tmp_path, monkeypatch):
     import onnxruntime
+
+    cache = tmp_path / "onnx-cache"
+    cache.mkdir()
+    (cache / "PoseResNet-64x64-0123.onnx").write_bytes(b"x" * 1500)
+    (cache / "PoseResNet-64x64-0123.onnx.json").write_bytes(b"{}")
+    monkeypatch.setenv("HRPOSE_ONNX_CACHE", str(cache))
 
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -188,10 +218,12 @@ def test_hrpose_info_prints_the_probe_and_versions(capsys):
     assert info["isa"] == sorted(caps.features) and info["bf16_fast"] == caps.bf16_fast
     assert info["versions"]["torch"] == torch.__version__ and info["versions"]["onnxruntime"] == onnxruntime.__version__
     assert info["versions"]["numpy"] == np.__version__
-    assert info["auto_backend"]["fp32"] == "onnxruntime"  # ONNX Runtime is installed by scripts/setup.sh
+    assert info["auto_backend"]["fp32"] == "openvino"  # the openvino extra is installed by scripts/setup.sh
+    assert info["onnx_cache"] == {"folder": str(cache), "graphs": 1, "bytes": 1502}
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0] == caps.line() and f"torch {torch.__version__}" in text
+    assert f"onnx cache    {cache} (1 graph, 0.0 MB;" in text
 
 
 def test_predict_refuses_bf16_in_one_line_on_a_cpu_without_it(as_avx2_cpu, tmp_path, capsys):

@@ -76,7 +76,7 @@ def test_hrpose_test_coco_mini_gt_boxes(tmp_path, capsys):
     assert len(results) <= 86  # one per GT person with keypoints, before OKS NMS
     log = next(exp_dir.glob("tiny_gt_*_test.log")).read_text()
     assert "| Arch | AP | Ap .5 |" in log and "| pose_resnet |" in log
-    assert "HRPOSE.BACKEND auto: onnxruntime" in log and (exp_dir / "model.onnx").is_file()  # the default
+    assert "HRPOSE.BACKEND auto: openvino" in log and (exp_dir / "model.onnx").is_file()  # the default
     assert "| Arch | AP |" in capsys.readouterr().out
 
     # without TEST.MODEL_FILE the experiment's final_state.pth is used, as the official test.py does

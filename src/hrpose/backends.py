@@ -23,11 +23,15 @@ without bf16 arithmetic: ~10x slower than fp32).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
+import functools
 import importlib.util
 import os
+import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -383,9 +387,54 @@ class OnnxRuntimeBackend:
         return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
 
 
+class _StackT(ctypes.Structure):  # Linux `stack_t` (sigaltstack)
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def keep_sigaltstack() -> Iterator[None]:
+    """Put back this thread's alternate signal stack (`sigaltstack`) after the block, on Linux.
+
+    OpenVINO's CPU plugin (2026.4) installs its own alternate signal stack on the calling thread when it compiles
+    a model, and puts back the one it saw when that model is destroyed. Two compiled models destroyed in the
+    order they were made (first in, first out: what garbage collection does to two estimators) leave the thread
+    on the first model's stack, already unmapped. The next signal with a handler installed with SA_ONSTACK
+    (every Python-level handler, e.g. the SIGCHLD handler of torch's DataLoader) cannot be delivered and the
+    kernel kills the process with SIGSEGV; faulthandler prints nothing, its own handler needing that stack too.
+    Putting our stack back right after OpenVINO's calls means every model saves, and later restores, a stack
+    that stays valid."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = _libc()
+    saved = _StackT()
+    if libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        now = _StackT()
+        libc.sigaltstack(None, ctypes.byref(now))
+        if (now.ss_sp, now.ss_flags & ~_SS_ONSTACK, now.ss_size) != (saved.ss_sp, saved.ss_flags & ~_SS_ONSTACK,
+                                                                     saved.ss_size):  # fmt: skip
+            saved.ss_flags &= ~_SS_ONSTACK
+            libc.sigaltstack(ctypes.byref(saved), None)
+
+
+_SS_ONSTACK = 1
+
+
 class OpenVinoBackend:
     """An exported ONNX model in OpenVINO's CPU runtime (the optional `openvino` extra), fp32 precision
-    hint (OpenVINO would otherwise run bf16 on AMX CPUs), latency mode, `threads` inference threads."""
+    hint (OpenVINO would otherwise run bf16 on AMX CPUs), latency mode, `threads` inference threads.
+    OpenVINO's calls run under `keep_sigaltstack` (see there: without it, a process that made and dropped two
+    of these could die at its next signal)."""
 
     def __init__(self, onnx_path: str | os.PathLike[str], *, threads: int | None = None, name: str | None = None):
         try:
@@ -395,20 +444,22 @@ class OpenVinoBackend:
                 "backend openvino: OpenVINO is not installed (pip install 'hrpose[openvino]'); "
                 "use --backend auto or onnxruntime"
             ) from e
-        core = ov.Core()
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        model = core.read_model(str(onnx_path))
-        self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        with keep_sigaltstack():
+            core = ov.Core()
+            model = core.read_model(str(onnx_path))
+            self.compiled = core.compile_model(model, "CPU", config)
+            self.request = self.compiled.create_infer_request()
         self.name = name or f"openvino-{Path(onnx_path).stem}"
         self.device = torch.device("cpu")
 
     def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         x = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
         x = np.ascontiguousarray(x, dtype=np.float32)
-        self.request.infer({0: x})
+        with keep_sigaltstack():  # a new batch shape compiles kernels
+            self.request.infer({0: x})
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
 
 
@@ -565,6 +616,13 @@ def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
+def openvino_available() -> bool:
+    """OpenVINO (the `openvino` extra) and the ONNX exporter's packages are importable."""
+    import importlib.util
+
+    return onnxruntime_available() and importlib.util.find_spec("openvino") is not None
+
+
 def auto_backend(
     precision: str = "fp32",
     *,
@@ -578,8 +636,10 @@ def auto_backend(
     The rule comes from the capability probe, not from a timing at start-up (see docs/benchmarks.md: one
     rule per CPU kind, measured there with `hrpose bench`):
     - fp32 (the default: keypoints equal to the fp32 model's): on a CUDA device `torch-fast` (CUDA graphs);
-      on a CPU `onnxruntime` (the exported graph; a checkpoint is exported and self-checked first), the
-      fastest exact backend on every CPU kind measured; `torch-fast` where ONNX Runtime is not installed;
+      on a CPU the exported graph (a checkpoint is exported and self-checked in ONNX Runtime once, then cached,
+      `hrpose.onnx_cache`) in `openvino` where the `openvino` extra is installed (faster than ONNX Runtime on the
+      AVX2 machine in every run measured, docs/benchmarks.md), else `onnxruntime`; `torch-fast` where neither
+      is installed; an `.onnx` file given as weights runs in ONNX Runtime as exported;
     - bf16 (asked for): `torch-bf16` where the CPU has bf16 arithmetic (AMX / AVX512_BF16) or the GPU bf16;
     - fp16 (asked for): `torch-fp16` on a CUDA device; a CPU refuses (fp16 convs are slower than fp32);
     - int8 (asked for): `onnxruntime` on an int8 model made by `hrpose export --int8-calib` (`weights`).
@@ -616,6 +676,8 @@ def auto_backend(
         why = caps.missing("cuda-bf16") + "; use --precision fp16"
     elif device.type == "cpu":
         if precision == "fp32":
+            if openvino_available():
+                return "openvino"
             return "onnxruntime" if onnxruntime_available() else "torch-fast"
         if precision == "fp16":
             why = "CPUs run fp16 convolutions slower than fp32; use --precision bf16 (CPUs with AMX/AVX512_BF16)"
@@ -635,15 +697,23 @@ def auto_backend(
 def onnxruntime_from_model(
     model: nn.Module, input_size_wh: tuple[int, int], *, threads: int | None = None, spinning: bool = True
 ) -> OnnxRuntimeBackend:
-    """`model` exported to ONNX (dynamic batch, checked against PyTorch, see `hrpose.export`) in a temporary
-    folder and loaded into ONNX Runtime; the file is gone once the session holds the graph."""
-    import copy
-    import tempfile
+    """`model` exported to ONNX (dynamic batch, checked against PyTorch, see `hrpose.export`) and loaded into
+    ONNX Runtime. The checked graph is cached under `$HRPOSE_HOME/onnx` keyed by the weights, the input size and
+    the versions (`hrpose.onnx_cache`): the same checkpoint starts without exporting again."""
+    from .onnx_cache import load_exported
 
-    from .export import export_onnx
+    return load_exported(
+        model, input_size_wh,
+        lambda report: OnnxRuntimeBackend(report.path, threads=threads, spinning=spinning, name="onnxruntime"),
+    )  # fmt: skip
 
-    with tempfile.TemporaryDirectory(prefix="hrpose-auto-") as tmp:
-        report = export_onnx(copy.deepcopy(model).cpu().eval(), Path(tmp) / "model.onnx", input_size_wh,
-                             dynamic_batch=True)  # fmt: skip
-        backend = OnnxRuntimeBackend(report.path, threads=threads, spinning=spinning, name="onnxruntime")
-    return backend
+
+def openvino_from_model(model: nn.Module, input_size_wh: tuple[int, int], *, threads: int | None = None
+                        ) -> OpenVinoBackend:  # fmt: skip
+    """`model` exported to ONNX (dynamic batch, checked against PyTorch in ONNX Runtime, see `hrpose.export`)
+    and compiled by OpenVINO (fp32); the checked graph comes from / goes to the export cache, as in
+    `onnxruntime_from_model`."""
+    from .onnx_cache import load_exported
+
+    return load_exported(model, input_size_wh,
+                         lambda report: OpenVinoBackend(report.path, threads=threads, name="openvino"))  # fmt: skip

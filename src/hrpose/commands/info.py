@@ -1,5 +1,6 @@
 """`hrpose info [--json]`: what this machine can run (the capability probe) and the versions of what runs it,
-so a bug report carries both; and which backend `--backend auto` picks here."""
+so a bug report carries both; which backend `--backend auto` picks here; and where its ONNX export cache is
+(`hrpose.onnx_cache`) and how large."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..backends import auto_backend
     from ..capabilities import probe, versions
+    from ..onnx_cache import cache_usage
 
     caps = probe()
     picks = {p: auto_backend(p, device="cpu", caps=caps, raise_missing=False) for p in ("fp32", "bf16", "int8")}
@@ -38,20 +40,26 @@ def run(args: argparse.Namespace) -> int:
         "cuda_fp16": caps.cuda_fp16,
         "cuda_bf16": caps.cuda_bf16,
         "auto_backend": picks,
+        "onnx_cache": dict(zip(("folder", "graphs", "bytes"), cache_usage(), strict=True)),
         "versions": versions(),
         "notes": list(caps.notes),
     }
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2, default=str))  # the cache folder: a Path
         return 0
     print(info["machine"])
     width = max(len(k) for k in info)
     for key, value in info.items():
-        if key in ("machine", "versions", "auto_backend"):
+        if key in ("machine", "versions", "auto_backend", "onnx_cache"):
             continue
         if isinstance(value, list):
             value = " ".join(map(str, value)) or "-"
         print(f"{key:<{width}}  {value if value not in (None, '') else '-'}")
     print("auto backend  " + "; ".join(f"{p}: {b}" for p, b in picks.items()))
+    folder, graphs, size = cache_usage()
+    print(
+        f"onnx cache    {folder} ({graphs} graph{'s' if graphs != 1 else ''}, {size / 1e6:.1f} MB; auto's exported "
+        "checkpoints, safe to delete)"
+    )
     print("versions      " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     return 0

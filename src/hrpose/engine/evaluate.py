@@ -378,9 +378,9 @@ def _load_test_weights(model: nn.Module, cfg: Any, final_output_dir: Path) -> Pa
 
 def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple[Backend, Path]:
     """The backend `hrpose test` runs, by HRPOSE.BACKEND: auto (default: `hrpose.backends.auto_backend`, on a
-    CPU onnxruntime, eager where the export fails), torch (the eager model on `device`, with HRPOSE.AMP and
-    HRPOSE.CHANNELS_LAST), torch-fast (BN folded, channels_last, TorchScript-frozen), torch-bf16 (bf16 with an
-    fp32 head), torch-fp16 (GPU: fp16, CUDA graphs) or onnxruntime.
+    CPU the exported graph in OpenVINO or ONNX Runtime, eager where the export fails), torch (the eager model
+    on `device`, with HRPOSE.AMP and HRPOSE.CHANNELS_LAST), torch-fast (BN folded, channels_last,
+    TorchScript-frozen), torch-bf16 (bf16 with an fp32 head), torch-fp16 (GPU: fp16, CUDA graphs) or onnxruntime.
 
     For onnxruntime, TEST.MODEL_FILE may be an exported `.onnx`; a PyTorch checkpoint is exported (and
     checked) to `<output dir>/model.onnx` first.
@@ -426,8 +426,8 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
         from hrpose.backends import make_short_backend
 
         return make_short_backend(backend, model.to(device)), path
-    from hrpose.backends import OnnxRuntimeBackend
-    from hrpose.export import export_onnx
+    from hrpose.backends import OnnxRuntimeBackend, OpenVinoBackend
+    from hrpose.onnx_cache import export_onnx_cached as export_onnx  # exported once per weights ($HRPOSE_HOME/onnx)
 
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     try:
@@ -437,6 +437,9 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
             raise
         get_logger().info(f"=> HRPOSE.BACKEND auto: ONNX export failed ({str(e).strip().splitlines()[0]}); eager")
         return eager(), path
+    if backend == "openvino":  # auto's choice where the openvino extra is installed
+        get_logger().info(f"=> exported {report.path} (rel error {report.rel_err:.1e}); running it in OpenVINO")
+        return OpenVinoBackend(report.path, name="openvino"), path
     get_logger().info(f"=> exported {report.path} (rel error {report.rel_err:.1e}); running it in ONNX Runtime")
     return OnnxRuntimeBackend(report.path), path
 

@@ -138,13 +138,15 @@ def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchBacken
     return make_short_backend(name, model)
 
 
-def _auto_onnxruntime(model: nn.Module, input_size_wh: tuple[int, int]) -> Backend:
-    """`backend="auto"` on a CPU: the model exported to ONNX Runtime (checked against PyTorch); a model the
-    exporter cannot take runs as "torch" instead."""
-    from hrpose.backends import onnxruntime_from_model
+def _auto_exported(model: nn.Module, input_size_wh: tuple[int, int], runtime: str = "onnxruntime") -> Backend:
+    """`backend="auto"` on a CPU: the model exported to ONNX (checked against PyTorch) and run in `runtime`
+    ("onnxruntime" or "openvino"); a model the exporter cannot take runs as "torch" instead."""
+    from hrpose.backends import onnxruntime_from_model, openvino_from_model
     from hrpose.export import ExportError
 
     try:
+        if runtime == "openvino":
+            return openvino_from_model(model, input_size_wh)
         return onnxruntime_from_model(model, input_size_wh)
     except (ExportError, RuntimeError, ValueError, TypeError) as e:
         logger.warning("backend auto: ONNX export failed (%s); running the PyTorch model", str(e).splitlines()[0])
@@ -330,7 +332,7 @@ class PoseEstimator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
-        auto_export = False  # "auto" chose ONNX Runtime for a checkpoint: export it once the model is loaded
+        auto_export = ""  # "auto" chose ONNX Runtime / OpenVINO for a checkpoint: export it once the model is loaded
         if isinstance(backend, str) and backend == "auto":
             from hrpose.backends import auto_backend
 
@@ -338,8 +340,8 @@ class PoseEstimator:
                 backend = "torch"
             else:
                 backend = auto_backend(device=resolve_device(device), weights=weights)
-                if backend == "onnxruntime" and Path(str(weights or "")).suffix.lower() != ".onnx":
-                    backend, auto_export = "torch", True
+                if backend in ("onnxruntime", "openvino") and Path(str(weights or "")).suffix.lower() != ".onnx":
+                    backend, auto_export = "torch", backend
         runner: Backend | Callable[[Any], np.ndarray]
         if not isinstance(backend, str):
             runner = backend
@@ -365,7 +367,7 @@ class PoseEstimator:
                     rgb = True  # MMPose models are trained on RGB input
             model = model.eval()
             if auto_export:
-                runner = _auto_onnxruntime(model, input_size)
+                runner = _auto_exported(model, input_size, auto_export)
             else:
                 runner = _torch_backend(backend, model, fold_bn=built_here)
         elif backend == "onnxruntime":
