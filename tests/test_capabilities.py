@@ -181,7 +181,7 @@ def test_auto_falls_back_to_onnxruntime_then_torch(monkeypatch):
 
 
 def test_auto_openvino_estimator_matches_the_torch_model(tmp_path):
-    """PoseEstimator(backend="auto") on a CPU with the openvino extra: the checkpoint exported and run in
+    """PoseEstimator.from_config(backend="auto") on a CPU with the openvino extra: the checkpoint exported and run in
     OpenVINO, keypoints equal to the PyTorch model's."""
     from hrpose.backends import OpenVinoBackend
     from hrpose.config import load_config
@@ -193,8 +193,8 @@ def test_auto_openvino_estimator_matches_the_torch_model(tmp_path):
     model = build_model(load_config(SMALL_CFG))
     weights = save_weights(model, tmp_path / "w.safetensors")
     image = next((DATA / "coco-mini" / "images" / "train2017").glob("*.jpg"))
-    auto = PoseEstimator(str(SMALL_CFG), str(weights), device="cpu", detector=WholeImageDetector())
-    ref = PoseEstimator(str(SMALL_CFG), str(weights), device="cpu", backend="torch", detector=WholeImageDetector())
+    auto = PoseEstimator.from_config(str(SMALL_CFG), str(weights), device="cpu", detector=WholeImageDetector())
+    ref = PoseEstimator.from_config(str(SMALL_CFG), str(weights), device="cpu", backend="torch", detector=WholeImageDetector())
     assert isinstance(auto.backend, OpenVinoBackend)
     got, want = auto(str(image)), ref(str(image))
     assert len(got) == len(want) == 1

@@ -22,12 +22,26 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
-from hrpose.backends import Backend
-from hrpose.codec import build_codec
+from hrpose.backends import (
+    SHORT_BACKENDS,
+    Backend,
+    OnnxRuntimeBackend,
+    OpenVinoBackend,
+    auto_backend,
+    make_short_backend,
+)
+from hrpose.codec import accuracy, build_codec
+from hrpose.config import ConfigError, experiment_name, output_dirs
 from hrpose.data import build_dataset
+from hrpose.errors import MissingFileError, UserError
 from hrpose.geometry import PIXEL_STD
+from hrpose.models.weights import load_weights
+from hrpose.onnx_cache import export_onnx_cached
 from hrpose.pipeline import TestSettings, decode, flip_heatmaps, model_backend
 
 from .distributed import (
@@ -39,6 +53,7 @@ from .distributed import (
     setup_distributed,
 )
 from .logging import AverageMeter, TensorBoardWriter, close_logger, get_logger, name_value_table, setup_logger
+from .runtime import amp_settings, apply_cudnn_settings
 
 __all__ = [
     "InferenceOutput",
@@ -152,8 +167,6 @@ def run_inference(
         n_total = min(n_total, max_iters) if n_total else max_iters
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=n_total or None, desc="test", leave=False, dynamic_ncols=True)
     start = time.perf_counter()
     try:
@@ -167,8 +180,6 @@ def run_inference(
                     t = target.to(device)
                     loss = criterion(torch.from_numpy(heatmaps).to(device), t, target_weight.to(device))
                     losses.update(float(loss.item()), inputs.shape[0])
-                    from hrpose.codec import accuracy
-
                     _, avg_acc, cnt, _ = accuracy(heatmaps, t.float().cpu().numpy())
                     accs.update(float(avg_acc), int(cnt))
                 centers = _np(meta["center"]).astype(np.float64).reshape(-1, 2)
@@ -244,8 +255,6 @@ def make_eval_loader(
     dataset: Any, batch_size: int, workers: int, info: DistInfo | None = None, pin_memory: bool = False
 ) -> Any:
     """A sequential loader over ``dataset`` (this rank's shard under DDP)."""
-    from torch.utils.data import DataLoader, Subset
-
     ds = dataset
     if info is not None and info.is_distributed:
         ds = Subset(dataset, shard_indices(len(dataset), info.rank, info.world_size))
@@ -265,8 +274,6 @@ def _sync_buffers(model: nn.Module) -> None:
     # DDP broadcasts buffers at each forward, so after training ranks may differ by the last step's
     # BN statistics; evaluate every shard with rank 0's.
     if is_dist():
-        import torch.distributed as dist
-
         for buf in model.buffers():
             dist.broadcast(buf.data, src=0)
 
@@ -339,8 +346,6 @@ def validate(
 
 
 def _rank() -> int:
-    import torch.distributed as dist
-
     return dist.get_rank()
 
 
@@ -349,8 +354,6 @@ def _rank() -> int:
 
 
 def _test_weights_path(cfg: Any, final_output_dir: Path) -> Path:
-    from hrpose.errors import MissingFileError, UserError
-
     path = Path(cfg.TEST.MODEL_FILE) if cfg.TEST.MODEL_FILE else final_output_dir / "final_state.pth"
     if cfg.TEST.MODEL_FILE:
         where = "TEST.MODEL_FILE"
@@ -366,8 +369,6 @@ def _test_weights_path(cfg: Any, final_output_dir: Path) -> Path:
 
 
 def _load_test_weights(model: nn.Module, cfg: Any, final_output_dir: Path) -> Path:
-    from hrpose.models.weights import load_weights
-
     path = _test_weights_path(cfg, final_output_dir)
     get_logger().info(f"=> loading model from {path}")
     report = load_weights(model, path, strict=True)
@@ -385,34 +386,24 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     For onnxruntime, TEST.MODEL_FILE may be an exported `.onnx`; a PyTorch checkpoint is exported (and
     checked) to `<output dir>/model.onnx` first.
     """
-    from hrpose.backends import SHORT_BACKENDS
-
     backend = str(cfg.HRPOSE.BACKEND)
     choices = ("auto", "torch", *SHORT_BACKENDS, "onnxruntime")
     if backend not in choices:
-        from hrpose.config import ConfigError
-
         raise ConfigError(f"HRPOSE.BACKEND {backend!r}: expected one of {', '.join(choices)}")
     auto = backend == "auto"
     if auto:  # the fastest backend with fp32 keypoints here (hrpose.backends.auto_backend)
-        from hrpose.backends import auto_backend
-
         backend = auto_backend(device=device, weights=str(cfg.TEST.MODEL_FILE) or None)
         get_logger().info(f"=> HRPOSE.BACKEND auto: {backend}")
     if backend == "onnxruntime" and str(cfg.TEST.MODEL_FILE).endswith(".onnx"):
-        from hrpose.backends import OnnxRuntimeBackend
-
         path = _test_weights_path(cfg, final_output_dir)
         get_logger().info(f"=> running {path} in ONNX Runtime")
         return OnnxRuntimeBackend(path), path
-    from hrpose.models import build_model
+    from hrpose.models import build_model  # at call time: tests replace hrpose.models.build_model
 
     model = build_model(cfg, is_train=False)
     path = _load_test_weights(model, cfg, final_output_dir)
 
     def eager() -> Backend:
-        from .runtime import amp_settings
-
         model.to(device)
         channels_last = bool(cfg.HRPOSE.CHANNELS_LAST)
         if channels_last:
@@ -423,15 +414,10 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     if backend == "torch":
         return eager(), path
     if backend in SHORT_BACKENDS:
-        from hrpose.backends import make_short_backend
-
         return make_short_backend(backend, model.to(device)), path
-    from hrpose.backends import OnnxRuntimeBackend, OpenVinoBackend
-    from hrpose.onnx_cache import export_onnx_cached as export_onnx  # exported once per weights ($HRPOSE_HOME/onnx)
-
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     try:
-        report = export_onnx(model, final_output_dir / "model.onnx", size, dynamic_batch=True)
+        report = export_onnx_cached(model, final_output_dir / "model.onnx", size, dynamic_batch=True)
     except Exception as e:
         if not auto:
             raise
@@ -449,10 +435,6 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
     directory), predict over ``DATASET.TEST_SET`` with the ``TEST.*`` flip/post-process switches and
     evaluate. Returns ``{'name_values', 'perf', 'output_dir', 'model_file', 'log_file'}``.
     """
-    from hrpose.config import experiment_name, output_dirs
-
-    from .runtime import apply_cudnn_settings
-
     info = setup_distributed(device)
     try:
         if info.is_main:
