@@ -194,7 +194,8 @@ def test_auto_openvino_estimator_matches_the_torch_model(tmp_path):
     weights = save_weights(model, tmp_path / "w.safetensors")
     image = next((DATA / "coco-mini" / "images" / "train2017").glob("*.jpg"))
     auto = PoseEstimator.from_config(str(SMALL_CFG), str(weights), device="cpu", detector=WholeImageDetector())
-    ref = PoseEstimator.from_config(str(SMALL_CFG), str(weights), device="cpu", backend="torch", detector=WholeImageDetector())
+    ref = PoseEstimator.from_config(str(SMALL_CFG), str(weights), device="cpu", backend="torch",
+                                    detector=WholeImageDetector())
     assert isinstance(auto.backend, OpenVinoBackend)
     got, want = auto(str(image)), ref(str(image))
     assert len(got) == len(want) == 1
