@@ -762,3 +762,10 @@ def test_torchrun_user_error_is_one_line_from_rank_0(tmp_path):
     errors = [ln for ln in text.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "OUTPUT_DIR" in errors[0] and "is a file" in errors[0], text[-3000:]
     assert "hrpose/engine" not in text and "hrpose/cli.py" not in text  # no traceback through hrpose code
+
+
+def test_predict_of_a_missing_photo_is_one_error_line(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "predict", tmp_path / "nope.jpg")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "nope.jpg" in lines[0] and "no such file" in lines[0]

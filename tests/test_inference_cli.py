@@ -62,7 +62,8 @@ def test_bad_files_are_reported_and_skipped(tiny_files, tmp_path, capsys):
 def test_nothing_processed_exits_non_zero(tiny_files, tmp_path, capsys):
     (tmp_path / "empty.jpg").write_bytes(b"")
     assert predict(tiny_files, tmp_path / "empty.jpg", "--detector", "whole", "--out", tmp_path / "o") == 1
-    assert predict(tiny_files, tmp_path / "nothing_here_*.jpg", "--out", tmp_path / "o") == 1
+    # no input at all is a user error: exit 2, one error: line
+    assert predict(tiny_files, tmp_path / "nothing_here_*.jpg", "--out", tmp_path / "o") == 2
     assert "matches no file" in capsys.readouterr().err
 
 

@@ -196,6 +196,10 @@ def test_constructor_takes_parts_and_reads_no_file(tiny):
     np.testing.assert_allclose(poses[0].score, 0.99, rtol=1e-6)
     with pytest.raises(TypeError, match="from_config"):
         PoseEstimator("tiny.yaml", codec, COCO)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="from_config"):  # the call of the old API: config and weights
+        PoseEstimator("tiny.yaml", "weights.pth")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs the codec"):
+        PoseEstimator(network, codec)
     with pytest.raises(ValueError, match="batch_size"):
         PoseEstimator(network, codec, COCO, batch_size=0)
 

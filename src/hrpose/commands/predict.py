@@ -260,8 +260,9 @@ def run(args: argparse.Namespace) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if not items:
-        print("error: nothing to process", file=sys.stderr)
-        return 1
+        if not errors:  # each missing input already had its own error line
+            print("error: nothing to process: the inputs name no image, video or webcam", file=sys.stderr)
+        return 2
     try:
         estimator = build_estimator(args)
     except (UserError, DetectorError, ValueError, OSError, RuntimeError) as e:

@@ -233,8 +233,8 @@ class PoseEstimator:
     def __init__(
         self,
         backend: Backend | Callable[[Any], np.ndarray],
-        codec: Any,
-        meta: DatasetMeta,
+        codec: Any = None,
+        meta: DatasetMeta | None = None,
         *,
         settings: TestSettings | None = None,
         color_rgb: bool = False,
@@ -251,6 +251,11 @@ class PoseEstimator:
             )
         if not callable(backend):
             raise TypeError(f"backend must be callable (crops -> heatmaps), got {type(backend).__name__}")
+        if codec is None or meta is None:
+            raise TypeError(
+                "PoseEstimator(backend, codec, meta) needs the codec (hrpose.codec.build_codec) and the keypoint "
+                "layout (hrpose.keypoints.DatasetMeta); PoseEstimator.from_config(config, weights) builds all three"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend = backend
