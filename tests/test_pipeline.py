@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, GOLDEN
+from conftest import DATA
+from helpers import TINY_YAML, fill_module
 from hrpose.backends import Backend, EagerBackend, TorchBackend
 from hrpose.codec import build_codec
 from hrpose.config import load_config
@@ -19,23 +18,6 @@ from hrpose.keypoints import COCO
 from hrpose.models import build_model
 from hrpose.pipeline import TestSettings, decode, flip_heatmaps, model_backend, predict_crops, rescore
 
-TINY_YAML = """
-DATASET: {DATASET: coco, COLOR_RGB: true}
-MODEL:
-  NAME: pose_resnet
-  NUM_JOINTS: 17
-  IMAGE_SIZE: [32, 64]
-  HEATMAP_SIZE: [8, 16]
-  SIGMA: 2
-  EXTRA:
-    NUM_LAYERS: 18
-    DECONV_WITH_BIAS: false
-    NUM_DECONV_LAYERS: 3
-    NUM_DECONV_FILTERS: [32, 32, 32]
-    NUM_DECONV_KERNELS: [4, 4, 4]
-    FINAL_CONV_KERNEL: 1
-TEST: {FLIP_TEST: true, POST_PROCESS: true, SHIFT_HEATMAP: true, IN_VIS_THRE: 0.2}
-"""
 IMAGE = DATA / "samples" / "coco" / "000000000785.jpg"
 BOXES = np.array([[277.1, 45.7, 225.1, 333.6, 0.99], [10, 10, 60, 120, 0.5], [300, 200, 100, 100, 0.8]], np.float32)
 
@@ -46,10 +28,7 @@ def tiny(tmp_path_factory):
     path.write_text(TINY_YAML)
     cfg = load_config(path)
     model = build_model(cfg)
-    spec = importlib.util.spec_from_file_location("golden_fill", GOLDEN / "fill.py")
-    fill = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fill)
-    fill.fill_(model, 3)
+    fill_module().fill_(model, 3)
     return cfg, model.eval()
 
 
