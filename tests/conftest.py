@@ -204,3 +204,18 @@ def _private_onnx_cache(tmp_path_factory):
         os.environ.pop("HRPOSE_ONNX_CACHE", None)
     else:
         os.environ["HRPOSE_ONNX_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def tiny_pose(tmp_path_factory):
+    """(config path, config, model): the tiny pose_resnet of `helpers.TINY_YAML`, golden-fill seed 3, eval mode."""
+    from helpers import TINY_YAML, fill_module
+    from hrpose.config import load_config
+    from hrpose.models import build_model
+
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY_YAML)
+    cfg = load_config(path)
+    model = build_model(cfg)
+    fill_module().fill_(model, 3)
+    return path, cfg, model.eval()

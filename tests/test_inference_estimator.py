@@ -10,26 +10,19 @@ import pytest
 import torch
 
 from conftest import DATA, golden_json, golden_npz
-from helpers import TINY_YAML, fill_module
 from hrpose.config import load_config
 from hrpose.geometry import box_to_center_scale
 from hrpose.inference import PersonPose, PoseEstimator, WholeImageDetector
 from hrpose.inference.estimator import IMAGENET_MEAN, IMAGENET_STD, make_inputs, meta_from_config
 from hrpose.keypoints import COCO
-from hrpose.models import build_model
 
 IMAGE = DATA / "samples" / "coco" / "000000000785.jpg"
 BOX = [277.1, 45.7, 225.1, 333.6, 0.99]  # the detector's box for the person in IMAGE
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(TINY_YAML)
-    cfg = load_config(path)
-    model = build_model(cfg)
-    fill_module().fill_(model, 3)
-    return path, cfg, model.eval()
+def tiny(tiny_pose):
+    return tiny_pose
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from conftest import DATA
-from helpers import TINY_YAML, fill_module
 from hrpose.backends import Backend, EagerBackend, TorchBackend
 from hrpose.codec import build_codec
-from hrpose.config import load_config
 from hrpose.engine.evaluate import run_inference
 from hrpose.inference import PoseEstimator, WholeImageDetector
 from hrpose.keypoints import COCO
@@ -23,13 +21,8 @@ BOXES = np.array([[277.1, 45.7, 225.1, 333.6, 0.99], [10, 10, 60, 120, 0.5], [30
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(TINY_YAML)
-    cfg = load_config(path)
-    model = build_model(cfg)
-    fill_module().fill_(model, 3)
-    return cfg, model.eval()
+def tiny(tiny_pose):
+    return tiny_pose[1:]  # (config, model)
 
 
 def _cfg_with(cfg, **test):
