@@ -206,6 +206,14 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path, name, content):
         load_state_dict_file(tmp_path / name)
 
 
+@pytest.mark.parametrize("content", [b"garbage\n", b'{"images": []}'])
+def test_bytes_that_are_no_pickle_are_not_called_pickled_code(tmp_path, content):
+    (tmp_path / "w.pth").write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        load_state_dict_file(tmp_path / "w.pth")
+    assert "is not a PyTorch checkpoint" in str(e.value) and "pickled Python objects" not in str(e.value)
+
+
 def test_non_state_dict_contents_are_rejected(tmp_path):
     torch.save([torch.zeros(2)], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match=r"list\.pth holds a list"):

@@ -226,7 +226,10 @@ def _read(path: Path) -> object:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch raises UnpicklingError both for forbidden globals and for bytes that are no pickle at all.
+        # torch raises UnpicklingError both for forbidden globals and for bytes that are no pickle at all (an
+        # unknown opcode: "Unsupported operand", e.g. a text file); only the first is code we refuse to run.
+        if "Unsupported operand" in str(e):
+            raise CheckpointError(_not_a_checkpoint(path, e)) from e
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise CheckpointError(_unsafe_message(path, e)) from e
         raise CheckpointError(_not_a_checkpoint(path, e)) from e
