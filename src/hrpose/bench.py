@@ -18,7 +18,6 @@ of load from elsewhere hits all of them alike, and each reports its median call 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import platform
@@ -270,7 +269,7 @@ def prepare_backends(
     auto_name = auto_bench_name(device) if "auto" in backends else ""
     if any(b.startswith(("onnxruntime", "openvino")) for b in (*backends, auto_name)):
         log("exporting ONNX (self-checked in ONNX Runtime) ...")
-        export_onnx(copy.deepcopy(model).cpu(), onnx_fp32, input_size_wh, dynamic_batch=True)
+        export_onnx(model, onnx_fp32, input_size_wh, dynamic_batch=True)
     threads = threads or torch.get_num_threads()
     for name in backends:
         log(f"preparing {name} ...")

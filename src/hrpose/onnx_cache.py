@@ -21,7 +21,7 @@ before the cache existed (a debug message only). The newest `MAX_ENTRIES` graphs
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -140,8 +140,7 @@ def _export_into(folder: Path, name: str, model: nn.Module, input_size_wh: tuple
     tmp = Path(tmp_name)
     final = folder / name
     try:
-        report = export_onnx(copy.deepcopy(model).cpu().eval(), tmp, input_size_wh, dynamic_batch=dynamic_batch,
-                             opset=opset)  # fmt: skip
+        report = export_onnx(model, tmp, input_size_wh, dynamic_batch=dynamic_batch, opset=opset)
         record = {"sha256": _file_digest(tmp), "opset": report.opset, "dynamic_batch": report.dynamic_batch,
                   "max_abs_err": report.max_abs_err, "max_abs_ref": report.max_abs_ref,
                   "keypoints_equal": report.keypoints_equal, "model": type(model).__name__,
@@ -153,15 +152,14 @@ def _export_into(folder: Path, name: str, model: nn.Module, input_size_wh: tuple
         os.replace(tmp, final)
     finally:
         _remove(tmp)
-    return ExportReport(final, report.opset, report.dynamic_batch, report.max_abs_err, report.max_abs_ref,
-                        report.keypoints_equal)  # fmt: skip
+    return dataclasses.replace(report, path=final)
 
 
 @contextlib.contextmanager
 def _uncached(model: nn.Module, input_size_wh: tuple[int, int], dynamic_batch: bool, opset: int
               ) -> Iterator[ExportReport]:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="hrpose-auto-") as tmp:
-        yield export_onnx(copy.deepcopy(model).cpu().eval(), Path(tmp) / "model.onnx", input_size_wh,
+        yield export_onnx(model, Path(tmp) / "model.onnx", input_size_wh,
                           dynamic_batch=dynamic_batch, opset=opset)  # fmt: skip
 
 
@@ -227,8 +225,7 @@ def export_onnx_cached(model: nn.Module, path: str | os.PathLike[str], input_siz
             os.replace(tmp, path)
         finally:
             _remove(Path(tmp))
-        return ExportReport(path, report.opset, report.dynamic_batch, report.max_abs_err, report.max_abs_ref,
-                            report.keypoints_equal)  # fmt: skip
+        return dataclasses.replace(report, path=path)
 
     return load_exported(model, input_size_wh, copy_out, dynamic_batch=dynamic_batch, opset=opset)
 
