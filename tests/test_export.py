@@ -327,6 +327,40 @@ def test_bench_runs_auto_and_openvino_and_leaves_out_what_the_cpu_cannot_run(tmp
         run_bench(hrnet, SMALL, crops[:2], backends=("torch-bf16",), workdir=tmp_path, log=lambda s: None)
 
 
+def test_compute_ceiling_bounds_direct_convolution_and_says_when_a_target_is_above_it(monkeypatch):
+    """The ceiling line: a model's FLOPs at the fastest measured convolution rate is the least time any backend
+    that does every multiplication can take; the verdict says how far `auto` got, and flags a target above it."""
+    import dataclasses
+
+    import hrpose.capabilities as capabilities
+    from hrpose.bench import BASELINE, BenchRow, ComputeCeiling, conv_rate_gflops
+    from hrpose.commands.bench import auto_verdict
+
+    ceiling = ComputeCeiling(gflop_per_crop=15.3, conv_gflops=153.0, conv_source="OpenVINO")
+    assert ceiling.floor_ms == pytest.approx(100.0) and ceiling.max_speedup(180.0) == pytest.approx(1.8)
+    assert ceiling.rate(102.0) == pytest.approx(150.0)
+    real = capabilities.probe()
+    avx2 = dataclasses.replace(real, features=frozenset(capabilities.capped_features(set(real.hw_features), "AVX2",
+                                                                                     None)))  # fmt: skip
+    monkeypatch.setattr(capabilities, "probe", lambda: avx2)
+
+    def rows(base_ms: float, auto_ms: float) -> list[BenchRow]:
+        out = [BenchRow(BASELINE), BenchRow("auto = openvino-fp32")]
+        for r, ms in zip(out, (base_ms, auto_ms)):
+            r.ms_per_crop, r.crops_per_s, r.speedup = {1: ms}, {1: 1000 / ms}, {1: base_ms / ms}
+        return out
+
+    text = auto_verdict(rows(190.0, 102.0), (1,), "cpu", ceiling)
+    assert "**1.863x**" in text and "met)" in text and "at least 100.0 ms per crop" in text
+    assert "at most **1.90x** this run's baseline" in text and "153 GFLOP/s (OpenVINO)" in text
+    assert "`auto` ran at 150 GFLOP/s, 98% of that rate" in text and "above this ceiling" not in text
+    text = auto_verdict(rows(170.0, 102.0), (1,), "cpu", ceiling)  # a fast baseline: 1.8x needs < 94.4 ms
+    assert "not met" in text and "at most **1.70x**" in text and "1.8x target is above this ceiling" in text
+    assert "Compute ceiling" not in auto_verdict(rows(170.0, 102.0), (1,), "cpu")  # none measured, none claimed
+    rate, source = conv_rate_gflops(((8, 8, 8),), reps=2)  # a real measurement, on a tiny shape
+    assert rate > 0 and np.isfinite(rate) and source in ("torch", "OpenVINO")
+
+
 def test_export_cli_writes_checked_model(tmp_path, hrnet, capsys):
     from hrpose.cli import main
     from hrpose.models.weights import save_weights
@@ -383,6 +417,12 @@ def test_bench_cli_json_and_markdown(tmp_path, hrnet, capsys):
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["calibration_crops"] == 4 and out["deviation_crops"] == 8 and "no GPU" in out["machine"]
+    from hrpose.models.summary import model_summary
+
+    ceiling = out["ceiling"]  # this model's FLOPs, and a measured convolution rate of this machine
+    assert ceiling["gflop_per_crop"] == pytest.approx(model_summary(load_config(W32, REDUCED))["gflops"])
+    assert ceiling["conv_gflops"] > 0 and ceiling["floor_ms_per_crop"] == pytest.approx(
+        1000 * ceiling["gflop_per_crop"] / ceiling["conv_gflops"])
     rows = {r["backend"]: r for r in out["rows"]}
     assert list(rows) == ["eager-fp32 (baseline)", "torch-fp32-jit", "onnxruntime-int8-keeplast"]
     assert rows["torch-fp32-jit"]["mean_dev_px"] == 0.0 and rows["torch-fp32-jit"]["max_abs_heatmap_err"] < 1e-3

@@ -42,6 +42,7 @@ from .backends import (
     OnnxRuntimeBackend,
     OpenVinoBackend,
     auto_backend,
+    keep_sigaltstack,
     make_torch_backend,
     quantize_int8,
 )
@@ -101,6 +102,85 @@ class BenchRow:
     max_abs_heatmap_err: float = 0.0
     mean_dev_labeled_px: float = float("nan")
     within_2px_labeled: float = float("nan")
+
+
+@dataclass(frozen=True)
+class ComputeCeiling:
+    """How fast any direct-convolution backend could run this model on this CPU, measured.
+
+    gflop_per_crop: the model's floating-point operations per crop (2 per multiply-add, `hrpose summary`'s
+    `gflops`); conv_gflops: the fastest rate one large fp32 3x3 convolution reached here (`conv_rate_gflops`).
+    A model of many small convolutions cannot beat the rate of a large one, so `floor_ms` bounds every backend
+    that does the model's multiplications (fewer-multiply algorithms such as Winograd could go below it)."""
+
+    gflop_per_crop: float
+    conv_gflops: float
+    conv_source: str = "torch"
+
+    @property
+    def floor_ms(self) -> float:
+        return 1000.0 * self.gflop_per_crop / self.conv_gflops
+
+    def max_speedup(self, baseline_ms: float) -> float:
+        """The highest speedup over a baseline of `baseline_ms` per crop that direct convolution allows."""
+        return baseline_ms / self.floor_ms
+
+    def rate(self, ms_per_crop: float) -> float:
+        """GFLOP/s of a backend that takes `ms_per_crop`."""
+        return self.gflop_per_crop / (ms_per_crop / 1000.0)
+
+
+#: (channels, height, width) of the large 3x3 convolutions `conv_rate_gflops` times: HRNet-w32 256x192's
+#: resolutions, with channel counts large enough for full vector and cache use
+CEILING_SHAPES = ((128, 64, 48), (256, 32, 24), (512, 16, 12))
+
+
+def conv_rate_gflops(shapes: tuple[tuple[int, int, int], ...] = CEILING_SHAPES, reps: int = 7) -> tuple[float, str]:
+    """The fastest rate (GFLOP/s) of batch-1 fp32 3x3 convolutions of `shapes` on this CPU, and the runtime that
+    reached it: torch (oneDNN) with torch's current thread count, and OpenVINO (as `OpenVinoBackend` runs it,
+    same threads) where installed. The best single call of `reps` per shape and runtime, after one warm-up:
+    the best, not the median, so that load from elsewhere lowers the ceiling's claim, never raises it."""
+    best, source = 0.0, "torch"
+    gen = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    try:
+        import openvino as ov
+        import openvino.opset13 as ops
+    except ImportError:
+        ov = None
+    for c, h, w in shapes:
+        x = torch.randn(1, c, h, w, generator=gen)
+        weight = torch.randn(c, c, 3, 3, generator=gen) * 0.01
+        flop = 2.0 * c * c * 9 * h * w
+
+        def run_torch(x: torch.Tensor = x, weight: torch.Tensor = weight) -> object:
+            return torch.nn.functional.conv2d(x, weight, padding=1)
+
+        runs: dict[str, Callable[[], object]] = {"torch": run_torch}
+        if ov is not None:
+            with keep_sigaltstack():
+                param = ops.parameter([1, c, h, w], np.float32)
+                conv = ops.convolution(param, ops.constant(weight.numpy()), [1, 1], [1, 1], [1, 1], [1, 1])
+                config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                          "INFERENCE_NUM_THREADS": threads}  # fmt: skip
+                request = ov.Core().compile_model(ov.Model([conv], [param]), "CPU", config).create_infer_request()
+            arr = x.numpy()
+
+            def run_ov(request=request, arr=arr) -> object:
+                with keep_sigaltstack():
+                    return request.infer({0: arr})
+
+            runs["OpenVINO"] = run_ov
+        with torch.inference_mode():
+            for name, fn in runs.items():
+                fn()
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    fn()
+                    rate = flop / (time.perf_counter() - t0) / 1e9
+                    if rate > best:
+                        best, source = rate, name
+    return best, source
 
 
 def backend_names(extra_backends: Mapping[str, BackendFactory] | None = None) -> list[str]:

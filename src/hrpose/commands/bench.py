@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..bench import BackendFactory
+    from ..bench import BackendFactory, ComputeCeiling
 
 #: environment variable naming the default --crops-root
 CROPS_ENV = "HRPOSE_BENCH_CROPS"
@@ -125,8 +125,12 @@ def _crops_root(args: argparse.Namespace) -> Path:
     return Path(args.crops_root)
 
 
-def auto_verdict(rows: list, batch_sizes: tuple[int, ...], device_type: str) -> str:
-    """A line under the table: what `auto` ran, its batch-1 speedup against the target, and OpenVINO's."""
+def auto_verdict(
+    rows: list, batch_sizes: tuple[int, ...], device_type: str, ceiling: ComputeCeiling | None = None
+) -> str:
+    """Lines under the table: what `auto` ran, its batch-1 speedup against the target, and OpenVINO's; with
+    `ceiling` (CPU), the most any direct-convolution backend could reach here, and how close `auto` came."""
+    from ..bench import BASELINE
     from ..capabilities import probe
 
     by_name = {r.backend: r for r in rows}
@@ -134,8 +138,9 @@ def auto_verdict(rows: list, batch_sizes: tuple[int, ...], device_type: str) -> 
     bs = 1 if 1 in batch_sizes else batch_sizes[0]
     if auto is None:
         return ""
-    text = f"\n\n`auto` runs `{auto.backend[7:]}` here: **{auto.speedup[bs]:.2f}x** the baseline's crops/s"
+    text = f"\n\n`auto` runs `{auto.backend[7:]}` here: **{auto.speedup[bs]:.3f}x** the baseline's crops/s"
     text += f" at batch {bs}"
+    target = None
     if device_type == "cpu":
         caps = probe()
         target = 2.0 if caps.avx512 or caps.amx else 1.8
@@ -146,7 +151,23 @@ def auto_verdict(rows: list, batch_sizes: tuple[int, ...], device_type: str) -> 
             faster = auto.crops_per_s[bs] >= ov.crops_per_s[bs]
             text += (f"; OpenVINO fp32 on the same graph: {ov.speedup[bs]:.2f}x "
                      f"({'not faster than auto' if faster else 'faster than auto'})")  # fmt: skip
-    return text + "."
+    text += "."
+    base = by_name.get(BASELINE)
+    if ceiling is not None and base is not None and bs in base.ms_per_crop:
+        cap = ceiling.max_speedup(base.ms_per_crop[bs])
+        auto_rate = ceiling.rate(auto.ms_per_crop[bs])
+        text += (
+            f"\n\nCompute ceiling, measured in this run: the model does {ceiling.gflop_per_crop:.1f} GFLOP per crop; "
+            f"the fastest large fp32 3x3 convolution here ran at {ceiling.conv_gflops:.0f} GFLOP/s "
+            f"({ceiling.conv_source}), so a backend "
+            f"that does every multiplication needs at least {ceiling.floor_ms:.1f} ms per crop: at most "
+            f"**{cap:.2f}x** this run's baseline. `auto` ran at {auto_rate:.0f} GFLOP/s, "
+            f"{100 * auto_rate / ceiling.conv_gflops:.0f}% of that rate."
+        )
+        if target is not None and target > cap:
+            text += (f" The {target:.1f}x target is above this ceiling: only fewer-multiply algorithms could pass "
+                     "it (`python -m benchmarks.fewer_multiply` measures them on this machine).")  # fmt: skip
+    return text
 
 
 def run(
@@ -164,6 +185,8 @@ def run(
     _check(args)
 
     from ..bench import (
+        ComputeCeiling,
+        conv_rate_gflops,
         default_backends,
         machine_description,
         markdown_table,
@@ -178,6 +201,7 @@ def run(
     from ..errors import UserError
     from ..inference.estimator import resolve_device
     from ..models import build_model
+    from ..models.summary import model_summary
     from ..models.weights import load_weights
     from ..pipeline import TestSettings
 
@@ -230,8 +254,12 @@ def run(
         extra_backends=extra_backends,
     )
     table = markdown_table(rows, tuple(args.batch_sizes))
+    ceiling = None
+    if device.type == "cpu":
+        log("measuring this CPU's fp32 convolution rate (the compute ceiling) ...")
+        ceiling = ComputeCeiling(float(model_summary(cfg)["gflops"]), *conv_rate_gflops())
     not_run = "".join(f"\n\nNot run here: `{name}`: {why}" for name, why in (skipped or {}).items())
-    not_run = auto_verdict(rows, tuple(args.batch_sizes), device.type) + not_run
+    not_run = auto_verdict(rows, tuple(args.batch_sizes), device.type, ceiling) + not_run
     weights = args.weights or "seeded random weights"
     if args.json:
         print(
@@ -243,6 +271,9 @@ def run(
                     "calibration_crops": int(len(calib)),
                     "deviation_crops": int(len(evaluate)),
                     "rows": rows_to_json(rows),
+                    "ceiling": None if ceiling is None else {
+                        "gflop_per_crop": ceiling.gflop_per_crop, "conv_gflops": ceiling.conv_gflops,
+                        "conv_source": ceiling.conv_source, "floor_ms_per_crop": ceiling.floor_ms},
                     "skipped": skipped or {},
                 },
                 indent=2,
