@@ -357,6 +357,8 @@ def test_compute_ceiling_bounds_direct_convolution_and_says_when_a_target_is_abo
     text = auto_verdict(rows(170.0, 102.0), (1,), "cpu", ceiling)  # a fast baseline: 1.8x needs < 94.4 ms
     assert "not met" in text and "at most **1.70x**" in text and "1.8x target is above this ceiling" in text
     assert "Compute ceiling" not in auto_verdict(rows(170.0, 102.0), (1,), "cpu")  # none measured, none claimed
+    text = auto_verdict(rows(190.0, 95.0), (1,), "cpu", ceiling)  # auto faster than the measured convolution
+    assert "105% of that rate (over 100%: the machine ran slower" in text and "this ceiling is low" in text
     rate, source = conv_rate_gflops(((8, 8, 8),), reps=2)  # a real measurement, on a tiny shape
     assert rate > 0 and np.isfinite(rate) and source in ("torch", "OpenVINO")
 

@@ -135,7 +135,7 @@ class ComputeCeiling:
 CEILING_SHAPES = ((128, 64, 48), (256, 32, 24), (512, 16, 12))
 
 
-def conv_rate_gflops(shapes: tuple[tuple[int, int, int], ...] = CEILING_SHAPES, reps: int = 7) -> tuple[float, str]:
+def conv_rate_gflops(shapes: tuple[tuple[int, int, int], ...] = CEILING_SHAPES, reps: int = 10) -> tuple[float, str]:
     """The fastest rate (GFLOP/s) of batch-1 fp32 3x3 convolutions of `shapes` on this CPU, and the runtime that
     reached it: torch (oneDNN) with torch's current thread count, and OpenVINO (as `OpenVinoBackend` runs it,
     same threads) where installed. The best single call of `reps` per shape and runtime, after one warm-up:
