@@ -496,3 +496,28 @@ def test_compile_failure_is_a_clear_error(hrnet, crops, monkeypatch):
     backend = make_torch_backend("torch-fp32-compile", hrnet)
     with pytest.raises(RuntimeError, match="torch-fp32-compile: torch.compile failed.*cc1plus.*torch-fast"):
         backend(crops[:1])
+
+
+def test_fewer_multiply_benchmark_computes_the_same_convolution_and_finds_hrnets_layers():
+    """benchmarks/fewer_multiply.py (the docs' evidence that Winograd loses here): its Winograd F(2x2, 3x3) in graph
+    operations is the same convolution (to float rounding, any C -> K, with bias), and the layers it weighs are
+    HRNet-w32's stride-1 3x3 C -> C convolutions: 4 in layer1's bottlenecks at 64 x 48, then 2 per basic block, 4
+    blocks per branch, in stage 2 (1 module, 2 branches), stage 3 (4 modules, 3 branches), stage 4 (3 modules, 4)."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("fewer_multiply", ROOT / "benchmarks" / "fewer_multiply.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(5, 7, 3, padding=1)
+    x = torch.randn(2, 5, 12, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(bench.WinogradConv(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
+    shapes = bench.basic_block_shapes(str(W32))
+    per_branch = 4 * 2  # blocks x convs
+    expected = {(64, 64, 48): 4, (32, 64, 48): (1 + 4 + 3) * per_branch, (64, 32, 24): (1 + 4 + 3) * per_branch,
+                (128, 16, 12): (4 + 3) * per_branch, (256, 8, 6): 3 * per_branch}  # fmt: skip
+    assert dict(shapes) == expected and sum(shapes.values()) == 212
