@@ -361,6 +361,15 @@ def test_compute_ceiling_bounds_direct_convolution_and_says_when_a_target_is_abo
     assert "105% of that rate (over 100%: the machine ran slower" in text and "this ceiling is low" in text
     rate, source = conv_rate_gflops(((8, 8, 8),), reps=2)  # a real measurement, on a tiny shape
     assert rate > 0 and np.isfinite(rate) and source in ("torch", "OpenVINO")
+    import hrpose.bench
+
+    x, w = torch.randn(1, 8, 6, 5), torch.randn(8, 8, 3, 3)
+    run_ov = hrpose.bench._openvino_conv(x, w, 1)  # OpenVINO is installed here (scripts/setup.sh)
+    assert run_ov is not None  # ... and times the same convolution as torch
+    np.testing.assert_allclose(np.asarray(next(iter(run_ov().values()))), torch.nn.functional.conv2d(x, w, padding=1),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    monkeypatch.setattr(hrpose.bench, "_openvino_conv", lambda *a: None)  # without OpenVINO: torch's rate alone
+    assert conv_rate_gflops(((8, 8, 8),), reps=1)[1] == "torch"
 
 
 def test_export_cli_writes_checked_model(tmp_path, hrnet, capsys):

@@ -135,6 +135,32 @@ class ComputeCeiling:
 CEILING_SHAPES = ((128, 64, 48), (256, 32, 24), (512, 16, 12))
 
 
+def _openvino_conv(x: torch.Tensor, weight: torch.Tensor, threads: int) -> Callable[[], object] | None:
+    """A padded 3x3 convolution of `x` by `weight` compiled in OpenVINO (as `OpenVinoBackend` runs: fp32 hint,
+    latency mode, `threads`), or None where OpenVINO is not installed or has no CPU plugin for this machine."""
+    try:
+        import openvino as ov
+        import openvino.opset13 as ops
+    except ImportError:
+        return None
+    try:
+        with keep_sigaltstack():
+            param = ops.parameter(list(x.shape), np.float32)
+            conv = ops.convolution(param, ops.constant(weight.numpy()), [1, 1], [1, 1], [1, 1], [1, 1])
+            config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                      "INFERENCE_NUM_THREADS": threads}  # fmt: skip
+            request = ov.Core().compile_model(ov.Model([conv], [param]), "CPU", config).create_infer_request()
+    except RuntimeError:
+        return None
+    arr = x.numpy()
+
+    def run() -> object:
+        with keep_sigaltstack():
+            return request.infer({0: arr})
+
+    return run
+
+
 def conv_rate_gflops(shapes: tuple[tuple[int, int, int], ...] = CEILING_SHAPES, reps: int = 10) -> tuple[float, str]:
     """The fastest rate (GFLOP/s) of batch-1 fp32 3x3 convolutions of `shapes` on this CPU, and the runtime that
     reached it: torch (oneDNN) with torch's current thread count, and OpenVINO (as `OpenVinoBackend` runs it,
@@ -142,12 +168,6 @@ def conv_rate_gflops(shapes: tuple[tuple[int, int, int], ...] = CEILING_SHAPES, 
     the best, not the median, so that load from elsewhere lowers the ceiling's claim, never raises it."""
     best, source = 0.0, "torch"
     gen = torch.Generator().manual_seed(0)
-    threads = torch.get_num_threads()
-    try:
-        import openvino as ov
-        import openvino.opset13 as ops
-    except ImportError:
-        ov = None
     for c, h, w in shapes:
         x = torch.randn(1, c, h, w, generator=gen)
         weight = torch.randn(c, c, 3, 3, generator=gen) * 0.01
@@ -157,19 +177,8 @@ def conv_rate_gflops(shapes: tuple[tuple[int, int, int], ...] = CEILING_SHAPES, 
             return torch.nn.functional.conv2d(x, weight, padding=1)
 
         runs: dict[str, Callable[[], object]] = {"torch": run_torch}
-        if ov is not None:
-            with keep_sigaltstack():
-                param = ops.parameter([1, c, h, w], np.float32)
-                conv = ops.convolution(param, ops.constant(weight.numpy()), [1, 1], [1, 1], [1, 1], [1, 1])
-                config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                          "INFERENCE_NUM_THREADS": threads}  # fmt: skip
-                request = ov.Core().compile_model(ov.Model([conv], [param]), "CPU", config).create_infer_request()
-            arr = x.numpy()
-
-            def run_ov(request=request, arr=arr) -> object:
-                with keep_sigaltstack():
-                    return request.infer({0: arr})
-
+        run_ov = _openvino_conv(x, weight, torch.get_num_threads())
+        if run_ov is not None:
             runs["OpenVINO"] = run_ov
         with torch.inference_mode():
             for name, fn in runs.items():
