@@ -575,6 +575,23 @@ def test_bench_bad_options(tmp_path, capsys, args, named):
     assert_user_error(code, err, named)
 
 
+@pytest.mark.parametrize(("args", "named"), [(["--device", "gpu0"], "'gpu0' is not a device name"),
+                                             (["--backends", "auto", "turbo"], "unknown backend 'turbo'")])  # fmt: skip
+def test_bench_unknown_device_or_backend_is_one_error_line(capsys, args, named):
+    """Names bench cannot use are refused before any model is built (they were tracebacks: ValueError/RuntimeError)."""
+    code, _, err = run_cli(capsys, "bench", "--cfg", SYNTH, "--crops-root", DATA / "coco-mini", *args)
+    assert_user_error(code, err, named)
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_a_device_name_that_is_no_device_is_one_error_line(tmp_path, capsys, command):
+    image = next((DATA / "samples" / "coco").iterdir())
+    extra = [image, "--out", tmp_path / "out"] if command == "predict" else []
+    code, _, err = run_cli(capsys, command, "--device", "gpu0", "--random-weights", "--cfg", SYNTH, *extra)
+    assert_user_error(code, err, "'gpu0' is not a device name", "cpu")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_bench_without_crops_says_how_to_give_them(tmp_path, capsys, monkeypatch):
     """The crops folder is --crops-root or $HRPOSE_BENCH_CROPS, never a path computed from the package."""
     import argparse

@@ -199,6 +199,12 @@ def backend_names(extra_backends: Mapping[str, BackendFactory] | None = None) ->
             "onnxruntime-int8-keeplast", "onnxruntime-int8-keepfirst-keeplast", *(extra_backends or {})]  # fmt: skip
 
 
+def is_backend_name(name: str, extra_backends: Mapping[str, BackendFactory] | None = None) -> bool:
+    """Whether `run_bench` knows `name`: a built-in row (`backend_names()`, int8 variants by `_INT8`) or an extra."""
+    return (name in TORCH_BACKENDS or name in ("onnxruntime-fp32", "openvino-fp32", "auto")
+            or bool(_INT8.fullmatch(name)) or name in (extra_backends or {}))  # fmt: skip
+
+
 def machine_description() -> str:
     caps = capabilities.probe()
     threads = torch.get_num_threads()
@@ -344,13 +350,12 @@ def prepare_backends(
     "auto" is the backend `--backend auto` runs here (a row "auto = <name>"). A backend this machine cannot
     run (`BackendUnavailableError`: bf16 without bf16 hardware, OpenVINO not installed) raises, or, when
     `skipped` is a dict, is left out and recorded there with the reason."""
-    fixed = ("onnxruntime-fp32", "openvino-fp32", "auto")
     extra = dict(extra_backends or {})
-    shadowed = [n for n in extra if n in TORCH_BACKENDS or n in fixed or n == BASELINE or _INT8.fullmatch(n)]
+    shadowed = [n for n in extra if is_backend_name(n) or n == BASELINE]
     if shadowed:
         raise ValueError(f"extra backends may not reuse a built-in backend name: {', '.join(shadowed)}")
     for name in backends:
-        if name not in TORCH_BACKENDS and name not in fixed and name not in extra and not _INT8.fullmatch(name):
+        if not is_backend_name(name, extra):
             raise ValueError(f"unknown backend {name!r}; choose from {', '.join(backend_names(extra))}")
     candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = {BASELINE: EagerBackend(model)}
     onnx_fp32 = workdir / "model_fp32.onnx"

@@ -167,8 +167,12 @@ def make_inputs(
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+class DeviceError(UserError, ValueError):
+    """A device this machine does not have, or a name that is no device (`--device`, `device=`)."""
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu; anything else as torch.device (checked)."""
+    """'auto' -> cuda if available, else mps, else cpu; anything else as torch.device, checked (DeviceError)."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -178,11 +182,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"device {device!r} is not a device name; use cpu, cuda, cuda:<index>, mps or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+        raise DeviceError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} requested but MPS is not available (use --device cpu)")
+        raise DeviceError(f"device {device!r} requested but MPS is not available (use --device cpu)")
     return dev
 
 
