@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hrpose.backends import OpenVinoBackend
 from hrpose.bench import machine_description
 from hrpose.config import load_config
 from hrpose.models import build_model
@@ -111,23 +112,12 @@ def basic_block_shapes(cfg_file: str) -> collections.Counter[tuple[int, int, int
 
 
 def openvino_runner(module: nn.Module, x: torch.Tensor, workdir: Path, threads: int) -> Callable[[], np.ndarray]:
-    import openvino as ov
-
-    from hrpose.backends import keep_sigaltstack
-
+    """`module` exported to ONNX and run as `auto` runs it on a CPU (`OpenVinoBackend`)."""
     path = workdir / f"m{id(module)}.onnx"
     torch.onnx.export(module, (x,), str(path), opset_version=17, dynamo=False)
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-    with keep_sigaltstack():
-        request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
+    backend = OpenVinoBackend(path, threads=threads)
     arr = x.numpy()
-
-    def run() -> np.ndarray:
-        with keep_sigaltstack():
-            request.infer({0: arr})
-        return np.array(request.get_output_tensor(0).data)
-
-    return run
+    return lambda: backend(arr)
 
 
 def torch_runner(module: nn.Module, x: torch.Tensor) -> Callable[[], np.ndarray]:

@@ -430,6 +430,15 @@ def keep_sigaltstack() -> Iterator[None]:
 _SS_ONSTACK = 1
 
 
+def openvino_config(threads: int | None = None) -> dict[str, object]:
+    """How hrpose compiles for OpenVINO's CPU plugin: fp32 precision hint (OpenVINO would otherwise run bf16 on
+    AMX CPUs), latency mode, and `threads` inference threads where given."""
+    config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
 class OpenVinoBackend:
     """An exported ONNX model in OpenVINO's CPU runtime (the optional `openvino` extra), fp32 precision
     hint (OpenVINO would otherwise run bf16 on AMX CPUs), latency mode, `threads` inference threads.
@@ -444,9 +453,7 @@ class OpenVinoBackend:
                 "backend openvino: OpenVINO is not installed (pip install 'hrpose[openvino]'); "
                 "use --backend auto or onnxruntime"
             ) from e
-        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        config = openvino_config(threads)
         with keep_sigaltstack():
             core = ov.Core()
             model = core.read_model(str(onnx_path))

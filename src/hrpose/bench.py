@@ -44,6 +44,7 @@ from .backends import (
     auto_backend,
     keep_sigaltstack,
     make_torch_backend,
+    openvino_config,
     quantize_int8,
 )
 from .codec import HeatmapCodec
@@ -136,8 +137,8 @@ CEILING_SHAPES = ((128, 64, 48), (256, 32, 24), (512, 16, 12))
 
 
 def _openvino_conv(x: torch.Tensor, weight: torch.Tensor, threads: int) -> Callable[[], object] | None:
-    """A padded 3x3 convolution of `x` by `weight` compiled in OpenVINO (as `OpenVinoBackend` runs: fp32 hint,
-    latency mode, `threads`), or None where OpenVINO is not installed or has no CPU plugin for this machine."""
+    """A padded 3x3 convolution of `x` by `weight` compiled in OpenVINO as `OpenVinoBackend` compiles
+    (`openvino_config(threads)`), or None where OpenVINO is not installed or has no CPU plugin for this machine."""
     try:
         import openvino as ov
         import openvino.opset13 as ops
@@ -147,8 +148,7 @@ def _openvino_conv(x: torch.Tensor, weight: torch.Tensor, threads: int) -> Calla
         with keep_sigaltstack():
             param = ops.parameter(list(x.shape), np.float32)
             conv = ops.convolution(param, ops.constant(weight.numpy()), [1, 1], [1, 1], [1, 1], [1, 1])
-            config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                      "INFERENCE_NUM_THREADS": threads}  # fmt: skip
+            config = openvino_config(threads)
             request = ov.Core().compile_model(ov.Model([conv], [param]), "CPU", config).create_infer_request()
     except RuntimeError:
         return None

@@ -185,18 +185,13 @@ def run(
     import torch
 
     _check(args)
-    from ..bench import backend_names, is_backend_name
-    from ..errors import UserError
-
-    unknown = [name for name in args.backends or () if not is_backend_name(name, extra_backends)]
-    if unknown:
-        raise UserError(f"--backends: unknown backend {unknown[0]!r}; choose from "
-                        f"{', '.join(backend_names(extra_backends))}")  # fmt: skip
 
     from ..bench import (
         ComputeCeiling,
+        backend_names,
         conv_rate_gflops,
         default_backends,
+        is_backend_name,
         machine_description,
         markdown_table,
         real_crops_labeled,
@@ -207,12 +202,17 @@ def run(
     from ..codec import build_codec
     from ..config import load_config
     from ..engine.train import apply_cudnn_settings
+    from ..errors import UserError
     from ..inference.estimator import resolve_device
     from ..models import build_model
     from ..models.summary import model_summary
     from ..models.weights import load_weights
     from ..pipeline import TestSettings
 
+    unknown = [name for name in args.backends or () if not is_backend_name(name, extra_backends)]
+    if unknown:
+        raise UserError(f"--backends: unknown backend {unknown[0]!r}; choose from "
+                        f"{', '.join(backend_names(extra_backends))}")  # fmt: skip
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.cfg, args.opts)
