@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hrpose.backends import OpenVinoBackend
 from torch import nn
 
-from hrpose.backends import OpenVinoBackend
 from hrpose.bench import machine_description
 from hrpose.config import load_config
 from hrpose.models import build_model

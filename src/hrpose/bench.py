@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -33,47 +32,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import capabilities
-from .backends import (
-    CALIBRATION_METHODS,
-    TORCH_BACKENDS,
-    BackendUnavailableError,
-    EagerBackend,
-    OnnxRuntimeBackend,
-    OpenVinoBackend,
-    auto_backend,
-    keep_sigaltstack,
-    make_torch_backend,
-    openvino_config,
-    quantize_int8,
-)
 from .codec import HeatmapCodec
+from .errors import BackendUnavailableError
 from .export import export_onnx
-from .geometry import PIXEL_STD, box_to_center_scale
-from .inference.estimator import make_inputs
-from .pipeline import TestSettings, decode
+from .geometry import PIXEL_STD, box_to_center_scale, make_inputs
+from .pipeline import InferenceSettings, decode
+from .runtime import auto_backend, capabilities, make_backend
+from .runtime import backend_names as runtime_backend_names
+from .runtime import is_backend_name as runtime_is_backend_name
+from .runtime.quantize import Int8Options
+from .runtime.registry import canonical_name
 
 BASELINE = "eager-fp32 (baseline)"
-# the rows `hrpose bench` shows by default: the product's choices (hrpose.backends.TORCH_BACKENDS, by their
-# long names: torch-fp32 = "torch", torch-fp32-jit = torch-fast, ...; ONNX Runtime fp32 and int8, OpenVINO)
-# and what `auto` runs; exploratory variants come from `benchmarks/backend_variants.py` (`extra_backends`)
-DEFAULT_BACKENDS = (
-    "auto",
-    "torch-fp32",
-    "torch-fp32-jit",
-    "torch-bf16",
-    "onnxruntime-fp32",
-    "openvino-fp32",
-    "onnxruntime-int8",
-)
-GPU_DEFAULT_BACKENDS = ("auto", "torch-fp32", "torch-fp32-graph", "torch-fp16-graph", "torch-bf16-graph",
-                        "torch-fp32-compile-graph")  # fmt: skip
-#: a named backend `run_bench` builds around the (eval, on-device) model, beside the built-in names
+# the rows `hrpose bench` shows by default: registry names (hrpose.runtime.REGISTRY) a user can choose on a CPU, and
+# what `auto` runs; exploratory variants come from `benchmarks/backend_variants.py` (`extra_backends`)
+DEFAULT_BACKENDS = ("auto", "torch", "torch-fast", "torch-bf16", "onnxruntime", "openvino", "onnxruntime-int8")
+GPU_DEFAULT_BACKENDS = ("auto", "torch", "torch-fast", "torch-fp16", "torch-bf16", "torch-compile")
+#: a named backend `run_bench` builds around the (eval, on-device) model, beside the registry's
 BackendFactory = Callable[[nn.Module], Callable[[np.ndarray], np.ndarray]]
-# what `auto` (hrpose.backends.auto_backend, fp32) runs, by its bench name
-AUTO_BENCH_NAMES = {"onnxruntime": "onnxruntime-fp32", "torch-fast": "torch-fp32-jit", "torch": "torch-fp32",
-                    "openvino": "openvino-fp32"}  # fmt: skip
-CUDA_AUTO_BENCH_NAMES = {"torch-fast": "torch-fp32-graph", "torch": "torch-fp32"}
 
 
 def default_backends(device: str | torch.device = "cpu") -> tuple[str, ...]:
@@ -82,12 +58,8 @@ def default_backends(device: str | torch.device = "cpu") -> tuple[str, ...]:
 
 
 def auto_bench_name(device: str | torch.device = "cpu") -> str:
-    """The bench backend `--backend auto` (fp32) runs on `device` of this machine."""
-    device = torch.device(device)
-    picked = auto_backend("fp32", device=device)
-    return (CUDA_AUTO_BENCH_NAMES if device.type == "cuda" else AUTO_BENCH_NAMES)[picked]
-# onnxruntime-int8[-entropy|-percentile][-pertensor][-keepfirst][-keeplast]
-_INT8 = re.compile(r"onnxruntime-int8(?:-(entropy|percentile|minmax))?(-pertensor)?(-keepfirst)?(-keeplast)?")
+    """The registry backend `--backend auto` (fp32) runs on `device` of this machine."""
+    return auto_backend("fp32", device=torch.device(device))
 
 
 @dataclass
@@ -105,104 +77,14 @@ class BenchRow:
     within_2px_labeled: float = float("nan")
 
 
-@dataclass(frozen=True)
-class ComputeCeiling:
-    """How fast any direct-convolution backend could run this model on this CPU, measured.
-
-    gflop_per_crop: the model's floating-point operations per crop (2 per multiply-add, `hrpose summary`'s
-    `gflops`); conv_gflops: the fastest rate one large fp32 3x3 convolution reached here (`conv_rate_gflops`).
-    A model of many small convolutions cannot beat the rate of a large one, so `floor_ms` bounds every backend
-    that does the model's multiplications (fewer-multiply algorithms such as Winograd could go below it)."""
-
-    gflop_per_crop: float
-    conv_gflops: float
-    conv_source: str = "torch"
-
-    @property
-    def floor_ms(self) -> float:
-        return 1000.0 * self.gflop_per_crop / self.conv_gflops
-
-    def max_speedup(self, baseline_ms: float) -> float:
-        """The highest speedup over a baseline of `baseline_ms` per crop that direct convolution allows."""
-        return baseline_ms / self.floor_ms
-
-    def rate(self, ms_per_crop: float) -> float:
-        """GFLOP/s of a backend that takes `ms_per_crop`."""
-        return self.gflop_per_crop / (ms_per_crop / 1000.0)
-
-
-#: (channels, height, width) of the large 3x3 convolutions `conv_rate_gflops` times: HRNet-w32 256x192's
-#: resolutions, with channel counts large enough for full vector and cache use
-CEILING_SHAPES = ((128, 64, 48), (256, 32, 24), (512, 16, 12))
-
-
-def _openvino_conv(x: torch.Tensor, weight: torch.Tensor, threads: int) -> Callable[[], object] | None:
-    """A padded 3x3 convolution of `x` by `weight` compiled in OpenVINO as `OpenVinoBackend` compiles
-    (`openvino_config(threads)`), or None where OpenVINO is not installed or has no CPU plugin for this machine."""
-    try:
-        import openvino as ov
-        import openvino.opset13 as ops
-    except ImportError:
-        return None
-    try:
-        with keep_sigaltstack():
-            param = ops.parameter(list(x.shape), np.float32)
-            conv = ops.convolution(param, ops.constant(weight.numpy()), [1, 1], [1, 1], [1, 1], [1, 1])
-            config = openvino_config(threads)
-            request = ov.Core().compile_model(ov.Model([conv], [param]), "CPU", config).create_infer_request()
-    except RuntimeError:
-        return None
-    arr = x.numpy()
-
-    def run() -> object:
-        with keep_sigaltstack():
-            return request.infer({0: arr})
-
-    return run
-
-
-def conv_rate_gflops(shapes: tuple[tuple[int, int, int], ...] = CEILING_SHAPES, reps: int = 10) -> tuple[float, str]:
-    """The fastest rate (GFLOP/s) of batch-1 fp32 3x3 convolutions of `shapes` on this CPU, and the runtime that
-    reached it: torch (oneDNN) with torch's current thread count, and OpenVINO (as `OpenVinoBackend` runs it,
-    same threads) where installed. The best single call of `reps` per shape and runtime, after one warm-up:
-    the best, not the median, so that load from elsewhere lowers the ceiling's claim, never raises it."""
-    best, source = 0.0, "torch"
-    gen = torch.Generator().manual_seed(0)
-    for c, h, w in shapes:
-        x = torch.randn(1, c, h, w, generator=gen)
-        weight = torch.randn(c, c, 3, 3, generator=gen) * 0.01
-        flop = 2.0 * c * c * 9 * h * w
-
-        def run_torch(x: torch.Tensor = x, weight: torch.Tensor = weight) -> object:
-            return torch.nn.functional.conv2d(x, weight, padding=1)
-
-        runs: dict[str, Callable[[], object]] = {"torch": run_torch}
-        run_ov = _openvino_conv(x, weight, torch.get_num_threads())
-        if run_ov is not None:
-            runs["OpenVINO"] = run_ov
-        with torch.inference_mode():
-            for name, fn in runs.items():
-                fn()
-                for _ in range(reps):
-                    t0 = time.perf_counter()
-                    fn()
-                    rate = flop / (time.perf_counter() - t0) / 1e9
-                    if rate > best:
-                        best, source = rate, name
-    return best, source
-
-
 def backend_names(extra_backends: Mapping[str, BackendFactory] | None = None) -> list[str]:
-    """The backend names `run_bench` accepts (int8 variants follow the `_INT8` pattern), `extra_backends`' last."""
-    return ["auto", *TORCH_BACKENDS, "onnxruntime-fp32", "openvino-fp32", "onnxruntime-int8",
-            "onnxruntime-int8-entropy", "onnxruntime-int8-percentile", "onnxruntime-int8-pertensor",
-            "onnxruntime-int8-keeplast", "onnxruntime-int8-keepfirst-keeplast", *(extra_backends or {})]  # fmt: skip
+    """The backend names `run_bench` accepts: the runtime's (`hrpose.runtime.backend_names`), `extra_backends`' last."""
+    return [*runtime_backend_names(), *(extra_backends or {})]
 
 
 def is_backend_name(name: str, extra_backends: Mapping[str, BackendFactory] | None = None) -> bool:
-    """Whether `run_bench` knows `name`: a built-in row (`backend_names()`, int8 variants by `_INT8`) or an extra."""
-    return (name in TORCH_BACKENDS or name in ("onnxruntime-fp32", "openvino-fp32", "auto")
-            or bool(_INT8.fullmatch(name)) or name in (extra_backends or {}))  # fmt: skip
+    """Whether `run_bench` knows `name`: a registry name, "auto", a deprecated name, or an extra."""
+    return runtime_is_backend_name(name) or name in (extra_backends or {})
 
 
 def machine_description() -> str:
@@ -226,7 +108,7 @@ def machine_description() -> str:
 
 def real_crops(image_dir: Path, annotation: Path, input_size_wh: tuple[int, int], n: int) -> np.ndarray:
     """Up to `n` normalised person crops `(n, 3, H, W)` from a COCO keypoint file (ground-truth boxes),
-    made exactly as the test pipeline makes them (`inference.estimator.make_inputs`, RGB)."""
+    made exactly as the test pipeline makes them (`geometry.make_inputs`, RGB)."""
     return real_crops_labeled(image_dir, annotation, input_size_wh, n)[0]
 
 
@@ -268,7 +150,7 @@ def decode_input_px(
     heatmaps: np.ndarray,
     input_size_wh: tuple[int, int],
     codec: HeatmapCodec | None = None,
-    settings: TestSettings | None = None,
+    settings: InferenceSettings | None = None,
 ) -> np.ndarray:
     """Keypoints of `heatmaps (N, K, h, w)` in input-crop pixels with their joint scores `(N, K, 3)`, decoded
     as `hrpose test` and `predict` decode (`pipeline.decode`) with the identity crop (`identity_crops`).
@@ -278,7 +160,7 @@ def decode_input_px(
     bench compares the backends' single calls)."""
     h, w = heatmaps.shape[-2:]
     if settings is None:
-        settings = TestSettings(flip_test=False, post_process=codec is not None)
+        settings = InferenceSettings(flip_test=False, post_process=codec is not None)
     if codec is None:
         codec = HeatmapCodec(input_size_wh, (w, h), sigma=2.0)
     centers, scales = identity_crops(len(heatmaps), input_size_wh)
@@ -289,7 +171,7 @@ def keypoints_input_px(
     heatmaps: np.ndarray,
     input_size_wh: tuple[int, int],
     codec: HeatmapCodec | None = None,
-    settings: TestSettings | None = None,
+    settings: InferenceSettings | None = None,
 ) -> np.ndarray:
     """Keypoints of `heatmaps (N, K, h, w)` in input-crop pixels `(N, K, 2)`: `decode_input_px` without the
     scores (the codec's post-processed decoding, or the bare argmax times the stride without a codec)."""
@@ -332,6 +214,17 @@ def _run_batched(fn: Callable[[np.ndarray], np.ndarray], crops: np.ndarray, bs: 
     return np.concatenate([fn(crops[i : i + bs]) for i in range(0, len(crops), bs)])
 
 
+#: the registry's engines that run an exported graph: bench exports the model once for all of them
+ONNX_ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino")
+
+
+def _int8_label(o: Int8Options) -> str:
+    """The non-default int8 options, for a row label: e.g. "entropy, per-tensor, fp32 last conv"."""
+    parts = [o.method] if o.method != "minmax" else []
+    parts += ["per-tensor"] * (not o.per_channel) + ["fp32 first conv"] * o.exclude_first
+    return ", ".join(parts + ["fp32 last conv"] * o.exclude_last)
+
+
 def prepare_backends(
     model: nn.Module,
     input_size_wh: tuple[int, int],
@@ -357,51 +250,44 @@ def prepare_backends(
     for name in backends:
         if not is_backend_name(name, extra):
             raise ValueError(f"unknown backend {name!r}; choose from {', '.join(backend_names(extra))}")
-    candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = {BASELINE: EagerBackend(model)}
+    # (row label, registry name or extra, int8 options): an old name is its registry name (one warning each); an
+    # old int8 variant's label names its options
+    rows: list[tuple[str, str, Int8Options | None]] = []
+    for name in backends:
+        real, int8 = (name, None) if name in extra else canonical_name(name)
+        rows.append((real if int8 is None else f"{real} ({_int8_label(int8)})", real, int8))
+    # the official code's way: the model itself, eager fp32 NCHW
+    candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = {BASELINE: make_backend("torch", model,
+                                                                                        fold_bn=False)}
     onnx_fp32 = workdir / "model_fp32.onnx"
     device = next(model.parameters()).device
-    auto_name = auto_bench_name(device) if "auto" in backends else ""
-    if any(b.startswith(("onnxruntime", "openvino")) for b in (*backends, auto_name)):
+    auto_name = auto_bench_name(device) if any(real == "auto" for _, real, _ in rows) else ""
+    if any(real in ONNX_ENGINES for real in (*(r for _, r, _ in rows), auto_name)):
         log("exporting ONNX (self-checked in ONNX Runtime) ...")
         export_onnx(model, onnx_fp32, input_size_wh, dynamic_batch=True)
     threads = threads or torch.get_num_threads()
-    for name in backends:
-        log(f"preparing {name} ...")
+    calibration = [calib_crops[i : i + 8] for i in range(0, len(calib_crops), 8)]
+    for i, (label, real, int8) in enumerate(rows):
+        log(f"preparing {label} ...")
         try:
-            if name in extra:
-                fn = extra[name](model)
+            if real in extra:
+                fn = extra[real](model)
             else:
-                fn = _make_bench_backend(auto_name if name == "auto" else name, model, onnx_fp32, threads, workdir,
-                                         calib_crops)  # fmt: skip
+                real = auto_name if real == "auto" else real
+                options: dict[str, object] = {"int8": int8} if int8 is not None else {}
+                if real == "onnxruntime-int8":
+                    options.update(calibration=calibration, workdir=workdir / f"int8-{i}")
+                    (workdir / f"int8-{i}").mkdir(parents=True, exist_ok=True)
+                fn = make_backend(real, onnx_fp32 if real in ONNX_ENGINES else model, device, threads=threads,
+                                  input_size=input_size_wh, **options)  # fmt: skip
         except BackendUnavailableError as e:
             if skipped is None:
                 raise
-            skipped[name] = str(e)
-            log(f"skipped {name}: {e}")
+            skipped[label] = str(e)
+            log(f"skipped {label}: {e}")
             continue
-        candidates[f"auto = {auto_name}" if name == "auto" else name] = fn
+        candidates[f"auto = {auto_name}" if label == "auto" else label] = fn
     return candidates
-
-
-def _make_bench_backend(
-    name: str, model: nn.Module, onnx_fp32: Path, threads: int, workdir: Path, calib_crops: np.ndarray
-) -> Callable[[np.ndarray], np.ndarray]:
-    if name in TORCH_BACKENDS:
-        return make_torch_backend(name, model)
-    if name == "onnxruntime-fp32":
-        return OnnxRuntimeBackend(onnx_fp32, threads=threads, name=name)
-    if name == "openvino-fp32":
-        return OpenVinoBackend(onnx_fp32, threads=threads, name=name)
-    m = _INT8.fullmatch(name)
-    assert m is not None
-    method = m.group(1) or "minmax"
-    assert method in CALIBRATION_METHODS
-    calib = [calib_crops[i : i + 8] for i in range(0, len(calib_crops), 8)]
-    path = quantize_int8(
-        onnx_fp32, workdir / f"{name}.onnx", calib, per_channel=not m.group(2), method=method,
-        exclude_first=bool(m.group(3)), exclude_last=bool(m.group(4)),
-    )  # fmt: skip
-    return OnnxRuntimeBackend(path, threads=threads, name=name)
 
 
 def run_bench(
@@ -411,7 +297,7 @@ def run_bench(
     *,
     calib_crops: np.ndarray | None = None,
     codec: HeatmapCodec | None = None,
-    settings: TestSettings | None = None,
+    settings: InferenceSettings | None = None,
     batch_sizes: tuple[int, ...] = (1, 8),
     iters: int = 10,
     warmup: int = 2,

@@ -32,3 +32,12 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str = ""):
         super().__init__(message)
         self.message = message
+
+
+class BackendUnavailableError(UserError, RuntimeError):
+    """A backend this machine cannot run (fast and correctly); the message says what is missing and what to
+    use instead."""
+
+
+class DeviceError(UserError, ValueError):
+    """A device this machine does not have, or a name that is no device (`--device`, `device=`)."""

@@ -8,6 +8,8 @@ constant of the MPII annotations that the official code kept for every dataset.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -119,3 +121,24 @@ def warp_crop(
     """Crop (and rotate) the box of `center`/`scale` out of `image` into an `output_size` (w, h) array."""
     trans = get_affine_transform(center, scale, rot, output_size)
     return cv2.warpAffine(image, trans, (int(output_size[0]), int(output_size[1])), flags=flags)
+
+
+#: ImageNet channel statistics (RGB order) every hrpose model's input is normalised by
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def make_inputs(
+    image_bgr: np.ndarray, centers: np.ndarray, scales: np.ndarray, input_size_wh: Sequence[int], color_rgb: bool
+) -> np.ndarray:
+    """Crops of (center, scale) boxes -> (N, 3, H, W) float32 model inputs, exactly as the test pipeline:
+    warp (bilinear) in RGB when DATASET.COLOR_RGB else BGR, / 255, minus ImageNet mean, over its std.
+    The one place crops are normalised for inference (the channel order is the caller's `color_rgb`)."""
+    w, h = int(input_size_wh[0]), int(input_size_wh[1])
+    source = np.ascontiguousarray(image_bgr[:, :, ::-1]) if color_rgb else image_bgr
+    batch = np.empty((len(centers), h, w, 3), dtype=np.uint8)
+    for i in range(len(centers)):
+        batch[i] = warp_crop(source, centers[i], scales[i], 0, (w, h))
+    mean, std = np.array(IMAGENET_MEAN, dtype=np.float32), np.array(IMAGENET_STD, dtype=np.float32)
+    x = (batch.astype(np.float32) / 255.0 - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -2,21 +2,22 @@
 
 `hrpose test` / validation during training (`hrpose.engine.evaluate.run_inference`, a batch of a data
 loader) and `PoseEstimator` / `hrpose predict` (the people of an image) both go through these functions,
-with the test-time switches read once from the config into a `TestSettings`:
+with the test-time switches read once from the config into an `InferenceSettings`:
 
-    settings = TestSettings.from_config(cfg)                    # TEST.FLIP_TEST, SHIFT_HEATMAP, ...
-    heatmaps = flip_heatmaps(backend, crops, flip_pairs, settings)   # (N, K, h, w) float32
+    settings = InferenceSettings.from_config(cfg)                    # TEST.FLIP_TEST, SHIFT_HEATMAP, ...
+    heatmaps = infer_heatmaps(backend, crops, flip_pairs, settings)   # (N, K, h, w) float32
     keypoints = decode(codec, heatmaps, centers, scales, settings)  # (N, K, 3): image x, y, joint score
     scores = rescore(keypoints, box_scores, settings.in_vis_thre)   # (N,) person scores
 
-(`predict_crops` is the three in a row.) The backend is any `hrpose.backends.Backend`: a `TorchBackend`
-(the live model in validation, see `model_backend`; BatchNorm folded for `PoseEstimator`'s "torch"),
-ONNX Runtime, ... . Rescoring is the official COCO rule, also used by `hrpose.evaluation.coco`.
+(`predict_crops` is the three in a row.) The backend is any `hrpose.runtime.Backend`, built by
+`hrpose.runtime.make_backend` (validation runs the live model, see `model_backend`). The flip merge and its
+one-pixel shift live in `hrpose.codec.merge_flip`; rescoring is the official COCO rule of
+`hrpose.evaluation.rescoring`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +25,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrpose.backends import Backend, TorchBackend
+from hrpose.evaluation.rescoring import rescore
+from hrpose.runtime import Backend, BackendLike, make_backend
 
-#: what the pipeline runs: a `Backend`, or any plain callable crops -> heatmaps (a test's fake network)
-BackendLike = Backend | Callable[[Any], np.ndarray]
-
-__all__ = ["BackendLike", "TestSettings", "decode", "flip_heatmaps", "model_backend", "predict_crops", "rescore"]
+__all__ = [
+    "BackendLike",
+    "InferenceSettings",
+    "TestSettings",
+    "decode",
+    "flip_heatmaps",
+    "infer_heatmaps",
+    "model_backend",
+    "predict_crops",
+    "rescore",
+]
 
 
 @dataclass(frozen=True)
-class TestSettings:
+class InferenceSettings:
     """The test-time switches of a config, read once (`from_config`).
 
     flip_test: average with the mirrored crop (TEST.FLIP_TEST); shift_heatmap: move the flipped-back maps
@@ -42,15 +51,13 @@ class TestSettings:
     above it count in the person score (TEST.IN_VIS_THRE).
     """
 
-    __test__ = False  # not a pytest test class
-
     flip_test: bool = True
     shift_heatmap: bool = True
     post_process: bool = True
     in_vis_thre: float = 0.2
 
     @classmethod
-    def from_config(cls, cfg: Any, *, flip_test: bool | None = None) -> TestSettings:
+    def from_config(cls, cfg: Any, *, flip_test: bool | None = None) -> InferenceSettings:
         """The settings of `cfg` (TEST.* and HRPOSE.DECODER); `flip_test` overrides TEST.FLIP_TEST."""
         decoder = str((cfg.get("HRPOSE", None) or {}).get("DECODER", "official")).lower()
         return cls(
@@ -61,28 +68,18 @@ class TestSettings:
         )
 
 
-def model_backend(
-    model: nn.Module, *, amp_dtype: torch.dtype | None = None, channels_last: bool = False
-) -> TorchBackend:
-    """The model itself as a backend (no copy, weights untouched; `TorchBackend(live=True)`): eval mode and
-    `inference_mode` for each call, its train mode given back after; AMP autocast with `amp_dtype`, inputs
-    made channels_last with `channels_last` (the model is expected to be converted already)."""
-    return TorchBackend(
-        model,
-        fold_bn=False,
-        channels_last=channels_last,
-        dtype=amp_dtype or torch.float32,
-        autocast=amp_dtype is not None,
-        live=True,
-        name="torch",
-    )
+def model_backend(model: nn.Module, *, amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> Backend:
+    """The model itself as the "torch" backend (no copy, weights untouched; validation during training): eval
+    mode and `inference_mode` for each call, its train mode given back after; AMP autocast with `amp_dtype`,
+    inputs made channels_last with `channels_last` (the model is expected to be converted already)."""
+    return make_backend("torch", model, fold_bn=False, amp_dtype=amp_dtype, channels_last=channels_last)
 
 
-def flip_heatmaps(
+def infer_heatmaps(
     backend: BackendLike,
     crops: np.ndarray | torch.Tensor,
     flip_pairs: Sequence[Sequence[int]],
-    settings: TestSettings,
+    settings: InferenceSettings,
     *,
     one_call: bool = False,
 ) -> np.ndarray:
@@ -114,7 +111,7 @@ def flip_heatmaps(
 
 
 def decode(
-    codec: Any, heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray, settings: TestSettings
+    codec: Any, heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray, settings: InferenceSettings
 ) -> np.ndarray:
     """Heatmaps (N, K, h, w) of crops at `centers`/`scales` (N, 2) -> keypoints (N, K, 3) float32: image x, y
     and the joint score (heatmap maximum), by `codec.decode` (`settings.post_process`)."""
@@ -126,24 +123,6 @@ def decode(
     return keypoints
 
 
-def rescore(preds: np.ndarray, box_scores: np.ndarray, in_vis_thre: float) -> np.ndarray:
-    """Person scores (the official COCO rule): mean joint score over the joints above `in_vis_thre` (0 if
-    none) times the box score.
-
-    preds: (N, K, 3) with joint scores in [..., 2]; box_scores: (N,) -> (N,) float64.
-    The joint sum runs left to right in the predictions' dtype (a cumulative sum), as the official
-    per-joint loop does, so float32 predictions give bit-identical scores.
-    """
-    s = np.asarray(preds)[:, :, 2]
-    if not np.issubdtype(s.dtype, np.floating):
-        s = s.astype(np.float64)
-    above = s > in_vis_thre
-    total = np.cumsum(np.where(above, s, s.dtype.type(0)), axis=1, dtype=s.dtype)[:, -1]
-    count = above.sum(axis=1)
-    kpt_score = np.where(count > 0, total / np.maximum(count, 1).astype(s.dtype), 0)
-    return kpt_score.astype(np.float64) * np.asarray(box_scores, dtype=np.float64)
-
-
 def predict_crops(
     backend: BackendLike,
     crops: np.ndarray | torch.Tensor,
@@ -153,10 +132,15 @@ def predict_crops(
     *,
     codec: Any,
     flip_pairs: Sequence[Sequence[int]],
-    settings: TestSettings,
+    settings: InferenceSettings,
     one_call: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`flip_heatmaps` -> `decode` -> `rescore`: keypoints (N, K, 3) float32 and person scores (N,) float64."""
-    heatmaps = flip_heatmaps(backend, crops, flip_pairs, settings, one_call=one_call)
+    """`infer_heatmaps` -> `decode` -> `rescore`: keypoints (N, K, 3) float32 and person scores (N,) float64."""
+    heatmaps = infer_heatmaps(backend, crops, flip_pairs, settings, one_call=one_call)
     keypoints = decode(codec, heatmaps, centers, scales, settings)
     return keypoints, rescore(keypoints, box_scores, settings.in_vis_thre)
+
+
+# the names before InferenceSettings / infer_heatmaps, kept for one release (other modules and branches use them)
+TestSettings = InferenceSettings
+flip_heatmaps = infer_heatmaps

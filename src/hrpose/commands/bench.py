@@ -1,7 +1,8 @@
 """`hrpose bench --cfg FILE --crops-root DIR [--weights FILE] [--json] [--write docs/benchmarks.md]`.
 
-One run, same machine, same weights: the official-style eager fp32 baseline and the product's backends
-(`benchmarks/backend_variants.py` runs the same command with the exploratory torch variants added).
+One run, same machine, same weights: the official-style eager fp32 baseline and the backends of the runtime's
+registry (`hrpose.runtime.REGISTRY`, by their names), with the measured table and each backend's keypoint
+deviation from the baseline. It prints measurements only.
 
 The real person crops (int8 calibration and the keypoint deviation) come from a COCO-layout folder:
 `--crops-root DIR`, else the environment variable `HRPOSE_BENCH_CROPS`; without either, bench stops with
@@ -14,12 +15,12 @@ import argparse
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..bench import BackendFactory, ComputeCeiling
+    from ..bench import BackendFactory
 
 #: environment variable naming the default --crops-root
 CROPS_ENV = "HRPOSE_BENCH_CROPS"
@@ -54,11 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backends",
         nargs="+",
         default=None,
-        help="see hrpose.bench.backend_names() (exploratory variants: benchmarks/backend_variants.py); 'auto' = "
-        "what --backend auto runs here (default: the product backends of the CPU set "
-        "with auto and openvino-fp32, leaving out with the reason what this machine cannot run, e.g. bf16 "
-        "without bf16 hardware; or the GPU set with --device cuda). A backend named here that this machine "
-        "cannot run is refused",
+        help="backend names as in --backend of predict (see `hrpose info`); 'auto' = what --backend auto runs "
+        "here (default: auto, torch, torch-fast, torch-bf16, onnxruntime, openvino, onnxruntime-int8, leaving "
+        "out with the reason what this machine cannot run, e.g. bf16 without bf16 hardware; or the GPU set with "
+        "--device cuda). A backend named here that this machine cannot run is refused",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
@@ -125,14 +125,8 @@ def _crops_root(args: argparse.Namespace) -> Path:
     return Path(args.crops_root)
 
 
-def auto_verdict(
-    rows: list, batch_sizes: tuple[int, ...], device_type: str, ceiling: ComputeCeiling | None = None
-) -> str:
-    """Lines under the table: what `auto` ran, its batch-1 speedup against the target, and OpenVINO's; with
-    `ceiling` (CPU), the most any direct-convolution backend could reach here, and how close `auto` came."""
-    from ..bench import BASELINE
-    from ..capabilities import probe
-
+def auto_verdict(rows: list, batch_sizes: tuple[int, ...]) -> str:
+    """The line under the table: what `auto` ran, its measured speedup over the baseline, and OpenVINO's."""
     by_name = {r.backend: r for r in rows}
     auto = next((r for r in rows if r.backend.startswith("auto = ")), None)
     bs = 1 if 1 in batch_sizes else batch_sizes[0]
@@ -140,36 +134,10 @@ def auto_verdict(
         return ""
     text = f"\n\n`auto` runs `{auto.backend[7:]}` here: **{auto.speedup[bs]:.3f}x** the baseline's crops/s"
     text += f" at batch {bs}"
-    target = None
-    if device_type == "cpu":
-        caps = probe()
-        target = 2.0 if caps.avx512 or caps.amx else 1.8
-        kind = "AVX-512/AMX" if caps.avx512 or caps.amx else "AVX2-only"
-        text += f" (target on {kind} CPUs: >= {target:.1f}x: {'met' if auto.speedup[bs] >= target else 'not met'})"
-        ov = by_name.get("openvino-fp32")
-        if ov is not None:
-            faster = auto.crops_per_s[bs] >= ov.crops_per_s[bs]
-            text += (f"; OpenVINO fp32 on the same graph: {ov.speedup[bs]:.2f}x "
-                     f"({'not faster than auto' if faster else 'faster than auto'})")  # fmt: skip
-    text += "."
-    base = by_name.get(BASELINE)
-    if ceiling is not None and base is not None and bs in base.ms_per_crop:
-        cap = ceiling.max_speedup(base.ms_per_crop[bs])
-        auto_rate = ceiling.rate(auto.ms_per_crop[bs])
-        text += (
-            f"\n\nCompute ceiling, measured in this run: the model does {ceiling.gflop_per_crop:.1f} GFLOP per crop; "
-            f"the fastest large fp32 3x3 convolution here ran at {ceiling.conv_gflops:.0f} GFLOP/s "
-            f"({ceiling.conv_source}), so a backend "
-            f"that does every multiplication needs at least {ceiling.floor_ms:.1f} ms per crop: at most "
-            f"**{cap:.2f}x** this run's baseline. `auto` ran at {auto_rate:.0f} GFLOP/s, "
-            f"{100 * auto_rate / ceiling.conv_gflops:.0f}% of that rate"
-            + (" (over 100%: the machine ran slower while the convolution was timed than during auto's rounds, so "
-               "this ceiling is low)." if auto_rate > ceiling.conv_gflops else ".")
-        )  # fmt: skip
-        if target is not None and target > cap:
-            text += (f" The {target:.1f}x target is above this ceiling: only fewer-multiply algorithms could pass "
-                     "it (`python -m benchmarks.fewer_multiply` measures them on this machine).")  # fmt: skip
-    return text
+    ov = by_name.get("openvino")
+    if ov is not None and auto.backend[7:] != "openvino":
+        text += f"; OpenVINO fp32 on the same graph: {ov.speedup[bs]:.2f}x"
+    return text + "."
 
 
 def run(
@@ -178,18 +146,17 @@ def run(
     extra_backends: Mapping[str, BackendFactory] | None = None,
     extra_defaults: Mapping[str, Sequence[str]] | None = None,
     program: str = "hrpose bench",
+    extra_lines: Callable[[list, Any, Any], str] = lambda rows, model, cfg: "",
 ) -> int:
     """`hrpose bench`. extra_backends: more named backends (`run_bench(extra_backends=...)`); extra_defaults:
     device type ("cpu", "cuda") -> names of them added to the default rows; program: the command named in
-    `--write`'s record (`benchmarks/backend_variants.py` runs this with its variants)."""
+    `--write`'s record; extra_lines(rows, model, cfg): more text under the table (the lab's scripts add theirs)."""
     import torch
 
     _check(args)
 
     from ..bench import (
-        ComputeCeiling,
         backend_names,
-        conv_rate_gflops,
         default_backends,
         is_backend_name,
         machine_description,
@@ -198,16 +165,15 @@ def run(
         rows_to_json,
         run_bench,
     )
-    from ..capabilities import probe
     from ..codec import build_codec
     from ..config import load_config
     from ..engine.train import apply_cudnn_settings
     from ..errors import UserError
-    from ..inference.estimator import resolve_device
     from ..models import build_model
-    from ..models.summary import model_summary
     from ..models.weights import load_weights
-    from ..pipeline import TestSettings
+    from ..pipeline import InferenceSettings
+    from ..runtime import resolve_device
+    from ..runtime.capabilities import probe
 
     unknown = [name for name in args.backends or () if not is_backend_name(name, extra_backends)]
     if unknown:
@@ -243,16 +209,13 @@ def run(
     labeled = labeled[args.calib_crops :]
     log = (lambda s: None) if args.json else print
     machine = machine_description()
-    # the compute ceiling's convolution rate: measured before and after the timed rounds, the faster kept, so
-    # that a slow spell of the machine during one of them does not lower the ceiling below what backends reach
-    conv_rate = conv_rate_gflops() if device.type == "cpu" else None
     rows = run_bench(
         model,
         size,
         evaluate,
         calib_crops=calib,
         codec=build_codec(cfg),
-        settings=TestSettings.from_config(cfg, flip_test=False),  # the backends' single calls, compared
+        settings=InferenceSettings.from_config(cfg, flip_test=False),  # the backends' single calls, compared
         batch_sizes=tuple(args.batch_sizes),
         iters=args.iters,
         threads=args.threads,
@@ -265,12 +228,8 @@ def run(
         extra_backends=extra_backends,
     )
     table = markdown_table(rows, tuple(args.batch_sizes))
-    ceiling = None
-    if conv_rate is not None:
-        log("measuring this CPU's fp32 convolution rate again (the compute ceiling) ...")
-        ceiling = ComputeCeiling(float(model_summary(cfg)["gflops"]), *max(conv_rate, conv_rate_gflops()))
     not_run = "".join(f"\n\nNot run here: `{name}`: {why}" for name, why in (skipped or {}).items())
-    not_run = auto_verdict(rows, tuple(args.batch_sizes), device.type, ceiling) + not_run
+    not_run = auto_verdict(rows, tuple(args.batch_sizes)) + extra_lines(rows, model, cfg) + not_run
     weights = args.weights or "seeded random weights"
     if args.json:
         print(
@@ -282,9 +241,6 @@ def run(
                     "calibration_crops": int(len(calib)),
                     "deviation_crops": int(len(evaluate)),
                     "rows": rows_to_json(rows),
-                    "ceiling": None if ceiling is None else {
-                        "gflop_per_crop": ceiling.gflop_per_crop, "conv_gflops": ceiling.conv_gflops,
-                        "conv_source": ceiling.conv_source, "floor_ms_per_crop": ceiling.floor_ms},
                     "skipped": skipped or {},
                 },
                 indent=2,

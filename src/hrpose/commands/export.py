@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         f"ONNX Runtime: max rel error {report.rel_err:.2e}, decoded keypoints equal: {report.keypoints_equal}"
     )
     if args.int8_calib:
-        from ..backends import quantize_int8
         from ..bench import real_crops
+        from ..runtime.quantize import quantize_int8
 
         root = Path(args.int8_calib)
         crops = real_crops(

@@ -1,6 +1,6 @@
 """`hrpose info [--json]`: what this machine can run (the capability probe) and the versions of what runs it,
 so a bug report carries both; which backend `--backend auto` picks here; and where its ONNX export cache is
-(`hrpose.onnx_cache`) and how large."""
+(`hrpose.runtime.onnx_cache`) and how large."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends import auto_backend
-    from ..capabilities import probe, versions
-    from ..onnx_cache import cache_usage
+    from ..runtime import auto_backend
+    from ..runtime.capabilities import probe, versions
+    from ..runtime.onnx_cache import cache_usage
 
     caps = probe()
     picks = {p: auto_backend(p, device="cpu", caps=caps, raise_missing=False) for p in ("fp32", "bf16", "int8")}

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..inference.estimator import TORCH_BACKEND_NAMES
+    from ..runtime import backend_names  # at call time: `hrpose --help` starts without torch
 
     parser.add_argument("--cfg", default=None,
                         help="experiment config (YAML); default: the config stored in --weights (hrpose "
@@ -66,13 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video: One Euro smoothing of keypoints (implies --track)")  # fmt: skip
     parser.add_argument("--track", action="store_true", help="video: person identities across frames")
     parser.add_argument("--backend", default="auto",
-                        choices=("auto", *TORCH_BACKEND_NAMES, "onnxruntime"),
+                        choices=backend_names(),
                         help="auto (default): the fastest backend with fp32 keypoints on this machine, or the "
                         "fastest one at --precision (see `hrpose info`); "
                         "torch: BatchNorm folded; torch-fast: + channels_last + TorchScript (same numbers); "
                         "torch-bf16: bf16 weights (AMX/AVX-512 BF16); torch-fp16: GPUs, fp16 + CUDA graphs; "
                         "torch-compile: torch.compile (inductor; slow first batch); "
-                        "onnxruntime: --weights FILE.onnx")  # fmt: skip
+                        "onnxruntime / openvino: the exported graph (or --weights FILE.onnx); "
+                        "onnxruntime-int8: --weights an int8 .onnx (see docs/architecture.md)")  # fmt: skip
     parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16", "int8"),
                         help="with --backend auto: fp32 (default; keypoints as the fp32 model's), or a reduced "
                         "precision this machine runs fast: bf16 (CPUs with AMX/AVX512_BF16, GPUs), fp16 (GPUs), "
@@ -223,24 +224,23 @@ def build_estimator(args: argparse.Namespace) -> Any:
         from hrpose import zoo
 
         zoo.fetch(zoo.get_entry(model))  # a missing pose model is the error to see first, not the detector's
+    # warn_no_person=False: the caller reports images without people itself
     common = dict(device=args.device, flip_test=not args.no_flip, backend=_resolve_backend(args),
-                  batch_size=args.batch_size)  # fmt: skip
+                  batch_size=args.batch_size, max_image_pixels=args.max_image_pixels,
+                  warn_no_person=False)  # fmt: skip
     if model is not None:
         estimator = PoseEstimator.from_pretrained(model, detector=_build_detector(args.detector, args.det_thr),
                                                   **common)  # fmt: skip
     else:  # the config and weights are checked before the detector is fetched
         estimator = PoseEstimator.from_config(args.cfg, args.weights, random_weights=random_weights, **common)
+        # set after loading, not passed in: a bad config or checkpoint is the error a user sees first
         estimator.detector = _build_detector(args.detector, args.det_thr)
-    estimator.warn_no_person = False  # the caller reports images without people itself
-    if args.max_image_pixels is not None:
-        estimator.max_image_pixels = args.max_image_pixels
     return estimator
 
 
 def _resolve_backend(args: argparse.Namespace) -> str:
     """--backend / --precision -> the backend name PoseEstimator runs ("auto" at fp32 stays "auto")."""
-    from hrpose.backends import BackendUnavailableError, auto_backend
-    from hrpose.inference.estimator import resolve_device
+    from hrpose.runtime import BackendUnavailableError, auto_backend, resolve_device
 
     precision = getattr(args, "precision", None)
     if precision is None or (args.backend == "auto" and precision == "fp32"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..inference.estimator import TORCH_BACKEND_NAMES
+    from ..runtime import backend_names  # at call time: `hrpose --help` starts without torch
 
     parser.add_argument("--model", default=None, metavar="NAME",
                         help="a model zoo pose model (`hrpose models` lists them); the default when neither --cfg "
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    parser.add_argument("--backend", default="auto", choices=("auto", *TORCH_BACKEND_NAMES, "onnxruntime"),
+    parser.add_argument("--backend", default="auto", choices=backend_names(),
                         help="inference backend as in `hrpose predict` (default auto: the fastest with fp32 "
                              "keypoints on this machine, see `hrpose info`)")  # fmt: skip
     parser.add_argument("--detector", default="auto",

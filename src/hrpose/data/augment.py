@@ -15,11 +15,9 @@ import numpy as np
 import torch
 
 from hrpose.data.records import PersonRecord
-from hrpose.geometry import PIXEL_STD, get_affine_transform
+from hrpose.geometry import IMAGENET_MEAN, IMAGENET_STD, PIXEL_STD, get_affine_transform
 
 # ImageNet statistics in RGB order; the official code applies them whatever DATASET.COLOR_RGB says.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF_BODY_PADDING = 1.5  # the official half-body box is padded by 1.5 (full boxes by 1.25)
 ROTATION_PROB = 0.6  # the official rotation is applied to 60% of samples
 

@@ -2,7 +2,7 @@
 
 :func:`run_inference` turns a loader into image-space predictions ``preds (N, K, 3)`` and the official
 ``boxes (N, 6)`` (center, scale, area = prod(scale * 200), score) through the test-time pipeline that
-``PoseEstimator`` uses too (:mod:`hrpose.pipeline`, switches in a :class:`~hrpose.pipeline.TestSettings`);
+``PoseEstimator`` uses too (:mod:`hrpose.pipeline`, switches in a :class:`~hrpose.pipeline.InferenceSettings`);
 :func:`validate` adds the dataset's evaluation (COCO AP / MPII PCKh) and is shared by training and
 :func:`test`, which runs the backend ``HRPOSE.BACKEND`` names (:func:`_test_model`).
 
@@ -27,22 +27,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from hrpose.backends import (
-    SHORT_BACKENDS,
-    Backend,
-    OnnxRuntimeBackend,
-    OpenVinoBackend,
-    auto_backend,
-    make_short_backend,
-)
+import hrpose.models  # build_model looked up at call time: tests replace hrpose.models.build_model
 from hrpose.codec import accuracy, build_codec
 from hrpose.config import ConfigError, experiment_name, output_dirs
 from hrpose.data import build_dataset
 from hrpose.errors import MissingFileError, UserError
 from hrpose.geometry import PIXEL_STD
 from hrpose.models.weights import load_weights
-from hrpose.onnx_cache import export_onnx_cached
-from hrpose.pipeline import TestSettings, decode, flip_heatmaps, model_backend
+from hrpose.pipeline import InferenceSettings, decode, infer_heatmaps, model_backend
+from hrpose.runtime import REGISTRY, Backend, auto_backend, is_backend_name, make_backend
+from hrpose.runtime.onnx_cache import export_onnx_cached
 
 from .distributed import (
     DistInfo,
@@ -89,10 +83,10 @@ def predict_heatmaps(
     amp_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Heatmaps ``(B, K, h, w)`` float32 on ``inputs``' device for ``inputs (B, 3, H, W)``, averaged with the
-    flipped pass: :func:`hrpose.pipeline.flip_heatmaps` on the model itself (``model_backend``)."""
+    flipped pass: :func:`hrpose.pipeline.infer_heatmaps` on the model itself (``model_backend``)."""
     backend = model_backend(model, amp_dtype=amp_dtype) if isinstance(model, nn.Module) else model
-    settings = TestSettings(flip_test=flip_test, shift_heatmap=shift_heatmap)
-    return torch.from_numpy(flip_heatmaps(backend, inputs, flip_pairs, settings)).to(inputs.device)
+    settings = InferenceSettings(flip_test=flip_test, shift_heatmap=shift_heatmap)
+    return torch.from_numpy(infer_heatmaps(backend, inputs, flip_pairs, settings)).to(inputs.device)
 
 
 @dataclass
@@ -132,7 +126,7 @@ def run_inference(
     device: torch.device | str,
     codec: Any,
     *,
-    settings: TestSettings,
+    settings: InferenceSettings,
     flip_pairs: Sequence[tuple[int, int]] = (),
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
@@ -145,7 +139,7 @@ def run_inference(
 
     ``model``: a backend, or a model run as it is (:func:`hrpose.pipeline.model_backend`: no copy, AMP
     ``amp_dtype``, channels_last inputs with ``channels_last``, its train mode given back after each batch).
-    ``settings``: the test-time switches (:meth:`TestSettings.from_config`).
+    ``settings``: the test-time switches (:meth:`InferenceSettings.from_config`).
     ``loader`` yields ``(input, target, target_weight, meta)`` with ``meta['center'|'scale'|'score'|
     'image'|'index']``; ``input`` moves to the backend's device once. With ``criterion`` the (flip-merged)
     heatmaps are also scored against ``target`` on ``device`` (loss and ``codec.accuracy``), as the official
@@ -175,7 +169,7 @@ def run_inference(
                 if max_iters > 0 and i >= max_iters:
                     break
                 inputs = inputs.to(backend.device, non_blocking=backend.device.type == "cuda")
-                heatmaps = flip_heatmaps(backend, inputs, flip_pairs, settings)
+                heatmaps = infer_heatmaps(backend, inputs, flip_pairs, settings)
                 if criterion is not None and isinstance(target, torch.Tensor) and target.numel():
                     t = target.to(device)
                     loss = criterion(torch.from_numpy(heatmaps).to(device), t, target_weight.to(device))
@@ -285,7 +279,7 @@ def validate(
     device: torch.device | str,
     *,
     codec: Any,
-    settings: TestSettings,
+    settings: InferenceSettings,
     output_dir: str | os.PathLike[str],
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
@@ -301,7 +295,7 @@ def validate(
     every rank (``perf_indicator`` is ``None`` when the dataset does not name one).
 
     ``model``: the model (run as it is, no copy: validation during training) or a backend (``hrpose test``);
-    ``settings``: the test-time switches (:meth:`hrpose.pipeline.TestSettings.from_config`).
+    ``settings``: the test-time switches (:meth:`hrpose.pipeline.InferenceSettings.from_config`).
     ``loader`` covers ``dataset`` (or, under DDP, this rank's shard of it, see :func:`make_eval_loader`).
     The markdown results table is logged.
     """
@@ -378,29 +372,27 @@ def _load_test_weights(model: nn.Module, cfg: Any, final_output_dir: Path) -> Pa
 
 
 def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple[Backend, Path]:
-    """The backend `hrpose test` runs, by HRPOSE.BACKEND: auto (default: `hrpose.backends.auto_backend`, on a
-    CPU the exported graph in OpenVINO or ONNX Runtime, eager where the export fails), torch (the eager model
-    on `device`, with HRPOSE.AMP and HRPOSE.CHANNELS_LAST), torch-fast (BN folded, channels_last,
-    TorchScript-frozen), torch-bf16 (bf16 with an fp32 head), torch-fp16 (GPU: fp16, CUDA graphs) or onnxruntime.
+    """The backend `hrpose test` runs, by HRPOSE.BACKEND, built by `hrpose.runtime.make_backend`: auto (default:
+    `hrpose.runtime.auto_backend`, on a CPU the exported graph in OpenVINO or ONNX Runtime, the eager model where
+    the export fails) or a registry name; "torch" runs the model itself on `device`, with HRPOSE.AMP and
+    HRPOSE.CHANNELS_LAST.
 
-    For onnxruntime, TEST.MODEL_FILE may be an exported `.onnx`; a PyTorch checkpoint is exported (and
+    For an ONNX engine, TEST.MODEL_FILE may be an exported `.onnx`; a PyTorch checkpoint is exported (and
     checked) to `<output dir>/model.onnx` first.
     """
     backend = str(cfg.HRPOSE.BACKEND)
-    choices = ("auto", "torch", *SHORT_BACKENDS, "onnxruntime")
-    if backend not in choices:
-        raise ConfigError(f"HRPOSE.BACKEND {backend!r}: expected one of {', '.join(choices)}")
+    if not is_backend_name(backend):
+        raise ConfigError(f"HRPOSE.BACKEND {backend!r}: expected one of auto, {', '.join(REGISTRY)}")
     auto = backend == "auto"
-    if auto:  # the fastest backend with fp32 keypoints here (hrpose.backends.auto_backend)
+    if auto:  # the fastest backend with fp32 keypoints here; logged by name
         backend = auto_backend(device=device, weights=str(cfg.TEST.MODEL_FILE) or None)
         get_logger().info(f"=> HRPOSE.BACKEND auto: {backend}")
-    if backend == "onnxruntime" and str(cfg.TEST.MODEL_FILE).endswith(".onnx"):
+    onnx_engine = backend.startswith(("onnxruntime", "openvino"))
+    if onnx_engine and str(cfg.TEST.MODEL_FILE).endswith(".onnx"):
         path = _test_weights_path(cfg, final_output_dir)
-        get_logger().info(f"=> running {path} in ONNX Runtime")
-        return OnnxRuntimeBackend(path), path
-    from hrpose.models import build_model  # at call time: tests replace hrpose.models.build_model
-
-    model = build_model(cfg, is_train=False)
+        get_logger().info(f"=> running {path} in {backend}")
+        return make_backend(backend, path, device), path
+    model = hrpose.models.build_model(cfg, is_train=False)
     path = _load_test_weights(model, cfg, final_output_dir)
 
     def eager() -> Backend:
@@ -409,12 +401,10 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
         if channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         amp_dtype, _ = amp_settings(str(cfg.HRPOSE.AMP), device)
-        return model_backend(model, amp_dtype=amp_dtype, channels_last=channels_last)
+        return make_backend("torch", model, device, fold_bn=False, amp_dtype=amp_dtype, channels_last=channels_last)
 
-    if backend == "torch":
-        return eager(), path
-    if backend in SHORT_BACKENDS:
-        return make_short_backend(backend, model.to(device)), path
+    if not onnx_engine:
+        return (eager() if backend == "torch" else make_backend(backend, model, device)), path
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     try:
         report = export_onnx_cached(model, final_output_dir / "model.onnx", size, dynamic_batch=True)
@@ -423,11 +413,9 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
             raise
         get_logger().info(f"=> HRPOSE.BACKEND auto: ONNX export failed ({str(e).strip().splitlines()[0]}); eager")
         return eager(), path
-    if backend == "openvino":  # auto's choice where the openvino extra is installed
-        get_logger().info(f"=> exported {report.path} (rel error {report.rel_err:.1e}); running it in OpenVINO")
-        return OpenVinoBackend(report.path, name="openvino"), path
-    get_logger().info(f"=> exported {report.path} (rel error {report.rel_err:.1e}); running it in ONNX Runtime")
-    return OnnxRuntimeBackend(report.path), path
+    runtime = "OpenVINO" if backend.startswith("openvino") else "ONNX Runtime"
+    get_logger().info(f"=> exported {report.path} (rel error {report.rel_err:.1e}); running it in {runtime}")
+    return make_backend(backend, report.path, device), path
 
 
 def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.device | None = None) -> dict[str, Any]:
@@ -463,7 +451,7 @@ def test(cfg: Any, cfg_file: str | os.PathLike[str], *, device: str | torch.devi
             dataset,
             info.device,
             codec=codec,
-            settings=TestSettings.from_config(cfg),
+            settings=InferenceSettings.from_config(cfg),
             output_dir=final_output_dir,
             arch=str(cfg.MODEL.NAME),
             progress=info.is_main,

@@ -39,15 +39,16 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from hrpose.backends import last_stage
 from hrpose.codec import accuracy, build_codec
 from hrpose.config import check_output_dirs, config_to_dict, experiment_name, output_dirs
 from hrpose.data import build_dataset
+from hrpose.data.layout import layout_from_config
 from hrpose.errors import Interrupted, UserError
 from hrpose.losses import build_loss
 from hrpose.models import build_model
+from hrpose.models.outputs import last_stage
 from hrpose.models.weights import checkpoint_meta, with_meta
-from hrpose.pipeline import TestSettings
+from hrpose.pipeline import InferenceSettings
 
 from .checkpoint import (
     CheckpointReadError,
@@ -595,7 +596,7 @@ def fit(
     optimizer, scheduler, scaler, amp_dtype = parts.optimizer, parts.scheduler, parts.scaler, parts.amp_dtype
     valid_loader, valid_dataset = parts.valid_loader, parts.valid_dataset
     final_output_dir = paths.output_dir
-    settings = TestSettings.from_config(cfg)  # flip test, shift (not for UDP), post-process, read once
+    settings = InferenceSettings.from_config(cfg)  # flip test, shift (not for UDP), post-process, read once
 
     checkpoint_file = Path(final_output_dir) / "checkpoint.pth"
     best_file = Path(final_output_dir) / "model_best.pth"
@@ -604,7 +605,7 @@ def fit(
     writer = TensorBoardWriter(paths.tb_log_dir, enabled=info.is_main and bool(hp.TENSORBOARD))
     skeleton = tuple(getattr(getattr(parts.train_dataset, "meta", None), "skeleton", ()) or ())
     # saved with model_best/final_state (beside the weights): predict needs no dataset or config then
-    weights_meta = checkpoint_meta(cfg, getattr(parts.train_dataset, "meta", None))
+    weights_meta = checkpoint_meta(cfg, getattr(parts.train_dataset, "meta", None) or layout_from_config(cfg))
     history: list[dict[str, Any]] = []
     last_perf = float("nan")
     end_epoch = int(cfg.TRAIN.END_EPOCH)

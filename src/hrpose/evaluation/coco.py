@@ -35,7 +35,7 @@ from pycocotools.cocoeval import COCOeval
 
 from hrpose.errors import MissingFileError, UserError
 from hrpose.evaluation.oks_nms import nms_from_arrays, oks_matrices, resolve_sigmas, soft_nms_from_arrays
-from hrpose.pipeline import rescore  # the one rescoring rule (also PoseEstimator's)
+from hrpose.evaluation.rescoring import rescore  # the one rescoring rule (also PoseEstimator's)
 
 __all__ = [
     "EVALUATORS", "STATS_NAMES", "load_coco", "image_ids_from_paths", "rescore", "group_by_image", "select_poses",

@@ -5,6 +5,7 @@ Arrays are BGR (OpenCV's order) everywhere in this package unless a function say
 
 from __future__ import annotations
 
+from hrpose.data.layout import layout_from_config as meta_from_config  # the old name, kept for one release
 from hrpose.images import ImageReadError, load_image, to_bgr8
 from hrpose.inference.detectors import (
     DetectionFileDetector,
@@ -17,9 +18,10 @@ from hrpose.inference.detectors import (
     nms_boxes,
 )
 from hrpose.inference.drawing import draw_poses, joint_side
-from hrpose.inference.estimator import Backend, PersonPose, PoseEstimator, meta_from_config
+from hrpose.inference.estimator import PersonPose, PoseEstimator
 from hrpose.inference.tracking import OneEuroFilter, PoseTracker
 from hrpose.inference.video import VideoError, VideoReader, VideoWriter
+from hrpose.runtime import Backend
 
 __all__ = [
     "Backend",

@@ -23,12 +23,10 @@ The constructor takes the parts (a backend, a codec, a keypoint layout, test set
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,18 +34,20 @@ import torch
 from torch import nn
 
 from hrpose import zoo
-from hrpose.backends import SHORT_BACKENDS, Backend, TorchBackend, make_short_backend
 from hrpose.codec import build_codec
-from hrpose.config import load_config
-from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
-from hrpose.data.augment import IMAGENET_STD as _IMAGENET_STD
-from hrpose.errors import UserError
-from hrpose.geometry import box_to_center_scale, warp_crop
+from hrpose.errors import DeviceError, UserError
+from hrpose.geometry import IMAGENET_MEAN as _IMAGENET_MEAN
+from hrpose.geometry import IMAGENET_STD as _IMAGENET_STD
+from hrpose.geometry import box_to_center_scale, make_inputs
 from hrpose.images import ImageReadError, check_pixels, load_image, to_bgr8
 from hrpose.inference.detectors import Detector, clip_boxes, zoo_detector
-from hrpose.keypoints import BUILTIN, DatasetMeta, flip_pairs_from_names
-from hrpose.models import weights as W
-from hrpose.pipeline import TestSettings, flip_heatmaps, predict_crops, rescore
+from hrpose.keypoints import DatasetMeta
+from hrpose.models.loading import load as load_model
+from hrpose.pipeline import InferenceSettings, infer_heatmaps, predict_crops, rescore
+from hrpose.runtime import REGISTRY, Backend, make_backend, resolve_device
+
+__all__ = ["DeviceError", "ImageLike", "NonFiniteOutputError", "PersonPose", "PoseEstimator", "make_inputs",
+           "resolve_device"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -92,143 +92,17 @@ class PersonPose:
         return out
 
 
-class _FixedBatch:
-    """Feeds a backend whose model was exported with a fixed batch size `size` (pads the last chunk)."""
-
-    def __init__(self, backend: Backend, size: int) -> None:
-        self.backend, self.size = backend, max(1, int(size))
-        self.name, self.device = backend.name, backend.device
-
-    def __call__(self, batch: Any) -> np.ndarray:
-        x = np.asarray(batch, dtype=np.float32)
-        outs = []
-        for s in range(0, len(x), self.size):
-            chunk = x[s : s + self.size]
-            n = len(chunk)
-            if n < self.size:
-                chunk = np.concatenate([chunk, np.zeros((self.size - n, *chunk.shape[1:]), np.float32)])
-            outs.append(np.asarray(self.backend(chunk))[:n])
-        return np.concatenate(outs, axis=0)
-
-
-# backend names of the torch model (see `_torch_backend`); "onnxruntime" runs an exported .onnx file
-TORCH_BACKEND_NAMES = ("torch", *SHORT_BACKENDS)
-
-
-def _torch_backend(name: str, model: nn.Module, *, fold_bn: bool) -> TorchBackend:
-    """The torch backends PoseEstimator offers, all on `model`'s device:
-
-    - "torch": fp32 with BatchNorm folded into the convs (a copy: `fold_bn`, i.e. when the estimator built
-      the model; a model the caller passes stays the one that runs, so later changes to it are seen);
-      equal to the eager model within float rounding;
-    - "torch-fast": folded BN, channels_last, fp32, same numbers as "torch" to float rounding: frozen
-      TorchScript on a CPU (~1.5x the eager model), CUDA-graph replay on a GPU (~10x at batch 1);
-    - "torch-bf16": bf16 with an fp32 heatmap head: oneDNN post-op fusion with pre-packed weights on a CPU
-      (AMX / AVX-512 BF16), CUDA graphs on a GPU; reduced precision, see docs/benchmarks.md;
-    - "torch-fp16": GPUs only: fp16 with an fp32 head, channels_last, CUDA-graph replay per batch size
-      (padded to a power of two); a CPU refuses it (fp16 convs are slower than fp32 there).
-    """
-    if name == "torch":
-        if fold_bn:
-            try:
-                return TorchBackend(model, fold_bn=True, channels_last=False, name="torch")
-            except Exception as e:  # a model FX cannot trace runs unfolded
-                logger.debug("BatchNorm folding failed (%s): running the model unfolded", e)
-        return TorchBackend(model, fold_bn=False, channels_last=False, name="torch")
-    return make_short_backend(name, model)
-
-
-def _auto_exported(model: nn.Module, input_size_wh: tuple[int, int], runtime: str = "onnxruntime") -> Backend:
-    """`backend="auto"` on a CPU: the model exported to ONNX (checked against PyTorch) and run in `runtime`
-    ("onnxruntime" or "openvino"); a model the exporter cannot take runs as "torch" instead."""
-    from hrpose.backends import onnxruntime_from_model, openvino_from_model
-    from hrpose.export import ExportError
-
-    try:
-        if runtime == "openvino":
-            return openvino_from_model(model, input_size_wh)
-        return onnxruntime_from_model(model, input_size_wh)
-    except (ExportError, RuntimeError, ValueError, TypeError) as e:
-        logger.warning("backend auto: ONNX export failed (%s); running the PyTorch model", str(e).splitlines()[0])
-        return _torch_backend("torch", model, fold_bn=True)
-
-
-def make_inputs(
-    image_bgr: np.ndarray, centers: np.ndarray, scales: np.ndarray, input_size_wh: Sequence[int], color_rgb: bool
-) -> np.ndarray:
-    """Crops of (center, scale) boxes -> (N, 3, H, W) float32 model inputs, exactly as the test pipeline:
-    warp (bilinear) in RGB when DATASET.COLOR_RGB else BGR, / 255, minus ImageNet mean, over its std."""
-    w, h = int(input_size_wh[0]), int(input_size_wh[1])
-    source = np.ascontiguousarray(image_bgr[:, :, ::-1]) if color_rgb else image_bgr
-    batch = np.empty((len(centers), h, w, 3), dtype=np.uint8)
-    for i in range(len(centers)):
-        batch[i] = warp_crop(source, centers[i], scales[i], 0, (w, h))
-    x = (batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
-class DeviceError(UserError, ValueError):
-    """A device this machine does not have, or a name that is no device (`--device`, `device=`)."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu; anything else as torch.device, checked (DeviceError)."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DeviceError(f"device {device!r} is not a device name; use cpu, cuda, cuda:<index>, mps or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError(f"device {device!r} requested but MPS is not available (use --device cpu)")
-    return dev
-
-
-def meta_from_config(cfg: Any) -> DatasetMeta:
-    """The keypoint layout of a config: COCO/MPII built in; `custom` from its annotation file's category
-    (ROOT/annotations/person_keypoints_<TEST_SET>.json or <TEST_SET>.json), else generic joint names
-    `joint_<i>` with HRPOSE.FLIP_PAIRS."""
-    name = str(cfg.DATASET.DATASET).lower()
-    if name in BUILTIN:
-        return BUILTIN[name]
-    k = int(cfg.MODEL.NUM_JOINTS)
-    hr = cfg.get("HRPOSE", {})
-    flip = tuple((int(a), int(b)) for a, b in hr.get("FLIP_PAIRS", []) or [])
-    sigmas = tuple(float(s) for s in hr.get("OKS_SIGMAS", []) or [])
-    root = Path(str(cfg.DATASET.ROOT))
-    for ann in (root / "annotations" / f"person_keypoints_{cfg.DATASET.TEST_SET}.json",
-                root / "annotations" / f"{cfg.DATASET.TEST_SET}.json"):  # fmt: skip
-        if ann.is_file():
-            try:
-                from hrpose.data.custom import meta_from_category
-
-                cats = json.loads(ann.read_text(encoding="utf-8")).get("categories", [])
-                if cats:
-                    meta = meta_from_category(cats[0], source=str(ann), flip_pairs=flip, sigmas=sigmas)
-                    if meta.num_joints == k:
-                        return meta
-            except (ValueError, OSError, ImportError) as e:
-                logger.warning("could not read the joint names from %s: %s", ann, e)
-    names = tuple(f"joint_{i}" for i in range(k))
-    return DatasetMeta(name or "custom", names, flip or flip_pairs_from_names(names), (), sigmas or (0.1,) * k)
+# the backend names PoseEstimator, predict and serve accept besides "auto" (the runtime's registry)
+TORCH_BACKEND_NAMES = tuple(REGISTRY)
 
 
 class PoseEstimator:
     """Top-down pose estimation on images (see the module docstring).
 
-    backend: runs the network (a `hrpose.backends.Backend`, or any callable normalised crops (N, 3, H, W)
+    backend: runs the network (a `hrpose.runtime.Backend`, or any callable normalised crops (N, 3, H, W)
     -> heatmaps (N, K, h, w)); codec: decodes the heatmaps (`hrpose.codec.HeatmapCodec`); meta: the
     keypoint layout (joint names, flip pairs, skeleton); settings: the test-time switches (flip test, shift,
-    post-processing, rescoring threshold; `TestSettings.from_config`); color_rgb: the model's input channel
+    post-processing, rescoring threshold; `InferenceSettings.from_config`); color_rgb: the model's input channel
     order; input_size: (w, h) of the crops, default the codec's; detector: person detector used when no
     boxes are given (default: the model zoo's YOLOX Human-Art ONNX detector, fetched into $HRPOSE_HOME when
     an image first needs boxes; HOG, with a warning, when it cannot be had; see `zoo_detector`);
@@ -243,13 +117,15 @@ class PoseEstimator:
         codec: Any = None,
         meta: DatasetMeta | None = None,
         *,
-        settings: TestSettings | None = None,
+        settings: InferenceSettings | None = None,
         color_rgb: bool = False,
         input_size: tuple[int, int] | None = None,
         detector: Detector | None = None,
         batch_size: int = 16,
         model: nn.Module | None = None,
         cfg: Any = None,
+        max_image_pixels: int | None = None,
+        warn_no_person: bool = True,
     ) -> None:
         if isinstance(backend, (str, os.PathLike)) or (cfg is None and hasattr(backend, "MODEL")):
             raise TypeError(
@@ -268,7 +144,7 @@ class PoseEstimator:
         self.backend = backend
         self.codec = codec
         self.meta = meta
-        self.settings = settings if settings is not None else TestSettings()
+        self.settings = settings if settings is not None else InferenceSettings()
         size = input_size if input_size is not None else tuple(int(v) for v in codec.input_size)
         self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))  # (w, h)
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
@@ -279,8 +155,8 @@ class PoseEstimator:
         self.model = model
         self.cfg = cfg
         self.device: torch.device = getattr(backend, "device", None) or torch.device("cpu")
-        self.warn_no_person = True
-        self.max_image_pixels: int | None = None  # None: hrpose.image_limits.max_image_pixels()
+        self.warn_no_person = warn_no_person  # False: the caller reports images without people itself
+        self.max_image_pixels = max_image_pixels  # None: hrpose.image_limits.max_image_pixels()
 
     @classmethod
     def from_config(
@@ -297,109 +173,43 @@ class PoseEstimator:
         model: nn.Module | None = None,
         color_rgb: bool | None = None,
         random_weights: bool = False,
+        max_image_pixels: int | None = None,
+        warn_no_person: bool = True,
     ) -> PoseEstimator:
-        """An estimator from an experiment config and a checkpoint.
+        """An estimator from an experiment config and a checkpoint: `hrpose.models.loading.load` (the model, its
+        config, keypoint layout, channel order and input size) + `hrpose.runtime.make_backend` + the constructor.
 
         config: a YAML path or a CfgNode, or None to use the config stored in `weights` (checkpoints written
         by hrpose carry it); weights: a checkpoint (strict load; official, hrpose or MMPose 1.x/0.x layout;
-        `.onnx` for backend="onnxruntime"), default TEST.MODEL_FILE; a model built here without weights is
-        refused unless `random_weights=True`; device: "auto" | "cpu" | "cuda[:i]" | "mps";
+        an exported `.onnx` for backend="onnxruntime"/"openvino"), default TEST.MODEL_FILE; a model built here
+        without weights is refused unless `random_weights=True`; device: "auto" | "cpu" | "cuda[:i]" | "mps";
         flip_test: average with the mirrored crop (the other test switches come from the config's TEST.*);
-        backend: "auto" (the fastest backend with fp32 keypoints on this machine, `hrpose.backends.auto_backend`:
-        on a CPU the checkpoint exported to ONNX Runtime; "torch" for a `model` passed in), "torch" (BatchNorm
-        folded), "torch-fast" (+ channels_last, TorchScript), "torch-bf16", "onnxruntime" (an exported .onnx
-        file as `weights`) or any `Backend` callable (see `_torch_backend`);
-        meta: the keypoint layout, default the one stored in the checkpoint, else from the config
-        (`meta_from_config`: may read DATASET.ROOT's annotation file); color_rgb: the model's input channel
-        order, default the checkpoint's (stored metadata; MMPose checkpoints are RGB), else DATASET.COLOR_RGB;
-        model: an already built (and loaded) model to run instead of building one (see `from_model`).
+        backend: "auto" (the fastest backend with fp32 keypoints on this machine, `hrpose.runtime.auto_backend`;
+        "torch" for a `model` passed in), a name of `hrpose.runtime.REGISTRY` (see docs/architecture.md), or any
+        `Backend` callable; meta: the keypoint layout, default the checkpoint's, else the config's
+        (`hrpose.data.layout.layout_from_config`: may read DATASET.ROOT's annotation file); color_rgb: the
+        model's input channel order, default the checkpoint's (MMPose checkpoints are RGB), else
+        DATASET.COLOR_RGB; model: an already built (and loaded) model to run itself (see `from_model`);
+        detector, max_image_pixels, warn_no_person: see the class.
         """
-        # metadata saved with hrpose checkpoints: keypoint layout, channel order, config
-        ckpt_meta = None
-        if weights is not None and isinstance(backend, str) and backend != "onnxruntime" and Path(weights).is_file():
-            ckpt_meta = W.read_checkpoint_meta(weights)
-        if config is None:
-            if ckpt_meta is None:
-                raise UserError(
-                    f"no config given and the weights {weights or '(none)'} carry none (only checkpoints saved "
-                    "by hrpose do): pass the experiment YAML (--cfg), or use a model zoo name (--model)"
-                )
-            cfg = W.config_from_checkpoint_meta(ckpt_meta, str(weights))
-        else:
-            cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
-        if meta is None and ckpt_meta is not None:
-            meta = W.dataset_meta_from_checkpoint(ckpt_meta, str(weights))
-        meta = meta or meta_from_config(cfg)
-        if meta.num_joints != int(cfg.MODEL.NUM_JOINTS):
-            raise ValueError(
-                f"the keypoint layout {meta.name!r} has {meta.num_joints} joints but MODEL.NUM_JOINTS "
-                f"is {cfg.MODEL.NUM_JOINTS}"
-            )
-        codec = build_codec(cfg, meta)
-        input_size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))  # (w, h)
-        if color_rgb is None and ckpt_meta is not None and "color_rgb" in ckpt_meta:
-            color_rgb = bool(ckpt_meta["color_rgb"])
-        rgb = bool(cfg.DATASET.COLOR_RGB) if color_rgb is None else bool(color_rgb)
-        settings = TestSettings.from_config(cfg, flip_test=flip_test)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-
-        auto_export = ""  # "auto" chose ONNX Runtime / OpenVINO for a checkpoint: export it once the model is loaded
-        if isinstance(backend, str) and backend == "auto":
-            from hrpose.backends import auto_backend
-
-            if model is not None:  # a caller's model runs as given (later changes to it are seen)
-                backend = "torch"
-            else:
-                backend = auto_backend(device=resolve_device(device), weights=weights)
-                if backend in ("onnxruntime", "openvino") and Path(str(weights or "")).suffix.lower() != ".onnx":
-                    backend, auto_export = "torch", backend
+        dev = resolve_device(device) if model is None else None
+        loaded = load_model(config, weights, device=dev, layout=meta, color_rgb=color_rgb, model=model,
+                            random_weights=random_weights)  # fmt: skip
         runner: Backend | Callable[[Any], np.ndarray]
         if not isinstance(backend, str):
             runner = backend
-        elif backend in TORCH_BACKEND_NAMES:
-            built_here = model is None
-            if model is None:
-                from hrpose.models import build_model  # at call time: tests replace hrpose.models.build_model
-
-                model = build_model(cfg, is_train=False)
-                model.to(resolve_device(device))
-                weights = weights or (str(cfg.TEST.MODEL_FILE) or None)
-                if weights is None and not random_weights:
-                    raise UserError(
-                        f"no weights for the {cfg.MODEL.NAME} model: give a checkpoint (--weights FILE, or "
-                        "TEST.MODEL_FILE in the config) or a model zoo name (--model NAME; `hrpose models` lists "
-                        "them); --random-weights runs the untrained network on purpose"
-                    )
-                if weights is None:
-                    logger.warning("--random-weights: the %s model keeps its random initial weights", cfg.MODEL.NAME)
-            if weights is not None:
-                report = W.load_weights(model, weights, strict=True)
-                if color_rgb is None and ckpt_meta is None and report.layout.startswith("mmpose"):
-                    rgb = True  # MMPose models are trained on RGB input
-            model = model.eval()
-            if auto_export:
-                runner = _auto_exported(model, input_size, auto_export)
-            else:
-                runner = _torch_backend(backend, model, fold_bn=built_here)
-        elif backend == "onnxruntime":
-            if weights is None or Path(weights).suffix.lower() != ".onnx":
-                raise ValueError(
-                    f"backend 'onnxruntime' needs an exported .onnx model as weights (hrpose export), got {weights!r}"
-                )
-            if not Path(weights).is_file():
-                raise FileNotFoundError(f"ONNX model not found: {weights}")
-            from hrpose.backends import OnnxRuntimeBackend
-
-            ort_backend = OnnxRuntimeBackend(weights)
-            batch_dim = ort_backend.session.get_inputs()[0].shape[0]
-            runner = _FixedBatch(ort_backend, batch_dim) if isinstance(batch_dim, int) else ort_backend
         else:
-            raise ValueError(
-                f"unknown backend {backend!r}: expected one of {', '.join(TORCH_BACKEND_NAMES)}, onnxruntime"
-            )
-        return cls(runner, codec, meta, settings=settings, color_rgb=rgb, input_size=input_size, detector=detector,
-                   batch_size=batch_size, model=model, cfg=cfg)  # fmt: skip
+            if backend == "auto" and not loaded.built:  # a caller's model runs as given (later changes are seen)
+                backend = "torch"
+            runner = make_backend(backend, loaded.model if loaded.model is not None else str(loaded.weights),
+                                  dev, input_size=loaded.input_size, fold_bn=loaded.built)  # fmt: skip
+        return cls(runner, build_codec(loaded.cfg, loaded.layout), loaded.layout,
+                   settings=InferenceSettings.from_config(loaded.cfg, flip_test=flip_test), color_rgb=loaded.color_rgb,
+                   input_size=loaded.input_size, detector=detector, batch_size=batch_size, model=loaded.model,
+                   cfg=loaded.cfg, max_image_pixels=max_image_pixels,
+                   warn_no_person=warn_no_person)  # fmt: skip
 
     @classmethod
     def from_pretrained(
@@ -537,8 +347,8 @@ class PoseEstimator:
 
     def heatmaps(self, inputs: np.ndarray) -> np.ndarray:
         """Normalised crops (N, 3, H, W) -> heatmaps (N, K, h, w), flip-tested when `flip_test`, in batches
-        (`hrpose.pipeline.flip_heatmaps`)."""
-        outs = [flip_heatmaps(self.backend, inputs[s : s + self.batch_size], self.flip_pairs, self.settings,
+        (`hrpose.pipeline.infer_heatmaps`)."""
+        outs = [infer_heatmaps(self.backend, inputs[s : s + self.batch_size], self.flip_pairs, self.settings,
                               one_call=True) for s in range(0, len(inputs), self.batch_size)]  # fmt: skip
         return np.concatenate(outs, axis=0)
 

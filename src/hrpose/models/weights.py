@@ -599,19 +599,16 @@ META_FORMAT = 1
 _MAX_META_CHARS = 8 << 20  # a config and a few hundred joint names take kilobytes
 
 
-def checkpoint_meta(cfg: Any, dataset_meta: Any = None) -> dict[str, Any]:
+def checkpoint_meta(cfg: Any, dataset_meta: Any) -> dict[str, Any]:
     """The metadata hrpose stores with a model's weights (JSON-ready): keypoint layout (joint names,
     skeleton, flip pairs, OKS sigmas), input and heatmap size (w, h), input channel order
-    (DATASET.COLOR_RGB) and the whole config as YAML text. `dataset_meta` defaults to the config's."""
+    (DATASET.COLOR_RGB) and the whole config as YAML text. `dataset_meta`: the keypoint layout
+    (`hrpose.keypoints.DatasetMeta`, e.g. `hrpose.data.layout.layout_from_config(cfg)`)."""
     import yaml
 
     from hrpose.config import config_to_dict
 
     m = dataset_meta
-    if m is None:
-        from hrpose.inference.estimator import meta_from_config
-
-        m = meta_from_config(cfg)
     return {
         "format": META_FORMAT,
         "dataset": str(m.name),

@@ -27,6 +27,10 @@ from collections.abc import Iterable
 import torch
 from torch import fx, nn
 
+from hrpose.errors import BackendUnavailableError
+
+from .capabilities import probe
+
 _RELU_FUNCTIONS = (torch.relu, torch.nn.functional.relu, torch.relu_)
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 
@@ -34,10 +38,8 @@ _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 def pointwise_fusion_available(dtype: torch.dtype = torch.float32) -> bool:
     """True where the fused convolution really runs in `dtype` on this machine: PyTorch has oneDNN with the
     fused operators and a tiny packed conv+ReLU gives the right result (tried once per process, see
-    `hrpose.capabilities`); for bf16 also only where the CPU has bf16 arithmetic within the
+    `hrpose.runtime.capabilities`); for bf16 also only where the CPU has bf16 arithmetic within the
     ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY caps (elsewhere oneDNN refuses or emulates it, ~10x slower)."""
-    from .capabilities import probe
-
     caps = probe()
     if dtype == torch.bfloat16:
         return caps.bf16_fast
@@ -63,9 +65,6 @@ def fuse_pointwise(
     """
     dtype = example.dtype
     if not pointwise_fusion_available(dtype):
-        from .backends import BackendUnavailableError
-        from .capabilities import probe
-
         caps = probe()
         why = caps.missing("bf16") if dtype == torch.bfloat16 else caps.missing("fusion") or f"not for {dtype}"
         raise BackendUnavailableError(f"fuse_pointwise: oneDNN fusion cannot run here in {dtype}: {why}")

@@ -36,7 +36,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from .export import ExportReport, export_onnx
+from hrpose import export
+from hrpose.export import ExportReport, export_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ _STALE_TMP_S = 3600.0  # a temporary file older than this is a killed writer's l
 
 def cache_dir() -> Path:
     """``$HRPOSE_ONNX_CACHE`` if set, else ``$HRPOSE_HOME/onnx`` (whether or not it exists)."""
-    from .zoo import hrpose_home
+    from hrpose.zoo import hrpose_home
 
     env = os.environ.get("HRPOSE_ONNX_CACHE")
     return Path(env).expanduser() if env else hrpose_home() / "onnx"
@@ -59,8 +60,6 @@ def _versions() -> str:
     import onnxruntime
 
     import hrpose
-
-    from . import export
 
     source = hashlib.sha256(Path(export.__file__).read_bytes()).hexdigest()[:16]
     return f"torch {torch.__version__}; onnx {onnx.__version__}; onnxruntime {onnxruntime.__version__}; " \

@@ -6,7 +6,7 @@ tests that need a capability.
   `AVX2`) and ATen's `ATEN_CPU_CAPABILITY` (e.g. `avx2`). A capped machine is treated as the older CPU, so
   a machine with AMX, run with `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`, answers as an AVX2 one.
 - what ATen dispatches to (`torch.backends.cpu.get_cpu_capability()`), whether oneDNN is built in;
-- whether the oneDNN post-op fusion of `hrpose.fusion` runs, in fp32 and in bf16: a tiny real try of the
+- whether the oneDNN post-op fusion of `hrpose.runtime.fusion` runs, in fp32 and in bf16: a tiny real try of the
   operators (a 3x3 conv with a packed weight and a ReLU post-op), once per process and dtype;
 - whether bf16 is *fast*: the CPU has bf16 arithmetic (AVX512_BF16, AMX-BF16 or AVX-NE-CONVERT, within the
   caps) and the try above succeeds. Without the hardware, oneDNN either refuses (the bf16 weight reorder
