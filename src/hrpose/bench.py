@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -274,7 +275,7 @@ def prepare_backends(
                 fn = extra[real](model)
             else:
                 real = auto_name if real == "auto" else real
-                options: dict[str, object] = {"int8": int8} if int8 is not None else {}
+                options: dict[str, Any] = {"int8": int8} if int8 is not None else {}
                 if real == "onnxruntime-int8":
                     options.update(calibration=calibration, workdir=workdir / f"int8-{i}")
                     (workdir / f"int8-{i}").mkdir(parents=True, exist_ok=True)

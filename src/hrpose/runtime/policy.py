@@ -44,8 +44,8 @@ def auto_backend(
     - fp32 (the default: keypoints equal to the fp32 model's): on a CUDA device `torch-fast` (CUDA graphs);
       on a CPU the exported graph (a checkpoint is exported and self-checked in ONNX Runtime once, then cached,
       `hrpose.runtime.onnx_cache`) in `openvino` where the `openvino` extra is installed (faster than ONNX
-      Runtime on the AVX2 machine in every run measured, docs/benchmarks.md), else `onnxruntime`; `torch-fast` where neither
-      is installed; an `.onnx` file given as weights runs in ONNX Runtime as exported;
+      Runtime on the AVX2 machine in every run measured, docs/benchmarks.md), else `onnxruntime`;
+      `torch-fast` where neither is installed; an `.onnx` file given as weights runs in ONNX Runtime as exported;
     - bf16 (asked for): `torch-bf16` where the CPU has bf16 arithmetic (AMX / AVX512_BF16) or the GPU bf16;
     - fp16 (asked for): `torch-fp16` on a CUDA device; a CPU refuses (fp16 convs are slower than fp32);
     - int8 (asked for): `onnxruntime` on an int8 model made by `hrpose export --int8-calib` (`weights`).
