@@ -1,6 +1,6 @@
 """Exploratory torch backend variants: measured in docs/benchmarks.md, not offered to users.
 
-`hrpose.backends.TORCH_BACKENDS` keeps only the product's configurations (what `torch`, `torch-fast`,
+`hrpose.runtime.torch_backend.TORCH_CONFIGS` keeps only the product's configurations (what `torch`, `torch-fast`,
 `torch-bf16`, `torch-fp16` and `torch-compile` run on a CPU or a CUDA GPU). The variants tried on the way
 there live here: `VARIANTS` maps each name to its `TorchBackend` keyword arguments, `make_variant` builds one
 (refusing with `BackendUnavailableError` what this machine cannot run, as the product names do), and
@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 try:
-    from hrpose.backends import TorchBackend, named_torch_backend
+    from hrpose.runtime.torch_backend import TorchBackend, named_torch_backend
 except ImportError:  # run as a file from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from hrpose.backends import TorchBackend, named_torch_backend
+    from hrpose.runtime.torch_backend import TorchBackend, named_torch_backend
 
 # name -> TorchBackend keyword arguments
 VARIANTS: dict[str, dict[str, object]] = {
@@ -83,8 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_arguments(parser)
     args = parser.parse_args(argv)
     command = types.ModuleType("backend_variants_bench")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's ceiling.py (the lab's lines)
+    from ceiling import lab_lines
+
+    def lines(rows: list, model: object, cfg: object) -> str:  # the ceiling is a CPU bound
+        return lab_lines(rows, model, cfg) if args.device == "cpu" else ""
+
     command.run = lambda a: bench.run(a, extra_backends=factories(), extra_defaults={"cpu": CPU_ROWS, "cuda": GPU_ROWS},
-                                      program=PROGRAM)  # type: ignore[attr-defined]  # fmt: skip
+                                      program=PROGRAM, extra_lines=lines)  # type: ignore[attr-defined]  # fmt: skip
     return run_command(command, args, "bench")
 
 

@@ -123,3 +123,29 @@ def ceiling_lines(rows: list, batch_sizes: tuple[int, ...], ceiling: ComputeCeil
         + (" (over 100%: the machine ran slower while the convolution was timed than during auto's rounds, so "
            "this ceiling is low)." if auto_rate > ceiling.conv_gflops else ".")
     )  # fmt: skip
+
+
+def target_line(rows: list, batch_sizes: tuple[int, ...]) -> str:
+    """The project's acceptance target for `auto` at batch 1 (docs/benchmarks.md): >= 2.0x the eager baseline on
+    AVX-512/AMX CPUs, >= 1.8x on AVX2-only ones; met or not in this run."""
+    from hrpose.runtime.capabilities import probe
+
+    auto = next((r for r in rows if r.backend.startswith("auto = ")), None)
+    bs = 1 if 1 in batch_sizes else batch_sizes[0]
+    if auto is None:
+        return ""
+    caps = probe()
+    target = 2.0 if caps.avx512 or caps.amx else 1.8
+    kind = "AVX-512/AMX" if caps.avx512 or caps.amx else "AVX2-only"
+    met = "met" if auto.speedup[bs] >= target else "not met"
+    return f"\n\nProject target on {kind} CPUs: `auto` >= {target:.1f}x the baseline at batch {bs}: {met}."
+
+
+def lab_lines(rows: list, model: object, cfg: object) -> str:
+    """What the lab adds under `hrpose bench`'s table on a CPU: the target verdict and the compute ceiling."""
+    from hrpose.bench import BASELINE
+    from hrpose.models.summary import model_summary
+
+    bs = tuple(sorted(next(iter(rows)).ms_per_crop)) if rows else (1,)
+    ceiling = ComputeCeiling(float(model_summary(cfg)["gflops"]), *conv_rate_gflops())
+    return target_line(rows, bs) + ceiling_lines(rows, bs, ceiling, BASELINE)

@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hrpose.backends import OpenVinoBackend
 from torch import nn
 
 from hrpose.bench import machine_description
 from hrpose.config import load_config
 from hrpose.models import build_model
+from hrpose.runtime.openvino_backend import OpenVinoBackend
 
 # F(2x2, 3x3) (Lavin & Gray, 2016): Y = A^T [(G g G^T) * (B^T d B)] A
 _BT = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)

@@ -99,9 +99,9 @@ def pytest_collection_modifyitems(config, items):
 
 def requires_capability(what: str):
     """A skip mark for a test that needs `what` ("bf16", "fusion", "cuda", "cuda-bf16", "avx512", "amx", ...):
-    it skips, with the probe's reason, only where `hrpose.capabilities.probe()` says this machine (as capped by
+    it skips, with the probe's reason, only where `hrpose.runtime.capabilities.probe()` says this machine (as capped by
     ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY) lacks it; on a machine that has it the test always runs."""
-    from hrpose.capabilities import probe
+    from hrpose.runtime.capabilities import probe
 
     why = probe().missing(what)
     return pytest.mark.skipif(bool(why), reason=f"needs {what}: {why}")
@@ -194,7 +194,7 @@ def world(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_onnx_cache(tmp_path_factory):
-    """`--backend auto`'s ONNX export cache (`hrpose.onnx_cache`) in a folder of this test session, not the user's."""
+    """`--backend auto`'s ONNX export cache (`hrpose.runtime.onnx_cache`) in a folder of this test session, not the user's."""
     import os
 
     old = os.environ.get("HRPOSE_ONNX_CACHE")

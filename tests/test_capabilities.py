@@ -13,22 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import hrpose.capabilities as capabilities
-from conftest import DATA, ROOT
-from helpers import backend_variants
 from hrpose.backends import (
     BackendUnavailableError,
     TorchBackend,
     auto_backend,
-    make_short_backend,
     make_torch_backend,
 )
-from hrpose.capabilities import capped_features, probe, read_cpuinfo
+
+import hrpose.runtime.capabilities as capabilities
+from conftest import DATA, ROOT
+from helpers import backend_variants
 from hrpose.cli import main
 from hrpose.config import load_config
 from hrpose.errors import UserError
 from hrpose.models import build_model
+from hrpose.runtime.capabilities import capped_features, probe, read_cpuinfo
 
 pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an AVX2-only CPU
 
@@ -93,8 +92,8 @@ def test_probe_reports_this_machine():
 def test_an_emulated_avx2_process_is_treated_as_an_avx2_cpu():
     """Process level: the caps are read by oneDNN and ATen at start-up, so a fresh process is the real test."""
     code = (
-        "import json; from hrpose.capabilities import probe; c = probe(); "
-        "from hrpose.fusion import pointwise_fusion_available as f; import torch; "
+        "import json; from hrpose.runtime.capabilities import probe; c = probe(); "
+        "from hrpose.runtime.fusion import pointwise_fusion_available as f; import torch; "
         "print(json.dumps({'features': sorted(c.features), 'aten': c.aten_capability, 'bf16': c.bf16_fast, "
         "'fusion_bf16': f(torch.bfloat16), 'fusion_fp32': f(torch.float32), 'line': c.line()}))"
     )
@@ -110,9 +109,9 @@ def test_an_emulated_avx2_process_is_treated_as_an_avx2_cpu():
 
 
 def test_bf16_refuses_in_one_line_on_a_cpu_without_bf16(as_avx2_cpu, small_model):
-    from hrpose.fusion import fuse_pointwise, pointwise_fusion_available
+    from hrpose.runtime.fusion import fuse_pointwise, pointwise_fusion_available
 
-    for make in (lambda: make_short_backend("torch-bf16", small_model),
+    for make in (lambda: make_backend("torch-bf16", small_model),
                  lambda: make_torch_backend("torch-bf16-graph", small_model),  # the CUDA side, asked on a CPU
                  lambda: backend_variants().make_variant("torch-bf16-jit", small_model),
                  lambda: backend_variants().make_variant("torch-bf16-autocast", small_model),
@@ -127,7 +126,7 @@ def test_bf16_refuses_in_one_line_on_a_cpu_without_bf16(as_avx2_cpu, small_model
         fuse_pointwise(small_model, torch.zeros(1, 3, 128, 96, dtype=torch.bfloat16))
     # fp32 stays available: the fast exact backends do not need bf16
     x = np.zeros((1, 3, 128, 96), np.float32)
-    assert make_short_backend("torch-fast", small_model)(x).shape == (1, 17, 32, 24)
+    assert make_backend("torch-fast", small_model)(x).shape == (1, 17, 32, 24)
     with pytest.raises(BackendUnavailableError, match="no bf16 arithmetic"):
         auto_backend("bf16", device="cpu")
 
@@ -184,6 +183,7 @@ def test_auto_openvino_estimator_matches_the_torch_model(tmp_path):
     """PoseEstimator.from_config(backend="auto") on a CPU with the openvino extra: the checkpoint exported and run in
     OpenVINO, keypoints equal to the PyTorch model's."""
     from hrpose.backends import OpenVinoBackend
+
     from hrpose.config import load_config
     from hrpose.inference.detectors import WholeImageDetector
     from hrpose.inference.estimator import PoseEstimator

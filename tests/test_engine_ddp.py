@@ -20,9 +20,9 @@ from hrpose.engine.distributed import setup_distributed, wrap_ddp
 from hrpose.engine.evaluate import make_eval_loader
 from hrpose.keypoints import DatasetMeta
 from hrpose.losses import JointsMSELoss
-from hrpose.pipeline import TestSettings
+from hrpose.pipeline import InferenceSettings
 
-FLIP = TestSettings(flip_test=True, shift_heatmap=True)  # validation's flip test with the official shift
+FLIP = InferenceSettings(flip_test=True, shift_heatmap=True)  # validation's flip test with the official shift
 
 K = 4
 N_TRAIN = 16

@@ -197,7 +197,7 @@ def test_hrpose_test_refuses_backends_it_cannot_run(tmp_path, monkeypatch, capsy
     one clear error before any work, never an emulated run."""
     import dataclasses
 
-    import hrpose.capabilities as capabilities
+    import hrpose.runtime.capabilities as capabilities
     cfg_file = tmp_path / "tiny_gt.yaml"
     cfg_file.write_text(yaml.safe_dump(_cfg("coco", COCO_MINI, "train2017", USE_GT_BBOX=True)))
     weights = _random_weights(cfg_file, tmp_path / "w.pth")

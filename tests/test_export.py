@@ -5,12 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from conftest import DATA, requires_capability
-from helpers import REDUCED, W32, backend_variants
-from helpers import fill_module as _fill
 from hrpose.backends import (
-    EagerBackend,
     OnnxRuntimeBackend,
     OpenVinoBackend,
     TorchBackend,
@@ -18,6 +13,10 @@ from hrpose.backends import (
     make_torch_backend,
     quantize_int8,
 )
+
+from conftest import DATA, requires_capability
+from helpers import REDUCED, W32, backend_variants
+from helpers import fill_module as _fill
 from hrpose.bench import keypoints_input_px, markdown_table, real_crops, run_bench
 from hrpose.config import load_config
 from hrpose.export import ExportError, export_onnx, fold_batchnorm
@@ -65,7 +64,7 @@ def test_export_onnx_self_checks_and_matches(onnx_model, hrnet, crops):
     report = onnx_model
     assert report.path.is_file() and report.keypoints_equal and report.rel_err < 1e-4
     ort_backend = OnnxRuntimeBackend(report.path)
-    ref = EagerBackend(hrnet)(crops[:5])
+    ref = make_backend("torch", hrnet, fold_bn=False)(crops[:5])
     got = ort_backend(crops[:5])  # batch 5: the dynamic batch axis works
     assert got.shape == ref.shape == (5, 17, SMALL[1] // 4, SMALL[0] // 4)
     np.testing.assert_allclose(got, ref, atol=1e-4 * np.abs(ref).max())
@@ -90,14 +89,14 @@ def test_export_refuses_a_graph_that_disagrees(tmp_path, hrnet, monkeypatch):
 
 
 def test_torch_fast_backends_agree_with_eager(hrnet, crops):
-    ref = EagerBackend(hrnet)(crops[:4])
+    ref = make_backend("torch", hrnet, fold_bn=False)(crops[:4])
     fp32 = TorchBackend(hrnet)(crops[:4])
     np.testing.assert_allclose(fp32, ref, atol=1e-4 * np.abs(ref).max())
 
 
 @requires_capability("bf16")
 def test_torch_bf16_backend_is_close_to_eager(hrnet, crops):
-    ref = EagerBackend(hrnet)(crops[:4])
+    ref = make_backend("torch", hrnet, fold_bn=False)(crops[:4])
     bf16 = TorchBackend(hrnet, dtype=torch.bfloat16)(crops[:4])
     assert bf16.dtype == np.float32 and bf16.shape == ref.shape
     # bf16 has an 8-bit mantissa: heatmaps agree to a few percent of their range
@@ -106,12 +105,12 @@ def test_torch_bf16_backend_is_close_to_eager(hrnet, crops):
 
 def test_torch_backend_variants_agree_and_leave_the_model_alone(hrnet, crops):
     before = {k: v.clone() for k, v in hrnet.state_dict().items()}
-    ref = EagerBackend(hrnet)(crops[:3])
+    ref = make_backend("torch", hrnet, fold_bn=False)(crops[:3])
     scale = np.abs(ref).max()
     for name in ("torch-fp32", "torch-fp32-jit"):  # exact: fp32 within 1e-4 of the heatmap range
         b = make_torch_backend(name, hrnet)
         np.testing.assert_allclose(b(crops[:3]), ref, atol=1e-4 * scale, err_msg=name)
-        np.testing.assert_allclose(b(crops[3:5]), EagerBackend(hrnet)(crops[3:5]), atol=1e-4 * scale)  # re-traced
+        np.testing.assert_allclose(b(crops[3:5]), make_backend("torch", hrnet, fold_bn=False)(crops[3:5]), atol=1e-4 * scale)  # re-traced
     # the caller's model is untouched: still fp32, NCHW, BatchNorm in place, same weights
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in hrnet.modules())
     for k, v in hrnet.state_dict().items():
@@ -126,7 +125,7 @@ def test_torch_backend_variants_agree_and_leave_the_model_alone(hrnet, crops):
 @requires_capability("bf16")
 def test_torch_bf16_backend_variants_are_close_and_leave_the_model_alone(hrnet, crops):
     before = {k: v.clone() for k, v in hrnet.state_dict().items()}
-    ref = EagerBackend(hrnet)(crops[:3])
+    ref = make_backend("torch", hrnet, fold_bn=False)(crops[:3])
     scale = np.abs(ref).max()
     bf16 = make_torch_backend("torch-bf16", hrnet)
     autocast = backend_variants().make_variant("torch-bf16-autocast", hrnet)
@@ -154,7 +153,7 @@ def test_torch_bf16_backend_variants_are_close_and_leave_the_model_alone(hrnet, 
 def test_int8_quantization_runs_and_stays_close(tmp_path, onnx_model, hrnet, crops):
     fp32 = onnx_model.path
     q = quantize_int8(fp32, tmp_path / "m_int8.onnx", [crops[:8]])
-    ref = EagerBackend(hrnet)(crops[8:12])
+    ref = make_backend("torch", hrnet, fold_bn=False)(crops[8:12])
     got = OnnxRuntimeBackend(q)(crops[8:12])
     assert got.shape == ref.shape
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
@@ -259,6 +258,7 @@ def test_product_backends_are_the_short_names_and_the_variants_live_in_benchmark
     import inspect
 
     from hrpose.backends import SHORT_BACKENDS, TORCH_BACKENDS
+
     from hrpose.bench import DEFAULT_BACKENDS, GPU_DEFAULT_BACKENDS, backend_names, default_backends
 
     variants = backend_variants()
@@ -303,8 +303,9 @@ def test_bench_runs_auto_and_openvino_and_leaves_out_what_the_cpu_cannot_run(tmp
     bf16 backend asked for by name refuses."""
     import dataclasses
 
-    import hrpose.capabilities as capabilities
     from hrpose.backends import BackendUnavailableError
+
+    import hrpose.runtime.capabilities as capabilities
     from hrpose.commands.bench import auto_verdict
 
     real = capabilities.probe()
@@ -332,7 +333,7 @@ def test_compute_ceiling_bounds_direct_convolution_and_says_when_a_target_is_abo
     that does every multiplication can take; the verdict says how far `auto` got, and flags a target above it."""
     import dataclasses
 
-    import hrpose.capabilities as capabilities
+    import hrpose.runtime.capabilities as capabilities
     from hrpose.bench import BASELINE, BenchRow, ComputeCeiling, conv_rate_gflops
     from hrpose.commands.bench import auto_verdict
 

@@ -1,4 +1,4 @@
-"""hrpose.fusion: oneDNN post-op fusion with pre-packed weights equals the folded model (fp32) and stays
+"""hrpose.runtime.fusion: oneDNN post-op fusion with pre-packed weights equals the folded model (fp32) and stays
 close in bf16; the CPU `torch-bf16` backend runs it."""
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from torch import fx, nn
 from conftest import ROOT, requires_capability
 from helpers import REDUCED, W32, backend_variants
 from helpers import fill_module as _fill
-from hrpose.backends import EagerBackend, TorchBackend, make_short_backend
 from hrpose.config import load_config
 from hrpose.export import fold_batchnorm
-from hrpose.fusion import fuse_pointwise
 from hrpose.models import build_model
+from hrpose.runtime import make_backend
+from hrpose.runtime.fusion import fuse_pointwise
+from hrpose.runtime.torch_backend import TorchBackend
 
 pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an AVX2-only CPU
 
@@ -81,7 +82,7 @@ def test_pose_resnet_bf16_backend_runs_the_deconvs_in_bf16():
     model = build_model(cfg).eval()
     with torch.no_grad():
         want = model(X)
-    bf16 = make_short_backend("torch-bf16", model)(X.numpy())  # deconvs and their BatchNorm run in bf16
+    bf16 = make_backend("torch-bf16", model)(X.numpy())  # deconvs and their BatchNorm run in bf16
     assert np.abs(bf16 - want.numpy()).max() < 0.1 * float(want.abs().max())
 
 
@@ -96,7 +97,7 @@ def test_keep_and_unpacked_weights(hrnet):
 
 def test_fp32_fused_backend_equals_eager(hrnet):
     x = X.numpy()
-    ref = EagerBackend(hrnet)(x)
+    ref = make_backend("torch", hrnet, fold_bn=False)(x)
     fp32 = backend_variants().make_variant("torch-fp32-fused", hrnet)
     np.testing.assert_allclose(fp32(x), ref, atol=1e-4 * np.abs(ref).max())
 
@@ -104,8 +105,8 @@ def test_fp32_fused_backend_equals_eager(hrnet):
 @requires_capability("bf16")
 def test_cpu_bf16_backend_is_fused_close_and_batch_independent(hrnet):
     x = X.numpy()
-    ref = EagerBackend(hrnet)(x)
-    bf16 = make_short_backend("torch-bf16", hrnet)
+    ref = make_backend("torch", hrnet, fold_bn=False)(x)
+    bf16 = make_backend("torch-bf16", hrnet)
     assert bf16.name == "torch-bf16" and bf16.fused
     got = bf16(x[:1])
     assert bf16._fused is not None and got.shape == ref[:1].shape
@@ -115,15 +116,15 @@ def test_cpu_bf16_backend_is_fused_close_and_batch_independent(hrnet):
 
 @requires_capability("bf16")
 def test_short_bf16_backend_name_on_a_cpu(hrnet):
-    assert make_short_backend("torch-bf16", hrnet).name == "torch-bf16"
+    assert make_backend("torch-bf16", hrnet).name == "torch-bf16"
 
 
 def test_short_backend_names_on_a_cpu(hrnet):
-    assert make_short_backend("torch-fast", hrnet).name == "torch-fp32-jit"
+    assert make_backend("torch-fast", hrnet).name == "torch-fast"
     with pytest.raises(ValueError, match="float16 is for GPUs"):
-        make_short_backend("torch-fp16", hrnet)
+        make_backend("torch-fp16", hrnet)
     with pytest.raises(ValueError, match="unknown backend 'torch-int4'"):
-        make_short_backend("torch-int4", hrnet)
+        make_backend("torch-int4", hrnet)
 
 
 def test_fused_refuses_what_it_cannot_do(hrnet):
@@ -134,7 +135,7 @@ def test_fused_refuses_what_it_cannot_do(hrnet):
 
 
 def _fused_conv_really_runs(dtype: torch.dtype) -> bool:
-    """The fused operators tried here directly, independently of hrpose.capabilities."""
+    """The fused operators tried here directly, independently of hrpose.runtime.capabilities."""
     try:
         x = torch.ones(1, 4, 5, 5, dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = torch.ones(4, 4, 3, 3, dtype=dtype)
@@ -146,8 +147,8 @@ def _fused_conv_really_runs(dtype: torch.dtype) -> bool:
 
 
 def test_pointwise_fusion_available_says_what_really_runs():
-    from hrpose.capabilities import probe
-    from hrpose.fusion import pointwise_fusion_available
+    from hrpose.runtime.capabilities import probe
+    from hrpose.runtime.fusion import pointwise_fusion_available
 
     assert pointwise_fusion_available(torch.float32) == _fused_conv_really_runs(torch.float32)
     # bf16: only where it runs *and* the CPU (as capped) has bf16 arithmetic; never an emulated path

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hrpose.backends import TorchBackend, make_torch_backend
 
 from conftest import DATA, ROOT, mini_coco
 from helpers import backend_variants
-from hrpose.backends import EagerBackend, TorchBackend, make_torch_backend
 from hrpose.bench import GPU_DEFAULT_BACKENDS, keypoints_input_px, real_crops, run_bench
 from hrpose.config import load_config
 from hrpose.models import build_model
@@ -49,7 +49,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def test_fp32_graph_replays_the_eager_model(w32, crops):
     """CUDA-graph replay of the folded fp32 model equals eager fp32 (TF32 convs aside) at every batch size,
     including sizes that are padded up to the captured power of two."""
-    eager = EagerBackend(w32)
+    eager = make_backend("torch", w32, fold_bn=False)
     graph = make_torch_backend("torch-fp32-graph", w32)
     for n in (1, 3, 8, 5, 1):  # 3 -> graph of 4, 5 -> graph of 8: padding must not leak into the results
         want, got = eager(crops[:n]), graph(crops[:n])
@@ -70,7 +70,7 @@ def test_graph_results_do_not_alias_between_calls(w32, crops):
 @pytest.mark.parametrize("name", ["torch-fp16", "torch-fp16-graph", "torch-bf16-graph", "torch-fp16-autocast"])
 def test_reduced_precision_backends_stay_close(w32, crops, name):
     """Random weights give flat heatmaps (keypoints say little), so compare the heatmaps themselves."""
-    want = EagerBackend(w32)(crops)
+    want = make_backend("torch", w32, fold_bn=False)(crops)
     # torch-fp16-autocast is an exploratory variant (benchmarks/backend_variants.py), the others product names
     make = backend_variants().make_variant if name in backend_variants().VARIANTS else make_torch_backend
     got = make(name, w32)(crops)
@@ -79,9 +79,8 @@ def test_reduced_precision_backends_stay_close(w32, crops, name):
 
 
 def test_short_backend_names_pick_the_gpu_variants(w32):
-    from hrpose.backends import make_short_backend
 
-    names = {short: make_short_backend(short, w32).name for short in ("torch-fast", "torch-bf16", "torch-fp16")}
+    names = {short: make_backend(short, w32).name for short in ("torch-fast", "torch-bf16", "torch-fp16")}
     assert names == {short: f"{short.replace('-fast', '-fp32')}-graph" for short in names}
     with pytest.raises(ValueError, match="fused .*CPUs"):
         backend_variants().make_variant("torch-fp32-fused", w32)
@@ -123,8 +122,8 @@ def test_bench_on_cuda_reports_every_gpu_backend(tmp_path, w32, crops):
     assert [r.backend for r in rows] == ["eager-fp32 (baseline)", *want]
     assert all(r.ms_per_crop[1] > 0 and r.ms_per_crop[4] > 0 for r in rows)
     graph = {r.backend: r for r in rows}["torch-fp16-graph"]
-    assert graph.max_abs_heatmap_err < 0.05 * float(np.abs(EagerBackend(w32)(crops)).max())
-    kp = keypoints_input_px(EagerBackend(w32)(crops), SIZE)
+    assert graph.max_abs_heatmap_err < 0.05 * float(np.abs(make_backend("torch", w32, fold_bn=False)(crops)).max())
+    kp = keypoints_input_px(make_backend("torch", w32, fold_bn=False)(crops), SIZE)
     assert kp.shape == (len(crops), 17, 2)
 
 
@@ -154,11 +153,10 @@ def test_amp_training_steps_on_cuda(tmp_path, cuda):
 
 def test_torch_compile_backend_on_cuda(w32, crops):
     """`--backend torch-compile` on a GPU: inductor with its CUDA graphs, fp32, the eager model's heatmaps."""
-    from hrpose.backends import make_short_backend
 
-    backend = make_short_backend("torch-compile", w32)
+    backend = make_backend("torch-compile", w32)
     assert backend.name == "torch-fp32-compile-graph"
-    want = EagerBackend(w32)(crops[:4])
+    want = make_backend("torch", w32, fold_bn=False)(crops[:4])
     for _ in range(3):  # compile, record, replay
         got = backend(crops[:4])
     assert _rel(got, want) < 1e-2

@@ -1,4 +1,4 @@
-"""`--backend auto`'s ONNX export cache (`hrpose.onnx_cache`): a second start does not export; different weights,
+"""`--backend auto`'s ONNX export cache (`hrpose.runtime.onnx_cache`): a second start does not export; different weights,
 a different file; a corrupt or unloadable file is exported again with a warning; an unwritable folder falls back
 to a temporary one without a word."""
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from hrpose import onnx_cache
-from hrpose.backends import OnnxRuntimeBackend, onnxruntime_from_model
 from hrpose.config import load_config
 from hrpose.models import build_model
+from hrpose.runtime import make_backend, onnx_cache
+from hrpose.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from test_robustness_interrupt import _tiny_config
 
 pytestmark = pytest.mark.portability
@@ -78,7 +78,7 @@ def _onnx_files(folder):
 
 def test_second_start_loads_the_cached_graph_without_exporting(cache, exports):
     model = _model()
-    first = onnxruntime_from_model(model, SIZE)
+    first = make_backend("onnxruntime", model, input_size=SIZE)
     assert len(exports) == 1
     files = _onnx_files(cache)
     assert len(files) == 1 and files[0].name.startswith("PoseResNet-64x64-")
@@ -86,7 +86,7 @@ def test_second_start_loads_the_cached_graph_without_exporting(cache, exports):
     assert record["keypoints_equal"] is True and len(record["sha256"]) == 64
     assert not [p for p in cache.iterdir() if ".tmp" in p.name]  # no temporary file left behind
 
-    again = onnxruntime_from_model(_model(), SIZE)  # a new model object with the same weights: same file
+    again = make_backend("onnxruntime", _model(), input_size=SIZE)  # a new model object with the same weights: same file
     assert len(exports) == 1, "the second start exported again"
     assert isinstance(again, OnnxRuntimeBackend) and _onnx_files(cache) == files
     ref = _ref(model)
@@ -105,7 +105,7 @@ def test_different_weights_or_input_size_get_their_own_file(cache, exports):
         c.final_layer.bias[0] += 1e-6
     assert key_a != onnx_cache.model_key(c, SIZE)
 
-    got_a, got_b = onnxruntime_from_model(a, SIZE)(_x()), onnxruntime_from_model(b, SIZE)(_x())
+    got_a, got_b = make_backend("onnxruntime", a, input_size=SIZE)(_x()), make_backend("onnxruntime", b, input_size=SIZE)(_x())
     assert len(exports) == 2 and len(_onnx_files(cache)) == 2
     tol = 1e-4 * np.abs(_ref(a)).max()
     np.testing.assert_allclose(got_a, _ref(a), atol=tol)
@@ -116,7 +116,7 @@ def test_different_weights_or_input_size_get_their_own_file(cache, exports):
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "no record", "garbage with a matching record"])
 def test_a_corrupt_cached_file_is_exported_again_with_a_warning(cache, exports, caplog, damage):
     model = _model()
-    onnxruntime_from_model(model, SIZE)
+    make_backend("onnxruntime", model, input_size=SIZE)
     (path,) = _onnx_files(cache)
     record = path.with_name(path.name + ".json")
     data = bytearray(path.read_bytes())
@@ -132,8 +132,8 @@ def test_a_corrupt_cached_file_is_exported_again_with_a_warning(cache, exports, 
         rec = json.loads(record.read_text())
         rec["sha256"] = onnx_cache._file_digest(path)
         record.write_text(json.dumps(rec))
-    with caplog.at_level(logging.WARNING, logger="hrpose.onnx_cache"):
-        backend = onnxruntime_from_model(model, SIZE)
+    with caplog.at_level(logging.WARNING, logger="hrpose.runtime.onnx_cache"):
+        backend = make_backend("onnxruntime", model, input_size=SIZE)
     assert len(exports) == 2, "the damaged file was used instead of exporting again"
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and str(path) in warned[0] and "exporting the model again" in warned[0]
@@ -141,8 +141,8 @@ def test_a_corrupt_cached_file_is_exported_again_with_a_warning(cache, exports, 
     np.testing.assert_allclose(backend(_x()), ref, atol=1e-4 * np.abs(ref).max())
     assert _onnx_files(cache) == [path] and record.is_file()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hrpose.onnx_cache"):
-        onnxruntime_from_model(model, SIZE)  # repaired: a plain hit
+    with caplog.at_level(logging.WARNING, logger="hrpose.runtime.onnx_cache"):
+        make_backend("onnxruntime", model, input_size=SIZE)  # repaired: a plain hit
     assert len(exports) == 2 and not caplog.records
 
 
@@ -152,14 +152,14 @@ def test_an_unwritable_cache_folder_falls_back_to_a_temporary_one_silently(tmp_p
     blocker.write_text("")
     monkeypatch.setenv("HRPOSE_ONNX_CACHE", str(blocker / "cache"))  # cannot be made: its parent is a file
     model = _model()
-    with caplog.at_level(logging.DEBUG, logger="hrpose.onnx_cache"):
-        backend = onnxruntime_from_model(model, SIZE)
+    with caplog.at_level(logging.DEBUG, logger="hrpose.runtime.onnx_cache"):
+        backend = make_backend("onnxruntime", model, input_size=SIZE)
     assert len(exports) == 1 and not exports[0].startswith(str(blocker))
     said = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert len(said) == 1 and said[0][0] == logging.DEBUG and "temporary folder" in said[0][1]
     ref = _ref(model)
     np.testing.assert_allclose(backend(_x()), ref, atol=1e-4 * np.abs(ref).max())
-    onnxruntime_from_model(model, SIZE)
+    make_backend("onnxruntime", model, input_size=SIZE)
     assert len(exports) == 2  # nothing cached, so every start exports (the behaviour before the cache)
 
 

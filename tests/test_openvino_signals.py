@@ -1,6 +1,6 @@
 """OpenVINO in a process that keeps working: two compiled models dropped first-in first-out must not leave the
 thread on an unmapped alternate signal stack (the suite's SIGSEGV in a later `hrpose train` test, see
-`hrpose.backends.keep_sigaltstack`). Run in a child process: the failure kills the process that signals."""
+`hrpose.runtime.openvino_backend.keep_sigaltstack`). Run in a child process: the failure kills the process that signals."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hrpose.models import build_model
 CHILD = r"""
 import faulthandler, gc, signal, subprocess, sys
 faulthandler.enable()  # as pytest does: Python's own alternate signal stack
-from hrpose.backends import OpenVinoBackend
+from hrpose.runtime.openvino_backend import OpenVinoBackend
 import numpy as np
 a = OpenVinoBackend(sys.argv[1], threads=1)
 b = OpenVinoBackend(sys.argv[1], threads=1)

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from conftest import DATA
-from hrpose.backends import Backend, EagerBackend, TorchBackend
 from hrpose.codec import build_codec
 from hrpose.engine.evaluate import run_inference
 from hrpose.inference import PoseEstimator, WholeImageDetector
 from hrpose.keypoints import COCO
 from hrpose.models import build_model
-from hrpose.pipeline import TestSettings, decode, flip_heatmaps, model_backend, predict_crops, rescore
+from hrpose.pipeline import InferenceSettings, decode, infer_heatmaps, model_backend, predict_crops, rescore
+from hrpose.runtime import Backend, make_backend
+from hrpose.runtime.torch_backend import TorchBackend
 
 IMAGE = DATA / "samples" / "coco" / "000000000785.jpg"
 BOXES = np.array([[277.1, 45.7, 225.1, 333.6, 0.99], [10, 10, 60, 120, 0.5], [300, 200, 100, 100, 0.8]], np.float32)
@@ -38,21 +39,21 @@ def _cfg_with(cfg, **test):
 
 def test_settings_from_config_apply_the_udp_rule(tiny):
     cfg, _ = tiny
-    s = TestSettings.from_config(cfg)
+    s = InferenceSettings.from_config(cfg)
     assert (s.flip_test, s.shift_heatmap, s.post_process, s.in_vis_thre) == (True, True, True, 0.2)
-    assert not TestSettings.from_config(_cfg_with(cfg, DECODER="udp")).shift_heatmap  # UDP's flip needs no shift
-    assert TestSettings.from_config(_cfg_with(cfg, DECODER="dark")).shift_heatmap
-    assert not TestSettings.from_config(_cfg_with(cfg, SHIFT_HEATMAP=False)).shift_heatmap
-    assert not TestSettings.from_config(_cfg_with(cfg, FLIP_TEST=False)).flip_test
-    assert TestSettings.from_config(_cfg_with(cfg, FLIP_TEST=False), flip_test=True).flip_test
-    s2 = TestSettings.from_config(_cfg_with(cfg, POST_PROCESS=False, IN_VIS_THRE=0.5))
+    assert not InferenceSettings.from_config(_cfg_with(cfg, DECODER="udp")).shift_heatmap  # UDP's flip needs no shift
+    assert InferenceSettings.from_config(_cfg_with(cfg, DECODER="dark")).shift_heatmap
+    assert not InferenceSettings.from_config(_cfg_with(cfg, SHIFT_HEATMAP=False)).shift_heatmap
+    assert not InferenceSettings.from_config(_cfg_with(cfg, FLIP_TEST=False)).flip_test
+    assert InferenceSettings.from_config(_cfg_with(cfg, FLIP_TEST=False), flip_test=True).flip_test
+    s2 = InferenceSettings.from_config(_cfg_with(cfg, POST_PROCESS=False, IN_VIS_THRE=0.5))
     assert (s2.post_process, s2.in_vis_thre) == (False, 0.5)
     with pytest.raises(AttributeError):  # frozen: read once, never changed on the way
         s.flip_test = False  # type: ignore[misc]
     # the estimator built from a UDP config runs the UDP rule too (one place decides it)
     model = build_model(_cfg_with(cfg, DECODER="udp"))
     est = PoseEstimator.from_model(model, _cfg_with(cfg, DECODER="udp"), detector=WholeImageDetector())
-    assert est.settings == TestSettings.from_config(_cfg_with(cfg, DECODER="udp")) and not est.shift_heatmap
+    assert est.settings == InferenceSettings.from_config(_cfg_with(cfg, DECODER="udp")) and not est.shift_heatmap
 
 
 def test_run_inference_and_the_estimator_agree(tiny):
@@ -99,18 +100,18 @@ def test_validation_restores_train_mode_and_leaves_the_model_alone(tiny):
     backend = model_backend(model)
     assert backend.model is model and isinstance(backend, Backend)  # no copy
     crops = np.random.default_rng(0).normal(size=(2, 3, 64, 32)).astype(np.float32)
-    settings = TestSettings.from_config(cfg)
-    hm = flip_heatmaps(backend, torch.from_numpy(crops), COCO.flip_pairs, settings)
+    settings = InferenceSettings.from_config(cfg)
+    hm = infer_heatmaps(backend, torch.from_numpy(crops), COCO.flip_pairs, settings)
     assert model.training  # given back after the call
     for k, v in model.state_dict().items():  # BN statistics untouched (eval mode while running)
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
     assert {k: v.data_ptr() for k, v in model.named_parameters()} == params
     # equals the eval-mode model, flip-merged by hand
-    ref = flip_heatmaps(EagerBackend(base), crops, COCO.flip_pairs, settings)
+    ref = infer_heatmaps(make_backend("torch", base, fold_bn=False), crops, COCO.flip_pairs, settings)
     np.testing.assert_allclose(hm, ref, rtol=0, atol=1e-6)
     assert not base.training
     model.eval()
-    flip_heatmaps(backend, crops, COCO.flip_pairs, settings)
+    infer_heatmaps(backend, crops, COCO.flip_pairs, settings)
     assert not model.training  # an eval model stays so
 
 
@@ -122,17 +123,17 @@ def test_flip_heatmaps_is_the_codec_merge(tiny):
         direct = model(torch.from_numpy(crops)).numpy()
         mirrored = model(torch.from_numpy(np.ascontiguousarray(crops[..., ::-1]))).numpy()
     back = mirrored[:, COCO.flip_index(), :, ::-1].copy()
-    np.testing.assert_allclose(flip_heatmaps(backend, crops, COCO.flip_pairs, TestSettings(flip_test=False)), direct,
+    np.testing.assert_allclose(infer_heatmaps(backend, crops, COCO.flip_pairs, InferenceSettings(flip_test=False)), direct,
                                atol=1e-6)  # fmt: skip
-    unshifted = flip_heatmaps(backend, crops, COCO.flip_pairs, TestSettings(shift_heatmap=False))
+    unshifted = infer_heatmaps(backend, crops, COCO.flip_pairs, InferenceSettings(shift_heatmap=False))
     np.testing.assert_allclose(unshifted, (direct + back) / 2, atol=1e-6)
     back[..., 1:] = back[..., :-1].copy()
-    shifted = flip_heatmaps(backend, crops, COCO.flip_pairs, TestSettings())
+    shifted = infer_heatmaps(backend, crops, COCO.flip_pairs, InferenceSettings())
     np.testing.assert_allclose(shifted, (direct + back) / 2, atol=1e-6)
     # decode: image coordinates and the maxima as the third column, float32
     codec = build_codec(cfg, COCO)
     centers, scales = np.array([[100.0, 100.0]] * 3), np.array([[1.0, 2.0]] * 3)
-    kp = decode(codec, shifted, centers, scales, TestSettings())
+    kp = decode(codec, shifted, centers, scales, InferenceSettings())
     coords, maxvals = codec.decode(shifted, centers, scales, post_process=True)
     assert kp.dtype == np.float32 and kp.shape == (3, 17, 3)
     np.testing.assert_array_equal(kp[:, :, :2], coords.astype(np.float32))
@@ -160,7 +161,7 @@ def test_constructor_takes_parts_and_reads_no_file(tiny):
         return hm
 
     codec = build_codec(cfg, COCO)
-    est = PoseEstimator(network, codec, COCO, settings=TestSettings(flip_test=False), color_rgb=True,
+    est = PoseEstimator(network, codec, COCO, settings=InferenceSettings(flip_test=False), color_rgb=True,
                         detector=WholeImageDetector(), batch_size=2)  # fmt: skip
     assert est.input_size == (32, 64) and est.device == torch.device("cpu") and est.cfg is None
     poses = est(IMAGE, boxes=BOXES)
@@ -229,7 +230,7 @@ def test_bench_keypoints_are_the_pipelines_decode_on_the_identity_crop(method):
     size, hm_size = (192, 256), (48, 64)
     codec = HeatmapCodec(size, hm_size, 2.0, method=method)
     hm = _peaked_heatmaps(np.random.default_rng(3), 3, 17, hm_size)
-    settings = TestSettings(flip_test=False)
+    settings = InferenceSettings(flip_test=False)
     centers, scales = identity_crops(3, size)
     np.testing.assert_allclose(centers, [[96.0, 128.0]] * 3)
     np.testing.assert_allclose(scales, [[0.96, 1.28]] * 3)

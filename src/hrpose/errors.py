@@ -41,3 +41,7 @@ class BackendUnavailableError(UserError, RuntimeError):
 
 class DeviceError(UserError, ValueError):
     """A device this machine does not have, or a name that is no device (`--device`, `device=`)."""
+
+
+class UnknownBackendError(UserError, ValueError):
+    """A backend name that is not in the runtime's registry (`hrpose.runtime.REGISTRY`), nor "auto"."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrpose.errors import BackendUnavailableError, UserError
+from hrpose.errors import BackendUnavailableError, UnknownBackendError, UserError
 from hrpose.export import ExportError, ExportReport
 
 from .base import Backend, model_device
@@ -206,7 +206,7 @@ def canonical_name(name: str) -> tuple[str, Int8Options | None]:
             print(f"warning: backend name {name!r} is deprecated and goes in the next release; use {new!r}{extra}",
                   file=sys.stderr)  # fmt: skip
         return new, options
-    raise UserError(f"unknown backend {name!r}; choose from {', '.join(backend_names())}")
+    raise UnknownBackendError(f"unknown backend {name!r}; choose from {', '.join(backend_names())}")
 
 
 def make_backend(
