@@ -194,7 +194,8 @@ def world(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_onnx_cache(tmp_path_factory):
-    """`--backend auto`'s ONNX export cache (`hrpose.runtime.onnx_cache`) in a folder of this test session, not the user's."""
+    """`--backend auto`'s ONNX export cache (`hrpose.runtime.onnx_cache`) in a folder of this test session, not
+    the user's."""
     import os
 
     old = os.environ.get("HRPOSE_ONNX_CACHE")

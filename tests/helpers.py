@@ -51,9 +51,14 @@ def fill_module():
 def backend_variants() -> Any:
     """benchmarks/backend_variants.py (loaded once): the exploratory torch backends that are not product names
     (`VARIANTS`, `make_variant(name, model)`, `factories()`, `main(argv)`)."""
-    name = "hrpose_benchmarks_backend_variants"
+    return benchmark_script("backend_variants")
+
+
+def benchmark_script(stem: str) -> Any:
+    """benchmarks/<stem>.py loaded once as a module (the lab's scripts are files, not a package)."""
+    name = f"hrpose_benchmarks_{stem}"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "backend_variants.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module

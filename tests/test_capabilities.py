@@ -13,12 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hrpose.backends import (
-    BackendUnavailableError,
-    TorchBackend,
-    auto_backend,
-    make_torch_backend,
-)
 
 import hrpose.runtime.capabilities as capabilities
 from conftest import DATA, ROOT
@@ -27,7 +21,9 @@ from hrpose.cli import main
 from hrpose.config import load_config
 from hrpose.errors import UserError
 from hrpose.models import build_model
+from hrpose.runtime import BackendUnavailableError, auto_backend, make_backend
 from hrpose.runtime.capabilities import capped_features, probe, read_cpuinfo
+from hrpose.runtime.torch_backend import TORCH_CONFIGS, TorchBackend, named_torch_backend
 
 pytestmark = pytest.mark.portability  # scripts/test.sh runs these again as an AVX2-only CPU
 
@@ -112,7 +108,7 @@ def test_bf16_refuses_in_one_line_on_a_cpu_without_bf16(as_avx2_cpu, small_model
     from hrpose.runtime.fusion import fuse_pointwise, pointwise_fusion_available
 
     for make in (lambda: make_backend("torch-bf16", small_model),
-                 lambda: make_torch_backend("torch-bf16-graph", small_model),  # the CUDA side, asked on a CPU
+                 lambda: named_torch_backend("torch-bf16", small_model, TORCH_CONFIGS["torch-bf16"][1]),  # CUDA's
                  lambda: backend_variants().make_variant("torch-bf16-jit", small_model),
                  lambda: backend_variants().make_variant("torch-bf16-autocast", small_model),
                  lambda: TorchBackend(small_model, dtype=torch.bfloat16)):  # fmt: skip
@@ -171,24 +167,23 @@ def test_auto_backend_refuses_what_this_machine_cannot_run(precision, device, ca
 
 
 def test_auto_falls_back_to_onnxruntime_then_torch(monkeypatch):
-    import hrpose.backends
+    import hrpose.runtime.policy
 
-    monkeypatch.setattr(hrpose.backends, "openvino_available", lambda: False)
+    monkeypatch.setattr(hrpose.runtime.policy, "openvino_available", lambda: False)
     assert auto_backend("fp32", device="cpu") == "onnxruntime"
-    monkeypatch.setattr(hrpose.backends, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(hrpose.runtime.policy, "onnxruntime_available", lambda: False)
     assert auto_backend("fp32", device="cpu") == "torch-fast"
 
 
 def test_auto_openvino_estimator_matches_the_torch_model(tmp_path):
     """PoseEstimator.from_config(backend="auto") on a CPU with the openvino extra: the checkpoint exported and run in
     OpenVINO, keypoints equal to the PyTorch model's."""
-    from hrpose.backends import OpenVinoBackend
-
     from hrpose.config import load_config
     from hrpose.inference.detectors import WholeImageDetector
     from hrpose.inference.estimator import PoseEstimator
     from hrpose.models import build_model
     from hrpose.models.weights import save_weights
+    from hrpose.runtime.openvino_backend import OpenVinoBackend
 
     model = build_model(load_config(SMALL_CFG))
     weights = save_weights(model, tmp_path / "w.safetensors")

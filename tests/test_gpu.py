@@ -10,13 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hrpose.backends import TorchBackend, make_torch_backend
 
 from conftest import DATA, ROOT, mini_coco
 from helpers import backend_variants
 from hrpose.bench import GPU_DEFAULT_BACKENDS, keypoints_input_px, real_crops, run_bench
 from hrpose.config import load_config
 from hrpose.models import build_model
+from hrpose.runtime import make_backend
+from hrpose.runtime.torch_backend import TorchBackend
 
 pytestmark = pytest.mark.gpu
 
@@ -50,7 +51,7 @@ def test_fp32_graph_replays_the_eager_model(w32, crops):
     """CUDA-graph replay of the folded fp32 model equals eager fp32 (TF32 convs aside) at every batch size,
     including sizes that are padded up to the captured power of two."""
     eager = make_backend("torch", w32, fold_bn=False)
-    graph = make_torch_backend("torch-fp32-graph", w32)
+    graph = make_backend("torch-fast", w32)  # on a GPU: CUDA-graph replay
     for n in (1, 3, 8, 5, 1):  # 3 -> graph of 4, 5 -> graph of 8: padding must not leak into the results
         want, got = eager(crops[:n]), graph(crops[:n])
         assert got.shape == want.shape
@@ -59,7 +60,7 @@ def test_fp32_graph_replays_the_eager_model(w32, crops):
 
 
 def test_graph_results_do_not_alias_between_calls(w32, crops):
-    graph = make_torch_backend("torch-fp16-graph", w32)
+    graph = make_backend("torch-fp16", w32)  # on a GPU: CUDA-graph replay
     a = graph(crops[:2])
     b = graph(crops[2:4])
     a_again = graph(crops[:2])
@@ -67,21 +68,21 @@ def test_graph_results_do_not_alias_between_calls(w32, crops):
     assert not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["torch-fp16", "torch-fp16-graph", "torch-bf16-graph", "torch-fp16-autocast"])
+@pytest.mark.parametrize("name", ["torch-fp16", "torch-bf16", "torch-fp16-autocast"])
 def test_reduced_precision_backends_stay_close(w32, crops, name):
     """Random weights give flat heatmaps (keypoints say little), so compare the heatmaps themselves."""
     want = make_backend("torch", w32, fold_bn=False)(crops)
     # torch-fp16-autocast is an exploratory variant (benchmarks/backend_variants.py), the others product names
-    make = backend_variants().make_variant if name in backend_variants().VARIANTS else make_torch_backend
+    make = backend_variants().make_variant if name in backend_variants().VARIANTS else make_backend
     got = make(name, w32)(crops)
     assert got.dtype == np.float32 and got.shape == want.shape
     assert _rel(got, want) < (0.05 if "bf16" in name else 0.02), name
 
 
-def test_short_backend_names_pick_the_gpu_variants(w32):
-
-    names = {short: make_backend(short, w32).name for short in ("torch-fast", "torch-bf16", "torch-fp16")}
-    assert names == {short: f"{short.replace('-fast', '-fp32')}-graph" for short in names}
+def test_registry_names_pick_the_gpu_variants(w32):
+    for name in ("torch-fast", "torch-bf16", "torch-fp16"):
+        backend = make_backend(name, w32)
+        assert backend.name == name and backend.cuda_graph and not backend.jit, name
     with pytest.raises(ValueError, match="fused .*CPUs"):
         backend_variants().make_variant("torch-fp32-fused", w32)
 
@@ -118,10 +119,10 @@ def test_bench_on_cuda_reports_every_gpu_backend(tmp_path, w32, crops):
     rows = run_bench(w32, SIZE, crops, batch_sizes=(1, 4), iters=3, warmup=1, backends=backends,
                      workdir=tmp_path, device="cuda", log=lambda s: None,
                      extra_backends=backend_variants().factories(["torch-fp16-autocast"]))  # fmt: skip
-    want = ["auto = torch-fp32-graph" if b == "auto" else b for b in backends]
+    want = ["auto = torch-fast" if b == "auto" else b for b in backends]
     assert [r.backend for r in rows] == ["eager-fp32 (baseline)", *want]
     assert all(r.ms_per_crop[1] > 0 and r.ms_per_crop[4] > 0 for r in rows)
-    graph = {r.backend: r for r in rows}["torch-fp16-graph"]
+    graph = {r.backend: r for r in rows}["torch-fp16"]
     assert graph.max_abs_heatmap_err < 0.05 * float(np.abs(make_backend("torch", w32, fold_bn=False)(crops)).max())
     kp = keypoints_input_px(make_backend("torch", w32, fold_bn=False)(crops), SIZE)
     assert kp.shape == (len(crops), 17, 2)
@@ -153,9 +154,8 @@ def test_amp_training_steps_on_cuda(tmp_path, cuda):
 
 def test_torch_compile_backend_on_cuda(w32, crops):
     """`--backend torch-compile` on a GPU: inductor with its CUDA graphs, fp32, the eager model's heatmaps."""
-
     backend = make_backend("torch-compile", w32)
-    assert backend.name == "torch-fp32-compile-graph"
+    assert backend.name == "torch-compile" and backend.compiled
     want = make_backend("torch", w32, fold_bn=False)(crops[:4])
     for _ in range(3):  # compile, record, replay
         got = backend(crops[:4])

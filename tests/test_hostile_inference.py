@@ -417,10 +417,11 @@ def test_non_finite_keypoints_name_the_image_and_person(tiny_files):
 
 
 def test_predict_folder_skips_the_image_with_nan_output(tmp_path, tiny_files, monkeypatch, capsys):
-    import hrpose.inference.estimator as est_mod
+    from hrpose.runtime import REGISTRY, Entry
 
-    original = est_mod._torch_backend
-    monkeypatch.setattr(est_mod, "_torch_backend", lambda *a, **k: NanBackend(original(*a, **k), bad_calls=[2]))
+    original = REGISTRY["torch"]
+    monkeypatch.setitem(REGISTRY, "torch", Entry(lambda req: NanBackend(original.build(req), bad_calls=[2]),
+                                                 original.precision, original.summary))  # fmt: skip
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("a.jpg", "b.jpg", "c.jpg"):

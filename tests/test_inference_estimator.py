@@ -11,9 +11,9 @@ import torch
 
 from conftest import DATA, golden_json, golden_npz
 from hrpose.config import load_config
-from hrpose.geometry import box_to_center_scale
+from hrpose.data.layout import layout_from_config as meta_from_config
+from hrpose.geometry import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale, make_inputs
 from hrpose.inference import PersonPose, PoseEstimator, WholeImageDetector
-from hrpose.inference.estimator import IMAGENET_MEAN, IMAGENET_STD, make_inputs, meta_from_config
 from hrpose.keypoints import COCO
 
 IMAGE = DATA / "samples" / "coco" / "000000000785.jpg"

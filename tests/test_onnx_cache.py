@@ -1,4 +1,5 @@
-"""`--backend auto`'s ONNX export cache (`hrpose.runtime.onnx_cache`): a second start does not export; different weights,
+"""`--backend auto`'s ONNX export cache (`hrpose.runtime.onnx_cache`): a second start does not export; different
+weights,
 a different file; a corrupt or unloadable file is exported again with a warning; an unwritable folder falls back
 to a temporary one without a word."""
 
@@ -86,7 +87,7 @@ def test_second_start_loads_the_cached_graph_without_exporting(cache, exports):
     assert record["keypoints_equal"] is True and len(record["sha256"]) == 64
     assert not [p for p in cache.iterdir() if ".tmp" in p.name]  # no temporary file left behind
 
-    again = make_backend("onnxruntime", _model(), input_size=SIZE)  # a new model object with the same weights: same file
+    again = make_backend("onnxruntime", _model(), input_size=SIZE)  # a new model object, same weights: same file
     assert len(exports) == 1, "the second start exported again"
     assert isinstance(again, OnnxRuntimeBackend) and _onnx_files(cache) == files
     ref = _ref(model)
@@ -105,7 +106,8 @@ def test_different_weights_or_input_size_get_their_own_file(cache, exports):
         c.final_layer.bias[0] += 1e-6
     assert key_a != onnx_cache.model_key(c, SIZE)
 
-    got_a, got_b = make_backend("onnxruntime", a, input_size=SIZE)(_x()), make_backend("onnxruntime", b, input_size=SIZE)(_x())
+    got_a = make_backend("onnxruntime", a, input_size=SIZE)(_x())
+    got_b = make_backend("onnxruntime", b, input_size=SIZE)(_x())
     assert len(exports) == 2 and len(_onnx_files(cache)) == 2
     tol = 1e-4 * np.abs(_ref(a)).max()
     np.testing.assert_allclose(got_a, _ref(a), atol=tol)

@@ -1,6 +1,7 @@
 """OpenVINO in a process that keeps working: two compiled models dropped first-in first-out must not leave the
 thread on an unmapped alternate signal stack (the suite's SIGSEGV in a later `hrpose train` test, see
-`hrpose.runtime.openvino_backend.keep_sigaltstack`). Run in a child process: the failure kills the process that signals."""
+`hrpose.runtime.openvino_backend.keep_sigaltstack`). Run in a child process: the failure kills the process that
+signals."""
 
 from __future__ import annotations
 

@@ -123,7 +123,8 @@ def test_flip_heatmaps_is_the_codec_merge(tiny):
         direct = model(torch.from_numpy(crops)).numpy()
         mirrored = model(torch.from_numpy(np.ascontiguousarray(crops[..., ::-1]))).numpy()
     back = mirrored[:, COCO.flip_index(), :, ::-1].copy()
-    np.testing.assert_allclose(infer_heatmaps(backend, crops, COCO.flip_pairs, InferenceSettings(flip_test=False)), direct,
+    unflipped = infer_heatmaps(backend, crops, COCO.flip_pairs, InferenceSettings(flip_test=False))
+    np.testing.assert_allclose(unflipped, direct,
                                atol=1e-6)  # fmt: skip
     unshifted = infer_heatmaps(backend, crops, COCO.flip_pairs, InferenceSettings(shift_heatmap=False))
     np.testing.assert_allclose(unshifted, (direct + back) / 2, atol=1e-6)

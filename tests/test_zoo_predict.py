@@ -23,6 +23,7 @@ from helpers import TINY_YAML, fill_module
 from hrpose import zoo
 from hrpose.cli import main
 from hrpose.config import load_config
+from hrpose.data.layout import layout_from_config
 from hrpose.errors import UserError
 from hrpose.inference import PoseEstimator, WholeImageDetector
 from hrpose.inference.detectors import OnnxDetector
@@ -140,7 +141,7 @@ def custom_model(tmp_path):
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_custom_model_predicts_away_from_its_data_root(custom_model, tmp_path, capsys, suffix):
     cfg, cfg_path, model, root = custom_model
-    meta = checkpoint_meta(cfg)  # the joint names come from the dataset's annotation file here
+    meta = checkpoint_meta(cfg, layout_from_config(cfg))  # the joint names come from the dataset's annotation file here
     assert meta["joint_names"] == JOINTS and meta["skeleton"] == [[0, 1], [0, 2], [1, 3], [2, 4]]
     weights = save_weights(model, tmp_path / "out" / f"birds{suffix}", meta=meta)
     # away from the data and the YAML: both gone
@@ -166,7 +167,7 @@ def test_custom_model_predicts_away_from_its_data_root(custom_model, tmp_path, c
 
 def test_pth_with_metadata_is_still_a_bare_official_state_dict(custom_model, tmp_path):
     cfg, _, model, _ = custom_model
-    path = save_weights(model, tmp_path / "final_state.pth", meta=checkpoint_meta(cfg))
+    path = save_weights(model, tmp_path / "final_state.pth", meta=checkpoint_meta(cfg, layout_from_config(cfg)))
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     assert type(loaded) is OrderedDict and list(loaded) == list(model.state_dict())  # no extra keys
     assert all(isinstance(v, torch.Tensor) for v in loaded.values())

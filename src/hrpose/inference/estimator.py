@@ -36,8 +36,6 @@ from torch import nn
 from hrpose import zoo
 from hrpose.codec import build_codec
 from hrpose.errors import DeviceError, UserError
-from hrpose.geometry import IMAGENET_MEAN as _IMAGENET_MEAN
-from hrpose.geometry import IMAGENET_STD as _IMAGENET_STD
 from hrpose.geometry import box_to_center_scale, make_inputs
 from hrpose.images import ImageReadError, check_pixels, load_image, to_bgr8
 from hrpose.inference.detectors import Detector, clip_boxes, zoo_detector
@@ -51,8 +49,6 @@ __all__ = ["DeviceError", "ImageLike", "NonFiniteOutputError", "PersonPose", "Po
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = np.array(_IMAGENET_MEAN, dtype=np.float32)
-IMAGENET_STD = np.array(_IMAGENET_STD, dtype=np.float32)
 
 ImageLike = str | os.PathLike[str] | np.ndarray
 
@@ -196,7 +192,7 @@ class PoseEstimator:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         dev = resolve_device(device) if model is None else None
         loaded = load_model(config, weights, device=dev, layout=meta, color_rgb=color_rgb, model=model,
-                            random_weights=random_weights)  # fmt: skip
+                            random_weights=random_weights, build=isinstance(backend, str))  # fmt: skip
         runner: Backend | Callable[[Any], np.ndarray]
         if not isinstance(backend, str):
             runner = backend

@@ -51,12 +51,13 @@ def load(
     color_rgb: bool | None = None,
     model: nn.Module | None = None,
     random_weights: bool = False,
+    build: bool = True,
 ) -> LoadedModel:
     """The model of `config` (a YAML path or a CfgNode; None: the config stored in `weights`) with `weights` (a
     checkpoint, strict load, any layout `hrpose.models.weights` converts; default TEST.MODEL_FILE; `.onnx`: not
     loaded into torch, the graph is the model), on `device`. A model built here without weights is refused unless
     `random_weights`; `model`: an already built (and loaded) model used as it is. `layout` / `color_rgb` override
-    the checkpoint's and the config's."""
+    the checkpoint's and the config's; build=False: the config's parts only, no model (a caller's backend runs)."""
     onnx = weights is not None and Path(weights).suffix.lower() == ".onnx"
     ckpt_meta = None
     if weights is not None and not onnx and Path(weights).is_file():
@@ -82,9 +83,9 @@ def load(
         color_rgb = bool(ckpt_meta["color_rgb"])
     input_size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     built = model is None
-    if onnx:
+    if onnx or (not build and model is None):
         return LoadedModel(None, cfg, layout, bool(cfg.DATASET.COLOR_RGB) if color_rgb is None else color_rgb,
-                           input_size, str(weights), built=False)  # fmt: skip
+                           input_size, None if weights is None else str(weights), built=False)  # fmt: skip
     if model is None:
         model = hrpose.models.build_model(cfg, is_train=False)
         if device is not None:
