@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: sets up .venv, lints (ruff), type-checks src/ (mypy) and runs the test suite.
+# The test command: sets up .venv, lints (ruff), type-checks src/ (mypy), checks the import layers (lint-imports)
+# and runs the test suite.
 #   bash scripts/test.sh          lint + types + fast suite (what CI runs)
 #   bash scripts/test.sh slow     the slow tests only (training to AP, long benchmarks)
 #   bash scripts/test.sh gpu      the GPU tests only (CUDA graphs, fp16, AMP on CUDA; needs a CUDA device)
@@ -33,6 +34,7 @@ if [ "${1:-}" = "portability" ]; then
 fi
 .venv/bin/ruff check src tests tools benchmarks
 .venv/bin/mypy
+.venv/bin/lint-imports  # the layers contract of pyproject.toml ([tool.importlinter])
 .venv/bin/python -m pytest "${WORKERS[@]}" -m "not slow and not gpu and not network" "$@"
 # A CPU beyond AVX2 (AVX-512, AMX) also runs the portability tests as an AVX2-only CPU, so what breaks there is
 # caught here; on an AVX2-only CPU the run above already was that run.

@@ -40,6 +40,14 @@ def test_every_registered_model_has_a_tiny_config():
     assert not set(TINY_EXTRA) - set(MODELS), "TINY_EXTRA names a model that is not in MODELS"
 
 
+def test_config_names_every_model():
+    """The config layer checks MODEL.NAME against `hrpose.config.MODEL_NAMES` (it sits below the model code):
+    the same names as `MODELS`."""
+    from hrpose.config import MODEL_NAMES
+
+    assert set(MODEL_NAMES) == set(MODELS)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_tiny_model_forward_backward_and_state_dict_round_trip(name, tmp_path):
     if name not in TINY_EXTRA:

@@ -428,6 +428,9 @@ def load_config(
 MAX_SIDE = 4096
 MAX_JOINTS = 1000
 MAX_BATCH = 65536
+#: MODEL.NAME values: the keys of `hrpose.models.MODELS` (a test keeps the two equal; the config layer sits below
+#: the models, so it names them instead of importing the model code)
+MODEL_NAMES = ("pose_hrnet", "pose_resnet")
 AMP_VALUES = ("", "none", "false", "off", "bf16", "fp16")
 DECODERS = ("official", "dark", "udp")
 OPTIMIZERS = ("adam", "sgd")
@@ -479,10 +482,8 @@ def validate_config(cfg: CfgNode, source: str = "config") -> None:
         return int(value[0]), int(value[1])
 
     m, t, te, d, hp = cfg.MODEL, cfg.TRAIN, cfg.TEST, cfg.DATASET, cfg.HRPOSE
-    from hrpose.models import MODELS  # (imported here: the model code needs torch, this module does not)
-
-    if m.NAME not in MODELS:
-        fail("MODEL.NAME", m.NAME, "one of " + ", ".join(repr(n) for n in sorted(MODELS)))
+    if m.NAME not in MODEL_NAMES:
+        fail("MODEL.NAME", m.NAME, "one of " + ", ".join(repr(n) for n in sorted(MODEL_NAMES)))
     num_joints = integer("MODEL.NUM_JOINTS", m.NUM_JOINTS, 1, MAX_JOINTS)
     image = size("MODEL.IMAGE_SIZE", m.IMAGE_SIZE)
     heatmap = size("MODEL.HEATMAP_SIZE", m.HEATMAP_SIZE)

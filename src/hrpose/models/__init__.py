@@ -1,6 +1,7 @@
 """Pose models: `MODELS` maps `MODEL.NAME` to a builder; `build_model(cfg)` is the entry point.
 
-Adding a model is one builder here and one entry in `MODELS`; the parametrised tests pick it up.
+Adding a model is one builder here, one entry in `MODELS` and its name in `hrpose.config.MODEL_NAMES`; the
+parametrised tests pick it up.
 Builders read only `cfg.MODEL`.
 """
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from hrpose.errors import UserError
-from hrpose.zoo import cache_path, hrpose_home, is_offline
+from hrpose.zoo.home import cache_path, hrpose_home, is_offline
 from hrpose.zoo.registry import ZooEntry
 
 CHUNK = 1 << 20  # bytes read and written at a time: memory stays bounded whatever the server sends
