@@ -6,10 +6,10 @@ inside functions could be met by hiding an import in one: this test counts them.
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from conftest import ROOT
 
