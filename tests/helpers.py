@@ -497,3 +497,39 @@ def tiny_batches(n: int, b: int = 2, k: int = 4, seed: int = 0) -> list:
         w = torch.ones(b, k, 1)
         out.append((x, t, w, {}))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The runtime's registry, recorded: which entries a command builds and runs
+
+
+class RecordedBackend:
+    """A registry backend that appends "ran <name>" to `log` at each call (attributes: the real backend's)."""
+
+    def __init__(self, backend: Any, entry_name: str, log: Path) -> None:
+        self._backend, self._entry_name, self._log = backend, entry_name, Path(log)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._backend, attr)
+
+    def __call__(self, batch: Any) -> Any:
+        with self._log.open("a", encoding="utf-8") as f:
+            f.write(f"ran {self._entry_name}\n")
+        return self._backend(batch)
+
+
+def recorded_registry(log: Path) -> dict[str, Any]:
+    """`hrpose.runtime.REGISTRY` with every entry swapped for one that appends "built <name>" to `log` when built
+    and returns a `RecordedBackend`: what a test puts in place of the registry to see what a command runs."""
+    from hrpose.runtime import REGISTRY, Entry
+
+    def swap(name: str, entry: Any) -> Any:
+        def build(req: Any) -> Any:
+            backend = entry.build(req)
+            with Path(log).open("a", encoding="utf-8") as f:
+                f.write(f"built {name}\n")
+            return RecordedBackend(backend, name, log)
+
+        return Entry(build, entry.precision, entry.summary)
+
+    return {name: swap(name, entry) for name, entry in REGISTRY.items()}

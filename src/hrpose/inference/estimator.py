@@ -43,6 +43,7 @@ from hrpose.keypoints import DatasetMeta
 from hrpose.models.loading import load as load_model
 from hrpose.pipeline import InferenceSettings, infer_heatmaps, predict_crops, rescore
 from hrpose.runtime import REGISTRY, Backend, make_backend, resolve_device
+from hrpose.runtime.registry import canonical_name
 
 __all__ = ["DeviceError", "ImageLike", "NonFiniteOutputError", "PersonPose", "PoseEstimator", "make_inputs",
            "resolve_device"]  # fmt: skip
@@ -190,6 +191,8 @@ class PoseEstimator:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(backend, str):
+            backend = canonical_name(backend)[0]  # an unknown name is refused before any file is read
         dev = resolve_device(device) if model is None else None
         loaded = load_model(config, weights, device=dev, layout=meta, color_rgb=color_rgb, model=model,
                             random_weights=random_weights, build=isinstance(backend, str))  # fmt: skip
