@@ -179,7 +179,7 @@ def _hrpose_tree() -> dict[str, Any]:
         "OKS_SIGMAS": [],  # per joint; empty = COCO's for 17 joints, else uniform 0.1
         "UPPER_BODY_IDS": [],
         "SKIP_BAD_IMAGES": True,
-        "BACKEND": "auto",  # 'auto' | 'torch' | 'torch-fast' | 'torch-bf16' | 'torch-fp16' (GPU) | 'onnxruntime'
+        "BACKEND": "auto",  # 'auto' or a name of hrpose.runtime.REGISTRY (docs/architecture.md)
         "TENSORBOARD": True,
         "MAX_ITERS_PER_EPOCH": 0,  # 0 = all
         "MODEL_MIRROR": "",  # model zoo mirror base URL: <MODEL_MIRROR>/<file name> is tried first (docs/models.md)

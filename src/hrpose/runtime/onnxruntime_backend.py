@@ -18,7 +18,7 @@ from .base import Backend
 def ort_session_options(threads: int | None = None, spinning: bool = True):  # -> ort.SessionOptions
     """All graph optimisations; `threads` intra-op threads (None: ONNX Runtime's default, one per core).
 
-    Spinning (threads busy-wait between ops) is on by default: about 25% faster per crop on 2 cores,
+    Spinning (threads busy-wait between ops) is on by default: faster per crop (docs/benchmarks.md),
     at the price of burning CPU between calls; turn it off when sharing the machine.
     """
     import onnxruntime as ort

@@ -38,7 +38,7 @@ def quantize_int8(
 
     `calibration` yields normalised crops `(N, 3, H, W)` float32: real people, not noise, so the
     activation ranges are the ones the model meets in use. u8 activations with s8 weights is the
-    combination ONNX Runtime's x86 kernels (AVX-512 VNNI) run fast; s8/s8 is 4x slower there.
+    combination ONNX Runtime's x86 kernels (AVX-512 VNNI) run fast; s8/s8 is much slower there.
     method: activation range calibration, "minmax" | "entropy" | "percentile" (`percentile`);
     exclude_first / exclude_last: keep the stem conv / the final 1x1 heatmap conv in fp32.
     """

@@ -5,7 +5,8 @@ caller's model itself (validation during training, `hrpose test`'s "torch"). The
 graphs, oneDNN post-op fusion, bf16/fp16 weights, autocast) are arguments; `TORCH_CONFIGS` names the product's
 combinations of them (the registry, `hrpose.runtime.registry`, picks one per device). Every configuration this
 machine cannot run refuses with a `BackendUnavailableError` before it is built (`require_runnable`): none
-crashes later, none runs an emulated path (bf16 on a CPU without bf16 arithmetic is ~10x slower than fp32).
+crashes later, none runs an emulated path (bf16 on a CPU without bf16 arithmetic: far slower than fp32,
+see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class TorchBackend:
     dtype: the weights' and activations' dtype (bf16: the folded model is converted, no autocast casts
     per op); autocast: keep fp32 weights and run under `torch.autocast(dtype=torch.bfloat16)` instead;
     onednn_fusion: with `jit` on a CPU, optimise the traced graph with TorchScript's oneDNN Graph fuser
-    (switched on only while tracing and profiling); about 2x faster in bf16 on AMX, but its results
+    (switched on only while tracing and profiling); faster in bf16 on AMX (docs/benchmarks.md), but its results
     differ from the model's far beyond rounding (torch 2.13): for measurements, not for use;
     fp32_head: with a reduced `dtype`, keep the last conv (the heatmap head) in fp32;
     jit: trace and freeze (TorchScript) at the first batch shape, re-traced when the shape changes;
@@ -66,7 +67,7 @@ class TorchBackend:
     replay it: one launch instead of hundreds of small kernels, which is what batch 1 on a GPU waits on;
     fused: on a CPU, rewrite the graph with oneDNN post-op fusion and pre-packed weights at the first call
     (`hrpose.runtime.fusion.fuse_pointwise`): conv+relu and conv+add+relu as single convolutions, weights
-    re-ordered once instead of per call (bf16 at batch 1: ~1.3x faster than frozen TorchScript, and the
+    re-ordered once instead of per call (faster than frozen TorchScript at batch 1, docs/benchmarks.md; and the
     fused adds round once, so closer to fp32 too).
     fp32 with fold_bn/channels_last/jit is the eager model to float rounding (tested within 1e-4 of the
     heatmap range).
