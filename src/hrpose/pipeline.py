@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hrpose.codec import merge_flip
 from hrpose.evaluation.rescoring import rescore
 from hrpose.runtime import Backend, BackendLike, make_backend
 
@@ -88,8 +89,6 @@ def infer_heatmaps(
     averages both (`settings.shift_heatmap`: the official one-pixel shift). The mirrored crops are a second
     backend call (the official validation's way; its numbers are the golden ones), or with `one_call` one
     call on crops + mirrors (2N: fewer, larger calls; `PoseEstimator`'s way), equal to float rounding."""
-    from hrpose.codec import merge_flip
-
     if not settings.flip_test:
         return np.asarray(backend(crops), dtype=np.float32)
     mirrored: np.ndarray | torch.Tensor

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from hrpose.config import ConfigError
 from hrpose.models.blocks import BasicBlock, Bottleneck
 from hrpose.models.hrnet import HRNetSpec, PoseHighResolutionNet
 from hrpose.models.resnet import PoseResNet, ResNetSpec
@@ -69,8 +70,6 @@ def check_model_config(cfg: Any, training: bool = False) -> None:
     """`MODEL.*` shaped for the chosen architecture (the spec parses, channel counts >= 1, IMAGE_SIZE a multiple
     of 32, and for training HEATMAP_SIZE a quarter of it: the targets must match the network's output);
     a ConfigError naming the key otherwise."""
-    from hrpose.config import ConfigError
-
     name = str(cfg.MODEL.NAME)
     spec_of = {"pose_hrnet": HRNetSpec.from_cfg, "pose_resnet": ResNetSpec.from_cfg}.get(name)
     if spec_of is None:
@@ -104,8 +103,6 @@ def build_model(cfg: Any, is_train: bool = False) -> nn.Module:
     """
     name = str(cfg.MODEL.NAME)
     if name not in MODELS:
-        from hrpose.config import ConfigError
-
-        raise ConfigError(f"unknown MODEL.NAME {name!r}; available: {sorted(MODELS)}")
+            raise ConfigError(f"unknown MODEL.NAME {name!r}; available: {sorted(MODELS)}")
     check_model_config(cfg, training=is_train)
     return MODELS[name](cfg, is_train=is_train)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from hrpose.models.blocks import BLOCKS, BN_MOMENTUM, Bottleneck, init_normal_, make_layer
+from hrpose.models.weights import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +239,4 @@ class PoseHighResolutionNet(nn.Module):
         """
         init_normal_(self)
         if pretrained:
-            from hrpose.models.weights import load_pretrained
-
             load_pretrained(self, pretrained, self.pretrained_layers)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from hrpose.models.blocks import BN_MOMENTUM, BasicBlock, Block, Bottleneck, init_normal_, make_layer
+from hrpose.models.weights import load_pretrained
 
 # depth -> (block, blocks per stage)
 RESNET_SPEC: dict[int, tuple[Block, tuple[int, int, int, int]]] = {
@@ -118,6 +119,4 @@ class PoseResNet(nn.Module):
         """
         init_normal_(self)
         if pretrained:
-            from hrpose.models.weights import load_pretrained
-
             load_pretrained(self, pretrained, self.pretrained_layers)

@@ -35,9 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
+from hrpose import zoo
+from hrpose.config import config_from_dict, config_to_dict
 from hrpose.errors import MissingFileError, UserError
+from hrpose.keypoints import DatasetMeta
 
 logger = logging.getLogger(__name__)
 
@@ -409,8 +413,6 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str], layers: Iter
 def _pretrained_from_zoo(path: Path) -> tuple[Path, str | None]:
     """A missing MODEL.PRETRAINED file that the model zoo knows by its name (the official YAMLs' names, e.g.
     hrnet_w32-36af842e.pth): the zoo's copy, fetched into $HRPOSE_HOME on first use. Else MissingFileError."""
-    from hrpose import zoo
-
     entry = zoo.entry_for_imagenet_file(path)
     if entry is None:
         known = ", ".join(e.filename for e in zoo.REGISTRY.values() if e.kind == "imagenet")
@@ -604,10 +606,6 @@ def checkpoint_meta(cfg: Any, dataset_meta: Any) -> dict[str, Any]:
     skeleton, flip pairs, OKS sigmas), input and heatmap size (w, h), input channel order
     (DATASET.COLOR_RGB) and the whole config as YAML text. `dataset_meta`: the keypoint layout
     (`hrpose.keypoints.DatasetMeta`, e.g. `hrpose.data.layout.layout_from_config(cfg)`)."""
-    import yaml
-
-    from hrpose.config import config_to_dict
-
     m = dataset_meta
     return {
         "format": META_FORMAT,
@@ -685,8 +683,6 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 def dataset_meta_from_checkpoint(meta: Mapping[str, Any], source: str = "checkpoint") -> Any:
     """A `hrpose.keypoints.DatasetMeta` from checkpoint metadata (see `checkpoint_meta`)."""
-    from hrpose.keypoints import DatasetMeta
-
     try:
         return DatasetMeta(
             str(meta.get("dataset", "custom")),
@@ -701,10 +697,6 @@ def dataset_meta_from_checkpoint(meta: Mapping[str, Any], source: str = "checkpo
 
 def config_from_checkpoint_meta(meta: Mapping[str, Any], source: str = "checkpoint") -> Any:
     """The config stored in checkpoint metadata, as a frozen CfgNode (defaults + the stored values)."""
-    import yaml
-
-    from hrpose.config import config_from_dict
-
     text = meta.get("config")
     if not isinstance(text, str) or not text.strip():
         raise CheckpointError(f"{source} carries no config in its {META_KEY}: pass the experiment YAML (--cfg)")

@@ -36,8 +36,10 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+import hrpose
 from hrpose import export
 from hrpose.export import ExportReport, export_onnx
+from hrpose.zoo import hrpose_home
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +51,13 @@ _STALE_TMP_S = 3600.0  # a temporary file older than this is a killed writer's l
 
 def cache_dir() -> Path:
     """``$HRPOSE_ONNX_CACHE`` if set, else ``$HRPOSE_HOME/onnx`` (whether or not it exists)."""
-    from hrpose.zoo import hrpose_home
-
     env = os.environ.get("HRPOSE_ONNX_CACHE")
     return Path(env).expanduser() if env else hrpose_home() / "onnx"
 
 
 def _versions() -> str:
-    import onnx
+    import onnx  # optional (the onnx extra): only where a graph is exported
     import onnxruntime
-
-    import hrpose
 
     source = hashlib.sha256(Path(export.__file__).read_bytes()).hexdigest()[:16]
     return f"torch {torch.__version__}; onnx {onnx.__version__}; onnxruntime {onnxruntime.__version__}; " \

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,8 +31,12 @@ from hrpose.errors import BackendUnavailableError, UnknownBackendError, UserErro
 from hrpose.export import ExportError, ExportReport
 
 from .base import Backend, model_device
+from .onnx_cache import load_exported
+from .onnxruntime_backend import onnx_session_backend
+from .openvino_backend import OpenVinoBackend
 from .policy import auto_backend
-from .quantize import Int8Options
+from .quantize import Int8Options, quantize_int8
+from .torch_backend import plain_torch, torch_config
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +74,6 @@ class BuildRequest:
         """`load(path)` on the ONNX graph: the given `.onnx` file, or the model exported (self-checked in ONNX
         Runtime) through the export cache (`hrpose.runtime.onnx_cache`)."""
         if isinstance(self.source, nn.Module):
-            from .onnx_cache import load_exported
-
             if self.input_size is None:
                 raise ValueError(f"backend {self.name!r}: exporting a model needs input_size (w, h)")
 
@@ -95,28 +98,19 @@ class Entry:
 
 
 def _torch(req: BuildRequest) -> Backend:
-    from .torch_backend import plain_torch
-
     return plain_torch(req.model(), fold_bn=req.fold_bn, amp_dtype=req.amp_dtype, channels_last=req.channels_last)
 
 
 def _torch_config(req: BuildRequest) -> Backend:
-    from .torch_backend import torch_config
-
     return torch_config(req.name, req.model())
 
 
 def _onnxruntime(req: BuildRequest) -> Backend:
-    from .onnxruntime_backend import onnx_session_backend
-
     return req.graph(lambda path: onnx_session_backend(path, threads=req.threads, spinning=req.spinning,
                                                        name=req.name))  # fmt: skip
 
 
 def _onnxruntime_int8(req: BuildRequest) -> Backend:
-    from .onnxruntime_backend import onnx_session_backend
-    from .quantize import quantize_int8
-
     if req.calibration is None:  # an int8 graph made by `hrpose export --int8-calib`: runs as it is
         if isinstance(req.source, nn.Module):
             raise UserError(f"backend {req.name!r} quantises the model on calibration crops: give calibration "
@@ -125,8 +119,6 @@ def _onnxruntime_int8(req: BuildRequest) -> Backend:
     workdir = Path(req.workdir) if req.workdir is not None else None
 
     def quantised(path: Path) -> Backend:
-        import tempfile
-
         out_dir = workdir or Path(tempfile.mkdtemp(prefix="hrpose-int8-"))
         o = req.int8
         out = quantize_int8(path, out_dir / f"{req.name}.onnx", req.calibration or (), per_channel=o.per_channel,
@@ -137,8 +129,6 @@ def _onnxruntime_int8(req: BuildRequest) -> Backend:
 
 
 def _openvino(req: BuildRequest) -> Backend:
-    from .openvino_backend import OpenVinoBackend
-
     return req.graph(lambda path: OpenVinoBackend(path, threads=req.threads, name=req.name))
 
 
