@@ -7,6 +7,10 @@ Forms read by `load_state_dict_file`:
     `best_state_dict`, `perf`, `optimizer`); `state_dict` is taken unless `key=` names another;
   * safetensors files (by the `.safetensors` suffix or by their header).
 
+The file checks (safe unpickling, size limits, tensor checks) are `hrpose.models.untrusted`; key layouts of
+other projects `hrpose.models.layouts`; the metadata hrpose stores beside the weights
+`hrpose.models.checkpoint_meta` (all re-exported here: `hrpose.models.weights` is the module callers use).
+
 Pickles are only ever read with `torch.load(..., weights_only=True)`: a file that needs arbitrary code
 to unpickle is refused with a `CheckpointError` (which never advises loading it unsafely).
 
@@ -23,11 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
-import re
-import struct
 import tempfile
-import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,34 +35,53 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from hrpose import zoo
-from hrpose.config import config_from_dict, config_to_dict
 from hrpose.errors import MissingFileError, UserError
-from hrpose.keypoints import DatasetMeta
+from hrpose.models.checkpoint_meta import (
+    META_FORMAT,
+    META_KEY,
+    checkpoint_meta,
+    config_from_checkpoint_meta,
+    dataset_meta_from_checkpoint,
+    read_checkpoint_meta,
+    with_meta,
+)
+from hrpose.models.layouts import (
+    _IMAGENET_HINT,
+    IMAGENET_LAYOUTS,
+    LAYOUTS,
+    POSE_HEAD_PREFIXES,
+    convert_state_dict,
+    detect_layout,
+)
+from hrpose.models.untrusted import (
+    _MAX_LISTED,
+    DEFAULT_MAX_CHECKPOINT_BYTES,
+    MAX_EXPANSION_RATIO,
+    MAX_SAFETENSORS_HEADER,
+    CheckpointError,
+    _read,
+    check_tensors,
+    max_checkpoint_bytes,
+)
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MAX_CHECKPOINT_BYTES", "IMAGENET_LAYOUTS", "LAYOUTS", "MAX_EXPANSION_RATIO", "MAX_SAFETENSORS_HEADER",
+    "META_FORMAT", "META_KEY", "POSE_HEAD_PREFIXES", "CheckpointError", "LoadReport", "check_tensors",
+    "checkpoint_meta", "compare_state_dicts", "config_from_checkpoint_meta", "convert_state_dict",
+    "dataset_meta_from_checkpoint", "detect_layout", "init_backbone", "load_pretrained", "load_state_dict_file",
+    "load_weights", "max_checkpoint_bytes", "read_checkpoint_meta", "save_weights", "with_meta",
+]  # fmt: skip
+
 
 # Keys tried, in order, when a checkpoint is a dict wrapping the weights.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 # ImageNet classification heads, never part of a pose model.
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.fc.", "last_linear.")
-_MAX_LISTED = 25
-DEFAULT_MAX_CHECKPOINT_BYTES = 4 * 2**30
-# a zip member set may expand to this many times the file's size (torch stores members uncompressed) ...
-MAX_EXPANSION_RATIO = 10
-# ... or to this much, whatever the ratio (small files whose pickle compresses well)
-_EXPANSION_FLOOR = 64 * 2**20
-MAX_SAFETENSORS_HEADER = 16 * 2**20
-# integer tensors a pose model legitimately holds (BatchNorm's step counter)
-INTEGER_KEY_SUFFIXES = ("num_batches_tracked",)
-
-
-class CheckpointError(UserError, RuntimeError):
-    """A weights file that cannot be read safely, or does not fit the model."""
-
 
 @dataclass
 class LoadReport:
@@ -94,193 +113,6 @@ class LoadReport:
             lines.append(f"  wrong shape ({len(shapes)}): {listing(shapes)}")
         return "\n".join(lines)
 
-
-def _is_safetensors(path: Path) -> bool:
-    if path.suffix == ".safetensors":
-        return True
-    # safetensors: 8-byte little-endian header length, then a JSON object.
-    with path.open("rb") as f:
-        head = f.read(9)
-    if len(head) < 9 or head[8:9] != b"{":
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return 0 < n <= path.stat().st_size - 8
-
-
-def max_checkpoint_bytes() -> int:
-    """The most a checkpoint may declare in all: $HRPOSE_MAX_CHECKPOINT_BYTES, else 4 GiB."""
-    raw = os.environ.get("HRPOSE_MAX_CHECKPOINT_BYTES", "").strip()
-    if not raw:
-        return DEFAULT_MAX_CHECKPOINT_BYTES
-    try:
-        value = int(float(raw))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise CheckpointError(f"HRPOSE_MAX_CHECKPOINT_BYTES={raw!r}: expected a positive number of bytes")
-    return value
-
-
-def _check_zip_limits(path: Path) -> None:
-    """Refuse a zip checkpoint whose central directory declares more than the limits (nothing is inflated)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise CheckpointError(f"{path} is a damaged zip (PyTorch checkpoint) file: {e}") from e
-    file_size = path.stat().st_size
-    declared = sum(max(i.file_size, 0) for i in infos)
-    cap = max_checkpoint_bytes()
-    if declared > cap:
-        biggest = max(infos, key=lambda i: i.file_size)
-        raise CheckpointError(
-            f"{path} declares {declared / 2**30:.1f} GiB of data (largest member {biggest.filename!r}: "
-            f"{biggest.file_size / 2**30:.1f} GiB), over the limit of {cap / 2**30:.1f} GiB for a checkpoint; "
-            "not loaded (set HRPOSE_MAX_CHECKPOINT_BYTES to raise the limit for a file you trust)"
-        )
-    if declared > max(MAX_EXPANSION_RATIO * file_size, _EXPANSION_FLOOR):
-        raise CheckpointError(
-            f"{path} is a {file_size / 2**20:.1f} MiB file whose members would expand to "
-            f"{declared / 2**20:.0f} MiB (more than {MAX_EXPANSION_RATIO}x; PyTorch stores weights "
-            "uncompressed): refused as a likely zip bomb; not loaded"
-        )
-
-
-def _check_safetensors_header(path: Path) -> None:
-    """The header is bounded JSON and every tensor's declared bytes lie inside the file."""
-    file_size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is too short for a safetensors file ({file_size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_SAFETENSORS_HEADER or n > file_size - 8:
-            raise CheckpointError(
-                f"{path}: the safetensors header declares {n} bytes, but the file has {file_size - 8} after the "
-                f"length field (and headers are limited to {MAX_SAFETENSORS_HEADER // 2**20} MiB); not loaded"
-            )
-        raw = f.read(n)
-    try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({e})") from e
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: the safetensors header is not a JSON object")
-    data_size = file_size - 8 - n
-    for key, entry in header.items():
-        if key == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1] <= data_size
-        ):
-            raise CheckpointError(
-                f"{path}: tensor {key!r} declares data_offsets {offsets!r} outside the file's "
-                f"{data_size} data bytes; not loaded"
-            )
-
-
-def check_tensors(sd: Mapping[str, torch.Tensor], source: str) -> None:
-    """Every tensor real floating point and finite (integers only for `INTEGER_KEY_SUFFIXES`), else a
-    CheckpointError naming the first bad key."""
-    for k, v in sd.items():
-        if v.is_complex() or v.dtype == torch.bool or v.is_quantized:
-            raise CheckpointError(
-                f"{source}: tensor {k!r} has dtype {v.dtype}; pose-model weights are floating point. "
-                "The file is damaged or not a weights file for this model"
-            )
-        if not v.is_floating_point():
-            if k.endswith(INTEGER_KEY_SUFFIXES):
-                continue
-            raise CheckpointError(
-                f"{source}: tensor {k!r} has integer dtype {v.dtype}; pose-model weights are floating point "
-                "(only BatchNorm's num_batches_tracked is an integer). The file is damaged or not a weights file"
-            )
-        if v.numel() and not bool(torch.isfinite(v).all()):
-            nan = int(torch.isnan(v).sum())
-            inf = int(torch.isinf(v).sum())
-            raise CheckpointError(
-                f"{source}: tensor {k!r} holds non-finite values ({nan} NaN, {inf} inf of {v.numel()}): the "
-                "weights are broken (e.g. a training run that diverged); use an earlier checkpoint"
-            )
-
-
-def _unsafe_message(path: Path, err: Exception) -> str:
-    # torch's message is long; keep the line that names the offending global, if any.
-    reason = next((ln.strip() for ln in str(err).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
-    reason = re.sub(r"\x1b\[[0-9;]*m", "", reason).split(". Please")[0].removeprefix("WeightsUnpickler error: ")
-    return (
-        f"{path} contains pickled Python objects or code, not only tensors, so for safety hrpose does not load it "
-        f"(safe loading with torch.load(weights_only=True) refused it{': ' + reason if reason else ''}). "
-        "Loading it any other way could run that code. Get the weights as a .safetensors file, or a plain "
-        "state_dict .pth, from a source you trust (e.g. the model's official release)."
-    )
-
-
-def _read(path: Path) -> object:
-    if _is_safetensors(path):
-        _check_safetensors_header(path)
-        return _read_safetensors(path)
-    if zipfile.is_zipfile(path):
-        _check_zip_limits(path)
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch raises UnpicklingError both for forbidden globals and for bytes that are no pickle at all (an
-        # unknown opcode: "Unsupported operand", e.g. a text file); only the first is code we refuse to run.
-        if "Unsupported operand" in str(e):
-            raise CheckpointError(_not_a_checkpoint(path, e)) from e
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
-            raise CheckpointError(_unsafe_message(path, e)) from e
-        raise CheckpointError(_not_a_checkpoint(path, e)) from e
-    except OSError:
-        raise
-    except Exception as e:  # noqa: BLE001 - arbitrary bytes make the unpickler fail in arbitrary ways
-        raise CheckpointError(_not_a_checkpoint(path, e)) from e
-
-
-def _numpy_safe_globals() -> list[Any]:
-    """NumPy arrays and scalars, which MMPose 1.x checkpoints hold in their `meta` (dataset sigmas, colours).
-
-    Rebuilding them calls no code of the file's choosing: an array is a dtype, a shape and bytes (object
-    arrays' items still go through the restricted unpickler), so the weights_only guarantee stands.
-    """
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    rec, scalar = core.multiarray._reconstruct, core.multiarray.scalar
-    kinds = ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1", "U", "S")
-    out: list[Any] = [rec, scalar, np.ndarray, np.dtype, *{type(np.dtype(k)) for k in kinds}]
-    # files pickled under NumPy 1.x name numpy.core.*; NumPy 2 moved it to numpy._core
-    out += [(rec, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar")]
-    return out
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            names = list(f.keys())
-            meta = f.metadata() or {}
-            # safetensors stores tensors sorted; save_weights records the model's key order.
-            order = json.loads(meta["keys"]) if "keys" in meta else names
-            if sorted(order) != sorted(names):
-                order = names
-            return {k: f.get_tensor(k) for k in order}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} looks like a safetensors file but cannot be read: {e}") from e
-
-
-def _not_a_checkpoint(path: Path, err: Exception) -> str:
-    return (
-        f"{path} is not a PyTorch checkpoint (.pth/.pt) or safetensors file ({type(err).__name__}: "
-        f"{str(err).splitlines()[0] if str(err) else 'unreadable'})"
-    )
 
 
 def _strip_module_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -472,82 +304,6 @@ def save_weights(
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Key layouts of other projects' checkpoints -> ours (strict loads; proven by tests/test_weights_layouts.py)
-#
-# official        : the official HRNet/SimpleBaseline files and ours: conv1, ..., stage4 / layer4,
-#                   deconv_layers.*, final_layer.*
-# mmpose1         : MMPose 1.x TopdownPoseEstimator: {"meta", "state_dict"}; backbone.* (same names as
-#                   ours: MMPose's HRNet/ResNet keep the official module names and bn1/bn2 norm names),
-#                   head.deconv_layers.* / head.final_layer.* (HeatmapHead), data_preprocessor.* (dropped)
-# mmpose0         : MMPose 0.x TopDown: backbone.*, keypoint_head.deconv_layers.* / keypoint_head.final_layer.*
-# torchvision     : ImageNet ResNet (torchvision, timm): conv1, bn1, layer1..4 as ours; fc.* dropped
-# hrnet-imagenet  : ImageNet HRNet classifier (HRNet-Image-Classification, MMPose's pretrain mirror, timm):
-#                   the backbone as ours, plus incre_modules.*, downsamp_modules.*, final_layer.* (its
-#                   2048-channel head), classifier.* (dropped, as the official init_weights does through
-#                   PRETRAINED_LAYERS) and stage 4's last module fusing into all four branches (extra keys).
-
-LAYOUTS = ("official", "mmpose1", "mmpose0", "torchvision", "hrnet-imagenet", "timm")
-IMAGENET_LAYOUTS = ("torchvision", "hrnet-imagenet", "timm")
-POSE_HEAD_PREFIXES = ("final_layer.", "deconv_layers.")
-_HRNET_CLS_HEAD = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
-_MMPOSE_HEAD_PREFIX = {"mmpose1": "head.", "mmpose0": "keypoint_head."}
-_IMAGENET_HINT = (
-    "This is an ImageNet classification checkpoint (a backbone without a pose head): use it as "
-    "MODEL.PRETRAINED to initialise training, not as pose weights.\n"
-)
-
-
-def detect_layout(sd: Mapping[str, object]) -> str:
-    """Which project's key layout a state_dict has: one of `LAYOUTS` ('timm' files read as the
-    ImageNet layout they share, 'torchvision' or 'hrnet-imagenet')."""
-    keys = list(sd)
-    if any(k.startswith("backbone.") for k in keys):
-        if any(k.startswith("keypoint_head.") for k in keys):
-            return "mmpose0"
-        return "mmpose1"
-    has = {k.split(".", 1)[0] for k in keys}
-    if "classifier.weight" in sd or {"incre_modules", "downsamp_modules"} <= has:
-        return "hrnet-imagenet"
-    if "fc.weight" in sd and any(k.startswith("layer4.") for k in keys):
-        return "torchvision"
-    return "official"
-
-
-def convert_state_dict(
-    sd: Mapping[str, torch.Tensor], layout: str | None = None
-) -> tuple[dict[str, torch.Tensor], str, list[str]]:
-    """A state_dict in any of `LAYOUTS` -> (ours, the layout, the keys dropped as not part of a pose model).
-
-    `layout=None` detects it. Keys that match no rule are kept as they are, so a strict load still
-    names them. Conversion renames only: tensors are not copied.
-    """
-    layout = detect_layout(sd) if layout is None else layout
-    if layout not in LAYOUTS:
-        raise CheckpointError(f"unknown checkpoint layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
-    out: dict[str, torch.Tensor] = {}
-    dropped: list[str] = []
-    for k, v in sd.items():
-        new: str | None = k
-        if layout in _MMPOSE_HEAD_PREFIX:
-            head = _MMPOSE_HEAD_PREFIX[layout]
-            if k.startswith("data_preprocessor."):
-                new = None
-            elif k.startswith("backbone."):
-                new = k[len("backbone."):]
-            elif k.startswith(head):
-                new = k[len(head):]
-        elif layout == "torchvision":
-            new = None if k.startswith("fc.") else k
-        elif layout in ("hrnet-imagenet", "timm"):
-            new = None if k.startswith(_HRNET_CLS_HEAD) else k
-        if new is None:
-            dropped.append(k)
-        else:
-            out[new] = v
-    return out, layout, dropped
-
-
 def init_backbone(
     model: nn.Module,
     sd: Mapping[str, torch.Tensor],
@@ -590,120 +346,3 @@ def init_backbone(
     )  # fmt: skip
     report.unexpected = ignored
     return report
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Metadata carried by the checkpoints hrpose writes: what inference needs besides the weights
-
-
-META_KEY = "hrpose_meta"
-META_FORMAT = 1
-_MAX_META_CHARS = 8 << 20  # a config and a few hundred joint names take kilobytes
-
-
-def checkpoint_meta(cfg: Any, dataset_meta: Any) -> dict[str, Any]:
-    """The metadata hrpose stores with a model's weights (JSON-ready): keypoint layout (joint names,
-    skeleton, flip pairs, OKS sigmas), input and heatmap size (w, h), input channel order
-    (DATASET.COLOR_RGB) and the whole config as YAML text. `dataset_meta`: the keypoint layout
-    (`hrpose.keypoints.DatasetMeta`, e.g. `hrpose.data.layout.layout_from_config(cfg)`)."""
-    m = dataset_meta
-    return {
-        "format": META_FORMAT,
-        "dataset": str(m.name),
-        "joint_names": [str(n) for n in m.joint_names],
-        "skeleton": [[int(a), int(b)] for a, b in m.skeleton],
-        "flip_pairs": [[int(a), int(b)] for a, b in m.flip_pairs],
-        "sigmas": [float(x) for x in m.sigmas],
-        "input_size": [int(v) for v in cfg.MODEL.IMAGE_SIZE],
-        "heatmap_size": [int(v) for v in cfg.MODEL.HEATMAP_SIZE],
-        "color_rgb": bool(cfg.DATASET.COLOR_RGB),
-        "model": str(cfg.MODEL.NAME),
-        "config": yaml.safe_dump(config_to_dict(cfg), sort_keys=False),
-    }
-
-
-def with_meta(state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> OrderedDict[str, torch.Tensor]:
-    """The state_dict (same tensors) as an OrderedDict carrying `meta` as its `hrpose_meta` attribute (JSON)."""
-    out: OrderedDict[str, torch.Tensor] = OrderedDict(state_dict)
-    setattr(out, META_KEY, json.dumps(dict(meta)))
-    return out
-
-
-def _parse_meta(raw: object, path: Path) -> dict[str, Any]:
-    if isinstance(raw, Mapping):
-        raw = json.dumps(dict(raw))
-    if not isinstance(raw, str) or len(raw) > _MAX_META_CHARS:
-        raise CheckpointError(f"{path}: the {META_KEY} entry is not a JSON text of at most {_MAX_META_CHARS} chars")
-    try:
-        meta = json.loads(raw)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: the {META_KEY} entry is not valid JSON ({e})") from e
-    names = meta.get("joint_names") if isinstance(meta, dict) else None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise CheckpointError(f"{path}: the {META_KEY} entry has no list of joint names ('joint_names')")
-    for key in ("skeleton", "flip_pairs"):
-        pairs = meta.get(key, [])
-        if not isinstance(pairs, list) or not all(
-            isinstance(q, list) and len(q) == 2 and all(type(j) is int for j in q) for q in pairs
-        ):
-            raise CheckpointError(f"{path}: {META_KEY}[{key!r}] must be a list of [joint, joint] index pairs")
-    if "config" in meta and not isinstance(meta["config"], str):
-        raise CheckpointError(f"{path}: {META_KEY}['config'] must be YAML text")
-    return meta
-
-
-def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The metadata stored by `save_weights(..., meta=)` / training, or None for files without it (official,
-    MMPose, ...). Reads only the safetensors header, or the pickle with the tensors memory-mapped."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"weights file not found: {p}")
-    raw: object = None
-    if _is_safetensors(p):
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(p), framework="pt", device="cpu") as f:
-                raw = (f.metadata() or {}).get(META_KEY)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{p} looks like a safetensors file but cannot be read: {e}") from e
-    else:
-        try:
-            with torch.serialization.safe_globals(_numpy_safe_globals()):
-                obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # not a zip file (legacy format): no mmap
-            obj = _read(p)
-        except pickle.UnpicklingError:
-            obj = _read(p)  # raises the CheckpointError that explains the refusal
-        raw = getattr(obj, META_KEY, None)
-        if raw is None and isinstance(obj, Mapping):
-            raw = obj.get(META_KEY)
-    return None if raw is None else _parse_meta(raw, p)
-
-
-def dataset_meta_from_checkpoint(meta: Mapping[str, Any], source: str = "checkpoint") -> Any:
-    """A `hrpose.keypoints.DatasetMeta` from checkpoint metadata (see `checkpoint_meta`)."""
-    try:
-        return DatasetMeta(
-            str(meta.get("dataset", "custom")),
-            tuple(meta["joint_names"]),
-            tuple((int(a), int(b)) for a, b in meta.get("flip_pairs", [])),
-            tuple((int(a), int(b)) for a, b in meta.get("skeleton", [])),
-            tuple(float(x) for x in meta.get("sigmas", [])),
-        )
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{source}: the keypoint layout in its {META_KEY} is inconsistent: {e}") from e
-
-
-def config_from_checkpoint_meta(meta: Mapping[str, Any], source: str = "checkpoint") -> Any:
-    """The config stored in checkpoint metadata, as a frozen CfgNode (defaults + the stored values)."""
-    text = meta.get("config")
-    if not isinstance(text, str) or not text.strip():
-        raise CheckpointError(f"{source} carries no config in its {META_KEY}: pass the experiment YAML (--cfg)")
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"{source}: the config in its {META_KEY} is not valid YAML: {e}") from e
-    if not isinstance(values, dict):
-        raise CheckpointError(f"{source}: the config in its {META_KEY} is not a mapping")
-    return config_from_dict(values)
