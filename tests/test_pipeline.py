@@ -53,7 +53,7 @@ def test_settings_from_config_apply_the_udp_rule(tiny):
     # the estimator built from a UDP config runs the UDP rule too (one place decides it)
     model = build_model(_cfg_with(cfg, DECODER="udp"))
     est = PoseEstimator.from_model(model, _cfg_with(cfg, DECODER="udp"), detector=WholeImageDetector())
-    assert est.settings == InferenceSettings.from_config(_cfg_with(cfg, DECODER="udp")) and not est.shift_heatmap
+    assert est.settings == InferenceSettings.from_config(_cfg_with(cfg, DECODER="udp")) and not est.settings.shift_heatmap
 
 
 def test_run_inference_and_the_estimator_agree(tiny):
@@ -76,7 +76,7 @@ def test_run_inference_and_the_estimator_agree(tiny):
     # the estimator runs crops + mirrors in one call (2N), validation in two: equal to float rounding
     np.testing.assert_allclose(out.preds, got, rtol=0, atol=1e-4)
     np.testing.assert_allclose(out.preds[:, :, 2], got[:, :, 2], rtol=0, atol=1e-6)
-    scores = rescore(out.preds, out.boxes[:, 5], est.in_vis_thre)
+    scores = rescore(out.preds, out.boxes[:, 5], est.settings.in_vis_thre)
     np.testing.assert_allclose(scores, [p.score for p in poses], rtol=1e-5)
     # and the shared functions, called directly, give what the estimator gives
     kpts, s = predict_crops(est.backend, crops, centers, scales, BOXES[:, 4], codec=est.codec,

@@ -250,23 +250,6 @@ class PoseEstimator:
 
     # ------------------------------------------------------------------------------------------------
     @property
-    def flip_test(self) -> bool:
-        return self.settings.flip_test
-
-    @property
-    def shift_heatmap(self) -> bool:
-        return self.settings.shift_heatmap
-
-    @property
-    def post_process(self) -> bool:
-        return self.settings.post_process
-
-    @property
-    def in_vis_thre(self) -> float:
-        return self.settings.in_vis_thre
-
-    # ------------------------------------------------------------------------------------------------
-    @property
     def joint_names(self) -> tuple[str, ...]:
         return self.meta.joint_names
 
