@@ -53,7 +53,8 @@ def test_settings_from_config_apply_the_udp_rule(tiny):
     # the estimator built from a UDP config runs the UDP rule too (one place decides it)
     model = build_model(_cfg_with(cfg, DECODER="udp"))
     est = PoseEstimator.from_model(model, _cfg_with(cfg, DECODER="udp"), detector=WholeImageDetector())
-    assert est.settings == InferenceSettings.from_config(_cfg_with(cfg, DECODER="udp")) and not est.settings.shift_heatmap
+    assert est.settings == InferenceSettings.from_config(_cfg_with(cfg, DECODER="udp"))
+    assert not est.settings.shift_heatmap
 
 
 def test_run_inference_and_the_estimator_agree(tiny):
