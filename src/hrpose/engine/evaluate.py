@@ -392,6 +392,9 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
         path = _test_weights_path(cfg, final_output_dir)
         get_logger().info(f"=> running {path} in {backend}")
         return make_backend(backend, path, device), path
+    if backend == "onnxruntime-int8":  # quantising needs calibration crops: `hrpose export --int8-calib` makes one
+        raise ConfigError("HRPOSE.BACKEND onnxruntime-int8 runs an int8 .onnx as TEST.MODEL_FILE; make one with "
+                          "`hrpose export --int8-calib DATA_ROOT`")  # fmt: skip
     model = hrpose.models.build_model(cfg, is_train=False)
     path = _load_test_weights(model, cfg, final_output_dir)
 

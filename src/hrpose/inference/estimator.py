@@ -200,7 +200,7 @@ class PoseEstimator:
         if not isinstance(backend, str):
             runner = backend
         else:
-            if backend == "auto" and not loaded.built:  # a caller's model runs as given (later changes are seen)
+            if backend == "auto" and loaded.model is not None and not loaded.built:  # a caller's model runs as given
                 backend = "torch"
             runner = make_backend(backend, loaded.model if loaded.model is not None else str(loaded.weights),
                                   dev, input_size=loaded.input_size, fold_bn=loaded.built)  # fmt: skip
