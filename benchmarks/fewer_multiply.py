@@ -1,6 +1,7 @@
 """Can a fewer-multiply convolution beat direct convolution for HRNet on this CPU? Measured, layer by layer.
 
-`hrpose bench` prints a compute ceiling: the model's FLOPs over the fastest rate a large direct 3x3 convolution
+The lab's compute ceiling (benchmarks/ceiling.py, printed under benchmarks/backend_variants.py's table): the
+model's FLOPs over the fastest rate a large direct 3x3 convolution
 reaches here. Only an algorithm that does fewer multiplications can pass it. This script measures the two that
 are within reach of a pip install, on the stride-1 3x3 convolutions of HRNet (C -> C channels, the basic
 blocks: most of the model's FLOPs), at the resolutions of the chosen config:
