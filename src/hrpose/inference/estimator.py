@@ -27,6 +27,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,6 +194,12 @@ class PoseEstimator:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(backend, str):
             backend = canonical_name(backend)[0]  # an unknown name is refused before any file is read
+        if backend in ("onnxruntime", "onnxruntime-int8"):  # an estimator runs an exported graph as given
+            if weights is None or Path(weights).suffix.lower() != ".onnx":
+                raise ValueError(f"backend {backend!r} needs an exported .onnx model as weights (hrpose export), "
+                                 f"got {weights!r}")  # fmt: skip
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"ONNX model not found: {weights}")
         dev = resolve_device(device) if model is None else None
         loaded = load_model(config, weights, device=dev, layout=meta, color_rgb=color_rgb, model=model,
                             random_weights=random_weights, build=isinstance(backend, str))  # fmt: skip
