@@ -347,7 +347,8 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
     deadline = source_deadline(None)
     failures = 0
     total_tries = 0
-    last = ""
+    best = 0  # the most bytes held so far: a try that ends below it made no progress (a server cutting at the
+    last = ""  # same place while ignoring Range must not be retried forever)
     while True:
         have = part.stat().st_size if part.exists() else 0
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -428,7 +429,9 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
             last = f"{e.__class__.__name__}: {reason}"
             if url.startswith("file:") or not got_response:  # a missing local file, an unreachable host: next
                 raise DownloadError(last) from None
-        failures = 0 if gained else failures + 1
+        held = part.stat().st_size if part.exists() else 0
+        failures = 0 if gained and held > best else failures + 1
+        best = max(best, held)
         total_tries += 1
         if failures >= ATTEMPTS or total_tries >= 10 * ATTEMPTS:
             raise DownloadError(f"gave up after {total_tries} tries: {last}")
