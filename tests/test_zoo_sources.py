@@ -304,7 +304,7 @@ def test_a_mirror_trickling_bytes_forever_is_cut_off_by_the_total_time_bound(ser
 def test_size_is_checked_where_published(servers, capfd):
     ok = _serve(servers, good)
     e = _entry(ok.url("x.pth"), sha256="", size=len(CKPT) + 1)  # a published size the server's file lacks
-    with pytest.raises(dl.FetchError, match=rf"short body: {len(CKPT)} bytes, expected {len(CKPT) + 1}"):
+    with pytest.raises(dl.FetchError, match=rf"size mismatch: {len(CKPT)} bytes, expected {len(CKPT) + 1} \(published size\)"):
         zoo.fetch(e, progress=False)
 
 

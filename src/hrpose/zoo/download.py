@@ -506,13 +506,13 @@ def _check_file(path: Path, entry: ZooEntry, src: Source) -> tuple[str, str]:
     from hrpose.zoo.sources import onnx_structure_problem, torch_file_problem, trusted
 
     size = path.stat().st_size
-    want_size = entry.size if not entry.is_archive else 0
+    wants = [(entry.size if not entry.is_archive else 0, "published size")]
     if src.manifest is not None:
-        want_size = want_size or int(src.manifest["size"])
-    if want_size and size != want_size:
-        kind = "short body" if size < want_size else "too many bytes"
-        html = " (an HTML page instead of the file)" if _looks_like_html(path) else ""
-        return "", f"{kind}: {size} bytes, expected {want_size}{html}"
+        wants.append((int(src.manifest["size"]), "the mirror's manifest"))
+    for want_size, whose in wants:
+        if want_size and size != want_size:
+            html = " (an HTML page instead of the file)" if _looks_like_html(path) else ""
+            return "", f"size mismatch: {size} bytes, expected {want_size} ({whose}){html}"
     digest = sha256_file(path)
     expected = entry.member_sha256 if entry.is_archive else entry.sha256
     if not hash_matches(expected, digest):
