@@ -635,7 +635,8 @@ def test_docs_list_every_entry():
     for e in REGISTRY.values():
         row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{e.name}`")), None)
         assert row is not None, e.name
-        assert f"[{e.filename}]({e.urls[0]})" in row and e.licence in row, e.name
+        assert f"[{e.filename}]({e.urls[0] if e.urls else e.source})" in row and e.licence in row, e.name
+        assert all(u in row for u in e.urls), e.name  # every source
         assert e.metric.split(" (")[0].split()[-1] in row, e.name  # the published number
 
 
