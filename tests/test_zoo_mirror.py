@@ -228,7 +228,8 @@ def test_list_json_shows_sources_checks_and_official_names(capsys):
     assert rows["hrnet-w32-coco-256x192"]["fallback"] == "pose_hrnet_w32_256x192"
     assert rows["imagenet-hrnet-w32"]["official_path"] == "models/pytorch/imagenet/hrnet_w32-36af842e.pth"
     official = {r["official_path"] for r in rows.values() if r["official_path"]}
-    assert len([p for p in official if "/pose_coco/" in p]) == 10 and len([p for p in official if "/pose_mpii/" in p]) == 5
+    assert len([p for p in official if "/pose_coco/" in p]) == 10
+    assert len([p for p in official if "/pose_mpii/" in p]) == 5
 
 
 def test_fetch_dest_places_the_file_under_its_official_path(world, tmp_path, capsys, monkeypatch):

@@ -304,7 +304,8 @@ def test_a_mirror_trickling_bytes_forever_is_cut_off_by_the_total_time_bound(ser
 def test_size_is_checked_where_published(servers, capfd):
     ok = _serve(servers, good)
     e = _entry(ok.url("x.pth"), sha256="", size=len(CKPT) + 1)  # a published size the server's file lacks
-    with pytest.raises(dl.FetchError, match=rf"size mismatch: {len(CKPT)} bytes, expected {len(CKPT) + 1} \(published size\)"):
+    want = rf"size mismatch: {len(CKPT)} bytes, expected {len(CKPT) + 1} \(published size\)"
+    with pytest.raises(dl.FetchError, match=want):
         zoo.fetch(e, progress=False)
 
 
