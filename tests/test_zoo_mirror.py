@@ -69,7 +69,7 @@ def http_server() -> Iterator[callable]:
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
-                urllib.request.urlopen(base + "/manifest.json", timeout=1).close()
+                urllib.request.urlopen(base + "/", timeout=1).close()  # the directory listing
                 return base
             except OSError:
                 time.sleep(0.1)
@@ -242,3 +242,34 @@ def test_fetch_dest_places_the_file_under_its_official_path(world, tmp_path, cap
     assert main(["models", "fetch", e.name, "--dest", str(dest)]) == 0
     assert capsys.readouterr().out.strip() == f"{e.name}: {dest}"
     assert dest.read_bytes() == src.read_bytes()
+
+
+def test_default_model_falls_back_to_the_official_w32_in_one_line(world, tmp_path, capsys, monkeypatch, unreachable,
+                                                                  http_server):  # fmt: skip
+    """The default model's only source is down; the official pose_hrnet_w32_256x192 (here: a tiny model in the
+    official layout, served by http.server) is fetched instead and predict runs on it."""
+    from hrpose.config import load_config
+    from hrpose.models import build_model
+    from hrpose.models.weights import save_weights
+
+    served = tmp_path / "hf"
+    served.mkdir()
+    fb = zoo.REGISTRY[zoo.DEFAULT_POSE_FALLBACK]
+    model = build_model(load_config(world["cfg"]))
+    from helpers import fill_module
+
+    fill_module().fill_(model, 5)
+    save_weights(model, served / fb.filename)  # the official bare state_dict layout
+    data = (served / fb.filename).read_bytes()
+    base = http_server(served)
+    monkeypatch.setitem(zoo.REGISTRY, fb.name, dataclasses.replace(
+        fb, urls=(f"{base}/{fb.filename}",), sha256=_sha(data), size=len(data), config=str(world["cfg"])))
+    monkeypatch.setenv("HRPOSE_HOME", str(tmp_path / "fresh-home"))
+    monkeypatch.delenv("HRPOSE_OFFLINE")
+    assert main(["predict", "photo.png", "--detector", "whole", "--out", str(tmp_path / "pred")]) == 0
+    captured = capsys.readouterr()
+    notes = [ln for ln in captured.err.splitlines() if "official" in ln]
+    assert notes == ["warning: every source of hrnet-w32-coco-256x192 failed: using the official "
+                     "pose_hrnet_w32_256x192.pth (COCO val AP 74.4) instead"]  # fmt: skip
+    assert "1 people found" in captured.out
+    assert zoo.cache_path(fb.name).read_bytes() == data
