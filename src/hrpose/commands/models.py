@@ -85,8 +85,11 @@ def _names(args: argparse.Namespace) -> list[str]:
 
     if not args.names:
         raise UserError(f"`hrpose models {args.action}` needs at least one model NAME (`hrpose models` lists them)")
-    if args.action == "fetch" and args.names == ["all"]:
-        return list(REGISTRY)
+    if args.action == "fetch" and args.names == ["all"]:  # every entry that has a source
+        skipped = [n for n, e in REGISTRY.items() if not e.urls]
+        if skipped:
+            print(f"skipped (no known download source; see docs/models.md): {', '.join(skipped)}", file=sys.stderr)
+        return [n for n, e in REGISTRY.items() if e.urls]
     return list(args.names)
 
 

@@ -104,7 +104,10 @@ def load_manifest(base: str, timeout: float) -> tuple[dict[str, Any] | None, str
         return _manifests[base]
     url = base + "/" + MANIFEST
     result: tuple[dict[str, Any] | None, str]
+    from hrpose.zoo.download import DownloadError, _resolve
+
     try:
+        _resolve(url, timeout)  # a resolver that hangs must not hang us
         req = urllib.request.Request(url, headers={"User-Agent": "hrpose (model zoo mirror manifest)"})
         with urllib.request.build_opener().open(req, timeout=timeout) as resp:
             raw = resp.read(MAX_MANIFEST_BYTES + 1)
@@ -123,6 +126,8 @@ def load_manifest(base: str, timeout: float) -> tuple[dict[str, Any] | None, str
             result = (None, "")
         else:
             result = (None, f"its {MANIFEST} could not be read ({e.reason})")
+    except DownloadError as e:
+        result = (None, f"its {MANIFEST} could not be read ({e})")
     except (OSError, ValueError) as e:
         result = (None, f"its {MANIFEST} is not a valid hrpose mirror manifest ({e})")
     _manifests[base] = result
