@@ -48,7 +48,17 @@ def _checkpoint_bytes() -> bytes:
 
 CKPT = _checkpoint_bytes()
 CKPT_SHA = hashlib.sha256(CKPT).hexdigest()
-ONNX_BYTES = b"\x08\x07" + bytes(range(256)) * 40  # stands for the ONNX member: any bytes, checked byte for byte
+def _onnx_bytes() -> bytes:
+    import tempfile
+
+    from helpers import end2end_graph
+
+    with tempfile.TemporaryDirectory() as d:
+        end2end_graph(Path(d) / "end2end.onnx")
+        return (Path(d) / "end2end.onnx").read_bytes()
+
+
+ONNX_BYTES = _onnx_bytes()  # a real (tiny) MMDeploy-end2end-like graph: the zoo checks a detector's structure
 
 
 def _zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
@@ -164,6 +174,9 @@ def _isolated(tmp_path, monkeypatch, request):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setattr(dl, "BACKOFF_S", 0.01)
+    from hrpose.zoo import sources
+
+    sources.clear_manifest_cache()
 
 
 def _dead_url(name: str) -> str:
@@ -213,21 +226,26 @@ def test_registry_sanity():
         assert key == e.name
         assert e.kind in KINDS and e.layout in LAYOUTS, e
         assert e.channel_order in ("rgb", "bgr"), e
-        assert e.urls and all(u.startswith("https://") for u in e.urls), e
-        assert all(u.rsplit("/", 1)[1] == e.filename for u in e.urls), e
-        if e.archive_member is None:
-            assert re.fullmatch(r"[0-9a-f]{8,64}", e.sha256), e
+        assert all(u.startswith("https://") for u in e.urls), e
+        # every source serves the file under its own name (detectors: the zip, or the bare ONNX taken out of it)
+        assert all(u.rsplit("/", 1)[1] in (e.filename, e.member_filename) for u in e.urls), e
+        if e.layout == "official":  # the official zoo: pose_coco mirrored on the HF Hub, pose_mpii has no source
+            assert e.official_path == f"models/pytorch/pose_{'coco' if e.urls else 'mpii'}/{e.filename}", e
+            assert e.sha256 == "" or (len(e.sha256) == 64 and e.size > 0), e  # only the two published digests
+        elif e.archive_member is None:
+            assert e.urls and re.fullmatch(r"[0-9a-f]{8,64}", e.sha256), e
             # never an invented digest: a prefix is exactly the 8+ hex digits published in the file name
             assert len(e.sha256) == 64 or re.search(rf"-{e.sha256}[._]", e.filename), e
         else:  # zips: no digest of the zip is published (the name's digits belong to the .pth it came from)
             assert e.sha256 == "" and e.filename.endswith(".zip") and e.kind == "detector", e
+            assert len(e.urls) == 2 and e.urls[1].endswith("/" + e.member_filename), e
         assert e.licence in ("Apache-2.0", "BSD-3-Clause", "MIT"), e
         assert e.source.startswith("https://") and e.metric, e
         if e.kind == "pose":
             cfg = load_config(zoo.config_path(e))
             w, h = e.input_size
             assert list(cfg.MODEL.IMAGE_SIZE) == [w, h], e
-            assert cfg.DATASET.DATASET in e.name, e
+            assert cfg.DATASET.DATASET in (e.official_path or e.name), e
             assert ("hrnet" in e.name) == (cfg.MODEL.NAME == "pose_hrnet"), e
         else:
             assert e.config is None
@@ -255,7 +273,7 @@ def test_default_entries_match_the_issue():
 
 def test_packaged_configs_are_the_experiment_files():
     pose = [e for e in REGISTRY.values() if e.kind == "pose"]
-    assert len(pose) == 15
+    assert len(pose) == 30  # 15 MMPose checkpoints and the 15 files of the official zoo
     for e in pose:
         packaged = zoo.config_path(e)
         assert packaged.read_bytes() == (ROOT / "experiments" / e.config).read_bytes(), e.name
@@ -510,13 +528,13 @@ def test_html_instead_of_a_zip_without_published_hash(server, monkeypatch):
     with pytest.raises(UserError, match="not a readable zip archive.*HTML page.*was removed"):
         zoo.fetch(e, progress=False)
     assert _files(_home()) == []
-    # a mirror answering with an HTML page: the registry URL is tried next and delivers the zip
+    # a mirror answering with an HTML page (a mirror serves the bare ONNX): the registry URL is tried next
     server.routes["/good/det.zip"] = {"body": ZIP}
-    server.routes["/m/det.zip"] = {"body": HTML, "type": "text/html"}
+    server.routes["/m/det.onnx"] = {"body": HTML, "type": "text/html"}
     monkeypatch.setenv("HRPOSE_MIRROR", server.base + "/m")
     e = _entry([server.base + "/good/det.zip"], sha256="", filename="det.zip", member="end2end.onnx")
     assert zoo.fetch(e, progress=False).read_bytes() == ONNX_BYTES
-    assert [p for p, _ in server.log[-2:]] == ["/m/det.zip", "/good/det.zip"]
+    assert [p for p, _ in server.log[-2:]] == ["/m/det.onnx", "/good/det.zip"]
 
 
 def test_offline_never_touches_the_network_and_says_where_to_place(server, monkeypatch):
@@ -579,7 +597,8 @@ def test_mirror_env_var_replaces_the_url_up_to_the_file_name(server, monkeypatch
     monkeypatch.setenv("HRPOSE_MIRROR", server.base + "/mirror/")
     assert dl.candidate_urls(e) == [f"{server.base}/mirror/{e.filename}", e.urls[0]]
     assert zoo.fetch(e, progress=False).read_bytes() == CKPT
-    assert server.log == [(f"/mirror/{e.filename}", None)]
+    # the mirror's manifest.json is asked for first (this one has none: the entry's own hash still applies)
+    assert server.log == [("/mirror/manifest.json", None), (f"/mirror/{e.filename}", None)]
 
 
 def test_mirror_config_key_first_then_env_then_registry(server, monkeypatch):
@@ -591,7 +610,8 @@ def test_mirror_config_key_first_then_env_then_registry(server, monkeypatch):
     ]
     # both mirrors miss the file (404): the registry URL still delivers it
     assert zoo.fetch(e, progress=False, mirror=server.base + "/cfg").read_bytes() == CKPT
-    assert [p for p, _ in server.log] == [f"/cfg/{e.filename}", f"/env/{e.filename}", "/canonical.pth"]
+    assert [p for p, _ in server.log if not p.endswith("/manifest.json")] == [
+        f"/cfg/{e.filename}", f"/env/{e.filename}", "/canonical.pth"]
     monkeypatch.setenv("HRPOSE_MIRROR", "ftp://example.org/models")
     with pytest.raises(UserError, match="HRPOSE_MIRROR must be a base URL"):
         dl.candidate_urls(e)
@@ -615,7 +635,8 @@ def test_docs_list_every_entry():
     for e in REGISTRY.values():
         row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{e.name}`")), None)
         assert row is not None, e.name
-        assert f"[{e.filename}]({e.urls[0]})" in row and e.licence in row, e.name
+        assert f"[{e.filename}]({e.urls[0] if e.urls else e.source})" in row and e.licence in row, e.name
+        assert all(u in row for u in e.urls), e.name  # every source
         assert e.metric.split(" (")[0].split()[-1] in row, e.name  # the published number
 
 
@@ -692,8 +713,14 @@ def test_models_fetch_and_path_commands(server, monkeypatch, capsys):
     e = dataclasses.replace(e, urls=(_dead_url(e.filename),))  # never the real host
     monkeypatch.setitem(REGISTRY, e.name, e)
     assert main(["models", "fetch", "imagenet-resnet50", "--no-progress", "--mirror", server.base + "/m"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: could not fetch model 'imagenet-resnet50'")
+    lines = capsys.readouterr().err.splitlines()
+    # one line per failing source (the same mirror given twice is tried once, then the dead registry URL) ...
+    assert [ln.split(" failed:")[0] for ln in lines[:-1]] == [
+        "imagenet-resnet50: source 1/2", "imagenet-resnet50: source 2/2"]
+    # ... then one error naming both with their reasons
+    err = lines[-1]
+    assert err.startswith("error: could not fetch model 'imagenet-resnet50' from any of its 2 sources")
+    assert "connection refused" in err
     assert "expected sha256 starting 19c8e357" in err and hashlib.sha256(payload).hexdigest() in err
 
     assert main(["models", "path", "imagenet-resnet50"]) == 1

@@ -198,6 +198,47 @@ def _build_detector(spec: str, det_thr: float | None) -> Any:
     return build_detector(spec, **kwargs)
 
 
+def _fetch_pose_model(name: str) -> str:
+    """Fetch the zoo pose model (the default one falls back to the official W32); the name that was had."""
+    from hrpose import zoo
+
+    entry, _ = zoo.fetch_pose(zoo.get_entry(name))
+    return entry.name
+
+
+def _with_detector_sources(err: Any, detector_spec: str) -> Exception:
+    """The pose model could not be had: also try the zoo detector predict would use, so that one error names
+    every source of both (an outage hits both hosts alike)."""
+    from hrpose import zoo
+    from hrpose.errors import UserError
+    from hrpose.zoo.download import FetchError
+
+    spec = detector_spec.strip()
+    name = zoo.DEFAULT_DETECTOR if spec.lower() == "auto" else spec
+    entry = zoo.REGISTRY.get(name)
+    if entry is None or entry.kind != "detector" or zoo.is_offline():
+        return err
+    try:
+        zoo.fetch(entry)
+    except FetchError as det:
+        tried = [f"pose model: {t}" for t in err.tried] + [f"detector {entry.name}: {t}" for t in det.tried]
+        return UserError(
+            "could not fetch the models predict needs from any source: "
+            + "; ".join(f"[{i}] {t}" for i, t in enumerate(tried, 1))
+            + ". To place the pose model by hand:" + str(err).split(". To place", 1)[-1].split(" by hand:", 1)[-1]
+            + ". For the detector: " + zoo_place_hint(entry)
+        )
+    except UserError:
+        return err
+    return err
+
+
+def zoo_place_hint(entry: Any) -> str:
+    from hrpose.zoo.download import place_hint
+
+    return place_hint(entry)
+
+
 def build_estimator(args: argparse.Namespace) -> Any:
     """The model (--model NAME / --cfg + --weights / the default zoo model), the detector and the pixel limit,
     from predict's options (`hrpose serve` takes the same ones). Raises UserError for a bad choice."""
@@ -221,9 +262,12 @@ def build_estimator(args: argparse.Namespace) -> Any:
         print(f"using the model zoo's {model} (--model NAME picks another, `hrpose models` lists them)",
               file=sys.stderr)  # fmt: skip
     if model is not None:
-        from hrpose import zoo
+        from hrpose.zoo.download import FetchError
 
-        zoo.fetch(zoo.get_entry(model))  # a missing pose model is the error to see first, not the detector's
+        try:  # a missing pose model is the error to see first, not the detector's
+            model = _fetch_pose_model(model)
+        except FetchError as e:
+            raise _with_detector_sources(e, args.detector) from None
     # warn_no_person=False: the caller reports images without people itself
     common = dict(device=args.device, flip_test=not args.no_flip, backend=_resolve_backend(args),
                   batch_size=args.batch_size, max_image_pixels=args.max_image_pixels,

@@ -242,7 +242,7 @@ class PoseEstimator:
                 "from_pretrained runs the PyTorch model: for ONNX Runtime export it first (hrpose export) and pass "
                 "the .onnx file as weights with backend='onnxruntime'"
             )
-        weights = zoo.fetch(entry)
+        entry, weights = zoo.fetch_pose(entry)  # the default model falls back to the official W32 (one line)
         if detector is None:
             detector = zoo_detector()
         kwargs.setdefault("color_rgb", entry.channel_order == "rgb")

@@ -7,6 +7,7 @@ Cache layout (simple on purpose, so offline users can place files by hand)::
     $HRPOSE_HOME/<kind>/<filename>.part   a download in progress (resumed with HTTP Range on the next try)
     $HRPOSE_HOME/<kind>/<file>.sha256     the digest recorded after a file was verified (saves re-hashing)
     $HRPOSE_HOME/<kind>/<filename>.lock   taken while a process downloads that file
+    $HRPOSE_HOME/trust.json               sha256 of the first verified fetch of files with no published digest
 
 ``$HRPOSE_HOME`` defaults to the user cache directory: ``$XDG_CACHE_HOME/hrpose``, else ``~/.cache/hrpose``
 (``%LOCALAPPDATA%\\hrpose`` on Windows). ``hrpose models`` prints it with every entry's path.
@@ -21,10 +22,14 @@ Environment:
 - ``HRPOSE_HOME``: the cache directory.
 - ``HRPOSE_OFFLINE=1``: never touch the network; a missing file is an error naming the path to place it at and
   the URL to get it from.
-- ``HRPOSE_MIRROR=<base URL>``: a directory of mirrored files. For every entry the URL ``<base>/<filename>`` is
-  tried first (the registry file name, e.g. ``<base>/yolox_tiny_8xb8-300e_humanart-6f3252f9.zip``), then the
-  registry's own URLs. It replaces the whole URL up to the file name, whatever the original host. The config key
+- ``HRPOSE_MIRROR=<base URL>`` (``https://``, ``http://`` or ``file://``): a mirror, e.g. one written by
+  ``hrpose models mirror DIR``. The URL ``<base>/<file name>`` is tried first (for detectors the bare ONNX,
+  ``<base>/yolox_tiny_8xb8-300e_humanart-6f3252f9.onnx``), then the registry's sources. When the mirror has a
+  ``manifest.json`` every file from it must match its SHA-256 and size there. The config key
   ``HRPOSE.MODEL_MIRROR`` is the same thing for one experiment; when both are set both are tried (config first).
+- ``HRPOSE_DOWNLOAD_TIMEOUT`` (seconds, default 30): how long a connect or a read may wait.
+  ``HRPOSE_DOWNLOAD_DEADLINE`` (seconds): one source's total time (default 300 s plus the size at 50 kB/s).
+- ``SSL_CERT_FILE``: another CA bundle for https (verification is never turned off).
 - ``https_proxy`` / ``http_proxy`` / ``no_proxy``: honoured (standard-library ``urllib``).
 """
 
@@ -37,6 +42,7 @@ from hrpose.errors import UserError
 from hrpose.zoo.home import _entry, cache_path, get_entry, hrpose_home, is_offline
 from hrpose.zoo.registry import (
     DEFAULT_DETECTOR,
+    DEFAULT_POSE_FALLBACK,
     DEFAULT_POSE_MODEL,
     KINDS,
     LAYOUTS,
@@ -46,6 +52,7 @@ from hrpose.zoo.registry import (
 
 __all__ = [
     "DEFAULT_DETECTOR",
+    "DEFAULT_POSE_FALLBACK",
     "DEFAULT_POSE_MODEL",
     "KINDS",
     "LAYOUTS",
@@ -56,6 +63,7 @@ __all__ = [
     "config_path",
     "entry_for_imagenet_file",
     "fetch",
+    "fetch_pose",
     "get_entry",
     "hrpose_home",
     "is_offline",
@@ -81,6 +89,43 @@ def fetch(entry_or_name: ZooEntry | str, *, progress: bool = True, mirror: str |
     from hrpose.zoo.download import fetch_entry
 
     return fetch_entry(_entry(entry_or_name), progress=progress, mirror=mirror)
+
+
+def fetch_pose(
+    entry_or_name: ZooEntry | str, *, progress: bool = True, mirror: str | None = None
+) -> tuple[ZooEntry, Path]:
+    """(entry, file) of a pose model, like `fetch`; when every source of the default pose model fails, the
+    official W32 256x192 (``DEFAULT_POSE_FALLBACK``: same architecture and config) serves instead, said in one
+    line. When both fail, one UserError lists the sources of both."""
+    import sys
+
+    from hrpose.zoo.download import FetchError
+
+    entry = _entry(entry_or_name)
+    try:
+        return entry, fetch(entry, progress=progress, mirror=mirror)
+    except FetchError as first:
+        if entry.name != DEFAULT_POSE_MODEL or DEFAULT_POSE_FALLBACK not in REGISTRY:
+            raise
+        fallback = REGISTRY[DEFAULT_POSE_FALLBACK]
+        print(f"warning: every source of {entry.name} failed: using the official {fallback.filename} "
+              f"({fallback.metric.split(' (')[0]}) instead", file=sys.stderr)  # fmt: skip
+        try:
+            return fallback, fetch(fallback, progress=progress, mirror=mirror)
+        except FetchError as second:
+            raise FetchError(
+                f"could not fetch the default pose model {entry.name!r} nor its fallback {fallback.name!r}: "
+                + "; ".join(f"[{i}] {t}" for i, t in enumerate(first.tried + second.tried, 1))
+                + f". To place one by hand: {_place(entry)}; or {_place(fallback)}; or set HRPOSE_MIRROR to a "
+                "mirror (docs/models.md)",
+                entry, first.tried + second.tried,
+            ) from None
+
+
+def _place(entry: ZooEntry) -> str:
+    from hrpose.zoo.download import place_hint
+
+    return place_hint(entry)
 
 
 def config_path(entry_or_name: ZooEntry | str) -> Path:

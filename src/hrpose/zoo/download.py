@@ -15,9 +15,12 @@ import http.client
 import os
 import re
 import socket
+import ssl
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from hrpose.errors import UserError
 from hrpose.zoo.home import cache_path, hrpose_home, is_offline
 from hrpose.zoo.registry import ZooEntry
+from hrpose.zoo.sources import Source
 
 CHUNK = 1 << 20  # bytes read and written at a time: memory stays bounded whatever the server sends
 MAX_DOWNLOAD_BYTES = 4 << 30  # no zoo file comes near this; a server sending more is refused
@@ -33,7 +37,10 @@ MAX_MEMBER_BYTES = 2 << 30  # largest zip member we extract
 MAX_ZIP_RATIO = 200  # largest uncompressed/compressed ratio of a zip member (zip bombs)
 ATTEMPTS = 4  # tries per URL without progress (connection errors, 5xx, cut bodies)
 BACKOFF_S = 1.0  # sleep before the 2nd try; doubled each time
-TIMEOUT_S = 30.0  # socket timeout per read
+TIMEOUT_S = 30.0  # socket timeout per connect and read ($HRPOSE_DOWNLOAD_TIMEOUT)
+DEADLINE_BASE_S = 300.0  # one source's total time: this plus the announced size at MIN_RATE ...
+MIN_RATE = 50_000.0  # ... bytes/s; a mirror trickling bytes forever is cut off there ($HRPOSE_DOWNLOAD_DEADLINE)
+DEADLINE_MAX_S = 4 * 3600.0  # and never more than this (also the bound when no size is announced)
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 USER_AGENT = "hrpose (model zoo downloader; python-urllib)"
 
@@ -134,7 +141,7 @@ def _verify_or_remove(path: Path, expected: str, entry: ZooEntry, where: str) ->
         f"{describe_expected(expected)}, got sha256 {digest}"
         + (" (it is an HTML page, not a checkpoint)" if html else "")
         + ("; it was removed" if removed else "; delete it")
-        + f". Run `hrpose models fetch {entry.name}` or place the right file from {entry.urls[0]}"
+        + f". Run `hrpose models fetch {entry.name}` or place the right file from {origin(entry)}"
     )
 
 
@@ -154,13 +161,15 @@ def cache_state(entry: ZooEntry) -> str:
 
 def verified_cached(entry: ZooEntry) -> Path | None:
     """The entry's usable file when it is in the cache and verifies; None when absent; UserError when bad."""
+    from hrpose.zoo.sources import trusted
+
     target = cache_path(entry)
     if target.is_file():
-        if entry.is_archive:
-            if entry.member_sha256:
-                _verify_or_remove(target, entry.member_sha256, entry, "cached file")
-        else:
-            _verify_or_remove(target, entry.sha256, entry, "cached file")
+        expected = entry.member_sha256 if entry.is_archive else entry.sha256
+        if expected:
+            _verify_or_remove(target, expected, entry, "cached file")
+        if len(expected) != 64 and (rec := trusted(entry)) is not None:  # trust on first use: must still match
+            _verify_or_remove(target, rec["sha256"], entry, "cached file (checked against the cache's trust.json)")
         return target
     if entry.is_archive:
         archive = hrpose_home() / entry.kind / entry.filename
@@ -249,22 +258,69 @@ def _extract_and_drop(archive: Path, entry: ZooEntry) -> Path:
 
 
 def candidate_urls(entry: ZooEntry, mirror: str | None = None) -> list[str]:
-    """Mirror URLs first (``<base>/<filename>`` for the config key then ``$HRPOSE_MIRROR``), then the registry's."""
-    urls: list[str] = []
-    for source, base in (("HRPOSE.MODEL_MIRROR", mirror), ("HRPOSE_MIRROR", os.environ.get("HRPOSE_MIRROR"))):
-        base = (base or "").strip()
-        if not base:
-            continue
-        if not base.startswith(("http://", "https://", "file://")):
-            raise UserError(
-                f"{source} must be a base URL starting with https://, http:// or file://, got {base!r}; "
-                "the file URL is <base>/<file name>"
-            )
-        url = base.rstrip("/") + "/" + entry.filename
-        if url not in urls:
-            urls.append(url)
-    urls.extend(u for u in entry.urls if u not in urls)
-    return urls
+    """The URLs of ``sources(entry, mirror)``: mirrors first (``<base>/<file>``), then the registry's."""
+    from hrpose.zoo.sources import sources
+
+    return [s.url for s in sources(entry, mirror, timeout=read_timeout())]
+
+
+def read_timeout() -> float:
+    """Seconds one socket read (or connect) may wait: ``$HRPOSE_DOWNLOAD_TIMEOUT`` else TIMEOUT_S."""
+    return _env_seconds("HRPOSE_DOWNLOAD_TIMEOUT", TIMEOUT_S)
+
+
+def _env_seconds(var: str, default: float) -> float:
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e7:
+        raise UserError(f"{var} must be a number of seconds > 0, got {text!r}; unset it for the default")
+    return value
+
+
+def source_deadline(total: int | None) -> float:
+    """Seconds one source may take in all (a mirror trickling bytes forever is cut off):
+    ``$HRPOSE_DOWNLOAD_DEADLINE`` else DEADLINE_BASE_S plus the size at MIN_RATE bytes/s (unknown: MAX)."""
+    fixed = _env_seconds("HRPOSE_DOWNLOAD_DEADLINE", 0.0)
+    if fixed:
+        return fixed
+    if total is None:
+        return DEADLINE_MAX_S
+    return min(DEADLINE_BASE_S + total / MIN_RATE, DEADLINE_MAX_S)
+
+
+def _resolve(url: str, timeout: float) -> None:
+    """Resolve the URL's host within ``timeout`` (getaddrinfo has no timeout of its own: a machine with no
+    network can hang in it); DownloadError when the name does not resolve. Skipped when a proxy is used."""
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.hostname
+    if parsed.scheme not in ("http", "https") or not host:
+        return
+    proxies = urllib.request.getproxies()
+    if parsed.scheme in proxies and not urllib.request.proxy_bypass(host):
+        return
+    result: list[BaseException | None] = []
+
+    def work() -> None:
+        try:
+            socket.getaddrinfo(host, parsed.port or (443 if parsed.scheme == "https" else 80),
+                               type=socket.SOCK_STREAM)  # fmt: skip
+            result.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            result.append(e)
+
+    t = threading.Thread(target=work, name="hrpose-dns", daemon=True)
+    t.start()
+    t.join(timeout)
+    if not result:
+        raise DownloadError(f"name not resolved: {host} did not resolve within {timeout:g} s (no network?)")
+    err = result[0]
+    if isinstance(err, socket.gaierror):
+        raise DownloadError(f"name not resolved: {host} ({err.strerror or err}; no network here, or a wrong host)")
 
 
 def _content_range_start(value: str | None) -> tuple[int, int | None] | None:
@@ -278,22 +334,31 @@ def _content_range_start(value: str | None) -> tuple[int, int | None] | None:
 def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> None:
     """Download ``url`` into ``part`` (appending to what is there when the server honours Range).
 
-    Raises DownloadError when the URL gives up: a 4xx, or ATTEMPTS tries in a row without new bytes.
+    Raises DownloadError when the URL gives up, with the reason in words: the name does not resolve, the
+    connection is refused or times out, a TLS error, an HTTP error, ATTEMPTS tries in a row without new bytes
+    (5xx answers, cut bodies), or the source's total time (``source_deadline``) is spent.
     """
     from tqdm import tqdm
 
+    timeout = read_timeout()
+    _resolve(url, timeout)
     opener = urllib.request.build_opener()  # built now, so the *_proxy variables of this moment apply
+    started = time.monotonic()
+    deadline = source_deadline(None)
     failures = 0
     total_tries = 0
-    last = ""
+    best = 0  # the most bytes held so far: a try that ends below it made no progress (a server cutting at the
+    last = ""  # same place while ignoring Range must not be retried forever)
     while True:
         have = part.stat().st_size if part.exists() else 0
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if have:
             headers["Range"] = f"bytes={have}-"
         gained = 0
+        got_response = False
         try:
-            with opener.open(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S) as resp:
+            with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+                got_response = True
                 status = getattr(resp, "status", None) or 200
                 length = resp.headers.get("Content-Length")
                 total: int | None = None
@@ -307,6 +372,7 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
                     total = int(length) if length and length.isdigit() else None
                 if total is not None and total > MAX_DOWNLOAD_BYTES:
                     raise DownloadError(f"the server announces {total} bytes, over the {MAX_DOWNLOAD_BYTES} limit")
+                deadline = source_deadline(total)
                 with open(part, mode) as f, tqdm(
                     total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                     desc=desc or part.name, disable=not progress, file=sys.stderr, leave=False,
@@ -328,8 +394,13 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
                         bar.update(len(chunk))
                         if have > MAX_DOWNLOAD_BYTES:
                             raise DownloadError(f"more than {MAX_DOWNLOAD_BYTES} bytes: refused")
+                        if time.monotonic() - started > deadline:
+                            raise DownloadError(
+                                f"too slow: {have} bytes in {time.monotonic() - started:.0f} s, over this source's "
+                                f"{deadline:g} s limit (HRPOSE_DOWNLOAD_DEADLINE)"
+                            )
                 if total is not None and have < total:
-                    raise _Retry(f"connection cut after {have} of {total} bytes")
+                    raise _Retry(f"short body: connection cut after {have} of {total} bytes")
                 if total is not None and have > total:
                     raise DownloadError(f"received {have} bytes, more than the announced {total}")
                 return
@@ -346,17 +417,26 @@ def download(url: str, part: Path, *, progress: bool = True, desc: str = "") -> 
             last = str(e)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
-            last = f"{e.__class__.__name__}: {reason}"
-            if "CERTIFICATE" in str(reason).upper():
-                raise DownloadError(f"TLS certificate problem ({reason})") from None
+            if isinstance(reason, ssl.SSLError) or "CERTIFICATE" in str(reason).upper():
+                detail = getattr(reason, "verify_message", "") or str(reason)
+                raise DownloadError(f"TLS error: {detail}") from None
             if isinstance(reason, socket.gaierror):  # no DNS: no network here, or a wrong host; retrying won't help
-                raise DownloadError(f"cannot resolve the host ({reason}): no network here, or a wrong host") from None
-            if url.startswith("file:"):  # a local mirror: a missing file will not appear by retrying
+                raise DownloadError(f"name not resolved ({reason}): no network here, or a wrong host") from None
+            if isinstance(reason, ConnectionRefusedError):
+                raise DownloadError("connection refused") from None
+            if isinstance(reason, TimeoutError | socket.timeout) and not got_response:
+                raise DownloadError(f"timed out: no answer within {timeout:g} s") from None
+            last = f"{e.__class__.__name__}: {reason}"
+            if url.startswith("file:") or not got_response:  # a missing local file, an unreachable host: next
                 raise DownloadError(last) from None
-        failures = 0 if gained else failures + 1
+        held = part.stat().st_size if part.exists() else 0
+        failures = 0 if gained and held > best else failures + 1
+        best = max(best, held)
         total_tries += 1
         if failures >= ATTEMPTS or total_tries >= 10 * ATTEMPTS:
             raise DownloadError(f"gave up after {total_tries} tries: {last}")
+        if time.monotonic() - started > deadline:
+            raise DownloadError(f"gave up after {time.monotonic() - started:.0f} s (over {deadline:g} s): {last}")
         time.sleep(BACKOFF_S * 2 ** max(failures - 1, 0))
 
 
@@ -380,12 +460,22 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def origin(entry: ZooEntry) -> str:
+    """Where to get the file by hand: its first URL, else the page that lists it."""
+    return entry.urls[0] if entry.urls else entry.source
+
+
 def place_hint(entry: ZooEntry) -> str:
     """Which file to get from where, and where to put it in the cache (for offline users)."""
     dest = hrpose_home() / entry.kind / entry.filename
-    msg = f"get {entry.urls[0]} on a connected machine and place it at {dest}"
-    if entry.archive_member:
-        msg += f" (or place its {entry.archive_member} at {cache_path(entry)})"
+    if entry.is_archive:
+        msg = (f"get {entry.urls[0]} (or its member, {' or '.join(entry.urls[1:]) or entry.member_filename}) on a "
+               f"connected machine and place the zip at {dest} or the .onnx at {cache_path(entry)}")
+    elif entry.urls:
+        msg = f"get {entry.urls[0]} on a connected machine and place it at {dest}"
+    else:
+        msg = (f"no download source is known for {entry.filename}: get it from {entry.source} (the official "
+               f"release) and place it at {dest}")
     if entry.sha256:
         msg += f"; it must have {describe_expected(entry.sha256)}"
     return msg
@@ -398,21 +488,129 @@ def offline_message(entry: ZooEntry) -> str:
     )
 
 
+class FetchError(UserError):
+    """Every source of an entry failed; ``tried`` holds one "source: reason" per source."""
+
+    def __init__(self, message: str, entry: ZooEntry, tried: list[str]) -> None:
+        super().__init__(message)
+        self.entry = entry
+        self.tried = tried
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _check_file(path: Path, entry: ZooEntry, src: Source) -> tuple[str, str]:
+    """(sha256, problem) of a downloaded file that is the entry's usable file itself ('' problem = good)."""
+    from hrpose.zoo.sources import onnx_structure_problem, torch_file_problem, trusted
+
+    size = path.stat().st_size
+    wants = [(entry.size if not entry.is_archive else 0, "published size")]
+    if src.manifest is not None:
+        wants.append((int(src.manifest["size"]), "the mirror's manifest"))
+    for want_size, whose in wants:
+        if want_size and size != want_size:
+            html = " (an HTML page instead of the file)" if _looks_like_html(path) else ""
+            return "", f"size mismatch: {size} bytes, expected {want_size} ({whose}){html}"
+    digest = sha256_file(path)
+    expected = entry.member_sha256 if entry.is_archive else entry.sha256
+    if not hash_matches(expected, digest):
+        html = " - the server sent an HTML page instead of the file" if _looks_like_html(path) else ""
+        return digest, f"hash mismatch: expected {describe_expected(expected)}, got sha256 {digest}{html}"
+    if src.manifest is not None and digest != src.manifest["sha256"]:
+        return digest, f"hash mismatch: the mirror's manifest says sha256 {src.manifest['sha256']}, got {digest}"
+    rec = trusted(entry) if len(expected) != 64 else None
+    if rec is not None and digest != rec["sha256"]:
+        return digest, (f"hash mismatch: sha256 {digest} differs from {rec['sha256']}, recorded on the first "
+                        f"verified fetch ({rec.get('source', '?')}, {rec.get('time', '?')}) in the cache's trust.json")
+    if entry.kind == "detector":
+        problem = onnx_structure_problem(path, entry)
+        if problem:
+            return digest, problem + (" (an HTML page instead of the file)" if _looks_like_html(path) else "")
+    elif entry.filename.endswith(".pth"):
+        problem = torch_file_problem(path)
+        if problem:
+            return digest, problem
+    return digest, ""
+
+
+def _try_source(entry: ZooEntry, src: Source, kind_dir: Path, progress: bool) -> Path:
+    """Download from one source, check, move into the cache; DownloadError (the reason) when it fails."""
+    from hrpose.zoo.sources import record_trust
+
+    if src.manifest_error:
+        raise DownloadError(f"mirror not usable: {src.manifest_error}")
+    member = cache_path(entry)
+    target = kind_dir / entry.filename if (src.archive or not entry.is_archive) else member
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    for fresh in (False, True):
+        if fresh:
+            _remove(part)
+        resumed = part.exists() and part.stat().st_size > 0
+        if progress:
+            _note(f"downloading {entry.name} from {src.url} ({src.label})")
+        download(src.url, part, progress=progress, desc=entry.filename)
+        if src.archive:
+            digest = sha256_file(part)
+            if not hash_matches(entry.sha256, digest):
+                problem = f"hash mismatch: expected {describe_expected(entry.sha256)}, got sha256 {digest}"
+            else:
+                os.replace(part, target)
+                try:
+                    got = _extract_and_drop(target, entry)
+                except UserError as e:  # not a usable zip (an HTML page, no member, bad CRC)
+                    raise DownloadError(_short(str(e))) from None
+                digest, problem = _check_file(got, entry, src)
+                if not problem:
+                    record_trust(entry, digest, got.stat().st_size, src.url)
+                    return got
+                _remove(got)
+                raise DownloadError(problem)
+        else:
+            digest, problem = _check_file(part, entry, src)
+            if not problem:
+                os.replace(part, target)
+                _write_stamp(target, digest)
+                if len(entry.member_sha256 if entry.is_archive else entry.sha256) != 64:
+                    record_trust(entry, digest, target.stat().st_size, src.url)
+                return target
+        _remove(part)
+        if resumed and not fresh:
+            continue  # the old partial file may have been the bad part: one clean try
+        raise DownloadError(problem)
+    raise AssertionError("unreachable")
+
+
+def _short(text: str) -> str:
+    """A reason for the one-line summary: the first sentence of a longer message."""
+    return re.sub(r"[.;] [Rr]un `hrpose models fetch [^`]*`", "", text)
+
+
 def fetch_entry(entry: ZooEntry, *, progress: bool = True, mirror: str | None = None) -> Path:
-    """Cached file, else download + verify (+ extract). UserError when none of the URLs delivers it."""
+    """Cached file, else each source in turn (download, check, extract); a FetchError naming every source
+    tried with its reason when none delivers it. Each failing source prints one line before the next is tried."""
+    from hrpose.zoo.sources import sources
+
     try:
         found = verified_cached(entry)
     except UserError as e:  # a bad cached file was removed: say so, then get a good one
         if is_offline():
             raise
-        print(f"warning: {e}", file=sys.stderr)
+        _note(f"warning: {e}")
         found = None
     if found is not None:
         return found
     if is_offline():
         raise UserError(offline_message(entry))
-    urls = candidate_urls(entry, mirror)
+    srcs = sources(entry, mirror, timeout=read_timeout())
     kind_dir = hrpose_home() / entry.kind
+    if not srcs:
+        raise FetchError(
+            f"could not fetch model {entry.name!r}: it has no known download source (set HRPOSE_MIRROR to a mirror "
+            f"that holds {entry.member_filename}); {place_hint(entry)}", entry, []
+        )
     try:
         kind_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -425,47 +623,23 @@ def fetch_entry(entry: ZooEntry, *, progress: bool = True, mirror: str | None = 
             f"HRPOSE_HOME to a writable folder, or {place_hint(entry)}"
         )
     dest = kind_dir / entry.filename
-    part = dest.with_name(dest.name + ".part")
-    errors: list[str] = []
+    tried: list[str] = []
     with _lock(dest):
         found = verified_cached(entry)  # another process may have fetched it while we waited
         if found is not None:
             return found
-        for url in urls:
-            for fresh in (False, True):
-                if fresh:
-                    _remove(part)
-                resumed = part.exists() and part.stat().st_size > 0
-                if progress:
-                    print(f"downloading {entry.name} from {url} to {dest}", file=sys.stderr)
-                try:
-                    download(url, part, progress=progress, desc=entry.filename)
-                except DownloadError as e:
-                    errors.append(f"{url}: {e}")
-                    break
-                digest = sha256_file(part)
-                if hash_matches(entry.sha256, digest):
-                    os.replace(part, dest)
-                    _write_stamp(dest, digest)
-                    if not entry.is_archive:
-                        return dest
-                    try:
-                        return _extract_and_drop(dest, entry)
-                    except UserError as e:  # not a usable zip (an HTML page, no member, bad CRC): next URL
-                        errors.append(f"{url}: {e}")
-                        break
-                html = _looks_like_html(part)
-                _remove(part)
-                if resumed and not fresh:
-                    continue  # the old partial file may have been the bad part: one clean try
-                errors.append(
-                    f"{url}: expected {describe_expected(entry.sha256)}, got sha256 {digest}"
-                    + (" - the server returned an HTML page instead of the file (an error or login page?)"
-                       if html else "")
-                )
-                break
-    raise UserError(
-        f"could not fetch model {entry.name!r}: " + "; ".join(errors)
-        + f". Get {entry.urls[0]} by other means and place it at {dest}, or set HRPOSE_MIRROR to a server holding "
-        f"{entry.filename} (see docs/models.md)"
+        for n, src in enumerate(srcs, 1):
+            try:
+                return _try_source(entry, src, kind_dir, progress)
+            except DownloadError as e:
+                line = f"{src.label} {src.url}: {e}"
+                tried.append(line)
+                more = "trying the next source" if n < len(srcs) else "no more sources"
+                _note(f"{entry.name}: source {n}/{len(srcs)} failed: {line}; {more}")
+    raise FetchError(
+        f"could not fetch model {entry.name!r} from any of its {len(srcs)} sources: "
+        + "; ".join(f"[{i}] {t}" for i, t in enumerate(tried, 1))
+        + f". To place it by hand: {place_hint(entry)}; or set HRPOSE_MIRROR to a mirror holding "
+        f"{entry.member_filename} (docs/models.md)",
+        entry, tried,
     )

@@ -56,10 +56,36 @@ class ZooEntry:
     licence: str
     source: str  # human-readable page that lists the file
     member_sha256: str = ""  # zips: full digest of the extracted member when known ("" = accept as is)
+    size: int = 0  # the file's size in bytes where published (0 = unknown)
+    official_path: str = ""  # where the official HRNet README puts this file (models/pytorch/...), if it does
 
     @property
     def is_archive(self) -> bool:
         return self.archive_member is not None
+
+    @property
+    def member_filename(self) -> str:
+        """The bare file name of a zip's member on mirrors (``<zip stem>.onnx``); the file name otherwise."""
+        if self.archive_member is None:
+            return self.filename
+        return self.filename.rsplit(".", 1)[0] + "." + self.archive_member.rsplit(".", 1)[-1]
+
+    @property
+    def integrity(self) -> str:
+        """How the bytes of this entry are checked, in words (shown by ``hrpose models list``)."""
+        if len(self.sha256) == 64:
+            text = f"sha256 {self.sha256}"
+        elif self.sha256:
+            text = f"sha256 prefix {self.sha256} (published in the file name)"
+        elif self.is_archive:
+            text = ("ONNX graph structure (inputs, outputs, opset); zip CRC-32; sha256 recorded on the first "
+                    "verified fetch (trust on first use), every later fetch must match")
+        else:
+            text = ("no published digest: sha256 recorded on the first fetch (trust on first use), every later "
+                    "fetch must match; the file must load as a state_dict of this architecture")
+        if self.size:
+            text += f"; size {self.size} bytes"
+        return text
 
 
 _MMPOSE1_COCO = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_heatmap/coco/"
@@ -69,6 +95,9 @@ _MMPOSE0_SRC = "https://github.com/open-mmlab/mmpose/blob/0.x/configs/body/2d_kp
 _RTMPOSE_ONNX = "https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/onnx_sdk/"
 _RTMPOSE_SRC = "https://github.com/open-mmlab/mmpose/blob/main/projects/rtmpose/README.md"
 _TORCHVISION = "https://download.pytorch.org/models/"
+_HF_COCOPOSE = "https://huggingface.co/Prophetetc/cocopose/resolve/main/"
+_HF_RTMLIB = "https://huggingface.co/datasets/DavidPagnon/rtmlib_models/resolve/main/mmpose/rtmposev1/onnx_sdk/"
+_OFFICIAL_SRC = "https://github.com/leoxiaobin/deep-high-resolution-net.pytorch#main-results"
 _TIMM_HRNET = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-hrnet/"
 
 APACHE = "Apache-2.0"
@@ -104,6 +133,34 @@ def _pose(
     )
 
 
+def _official(
+    stem: str, dataset: str, config: str, size: tuple[int, int], metric: str, rgb: bool,
+    sha256: str = "", nbytes: int = 0,
+) -> ZooEntry:
+    """A file of the official HRNet model zoo (README "Main Results"), under its official name and path."""
+    filename = stem + ".pth"
+    # the ten pose_coco files are mirrored under their exact names on the Hugging Face Hub; no public copy of
+    # the pose_mpii files is known (the originals are on Google Drive / OneDrive folders, not direct links)
+    urls = (_HF_COCOPOSE + filename,) if dataset == "coco" else ()
+    return ZooEntry(
+        name=stem,
+        kind="pose",
+        filename=filename,
+        urls=urls,
+        sha256=sha256,
+        layout="official",
+        config=config,
+        channel_order="rgb" if rgb else "bgr",  # the config's DATASET.COLOR_RGB, as the official code trained
+        archive_member=None,
+        input_size=size,
+        metric=metric,
+        licence=MIT,
+        source=_OFFICIAL_SRC,
+        size=nbytes,
+        official_path=f"models/pytorch/pose_{dataset}/{filename}",
+    )
+
+
 def _imagenet(name: str, url: str, layout: str, channel_order: str, metric: str, licence: str, source: str) -> ZooEntry:
     filename = url.rsplit("/", 1)[1]
     return ZooEntry(
@@ -120,6 +177,7 @@ def _imagenet(name: str, url: str, layout: str, channel_order: str, metric: str,
         metric=metric,
         licence=licence,
         source=source,
+        official_path=f"models/pytorch/imagenet/{filename}" if layout in ("torchvision", "hrnet-imagenet") else "",
     )
 
 
@@ -128,7 +186,8 @@ def _detector(name: str, zipname: str, size: int, metric: str) -> ZooEntry:
         name=name,
         kind="detector",
         filename=zipname,
-        urls=(_RTMPOSE_ONNX + zipname,),
+        # the zip from OpenMMLab, then the bare end2end.onnx taken out of it (rtmlib_models, Hugging Face)
+        urls=(_RTMPOSE_ONNX + zipname, _HF_RTMLIB + zipname.rsplit(".", 1)[0] + ".onnx"),
         sha256="",  # none published for the zip (see the module docstring)
         layout="onnx-end2end",
         config=None,
@@ -191,6 +250,39 @@ _ENTRIES: tuple[ZooEntry, ...] = (
     _pose("resnet152-mpii-256x256", _MMPOSE0 + "resnet/res152_mpii_256x256-3ecba29d_20200812.pth",
           "mmpose0", "mpii/resnet/res152_256x256_d256x3_adam_lr1e-3.yaml", (256, 256),
           "MPII val PCKh 88.9 (MMPose)", _M0 + "resnet_mpii.md"),
+    # --- the official HRNet model zoo (README "Main Results"; AP/PCKh as the official README reports them) ---
+    _official("pose_hrnet_w32_256x192", "coco", "coco/hrnet/w32_256x192_adam_lr1e-3.yaml", (192, 256),
+              "COCO val AP 74.4 (official)", True,
+              "19bc083708bb8d873211e50d85d56344c10290c6e8b564c813fdde09645c4c1c", 114_721_619),
+    _official("pose_hrnet_w32_384x288", "coco", "coco/hrnet/w32_384x288_adam_lr1e-3.yaml", (288, 384),
+              "COCO val AP 75.8 (official)", True),
+    _official("pose_hrnet_w48_256x192", "coco", "coco/hrnet/w48_256x192_adam_lr1e-3.yaml", (192, 256),
+              "COCO val AP 75.1 (official)", True),
+    _official("pose_hrnet_w48_384x288", "coco", "coco/hrnet/w48_384x288_adam_lr1e-3.yaml", (288, 384),
+              "COCO val AP 76.3 (official)", True,
+              "95e0fec3194826d5e3f806ea89be68bbb84517b114c3a32b3058c56610b5ef61", 255_061_287),
+    _official("pose_resnet_50_256x192", "coco", "coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml", (192, 256),
+              "COCO val AP 70.4 (official)", False),
+    _official("pose_resnet_50_384x288", "coco", "coco/resnet/res50_384x288_d256x3_adam_lr1e-3.yaml", (288, 384),
+              "COCO val AP 72.2 (official)", False),
+    _official("pose_resnet_101_256x192", "coco", "coco/resnet/res101_256x192_d256x3_adam_lr1e-3.yaml", (192, 256),
+              "COCO val AP 71.4 (official)", False),
+    _official("pose_resnet_101_384x288", "coco", "coco/resnet/res101_384x288_d256x3_adam_lr1e-3.yaml", (288, 384),
+              "COCO val AP 73.6 (official)", False),
+    _official("pose_resnet_152_256x192", "coco", "coco/resnet/res152_256x192_d256x3_adam_lr1e-3.yaml", (192, 256),
+              "COCO val AP 72.0 (official)", False),
+    _official("pose_resnet_152_384x288", "coco", "coco/resnet/res152_384x288_d256x3_adam_lr1e-3.yaml", (288, 384),
+              "COCO val AP 74.3 (official)", False),
+    _official("pose_hrnet_w32_256x256", "mpii", "mpii/hrnet/w32_256x256_adam_lr1e-3.yaml", (256, 256),
+              "MPII val PCKh 90.3 (official)", True),
+    _official("pose_hrnet_w48_256x256", "mpii", "mpii/hrnet/w48_256x256_adam_lr1e-3.yaml", (256, 256),
+              "MPII val PCKh 90.1 (official)", True),
+    _official("pose_resnet_50_256x256", "mpii", "mpii/resnet/res50_256x256_d256x3_adam_lr1e-3.yaml", (256, 256),
+              "MPII val PCKh 88.5 (official)", False),
+    _official("pose_resnet_101_256x256", "mpii", "mpii/resnet/res101_256x256_d256x3_adam_lr1e-3.yaml", (256, 256),
+              "MPII val PCKh 89.1 (official)", False),
+    _official("pose_resnet_152_256x256", "mpii", "mpii/resnet/res152_256x256_d256x3_adam_lr1e-3.yaml", (256, 256),
+              "MPII val PCKh 89.6 (official)", False),
     # --- person detectors (ONNX, MMDeploy end2end: boxes after NMS) ---
     _detector("yolox-tiny-humanart", "yolox_tiny_8xb8-300e_humanart-6f3252f9.zip", 416,
               "person AP 47.7 (MMPose; trained on Human-Art + COCO)"),
@@ -223,3 +315,5 @@ _ENTRIES: tuple[ZooEntry, ...] = (
 REGISTRY: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
 DEFAULT_POSE_MODEL = "hrnet-w32-coco-256x192"
 DEFAULT_DETECTOR = "yolox-tiny-humanart"
+# when every source of the default pose model fails: the official W32 256x192 (same architecture and config)
+DEFAULT_POSE_FALLBACK = "pose_hrnet_w32_256x192"
