@@ -227,6 +227,10 @@ def _type_name(value: Any) -> str:
     return "node" if isinstance(value, CfgNode) else type(value).__name__
 
 
+#: keys whose default is written as an integer but whose value is any real number (checked by validate_config)
+REAL_VALUED_KEYS = frozenset({"MODEL.SIGMA"})
+
+
 def _coerce(value: Any, default: Any, full_key: str, source: str) -> Any:
     """``value`` checked against the type of ``default`` (yacs rules, plus int -> float)."""
     if type(value) is type(default) or value is None or default is None:
@@ -235,6 +239,8 @@ def _coerce(value: Any, default: Any, full_key: str, source: str) -> Any:
         return type(default)(value)
     if type(default) is float and type(value) is int:
         return float(value)
+    if full_key in REAL_VALUED_KEYS and type(default) is int and type(value) is float:
+        return value  # an int default (SIGMA: 2) does not make the key integer-only: 2.5 is a valid sigma
     raise ConfigError(
         f"config key {full_key!r} in {source}: expected {_type_name(default)} "
         f"(default {default!r}), got {_type_name(value)} {value!r}"

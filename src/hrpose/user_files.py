@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hrpose.errors import UserError
 
-__all__ = ["UserFileError", "create_exclusive", "open_nofollow", "read_user_file", "safe_text"]
+__all__ = ["UserFileError", "create_exclusive", "error_text", "open_nofollow", "read_user_file", "safe_text"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -46,6 +46,14 @@ def safe_text(value: object, limit: int = 300) -> str:
             out.append(ch)
     s = "".join(out)
     return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def error_text(message: object) -> str:
+    """A message for an `error:` line: control characters escaped except newlines, and every further line
+    indented, so no text inside it (a file name holding "\\nerror: ...") can start a line of its own."""
+    lines = str(message).split("\n")
+    out = [safe_text(line, limit=100_000) for line in lines]
+    return "\n".join([out[0], *[x if x[:1].isspace() else "  " + x for x in out[1:]]])
 
 
 def read_user_file(path: str | os.PathLike[str], what: str, max_bytes: int, fix: str = "") -> bytes:

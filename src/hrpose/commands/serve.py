@@ -80,10 +80,13 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"{opt} must be >= 1, got {value}")
         if not 0 <= args.port <= 65535:
             raise UserError(f"--port must be from 0 (any free port) to 65535, got {args.port}")
-        for opt, num, low in (("--max-body-mb", args.max_body_mb, 0.0), ("--timeout", args.timeout, 0.0),
-                              ("--header-timeout", args.header_timeout, 0.0),
-                              ("--batch-wait-ms", args.batch_wait_ms, -1)):
-            if not (math.isfinite(num) and (num > 0 if low == 0 else num >= 0)):  # nan, inf and 1e400 (= inf) refused by name
+        for opt, num, low in (
+            ("--max-body-mb", args.max_body_mb, 0.0),
+            ("--timeout", args.timeout, 0.0),
+            ("--header-timeout", args.header_timeout, 0.0),
+            ("--batch-wait-ms", args.batch_wait_ms, -1),
+        ):
+            if not (math.isfinite(num) and (num > 0 if low == 0 else num >= 0)):  # nan, inf, 1e400 refused
                 raise UserError(f"{opt} must be a finite number {'>= 0' if low < 0 else '> 0'}, got {num}")
         if args.max_connections < 8:
             raise UserError(f"--max-connections must be >= 8, got {args.max_connections}")

@@ -131,7 +131,8 @@ def default_detector() -> Detector:
         return HOGDetector()
     logger.warning(
         "OpenCV %s has no HOG people detector: using the whole image as the person box "
-        "(install 'opencv-python-headless<5' for HOG, or pass --detector file:... / onnx:...)", cv2.__version__
+        "(install 'opencv-python-headless<5' for HOG, or pass --detector file:... / onnx:...)",
+        cv2.__version__,
     )
     return WholeImageDetector()
 
@@ -228,8 +229,7 @@ class DetectionFileDetector:
             entries = entries["annotations"]
         if not isinstance(entries, list):
             raise DetectorError(
-                f"detection file {name}: expected a list of COCO detection results, got "
-                f"{type(entries).__name__}"
+                f"detection file {name}: expected a list of COCO detection results, got {type(entries).__name__}"
             )
         table: dict[str, list[list[float]]] = defaultdict(list)
         non_finite = 0
