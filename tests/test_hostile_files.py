@@ -21,8 +21,6 @@ from hrpose.cli import main
 from hrpose.engine.lock import OutputDirLockedError, TrainLock
 from hrpose.inference import DetectionFileDetector
 from hrpose.inference.detectors import DetectorError
-from hrpose.outdir import acquire_out_lock
-from hrpose.user_files import UserFileError, error_text, read_user_file
 
 GOOD = DATA / "samples" / "coco" / "000000000785.jpg"
 SECRET = b"precious data outside the output folder\n"
@@ -184,6 +182,8 @@ def test_detector_file_over_the_size_limit_is_refused_before_reading(tmp_path, m
 
 
 def test_read_user_file_rule(tmp_path):
+    from hrpose.user_files import UserFileError, read_user_file
+
     f = tmp_path / "a.txt"
     f.write_bytes(b"abc")
     assert read_user_file(f, "thing", 10) == b"abc"
@@ -206,6 +206,8 @@ def test_read_user_file_rule(tmp_path):
 
 
 def test_second_predict_into_a_locked_out_is_refused(tiny_files, tmp_path, capsys):
+    from hrpose.outdir import acquire_out_lock
+
     out = tmp_path / "out"
     out.mkdir()
     held = acquire_out_lock(out)  # another open file description: as another process would hold it
@@ -245,6 +247,8 @@ def test_two_concurrent_predict_processes_one_is_refused(tiny_files, tmp_path):
 
 
 def test_lock_name_can_be_chosen_per_shard(tmp_path):
+    from hrpose.outdir import acquire_out_lock
+
     a = acquire_out_lock(tmp_path, name=".hrpose-predict.shard0.lock")
     b = acquire_out_lock(tmp_path, name=".hrpose-predict.shard1.lock")
     try:
@@ -464,4 +468,6 @@ def test_control_characters_in_a_file_name_cannot_forge_an_error_line(tiny_files
 
 
 def test_error_text_escapes_and_indents():
+    from hrpose.user_files import error_text
+
     assert error_text("a\nerror: x\x07") == "a\n  error: x\\x07"

@@ -301,7 +301,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         with sigterm_as_interrupt() as stop:
-            return _run_locked(args, items, errors, out_dir, stop, exit_status)
+            try:
+                return _run_locked(args, items, errors, out_dir, stop, exit_status)
+            except KeyboardInterrupt:  # before the first image (loading the model): nothing was written
+                if not stop.signum:
+                    raise
+                print("terminated (SIGTERM) before any result was written", file=sys.stderr)
+                return int(exit_status(stop))
     finally:
         lock.release()
 
