@@ -49,8 +49,10 @@ def estimate_model_bytes(cfg: Any, spec: Any, training: bool = False) -> tuple[i
             acts += _LIVE_INFER * act_stage
             layers += int(st.num_modules) * (2 * max(int(b) for b in st.num_blocks) + 2)
             if training:
-                acts += int(st.num_modules) * 3 * sum(
-                    int(b) * c * area4 / 4**j for j, (b, c) in enumerate(zip(st.num_blocks, wide))
+                acts += (
+                    int(st.num_modules)
+                    * 3
+                    * sum(int(b) * c * area4 / 4**j for j, (b, c) in enumerate(zip(st.num_blocks, wide)))
                 )
             prev = tuple(wide)
         params += prev[0] * joints

@@ -281,7 +281,7 @@ def _not_a_checkpoint(path: Path, err: Exception) -> str:
 
 def _strip_module_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if sd and all(k.startswith("module.") for k in sd):
-        return {k[len("module."):]: v for k, v in sd.items()}
+        return {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)
 
 
@@ -332,9 +332,7 @@ def _bare_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def compare_state_dicts(
-    model_sd: Mapping[str, torch.Tensor], ckpt_sd: Mapping[str, torch.Tensor]
-) -> LoadReport:
+def compare_state_dicts(model_sd: Mapping[str, torch.Tensor], ckpt_sd: Mapping[str, torch.Tensor]) -> LoadReport:
     """Which checkpoint keys fit the model. BatchNorm `num_batches_tracked` may be absent (old files)."""
     report = LoadReport()
     for k, v in ckpt_sd.items():
@@ -532,9 +530,9 @@ def convert_state_dict(
             if k.startswith("data_preprocessor."):
                 new = None
             elif k.startswith("backbone."):
-                new = k[len("backbone."):]
+                new = k[len("backbone.") :]
             elif k.startswith(head):
-                new = k[len(head):]
+                new = k[len(head) :]
         elif layout == "torchvision":
             new = None if k.startswith("fc.") else k
         elif layout in ("hrnet-imagenet", "timm"):
