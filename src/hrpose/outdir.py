@@ -43,7 +43,9 @@ class OutLock(TrainLock):
 def acquire_out_lock(out_dir: str | os.PathLike[str], name: str = PREDICT_LOCK_NAME) -> OutLock:
     """Hold `out_dir/name` (an flock) until `.release()`; OutputDirLockedError (a UserError) when another live
     process holds it. Sharded runs pass a name of their own per rank."""
-    return OutLock(out_dir, name=name).acquire()
+    lock = OutLock(out_dir, name=name)
+    lock.acquire()
+    return lock
 
 
 def check_out_dir(out_dir: str | os.PathLike[str], option: str = "--out") -> Path:

@@ -33,10 +33,10 @@ def estimate_model_bytes(cfg: Any, spec: Any, training: bool = False) -> tuple[i
     stem = 64 * (w / 2) * (h / 2) * 2 + 64 * area4 * 2 + 256 * area4 * 3
     stages = getattr(spec, "stages", None)
     if stages is not None:  # HRNet: stem + layer1 (4 bottlenecks of 64 -> 256), stages of parallel branches
-        params = 3 * 64 * 9 + 64 * 64 * 9 + 4 * (256 * 64 * 2 + 64 * 64 * 9)
+        params: float = 3 * 64 * 9 + 64 * 64 * 9 + 4 * (256 * 64 * 2 + 64 * 64 * 9)
         acts = stem
         layers = 0
-        prev = (256,)
+        prev: tuple[int, ...] = (256,)
         for st in stages:
             chans = [int(c) for c in st.num_channels]
             expansion = 4 if str(st.block).upper().startswith("BOTTLENECK") else 1
