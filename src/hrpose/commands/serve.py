@@ -15,6 +15,7 @@ import importlib.util
 import math
 import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -130,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
 
     # uvicorn catches SIGINT/SIGTERM itself, shuts down gracefully, then re-raises the signal to the handler
     # that was there before: ours turns SIGTERM into a clean exit instead of death by signal
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    main_thread = threading.current_thread() is threading.main_thread()  # (tests run it in a thread)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     how = "stopped"
     try:
         uvicorn.run(app, host=args.host, port=args.port, http=protocol, limit_concurrency=None,
@@ -141,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     except _Terminated:
         how = "stopped (SIGTERM)"
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     print(f"hrpose serve: {how}", file=sys.stderr, flush=True)
     return 0
