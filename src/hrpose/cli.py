@@ -96,7 +96,10 @@ def run_command(module: ModuleType, args: argparse.Namespace, command: str = "")
             raise  # a bug in hrpose: the traceback is what helps fix it
         if debug:
             traceback.print_exc()
-        message = str(e).strip() or type(e).__name__
+        from hrpose.user_files import error_text
+
+        # control characters escaped, further lines indented: a file name cannot forge an `error:` line
+        message = error_text(str(e).strip() or type(e).__name__)
         rank = _rank()
         if rank == 0:
             print(f"error: {message}", file=sys.stderr, flush=True)

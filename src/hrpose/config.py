@@ -227,6 +227,10 @@ def _type_name(value: Any) -> str:
     return "node" if isinstance(value, CfgNode) else type(value).__name__
 
 
+#: keys whose default is written as an integer but whose value is any real number (checked by validate_config)
+REAL_VALUED_KEYS = frozenset({"MODEL.SIGMA"})
+
+
 def _coerce(value: Any, default: Any, full_key: str, source: str) -> Any:
     """``value`` checked against the type of ``default`` (yacs rules, plus int -> float)."""
     if type(value) is type(default) or value is None or default is None:
@@ -235,6 +239,8 @@ def _coerce(value: Any, default: Any, full_key: str, source: str) -> Any:
         return type(default)(value)
     if type(default) is float and type(value) is int:
         return float(value)
+    if full_key in REAL_VALUED_KEYS and type(default) is int and type(value) is float:
+        return value  # an int default (SIGMA: 2) does not make the key integer-only: 2.5 is a valid sigma
     raise ConfigError(
         f"config key {full_key!r} in {source}: expected {_type_name(default)} "
         f"(default {default!r}), got {_type_name(value)} {value!r}"
@@ -271,8 +277,7 @@ def _merge_into(dst: CfgNode, src: Mapping[str, Any], root: CfgNode, prefix: str
             _merge_into(current, value, root, full + ".", source)
         elif isinstance(value, Mapping):
             raise ConfigError(
-                f"config key {full!r} in {source}: expected {_type_name(current)} "
-                f"(default {current!r}), got a mapping"
+                f"config key {full!r} in {source}: expected {_type_name(current)} (default {current!r}), got a mapping"
             )
         else:
             dst[key] = _coerce(value, current, full, source)
@@ -323,6 +328,17 @@ def _load_yaml(cfg_file: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    return parse_config_text(text, str(path))
+
+
+def parse_config_text(text: str, name: str) -> dict[str, Any]:
+    """A config's YAML text -> its mapping, by the rules of config files (size limit, no aliases, no Python
+    tags, plain data only); `name` is what messages call it after "config file " (a path, or a checkpoint and
+    where inside it the text was). Used for --cfg files and for the config a checkpoint carries."""
+    path = name
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {size} bytes, more than the {MAX_CONFIG_BYTES} a config may have")
     loader = _NoAliasLoader(text)
     loader.name = str(path)
     try:
@@ -339,9 +355,7 @@ def _load_yaml(cfg_file: str | os.PathLike[str]) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(
-            f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}"
-        ) from None
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
     finally:
@@ -349,9 +363,7 @@ def _load_yaml(cfg_file: str | os.PathLike[str]) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {path}: expected a mapping of keys at top level, got {type(data).__name__}"
-        )
+        raise ConfigError(f"config file {path}: expected a mapping of keys at top level, got {type(data).__name__}")
     return data
 
 
@@ -362,9 +374,7 @@ def merge_opts(cfg: CfgNode, opts: Sequence[str] | None, source: str = "command 
     """
     opts = list(opts or [])
     if len(opts) % 2:
-        raise ConfigError(
-            f"{source}: config overrides must be KEY VALUE pairs, got an odd number of items: {opts}"
-        )
+        raise ConfigError(f"{source}: config overrides must be KEY VALUE pairs, got an odd number of items: {opts}")
     for key, value in zip(opts[0::2], opts[1::2]):
         if not isinstance(key, str) or not key or key.startswith("-"):
             raise ConfigError(f"{source}: expected a config KEY like TRAIN.LR, got {key!r}")
@@ -609,13 +619,13 @@ def config_to_dict(cfg: CfgNode) -> dict[str, Any]:
     return convert(cfg)
 
 
-def config_from_dict(values: Mapping[str, Any], *, freeze: bool = True) -> CfgNode:
+def config_from_dict(values: Mapping[str, Any], *, freeze: bool = True, source: str = "config dict") -> CfgNode:
     """Defaults with a (possibly partial) dict merged in, e.g. the config stored in a checkpoint.
 
     No ``DATA_DIR`` joining: the stored values are taken as already resolved.
     """
-    cfg = merge_dict(get_default_config(), values, source="config dict")
-    validate_config(cfg, source="config dict")
+    cfg = merge_dict(get_default_config(), values, source=source)
+    validate_config(cfg, source=source)
     if freeze:
         cfg.freeze()
     return cfg
@@ -676,14 +686,13 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     """
     parser.add_argument("--cfg", help="experiment config file (YAML)", required=True, type=str)
     parser.add_argument(
-        "opts", help="config overrides as KEY VALUE pairs, e.g. TEST.USE_GT_BBOX False",
-        default=None, nargs=argparse.REMAINDER,
+        "opts",
+        help="config overrides as KEY VALUE pairs, e.g. TEST.USE_GT_BBOX False",
+        default=None,
+        nargs=argparse.REMAINDER,
     )
     parser.add_argument("--modelDir", help="output directory (overrides OUTPUT_DIR)", type=str, default="")
     parser.add_argument("--logDir", help="log directory (overrides LOG_DIR)", type=str, default="")
     parser.add_argument("--dataDir", help="data directory (overrides DATA_DIR)", type=str, default="")
-    parser.add_argument(
-        "--prevModelDir", help="previous model directory (accepted, unused)", type=str, default=""
-    )
+    parser.add_argument("--prevModelDir", help="previous model directory (accepted, unused)", type=str, default="")
     return parser
-

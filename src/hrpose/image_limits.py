@@ -44,7 +44,7 @@ def max_image_pixels(override: int | None = None) -> int:
         return DEFAULT_MAX_IMAGE_PIXELS
     try:
         value = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # nan, or inf / 1e400 (no integer has that size)
         value = 0
     if value < 1:
         raise ImageTooLargeError(f"{ENV_VAR}={raw!r}: expected a positive number of pixels, e.g. 100000000")

@@ -49,10 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a model zoo pose model (`hrpose models` lists them), fetched on first use into "
                              "$HRPOSE_HOME; the default when neither --cfg nor --weights is given: "
                              "hrnet-w32-coco-256x192")  # fmt: skip
-    parser.add_argument("--random-weights", action="store_true",
-                        help="run the untrained network (random weights) on purpose, e.g. to test a pipeline")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files, folders, glob patterns, video files, or a webcam index (0, 1, ...)")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="run the untrained network (random weights) on purpose, e.g. to test a pipeline",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders, glob patterns, video files, or a webcam index (0, 1, ...)",
+    )
     parser.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     parser.add_argument("--detector", default="auto",
                         help="person boxes: auto (the model zoo's YOLOX Human-Art ONNX detector, fetched on first "
@@ -96,6 +103,7 @@ class _Summary:
     empty: list[str] = field(default_factory=list)
     interrupted: bool = False
     kept: list[str] = field(default_factory=list)
+    disk_error: str = ""  # a write into --out failed (disk full, I/O error): the run stopped
 
 
 #: the files hrpose predict draws; folder/glob expansion skips them inside the output folder
@@ -171,10 +179,14 @@ class _Namer:
     """Unique output stems: photo, photo_1, ... when two inputs share a name."""
 
     def __init__(self) -> None:
-        self.used: set[str] = set()
+        from hrpose.outdir import RESERVED_STEMS
+
+        self.used: set[str] = set(RESERVED_STEMS)  # results.json is the aggregate: results.jpg -> results_1.json
 
     def __call__(self, path: str) -> str:
-        stem = Path(path).stem if not path.isdigit() else f"webcam{path}"
+        from hrpose.inference.video import is_webcam
+
+        stem = Path(path).stem if not is_webcam(path) else f"webcam{path}"
         name, i = stem, 1
         while name in self.used:
             name, i = f"{stem}_{i}", i + 1
@@ -247,6 +259,7 @@ def build_estimator(args: argparse.Namespace) -> Any:
     from hrpose.inference.estimator import PoseEstimator
 
     max_image_pixels(args.max_image_pixels)  # a bad HRPOSE_MAX_IMAGE_PIXELS / option: one error, exit 2
+    _check_numbers(args)
 
     model = getattr(args, "model", None)
     random_weights = bool(getattr(args, "random_weights", False))
@@ -282,6 +295,21 @@ def build_estimator(args: argparse.Namespace) -> Any:
     return estimator
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numeric options a user can get wrong silently (nan compares false with everything): refused by name."""
+    import math
+
+    from hrpose.errors import UserError
+
+    kpt_thr = getattr(args, "kpt_thr", None)
+    if kpt_thr is not None and not (math.isfinite(kpt_thr) and 0.0 <= kpt_thr <= 1.0):
+        raise UserError(f"--kpt-thr must be a number from 0 to 1 (a joint score), got {kpt_thr}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1 (person crops per forward pass), got {args.batch_size}")
+    if getattr(args, "max_frames", 0) < 0:
+        raise UserError(f"--max-frames must be >= 0 (0 = every frame), got {args.max_frames}")
+
+
 def _resolve_backend(args: argparse.Namespace) -> str:
     """--backend / --precision -> the backend name PoseEstimator runs ("auto" at fp32 stays "auto")."""
     from hrpose.runtime import BackendUnavailableError, auto_backend, resolve_device
@@ -298,22 +326,47 @@ def _resolve_backend(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from hrpose.errors import UserError
-    from hrpose.inference.detectors import DetectorError
+    from hrpose.outdir import acquire_out_lock, check_out_dir
+    from hrpose.termination import exit_status, sigterm_as_interrupt
+    from hrpose.user_files import error_text
 
     items, errors = expand_inputs(list(args.inputs), out_dir=args.out)
     for e in errors:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {error_text(e)}", file=sys.stderr)
     if not items:
         if not errors:  # each missing input already had its own error line
             print("error: nothing to process: the inputs name no image, video or webcam", file=sys.stderr)
         return 2
     try:
+        out_dir = check_out_dir(args.out)  # a file in the way, a read-only folder: refused before the model loads
+        lock = acquire_out_lock(out_dir)  # one predict per --out: a second one would mix results.json
+    except UserError as e:
+        print(f"error: {error_text(e)}", file=sys.stderr)
+        return 2
+    try:
+        with sigterm_as_interrupt() as stop:
+            try:
+                return _run_locked(args, items, errors, out_dir, stop, exit_status)
+            except KeyboardInterrupt:  # before the first image (loading the model): nothing was written
+                if not stop.signum:
+                    raise
+                print("terminated (SIGTERM) before any result was written", file=sys.stderr)
+                return int(exit_status(stop))
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, items: list[tuple[str, str]], errors: list[str], out_dir: Path,
+                stop: Any, exit_status: Any) -> int:  # fmt: skip
+    from hrpose.errors import UserError
+    from hrpose.inference.detectors import DetectorError
+    from hrpose.user_files import error_text
+
+    try:
         estimator = build_estimator(args)
     except (UserError, DetectorError, ValueError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {error_text(e)}", file=sys.stderr)
         return 2
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     summary = _Summary(bad=[f"{e}" for e in errors])
     namer = _Namer()
     images = [path for kind, path in items if kind == "image"]
@@ -322,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     if images:
         _predict_images(estimator, images, out_dir, namer, args, summary)
     for kind, path in streams:
-        if summary.interrupted:
+        if summary.interrupted or summary.disk_error:
             break
         _predict_stream(estimator, kind, path, out_dir, namer, args, summary)
     summary.seconds = time.perf_counter() - t0
@@ -334,13 +387,17 @@ def run(args: argparse.Namespace) -> int:
     if summary.bad:
         print(f"{len(summary.bad)} input(s) could not be processed:", file=sys.stderr)
         for b in summary.bad:
-            print(f"  {b}", file=sys.stderr)
+            print(f"  {error_text(b)}", file=sys.stderr)
     print(f"{summary.images} images, {summary.frames} frames, {summary.people} people found, "
           f"{rate:.2f} frames/s; results in {out_dir}")  # fmt: skip
+    kept = ", ".join(summary.kept) if summary.kept else "nothing"
+    if summary.disk_error:
+        print(f"error: {summary.disk_error}; kept {kept}", file=sys.stderr)
+        return 1
     if summary.interrupted:
-        kept = ", ".join(summary.kept) if summary.kept else "nothing"
-        print(f"interrupted: kept {kept}; run again on the inputs not yet done to finish", file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if stop.signum else "interrupted"
+        print(f"{how}: kept {kept}; run again on the inputs not yet done to finish", file=sys.stderr)
+        return int(exit_status(stop))
     return 0 if done > 0 else 1
 
 
@@ -351,6 +408,8 @@ def _predict_images(estimator: Any, paths: list[str], out_dir: Path, namer: _Nam
     from hrpose.images import ImageReadError, load_image
     from hrpose.inference.detectors import DetectorError
     from hrpose.inference.drawing import draw_poses
+    from hrpose.outdir import disk_error
+    from hrpose.user_files import error_text
 
     names = list(estimator.joint_names)
     all_results: list[dict[str, Any]] = []
@@ -364,17 +423,24 @@ def _predict_images(estimator: Any, paths: list[str], out_dir: Path, namer: _Nam
                 results = _results(poses, path, names)
                 text = strict_json(results)  # ValueError for a non-finite value: the image is reported
             except (UserError, ImageReadError, DetectorError, ValueError) as e:
-                tqdm.write(f"error: {e}")
+                tqdm.write(f"error: {error_text(e)}")
                 s.bad.append(str(e))
                 continue
             stem = namer(path)
-            write_atomic(out_dir / f"{stem}.json", text)
-            all_results.extend(results)
-            if not args.no_draw:
-                drawn = draw_poses(image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr)
-                ok, jpg = cv2.imencode(".jpg", drawn)
-                if ok:
-                    write_atomic(out_dir / f"{stem}_pose.jpg", jpg.tobytes())
+            target = out_dir / f"{stem}.json"
+            try:
+                write_atomic(target, text)
+                all_results.extend(results)
+                if not args.no_draw:
+                    drawn = draw_poses(image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr)
+                    ok, jpg = cv2.imencode(".jpg", drawn)
+                    if ok:
+                        target = out_dir / f"{stem}_pose.jpg"
+                        write_atomic(target, jpg.tobytes())
+            except OSError as e:  # disk full, I/O error: stop, keep what was done (results.json below)
+                s.disk_error = disk_error(target, e)
+                tqdm.write(f"error: {s.disk_error}")
+                break
             if not poses:
                 tqdm.write(f"{path}: no person found")
                 s.empty.append(path)
@@ -383,24 +449,28 @@ def _predict_images(estimator: Any, paths: list[str], out_dir: Path, namer: _Nam
     except KeyboardInterrupt:
         s.interrupted = True
         tqdm.write(f"interrupted after {s.images} of {len(paths)} images")
-    if s.images:
-        write_atomic(out_dir / "results.json", strict_json(all_results))
-        s.kept.append(f"{out_dir / 'results.json'} ({s.images} of {len(paths)} images)")
+    if s.images or all_results:
+        try:
+            write_atomic(out_dir / "results.json", strict_json(all_results))
+            s.kept.append(f"{out_dir / 'results.json'} ({s.images} of {len(paths)} images)")
+        except OSError as e:
+            msg = disk_error(out_dir / "results.json", e)
+            s.disk_error = f"{s.disk_error}; also {msg}" if s.disk_error else msg
 
 
-def _predict_stream(
-    estimator: Any, kind: str, path: str, out_dir: Path, namer: _Namer, args: Any, s: _Summary
-) -> None:
+def _predict_stream(estimator: Any, kind: str, path: str, out_dir: Path, namer: _Namer, args: Any, s: _Summary) -> None:
     from hrpose.inference.detectors import DetectorError
     from hrpose.inference.drawing import draw_poses
     from hrpose.inference.tracking import PoseTracker
     from hrpose.inference.video import VideoError, VideoReader, VideoWriter
+    from hrpose.outdir import disk_error
+    from hrpose.user_files import create_exclusive, error_text
 
     names = list(estimator.joint_names)
     try:
         reader = VideoReader(path)
     except VideoError as e:
-        tqdm.write(f"error: {e}")
+        tqdm.write(f"error: {error_text(e)}")
         s.bad.append(str(e))
         return
     stem = namer(path)
@@ -412,11 +482,15 @@ def _predict_stream(
     total = reader.frame_count or None
     if args.max_frames and total:
         total = min(total, args.max_frames)
-    # written under temporary names and renamed when the stream ends (also on Ctrl-C and on errors)
+    # written under new temporary names (created exclusively, never through a planted link) and renamed when
+    # the stream ends (also on Ctrl-C, SIGTERM and on errors)
     jsonl_path, video_path = out_dir / f"{stem}.jsonl", out_dir / f"{stem}_pose.mp4"
-    jsonl_tmp, video_tmp = out_dir / f".{stem}.jsonl.partial", out_dir / f".{stem}_pose.partial.mp4"
+    video_tmp: Path | None = None
+    jsonl_tmp: Path | None = None
+    target = jsonl_path
     try:
-        with reader, jsonl_tmp.open("w") as jsonl:
+        fd, jsonl_tmp = create_exclusive(out_dir, f".{stem}.jsonl.", ".partial")
+        with reader, os.fdopen(fd, "w", encoding="utf-8") as jsonl:
             for i, frame in enumerate(tqdm(reader, desc=Path(path).name, unit="frame", total=total)):
                 if args.max_frames and i >= args.max_frames:
                     break
@@ -430,6 +504,8 @@ def _predict_stream(
                 if not args.no_draw:
                     if writer is None:
                         size = (frame.shape[1], frame.shape[0])
+                        vfd, video_tmp = create_exclusive(out_dir, f".{stem}_pose.", ".partial.mp4")
+                        os.close(vfd)  # OpenCV opens it by name: the name is ours, made just now
                         writer = VideoWriter(video_tmp, reader.fps, size)
                     writer.write(draw_poses(frame, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr))
                 if not poses:
@@ -440,15 +516,31 @@ def _predict_stream(
         s.interrupted = True
         tqdm.write(f"{reader.name}: stopped after {s.frames - frames_before} frames")
     except (VideoError, DetectorError, ValueError) as e:
-        tqdm.write(f"error: {reader.name}: {e}")
+        tqdm.write(f"error: {error_text(reader.name)}: {error_text(e)}")
         s.bad.append(f"{reader.name}: {e}")
+    except OSError as e:  # a write into --out failed (disk full, I/O error): stop, keep the frames done
+        s.disk_error = disk_error(target, e)
+        tqdm.write(f"error: {s.disk_error}")
     finally:
         if writer is not None:
             writer.close()
-            os.replace(video_tmp, video_path)
-        if jsonl_tmp.exists():
-            os.replace(jsonl_tmp, jsonl_path)
+        if video_tmp is not None:
+            _keep_or_drop(video_tmp, video_path, writer is not None and writer.frames > 0)
+        if jsonl_tmp is not None:
+            _keep_or_drop(jsonl_tmp, jsonl_path, s.frames > frames_before)
     if s.frames > frames_before:
         s.kept.append(f"{jsonl_path} ({s.frames - frames_before} frames)")
     if s.frames == frames_before:
         s.bad.append(f"{reader.name}: no frame could be read")
+
+
+def _keep_or_drop(tmp: Path, final: Path, keep: bool) -> None:
+    """Rename a stream's temporary output to its name (os.replace: a link at `final` is replaced, not
+    followed), or remove it when it holds nothing; never leaves a hidden temporary file behind."""
+    try:
+        if keep:
+            os.replace(tmp, final)
+        else:
+            tmp.unlink(missing_ok=True)
+    except OSError:
+        tmp.unlink(missing_ok=True)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -56,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long the worker waits for more requests to batch (default 5 ms)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets 504 (default 30)")
+    parser.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                        help="seconds a connection has to send its request headers; slower ones are closed "
+                             "(default 10)")  # fmt: skip
+    parser.add_argument("--max-connections", type=int, default=1024, metavar="N",
+                        help="open connections at most; past it the oldest one still sending headers is "
+                             "dropped (default 1024)")  # fmt: skip
     parser.add_argument("--test-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: a slow model
 
 
@@ -72,8 +81,16 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"{opt} must be >= 1, got {value}")
         if not 0 <= args.port <= 65535:
             raise UserError(f"--port must be from 0 (any free port) to 65535, got {args.port}")
-        if not (args.max_body_mb > 0 and args.timeout > 0):
-            raise UserError(f"--max-body-mb and --timeout must be > 0, got {args.max_body_mb} and {args.timeout}")
+        for opt, num, low in (
+            ("--max-body-mb", args.max_body_mb, 0.0),
+            ("--timeout", args.timeout, 0.0),
+            ("--header-timeout", args.header_timeout, 0.0),
+            ("--batch-wait-ms", args.batch_wait_ms, -1),
+        ):
+            if not (math.isfinite(num) and (num > 0 if low == 0 else num >= 0)):  # nan, inf, 1e400 refused
+                raise UserError(f"{opt} must be a finite number {'>= 0' if low < 0 else '> 0'}, got {num}")
+        if args.max_connections < 8:
+            raise UserError(f"--max-connections must be >= 8, got {args.max_connections}")
         if args.detector.lower().startswith("file:"):
             raise UserError("--detector file:... looks boxes up by file name, which uploads do not have: use auto, "
                             "hog, whole or onnx:MODEL.onnx, or send boxes with each request")  # fmt: skip
@@ -86,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hrpose.serve import ServeSettings, create_app
-    from hrpose.serve.app import admitted_requests
+    from hrpose.serve.protocol import guarded_protocol
     from hrpose.zoo import DEFAULT_POSE_MODEL
 
     if args.model is None and args.cfg is None and args.weights is None:
@@ -101,12 +118,32 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(estimator, settings)
     print(f"hrpose serve: {name} on http://{args.host}:{args.port}/ (API: POST /v1/pose, GET /v1/models, "
           "/healthz, /openapi.json); Ctrl-C stops", file=sys.stderr, flush=True)  # fmt: skip
-    # the app refuses requests past admitted_requests() before reading their body (503 + Retry-After); uvicorn's
-    # own limit (a plain 503) is a backstop for connections that are not pose requests
-    limit = 2 * admitted_requests(settings) + 16
+    # the app refuses pose requests past admitted_requests() before reading their body (503 + Retry-After);
+    # connections are bounded by the protocol (header timeout, --max-connections), not by uvicorn's
+    # limit_concurrency, which counts half-open connections too and would answer 503 to /healthz
+    protocol = guarded_protocol(args.header_timeout, args.max_connections)
+
+    class _Terminated(Exception):
+        pass
+
+    def _on_sigterm(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    # uvicorn catches SIGINT/SIGTERM itself, shuts down gracefully, then re-raises the signal to the handler
+    # that was there before: ours turns SIGTERM into a clean exit instead of death by signal
+    main_thread = threading.current_thread() is threading.main_thread()  # (tests run it in a thread)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    how = "stopped"
     try:
-        uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=limit, timeout_keep_alive=5,
+        uvicorn.run(app, host=args.host, port=args.port, http=protocol, limit_concurrency=None,
+                    timeout_keep_alive=5, timeout_graceful_shutdown=max(5.0, min(args.timeout, 30.0)),
                     log_level="warning")  # fmt: skip
     except KeyboardInterrupt:
-        pass
+        how = "stopped (Ctrl-C)"
+    except _Terminated:
+        how = "stopped (SIGTERM)"
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    print(f"hrpose serve: {how}", file=sys.stderr, flush=True)
     return 0

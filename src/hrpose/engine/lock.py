@@ -7,7 +7,9 @@ the next run takes it over (and says whose it was). On exit the lock is released
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from hrpose.errors import UserError
@@ -49,8 +51,13 @@ class TrainLock:
     ``previous_pid`` is set when a stale lock file (its process gone) was taken over.
     """
 
-    def __init__(self, folder: str | os.PathLike[str]):
-        self.path = Path(folder) / LOCK_NAME
+    #: what holds the lock and how to avoid the clash, for the messages (`hrpose predict` sets its own)
+    holder = "hrpose train"
+    advice = "train into another folder (OUTPUT_DIR / --modelDir)"
+    option = "is OUTPUT_DIR writable?"
+
+    def __init__(self, folder: str | os.PathLike[str], name: str = LOCK_NAME):
+        self.path = Path(folder) / name
         self.fd: int | None = None
         self.previous_pid: int | None = None
 
@@ -62,11 +69,25 @@ class TrainLock:
 
         for _ in range(10):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                # O_NOFOLLOW: a symbolic link planted under the lock's name is refused, never followed (the
+                # lock is truncated and written: following it would overwrite a file outside the folder)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
             except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise OutputDirLockedError(
+                        f"the lock {self.path} is a symbolic link; hrpose never writes through links in an output "
+                        "folder: remove the link (or use another folder)"
+                    ) from None
                 raise OutputDirLockedError(
-                    f"cannot create the training lock {self.path}: {e.strerror or e}; is OUTPUT_DIR writable?"
+                    f"cannot create the lock {self.path}: {e.strerror or e}; {self.option}"
                 ) from None
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                st = None
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                raise OutputDirLockedError(f"the lock {self.path} is not a regular file: remove it")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -74,8 +95,8 @@ class TrainLock:
                 os.close(fd)
                 who = f"PID {pid}" if pid else "another process"
                 raise OutputDirLockedError(
-                    f"another hrpose train ({who}) is writing into {self.path.parent} (lock {self.path}); wait "
-                    "for it to finish or stop it, or train into another folder (OUTPUT_DIR / --modelDir)"
+                    f"another {self.holder} ({who}) is writing into {self.path.parent} (lock {self.path}); wait "
+                    f"for it to finish or stop it, or {self.advice}"
                 ) from None
             # The file may have been removed (and recreated) by its previous holder between our open and
             # flock: then we hold a lock on an orphaned inode; start over on the current file.
@@ -95,7 +116,7 @@ class TrainLock:
             os.fsync(fd)
             self.fd = fd
             return self
-        raise OutputDirLockedError(f"could not take the training lock {self.path}: it keeps being replaced")
+        raise OutputDirLockedError(f"could not take the lock {self.path}: it keeps being replaced")
 
     def release(self) -> None:
         if self.fd is None:

@@ -8,6 +8,7 @@ tensorboard is not importable or when it is disabled.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -71,11 +72,37 @@ def setup_logger(
         time_str = time_str or time.strftime("%Y-%m-%d-%H-%M")
         log_file = Path(output_dir) / f"{cfg_name}_{time_str}_{phase}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file, encoding="utf-8")
+        fh = _nofollow_file_handler(log_file)
         fh.setFormatter(fmt)
         fh._hrpose = True  # type: ignore[attr-defined]
         logger.addHandler(fh)
     return logger, log_file
+
+
+def _nofollow_file_handler(log_file: Path) -> logging.Handler:
+    """A handler appending to `log_file`, opened with O_NOFOLLOW: a symbolic link planted under the log's name
+    in the output folder is refused (UserError), never followed to a file outside it."""
+    import errno
+
+    from hrpose.errors import UserError
+    from hrpose.user_files import open_nofollow, safe_text
+
+    try:
+        fd = open_nofollow(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"the log file {safe_text(log_file)} is a symbolic link; hrpose never writes through "
+                            "links in its output folder: remove the link") from None  # fmt: skip
+        raise UserError(f"cannot create the log file {safe_text(log_file)}: {e.strerror or e}") from None
+    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+
+    def close() -> None:
+        stream = handler.stream
+        logging.StreamHandler.close(handler)
+        stream.close()
+
+    handler.close = close  # type: ignore[method-assign]
+    return handler
 
 
 def close_logger() -> None:

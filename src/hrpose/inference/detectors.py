@@ -131,7 +131,8 @@ def default_detector() -> Detector:
         return HOGDetector()
     logger.warning(
         "OpenCV %s has no HOG people detector: using the whole image as the person box "
-        "(install 'opencv-python-headless<5' for HOG, or pass --detector file:... / onnx:...)", cv2.__version__
+        "(install 'opencv-python-headless<5' for HOG, or pass --detector file:... / onnx:...)",
+        cv2.__version__,
     )
     return WholeImageDetector()
 
@@ -194,6 +195,10 @@ class HOGDetector:
         return clip_boxes(out, w, h)
 
 
+#: a detection file for a large COCO split is some tens of MB; far larger is not one (and is never read whole)
+MAX_DETECTION_FILE_BYTES = 512 * 2**20
+
+
 class DetectionFileDetector:
     """Boxes from a COCO detection-results JSON: `[{"image_id", "category_id", "bbox": [x,y,w,h], "score"}]`.
 
@@ -206,47 +211,62 @@ class DetectionFileDetector:
     needs_key = True
 
     def __init__(self, path: str | os.PathLike[str], score_thr: float = 0.0, category: int = 1) -> None:
+        from hrpose.inference.boxes import BoxError, check_box, check_score
+        from hrpose.user_files import UserFileError, read_user_file, safe_text
+
         self.path = Path(path)
+        name = safe_text(self.path)
         try:
-            entries = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError as e:
-            raise DetectorError(f"detection file not found: {self.path}") from e
-        except (OSError, ValueError) as e:
-            raise DetectorError(f"detection file {self.path} is not readable JSON: {e}") from e
+            raw = read_user_file(self.path, "detection file", MAX_DETECTION_FILE_BYTES,
+                                 "give a COCO detection-results JSON (--detector file:DETS.json)")  # fmt: skip
+        except UserFileError as e:
+            raise DetectorError(str(e).replace(": no such file", ": not found")) from None
+        try:
+            entries = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise DetectorError(f"detection file {name} is not readable JSON: {safe_text(e)}") from None
         if isinstance(entries, dict) and "annotations" in entries:
             entries = entries["annotations"]
         if not isinstance(entries, list):
             raise DetectorError(
-                f"detection file {self.path}: expected a list of COCO detection results, got "
-                f"{type(entries).__name__}"
+                f"detection file {name}: expected a list of COCO detection results, got {type(entries).__name__}"
             )
         table: dict[str, list[list[float]]] = defaultdict(list)
         non_finite = 0
         for i, entry in enumerate(entries):
+            where = f"detection file {name}: entry {i}"
             if not isinstance(entry, dict) or "bbox" not in entry:
-                raise DetectorError(f"detection file {self.path}: entry {i} has no 'bbox': {str(entry)[:120]}")
-            if int(entry.get("category_id", 1)) != category:
+                raise DetectorError(f"{where} has no 'bbox': {safe_text(str(entry)[:120])}")
+            cat = entry.get("category_id", 1)
+            if type(cat) is not int:
+                raise DetectorError(f"{where}: 'category_id' must be an integer (1 = person), got "
+                                    f"{type(cat).__name__} {safe_text(repr(cat)[:40])}")  # fmt: skip
+            if cat != category:
                 continue
-            score = float(entry.get("score", 1.0))
-            bbox = [float(v) for v in entry["bbox"]]
-            if len(bbox) != 4:
-                raise DetectorError(f"detection file {self.path}: entry {i} bbox must be [x, y, w, h], got {bbox}")
-            if not np.isfinite([*bbox, score]).all():  # clipping would turn it into a fake box: drop it
-                non_finite += 1
+            try:
+                score = check_score(entry.get("score", 1.0), "'score'")
+                bbox = check_box(entry["bbox"], "'bbox'")
+            except BoxError as e:
+                if not e.non_finite:
+                    raise DetectorError(f"{where}: {safe_text(e)}; fix or remove the entry") from None
+                non_finite += 1  # clipping would turn it into a fake box: drop it
                 if non_finite <= 5:
                     logger.warning(
                         "detection file %s: entry %d (image %s) has a NaN/infinite bbox or score %s: skipped",
-                        self.path, i, entry.get("image_id", entry.get("file_name")), [*bbox, score],
+                        name, i, safe_text(entry.get("image_id", entry.get("file_name"))), safe_text(e),
                     )  # fmt: skip
                 continue
             if score < score_thr:
                 continue
             ident = entry.get("file_name", entry.get("image_name", entry.get("image_id")))
             if ident is None:
-                raise DetectorError(f"detection file {self.path}: entry {i} has no 'image_id' or 'file_name'")
+                raise DetectorError(f"{where} has no 'image_id' or 'file_name'")
+            if not (isinstance(ident, str) or type(ident) is int):
+                raise DetectorError(f"{where}: 'image_id'/'file_name' must be an integer or a string, got "
+                                    f"{type(ident).__name__} {safe_text(repr(ident)[:40])}")  # fmt: skip
             table[self._norm(ident)].append([*bbox, score])
         if non_finite > 5:
-            logger.warning("detection file %s: %d entries with NaN/infinite values skipped", self.path, non_finite)
+            logger.warning("detection file %s: %d entries with NaN/infinite values skipped", name, non_finite)
         self._table = {k: np.asarray(v, dtype=np.float32) for k, v in table.items()}
 
     @staticmethod

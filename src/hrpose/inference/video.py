@@ -28,8 +28,14 @@ def is_video_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+#: camera indexes hrpose accepts: 0 .. 9999 (OpenCV's backends use small integers)
+MAX_WEBCAM_DIGITS = 4
+
+
 def is_webcam(spec: str) -> bool:
-    return spec.isdigit()
+    """A webcam index: ASCII digits only (str.isdigit() also takes '²' or '٣', which int() refuses or maps to
+    another camera), at most MAX_WEBCAM_DIGITS of them."""
+    return spec.isascii() and spec.isdigit() and len(spec) <= MAX_WEBCAM_DIGITS
 
 
 class VideoReader:

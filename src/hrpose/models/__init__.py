@@ -93,6 +93,9 @@ def check_model_config(cfg: Any, training: bool = False) -> None:
     if training and heat != [v // 4 for v in size]:
         raise ConfigError(f"MODEL.HEATMAP_SIZE {heat}: {name} predicts heatmaps at a quarter of MODEL.IMAGE_SIZE "
                           f"{size}, so it must be {[v // 4 for v in size]}")  # fmt: skip
+    from hrpose.models.memory import check_model_memory
+
+    check_model_memory(cfg, spec, training=training)  # before any allocation: refused with the estimate
 
 
 def build_model(cfg: Any, is_train: bool = False) -> nn.Module:

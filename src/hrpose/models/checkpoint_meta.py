@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from hrpose.config import config_from_dict, config_to_dict
+from hrpose.config import ConfigError, config_from_dict, config_to_dict, parse_config_text
 from hrpose.keypoints import DatasetMeta
 from hrpose.models.untrusted import CheckpointError, _is_safetensors, _numpy_safe_globals, _read
 
@@ -125,10 +125,10 @@ def config_from_checkpoint_meta(meta: Mapping[str, Any], source: str = "checkpoi
     text = meta.get("config")
     if not isinstance(text, str) or not text.strip():
         raise CheckpointError(f"{source} carries no config in its {META_KEY}: pass the experiment YAML (--cfg)")
+    # the same loader and validation as --cfg: size limit, no YAML aliases or Python tags, every key checked
+    where = f"{source} (the config stored in its {META_KEY})"
     try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"{source}: the config in its {META_KEY} is not valid YAML: {e}") from e
-    if not isinstance(values, dict):
-        raise CheckpointError(f"{source}: the config in its {META_KEY} is not a mapping")
-    return config_from_dict(values)
+        values = parse_config_text(text, where)
+        return config_from_dict(values, source=where)
+    except ConfigError as e:
+        raise CheckpointError(f"{e}; pass the experiment YAML with --cfg to override it") from None

@@ -66,7 +66,7 @@ def max_checkpoint_bytes() -> int:
         return DEFAULT_MAX_CHECKPOINT_BYTES
     try:
         value = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # nan, or inf / 1e400 (no integer has that size)
         value = 0
     if value < 1:
         raise CheckpointError(f"HRPOSE_MAX_CHECKPOINT_BYTES={raw!r}: expected a positive number of bytes")

@@ -95,14 +95,15 @@ def parse_boxes(raw: str | None) -> list[list[float]] | None:
         raise ApiError(422, f"boxes: {want}, got a JSON {type(value).__name__}", "boxes")
     if len(value) > MAX_BOXES:
         raise ApiError(422, f"boxes: {len(value)} boxes, more than the {MAX_BOXES} one image may have", "boxes")
+    from hrpose.inference.boxes import BoxError, check_box
+
     out = []
     for i, box in enumerate(value):
-        ok = isinstance(box, list) and len(box) in (4, 5)
-        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
-        if not ok:
-            raise ApiError(422, f"boxes[{i}]: {str(box)[:60]} is not [x, y, w, h] or [x, y, w, h, score] of "
-                                "finite numbers", "boxes")  # fmt: skip
-        out.append([float(v) for v in box])
+        try:  # the same strict rule as detection files: numbers finite in float32, a score in [0, 1]
+            out.append(check_box(box, f"boxes[{i}]", allow_score=True))
+        except BoxError as e:
+            raise ApiError(422, f"boxes[{i}]: {str(box)[:60]} is not [x, y, w, h] or [x, y, w, h, score] of finite "
+                                f"numbers with a score from 0 to 1: {e}", "boxes") from None  # fmt: skip
     return out
 
 

@@ -1,0 +1,121 @@
+"""One rule for every file a user names, and one way to create files in folders hrpose does not own.
+
+Reading (`read_user_file`): open without blocking (a FIFO would wait forever for a writer), check the
+*opened* descriptor is a regular file (not a device such as /dev/zero, a FIFO or a folder), check its size
+against a limit, then read at most limit + 1 bytes. The checks are made on the descriptor, so a file swapped
+between the check and the read cannot slip through.
+
+Writing (`create_exclusive`, `open_nofollow`): files hrpose creates in an output folder are opened with
+``O_NOFOLLOW`` (a symbolic link planted under that name is refused, never followed) and, for new temporary
+names, ``O_EXCL`` (a name that already exists is never reused or truncated).
+
+`safe_text` escapes control characters in names printed on an `error:` line, so a file name holding a newline
+cannot forge a second line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from hrpose.errors import UserError
+
+__all__ = ["UserFileError", "create_exclusive", "error_text", "open_nofollow", "read_user_file", "safe_text"]
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class UserFileError(UserError, ValueError):
+    """A user-named file that is missing, not a regular file, too large or unreadable."""
+
+
+def safe_text(value: object, limit: int = 300) -> str:
+    """`value` as text for one message line: control characters (newline, CR, ESC, ...) escaped, length capped."""
+    text = str(value)
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or ch in "\u2028\u2029":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    s = "".join(out)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def error_text(message: object) -> str:
+    """A message for an `error:` line: control characters escaped except newlines, and every further line
+    indented, so no text inside it (a file name holding "\\nerror: ...") can start a line of its own."""
+    lines = str(message).split("\n")
+    out = [safe_text(line, limit=100_000) for line in lines]
+    return "\n".join([out[0], *[x if x[:1].isspace() else "  " + x for x in out[1:]]])
+
+
+def read_user_file(path: str | os.PathLike[str], what: str, max_bytes: int, fix: str = "") -> bytes:
+    """The bytes of a file the user named, by the one rule (see the module docstring).
+
+    `what` names the file's role ("detection file (--detector file:...)"); `fix` is appended to the messages.
+    Raises UserFileError (one line: the file, what was expected, how to fix it)."""
+    p = Path(path)
+    name = safe_text(p)
+    tail = f"; {fix}" if fix else ""
+    try:
+        fd = os.open(p, os.O_RDONLY | _NONBLOCK | _CLOEXEC)
+    except FileNotFoundError:
+        raise UserFileError(f"{what} {name}: no such file{tail}") from None
+    except OSError as e:
+        if e.errno in (errno.ENXIO,):  # a socket or a FIFO without a writer on some systems
+            raise UserFileError(f"{what} {name}: not a regular file (a FIFO, socket or device){tail}") from None
+        raise UserFileError(f"{what} {name}: cannot be opened: {e.strerror or e}{tail}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise UserFileError(f"{what} {name}: is a folder, expected a file{tail}")
+        if not stat.S_ISREG(st.st_mode):
+            raise UserFileError(f"{what} {name}: not a regular file (a FIFO, socket or device){tail}")
+        if st.st_size > max_bytes:
+            raise UserFileError(
+                f"{what} {name}: {st.st_size} bytes, more than the {max_bytes} it may have; is it the right file?{tail}"
+            )
+        chunks: list[bytes] = []
+        got = 0
+        while got <= max_bytes:
+            try:
+                chunk = os.read(fd, min(1 << 20, max_bytes + 1 - got))
+            except BlockingIOError:  # (a regular file never blocks; kept for odd file systems)
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > max_bytes:  # it grew while being read
+            raise UserFileError(f"{what} {name}: more than the {max_bytes} bytes it may have{tail}")
+        return b"".join(chunks)
+    except OSError as e:
+        raise UserFileError(f"{what} {name}: cannot be read: {e.strerror or e}{tail}") from None
+    finally:
+        os.close(fd)
+
+
+def open_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> int:
+    """os.open with O_NOFOLLOW | O_CLOEXEC: a symbolic link at `path` raises OSError (ELOOP), never followed."""
+    return os.open(path, flags | _NOFOLLOW | _CLOEXEC, mode)
+
+
+def create_exclusive(folder: str | os.PathLike[str], prefix: str, suffix: str, mode: int = 0o644) -> tuple[int, Path]:
+    """A new file `folder/prefix<random>suffix`, created with O_CREAT | O_EXCL | O_NOFOLLOW: (fd, path).
+
+    The name did not exist before (nothing, link or file, is reused), so nothing outside `folder` can be written."""
+    d = Path(folder)
+    for _ in range(100):
+        p = d / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            return open_nofollow(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), p
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "could not find a free temporary name", str(d))
