@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
           f"grey levels, 99th percentile {diff['p99_abs']:.0f}, max {diff['max_abs']:.0f}, "
           f"{100 * diff['share_over_8']:.2f}% of values differ by more than 8")  # fmt: skip
     if args.json:
-        out = {"machine": machine, "records": n, "rounds": args.rounds, "samples_per_cpu_s": rates, "samples_per_wall_s": walls, "ratios": ratios,
-               "reduced_pixel_difference": diff}  # fmt: skip
+        out = {"machine": machine, "records": n, "rounds": args.rounds, "samples_per_cpu_s": rates,
+               "samples_per_wall_s": walls, "ratios": ratios, "reduced_pixel_difference": diff}  # fmt: skip
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 

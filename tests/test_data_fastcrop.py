@@ -119,10 +119,9 @@ def test_reduced_decoding_matrix_maps_pixel_centres_exactly():
 
 # ------------------------------------------------------------------------------------ PoseDataset formats
 def _coco_train(**overrides):
+    from conftest import ROOT
     from hrpose.config import load_config
     from hrpose.data import build_dataset
-
-    from conftest import ROOT
 
     opts = ["DATASET.ROOT", str(DATA / "coco-mini"), "DATASET.TEST_SET", "train2017", "HRPOSE.SEED", "3"]
     for k, v in overrides.items():

@@ -5,7 +5,8 @@ converts the whole image to RGB before one bilinear ``cv2.warpAffine`` that only
 :func:`warp_crop` mirrors only the rows the warp reads (the box's bounding rows plus a 2-pixel margin)
 with ``cv2.flip`` into an otherwise untouched zero image of the same size, so the warp reads the same
 source pixels at the same coordinates and the crop equals the official one (tests/test_data_fastcrop.py
-checks every pixel over random boxes, rotations and flips on real COCO images). Colour order is swapped on the small crop instead of the image (:func:`bgr_to_rgb`).
+checks every pixel over random boxes, rotations and flips on real COCO images). Colour order is swapped
+on the small crop instead of the image (:func:`bgr_to_rgb`).
 
 :func:`normalize_lut` makes the float input with a 256-entry table per channel holding exactly
 ``(v / 255 - mean) / std`` in float32 -- the same operations, so the same bits, as ToTensor + Normalize.

@@ -285,9 +285,8 @@ def train_one_epoch(
             if inputs.dtype == torch.uint8:
                 inputs = normalize_on_device(inputs)
             if target_encoder is not None and target.numel() == 0:
-                target, target_weight = target_encoder(
-                    _to_device(_meta["joints"], device, non_blocking), _to_device(_meta["joints_vis"], device, non_blocking)
-                )
+                joints = _to_device(_meta["joints"], device, non_blocking)
+                target, target_weight = target_encoder(joints, _to_device(_meta["joints_vis"], device, non_blocking))
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             target = _to_device(target, device, non_blocking)
