@@ -60,8 +60,8 @@ class DeviceTargetEncoder:
         ul = torch.trunc(mu - self.tmp_size)
         br = torch.trunc(mu + self.tmp_size + 1)
         off = (ul[..., 0] >= self.w) | (ul[..., 1] >= self.h) | (br[..., 0] < 0) | (br[..., 1] < 0)
-        weight = vis.to(torch.float32).clone()
-        weight[off] = 0.0
+        # torch.where, not a masked assignment: no host synchronisation (a CUDA graph can capture it)
+        weight = torch.where(off, torch.zeros((), dtype=torch.float32, device=device), vis.to(torch.float32))
         draw = ~off & (weight > 0.5)
         c = (ul + self.centre).to(torch.int64)  # (B, K, 2) integer patch centres
         ul_i, end = ul.to(torch.int64), torch.minimum(br, ul + self.patch).to(torch.int64)

@@ -80,9 +80,17 @@ def normalize_lut(crop: np.ndarray) -> torch.Tensor:
 def normalize_on_device(batch_u8: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) on any device -> the normalised float32 input (same operations as ToTensor +
     Normalize, so on the CPU the same bits)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=batch_u8.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=batch_u8.device).view(1, 3, 1, 1)
+    device = batch_u8.device
+    if device not in _MEAN_STD:  # made once per device: no host-to-device copy in the step (CUDA graphs)
+        _MEAN_STD[device] = (
+            torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1).to(device),
+            torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1).to(device),
+        )
+    mean, std = _MEAN_STD[device]
     return batch_u8.float().div_(255.0).sub_(mean).div_(std)
+
+
+_MEAN_STD: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
