@@ -331,14 +331,14 @@ def read_image(
     return image
 
 
-def image_size_from_header(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(width, height) the file's header declares, without decoding; OSError / ValueError when unreadable."""
+def image_size_from_header(path: str | os.PathLike[str]) -> tuple[int, int, bool]:
+    """(width, height, is_jpeg) from the file's header, without decoding; OSError / ValueError when unreadable."""
     with open(path, "rb") as f:
         data = f.read(HEADER_BYTES)
     size = header_size(data)
     if size is None:
         raise ValueError(f"{path}: no image size in the file's header")
-    return size
+    return size[0], size[1], data[:2] == b"\xff\xd8"
 
 
 def jpeg_truncated(data: bytes) -> bool:

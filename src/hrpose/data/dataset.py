@@ -182,7 +182,7 @@ class PoseDataset(Dataset):
         rec = self.records[index]
         params = self.sample_params(index)
         try:
-            width, height = image_size_from_header(rec.image)
+            width, _, is_jpeg = image_size_from_header(rec.image)
         except (OSError, ValueError):
             i, image = self.load_image(index, bgr=True)  # unknown size: the full decode and its checks
             return i, self.make_item(i, image, self.sample_params(i), bgr=True)
@@ -190,14 +190,17 @@ class PoseDataset(Dataset):
                    upper_body_ids=self.meta.upper_body_ids)  # fmt: skip
         # the matrix for the unmirrored image: mirrored x = W - 1 - x
         m = res.trans @ (np.array([[-1.0, 0, width - 1.0], [0, 1, 0], [0, 0, 1]]) if params.flip else np.eye(3))
-        factor = reduced_factor(m)
+        factor = reduced_factor(m) if is_jpeg else 1  # DCT scaling exists for JPEGs only
         try:
             image = read_image(rec.image, False, reduce_flag=REDUCED_FLAGS.get(factor))
         except ImageReadError:
             i, image = self.load_image(index, bgr=True)  # the usual skipping rules and messages
             return i, self.make_item(i, image, self.sample_params(i), bgr=True)
-        if factor > 1 and image.shape[1] != -(-width // factor):
-            factor = 1  # not a JPEG (no DCT scaling): decoded at full size
+        if image.shape[1] == width:
+            factor = 1  # decoded at full size after all
+        elif image.shape[1] != -(-width // factor):  # libjpeg's scaled width is ceil(width / factor)
+            i, image = self.load_image(index, bgr=True)
+            return i, self.make_item(i, image, params, bgr=True)
         m = scale_for_reduced(m, factor) if factor > 1 else m
         res.crop = cv2.warpAffine(image, m[:2], self.input_size_wh, flags=cv2.INTER_LINEAR)
         return index, self._finish(index, res, bgr=True)
