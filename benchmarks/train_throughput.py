@@ -219,7 +219,7 @@ class Runner:
         warm = time.perf_counter() - t0
         times = []
         losses = []
-        for r in range(self.args.repeats):
+        for _ in range(self.args.repeats):
             t0 = time.perf_counter()
             for i in range(self.args.steps):
                 losses.append(step(*data[i % len(data)]))
