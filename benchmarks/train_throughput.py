@@ -177,6 +177,7 @@ class Runner:
             return model, step, setup
         # whole-step CUDA graph: static inputs, warm-up on a side stream, capture, then copy + replay
         t0 = time.perf_counter()
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
         sample = self.batches(batch, "dev" in opts, 1)[0]
         static = [None if t is None else t.clone() for t in sample]
         s = torch.cuda.Stream()
@@ -190,6 +191,15 @@ class Runner:
         with torch.cuda.graph(g):
             static_loss = step(*static)
         torch.cuda.synchronize()
+        # undo the warm-up steps in place (the graph holds these addresses): the run starts from the same
+        # weights and optimizer state as the others, so its losses compare step for step
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(initial[k])
+            for state in opt.state.values():
+                for v in state.values():
+                    if isinstance(v, torch.Tensor):
+                        v.zero_()
         setup = time.perf_counter() - t0
 
         def replay(x: Any, target: Any, weight: Any, joints: Any, vis: Any) -> Any:
