@@ -44,6 +44,9 @@ HRPOSE_DEFAULTS = {
     "BACKEND": "auto",
     "TENSORBOARD": True,
     "MAX_ITERS_PER_EPOCH": 0,
+    "DEVICE_INPUT": False,
+    "REDUCED_DECODE": False,
+    "FUSED_OPTIMIZER": False,
     "MODEL_MIRROR": "",
 }
 

@@ -182,6 +182,9 @@ def _hrpose_tree() -> dict[str, Any]:
         "BACKEND": "auto",  # 'auto' or a name of hrpose.runtime.REGISTRY (docs/architecture.md)
         "TENSORBOARD": True,
         "MAX_ITERS_PER_EPOCH": 0,  # 0 = all
+        "DEVICE_INPUT": False,  # workers ship uint8 crops + joints; normalisation and targets on the device
+        "REDUCED_DECODE": False,  # opt-in: JPEG DCT-scaled decoding for large boxes (changes pixels slightly)
+        "FUSED_OPTIMIZER": False,  # CUDA: Adam/SGD with fused=True
         "MODEL_MIRROR": "",  # model zoo mirror base URL: <MODEL_MIRROR>/<file name> is tried first (docs/models.md)
     }
 

@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from hrpose.errors import UserError
-from hrpose.image_limits import ImageTooLargeError, check_image_bytes, max_image_pixels
+from hrpose.image_limits import HEADER_BYTES, ImageTooLargeError, check_image_bytes, header_size, max_image_pixels
 
 #: Suffixes `hrpose predict` treats as images when it walks a folder (OpenCV can decode all of them).
 IMAGE_SUFFIXES = frozenset(
@@ -278,7 +278,9 @@ def _read_error(path: Path, reason: str) -> ImageReadError:
     return ImageReadError(f"cannot read image {path}: {reason}", path=path, reason=reason)
 
 
-def read_image(path: str | os.PathLike[str], color_rgb: bool = False) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike[str], color_rgb: bool = False, *, reduce_flag: int | None = None
+) -> np.ndarray:
     """Image file -> uint8 (H, W, 3) as the dataset loader reads it: BGR like cv2 unless `color_rgb`
     (DATASET.COLOR_RGB), EXIF orientation ignored (`READ_FLAGS`, as the official code).
 
@@ -286,7 +288,8 @@ def read_image(path: str | os.PathLike[str], color_rgb: bool = False) -> np.ndar
     zero-byte, undecodable or truncated files (`jpeg_truncated`), broken symlinks, unreadable files and
     anything that is not a regular file (directories, FIFOs, devices). An image whose header declares more
     pixels than `hrpose.image_limits.max_image_pixels()` is refused before decoding, and a file larger than
-    `max_file_bytes()` is not read at all.
+    `max_file_bytes()` is not read at all. `reduce_flag` (cv2.IMREAD_REDUCED_COLOR_2/_4, the dataset's opt-in
+    reduced decoding): JPEGs are decoded at that fraction of their size by libjpeg's DCT scaling.
     """
     p = Path(path)
     try:
@@ -316,7 +319,8 @@ def read_image(path: str | os.PathLike[str], color_rgb: bool = False) -> np.ndar
     except ImageTooLargeError as e:
         raise _read_error(p, str(e)) from None
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), READ_FLAGS)
+        flags = READ_FLAGS if reduce_flag is None else reduce_flag | cv2.IMREAD_IGNORE_ORIENTATION
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as e:  # OpenCV's own size limits and decoder failures
         lines = str(e).strip().splitlines()
         raise _read_error(p, f"OpenCV cannot decode it ({lines[-1] if lines else type(e).__name__})") from None
@@ -325,6 +329,16 @@ def read_image(path: str | os.PathLike[str], color_rgb: bool = False) -> np.ndar
     if color_rgb:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image
+
+
+def image_size_from_header(path: str | os.PathLike[str]) -> tuple[int, int, bool]:
+    """(width, height, is_jpeg) from the file's header, without decoding; OSError / ValueError when unreadable."""
+    with open(path, "rb") as f:
+        data = f.read(HEADER_BYTES)
+    size = header_size(data)
+    if size is None:
+        raise ValueError(f"{path}: no image size in the file's header")
+    return size[0], size[1], data[:2] == b"\xff\xd8"
 
 
 def jpeg_truncated(data: bytes) -> bool:

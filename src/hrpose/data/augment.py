@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
@@ -144,8 +143,29 @@ def apply(
     """Deterministic core: image (H, W, C) + record + params -> the model-input crop and its joints.
 
     Official order: half-body box (in the unflipped image), scale multiplier, mirror image + joints + center
-    (x -> W - 1 - x), then one bilinear cv2.warpAffine of the (rotated) box into `input_size_wh`.
+    (x -> W - 1 - x), then one bilinear cv2.warpAffine of the (rotated) box into `input_size_wh`
+    (`fastcrop.warp_crop`: only the rows the warp reads are mirrored; the same pixels).
     """
+    from hrpose.data.fastcrop import warp_crop  # (fastcrop imports this module's constants)
+
+    res = plan(record, params, int(image.shape[1]), input_size_wh=input_size_wh, flip_pairs=flip_pairs,
+               upper_body_ids=upper_body_ids)  # fmt: skip
+    out_w, out_h = int(input_size_wh[0]), int(input_size_wh[1])
+    res.crop = warp_crop(image, res.trans, (out_w, out_h), flip=params.flip)
+    return res
+
+
+def plan(
+    record: PersonRecord,
+    params: AugParams,
+    image_width: int,
+    *,
+    input_size_wh: Sequence[int],
+    flip_pairs: Sequence[Sequence[int]] = (),
+    upper_body_ids: Sequence[int] = (),
+) -> CropResult:
+    """`apply`'s geometry without pixels: the joints in the crop, the box and the (mirrored-image -> crop)
+    matrix for an image `image_width` pixels wide; `crop` is an empty array."""
     out_w, out_h = int(input_size_wh[0]), int(input_size_wh[1])
     joints = np.array(record.joints_img, dtype=np.float64)
     joints_vis = np.array(record.joints_vis, dtype=np.float64)
@@ -159,15 +179,13 @@ def apply(
         # in the scale's own dtype, as numpy 1 did for the official float32 scales
         scale = scale * np.asarray(params.scale_multiplier, dtype=scale.dtype)
     if params.flip:
-        width = image.shape[1]
-        image = np.ascontiguousarray(image[:, ::-1])
-        joints, joints_vis = flip_joints(joints, joints_vis, width, flip_pairs)
-        center[0] = width - center[0] - 1
+        joints, joints_vis = flip_joints(joints, joints_vis, image_width, flip_pairs)
+        center[0] = image_width - center[0] - 1
     trans = get_affine_transform(center, scale, params.rotation, (out_w, out_h))
-    crop = cv2.warpAffine(image, trans, (out_w, out_h), flags=cv2.INTER_LINEAR)
     vis = joints_vis[:, 0] > 0
     joints[vis, :2] = joints[vis, :2] @ trans[:, :2].T + trans[:, 2]
-    return CropResult(crop, joints, joints_vis, center, scale, float(params.rotation), trans)
+    empty = np.zeros((0, 0, 3), dtype=np.uint8)
+    return CropResult(empty, joints, joints_vis, center, scale, float(params.rotation), trans)
 
 
 _MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from hrpose.codec import HeatmapCodec, build_codec
 from hrpose.config import ConfigError
-from hrpose.data.augment import IDENTITY, AugParams, apply, sample_aug_params, to_input_tensor
+from hrpose.data.augment import IDENTITY, AugParams, CropResult, apply, plan, sample_aug_params
 from hrpose.data.coco import (
     coco_annotation_file,
     coco_image_dir,
@@ -34,7 +35,7 @@ from hrpose.data.mpii import load_mpii_records, mpii_annotation_file, mpii_gt_fi
 from hrpose.data.records import AnnotationError, PersonRecord, select_data
 from hrpose.errors import MissingFileError
 from hrpose.geometry import PIXEL_STD
-from hrpose.images import ImageReadError, read_image
+from hrpose.images import ImageReadError, image_size_from_header, read_image
 from hrpose.keypoints import COCO, MPII, DatasetMeta
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,12 @@ class PoseDataset(Dataset):
     counts substitutions in the main process.
 
     Item: input float32 (3, H, W) normalised; target (K, h, w) float32; target_weight (K, 1) float32;
+    sample_format "uint8" (HRPOSE.DEVICE_INPUT): input is the uint8 (3, H, W) crop and target/target_weight
+    are empty; the trainer normalises on its device (`fastcrop.normalize_on_device`, the same values) and makes
+    the targets there from meta joints/joints_vis (`device_targets.DeviceTargetEncoder`, the same Gaussians).
+    reduced_decode (HRPOSE.REDUCED_DECODE, opt-in, changes pixels): JPEGs are decoded at 1/2 or 1/4 size by
+    libjpeg's DCT scaling when the person's box is at least that many times larger than the crop, the affine
+    matrix adjusted exactly (docs/benchmarks.md states the measured pixel difference).
     meta dict: image, image_id, index (the record actually returned), requested_index (the index asked for),
     center (2,), scale (2,), rotation,
     score, area, joints (K, 3) crop pixels (official: visible joints transformed), joints_vis (K, 3).
@@ -94,6 +101,8 @@ class PoseDataset(Dataset):
     seed: int | None = None
     skip_bad_images: bool = True
     eval_spec: EvalSpec | None = None
+    sample_format: str = "float"
+    reduced_decode: bool = False
     epoch: int = 0
     bad_images: dict[str, str] = field(default_factory=dict)
 
@@ -134,15 +143,16 @@ class PoseDataset(Dataset):
                                  prob_half_body=a.prob_half_body, num_joints_half_body=a.num_joints_half_body,
                                  num_visible=self.records[index].num_visible)  # fmt: skip
 
-    def load_image(self, index: int) -> tuple[int, np.ndarray]:
-        """The image of record `index`, or with skipping on, of the next record whose image reads."""
+    def load_image(self, index: int, *, bgr: bool = False) -> tuple[int, np.ndarray]:
+        """The image of record `index`, or with skipping on, of the next record whose image reads
+        (in the dataset's colour order, or BGR as decoded when `bgr`)."""
         n = len(self.records)
         i = index
         for _ in range(n):
             path = self.records[i].image
             if path not in self.bad_images:
                 try:
-                    return i, read_image(path, self.color_rgb)
+                    return i, read_image(path, self.color_rgb and not bgr)
                 except ImageReadError as e:
                     if not self.skip_bad_images:
                         raise
@@ -157,19 +167,61 @@ class PoseDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         index = int(index)
-        i, image = self.load_image(index)
-        item = self.make_item(i, image, self.sample_params(i))
+        if self.reduced_decode:
+            i, item = self._reduced_item(index)
+        else:
+            # decoded BGR; the colour order is swapped on the crop (the same pixels, a fraction of the work)
+            i, image = self.load_image(index, bgr=True)
+            item = self.make_item(i, image, self.sample_params(i), bgr=True)
         item[3]["requested_index"] = index
         return item
 
+    def _reduced_item(self, index: int) -> tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]]:
+        from hrpose.data.fastcrop import REDUCED_FLAGS, reduced_factor, scale_for_reduced
+
+        rec = self.records[index]
+        params = self.sample_params(index)
+        try:
+            width, _, is_jpeg = image_size_from_header(rec.image)
+        except (OSError, ValueError):
+            i, image = self.load_image(index, bgr=True)  # unknown size: the full decode and its checks
+            return i, self.make_item(i, image, self.sample_params(i), bgr=True)
+        res = plan(rec, params, width, input_size_wh=self.input_size_wh, flip_pairs=self.meta.flip_pairs,
+                   upper_body_ids=self.meta.upper_body_ids)  # fmt: skip
+        # the matrix for the unmirrored image: mirrored x = W - 1 - x
+        m = res.trans @ (np.array([[-1.0, 0, width - 1.0], [0, 1, 0], [0, 0, 1]]) if params.flip else np.eye(3))
+        factor = reduced_factor(m) if is_jpeg else 1  # DCT scaling exists for JPEGs only
+        try:
+            image = read_image(rec.image, False, reduce_flag=REDUCED_FLAGS.get(factor))
+        except ImageReadError:
+            i, image = self.load_image(index, bgr=True)  # the usual skipping rules and messages
+            return i, self.make_item(i, image, self.sample_params(i), bgr=True)
+        if image.shape[1] == width:
+            factor = 1  # decoded at full size after all
+        elif image.shape[1] != -(-width // factor):  # libjpeg's scaled width is ceil(width / factor)
+            i, image = self.load_image(index, bgr=True)
+            return i, self.make_item(i, image, params, bgr=True)
+        m = scale_for_reduced(m, factor) if factor > 1 else m
+        res.crop = cv2.warpAffine(image, m[:2], self.input_size_wh, flags=cv2.INTER_LINEAR)
+        return index, self._finish(index, res, bgr=True)
+
     def make_item(
-        self, index: int, image: np.ndarray, params: AugParams
+        self, index: int, image: np.ndarray, params: AugParams, *, bgr: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Deterministic part of __getitem__: record `index` + its image + given params -> the sample."""
+        """Deterministic part of __getitem__: record `index` + its image + given params -> the sample.
+        `bgr`: the image is BGR as decoded (the dataset's colour order is then made on the crop)."""
         rec = self.records[index]
         res = apply(image, rec, params, input_size_wh=self.input_size_wh, flip_pairs=self.meta.flip_pairs,
                     upper_body_ids=self.meta.upper_body_ids)  # fmt: skip
-        target, target_weight = self.codec.encode(res.joints_crop, res.joints_vis)
+        return self._finish(index, res, bgr=bgr)
+
+    def _finish(
+        self, index: int, res: CropResult, *, bgr: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        from hrpose.data.fastcrop import bgr_to_rgb, normalize_lut
+
+        rec = self.records[index]
+        crop = bgr_to_rgb(res.crop) if bgr and self.color_rgb else res.crop
         meta = {
             "image": rec.image,
             "image_id": rec.image_id,
@@ -183,7 +235,12 @@ class PoseDataset(Dataset):
             "joints": res.joints_crop,
             "joints_vis": res.joints_vis,
         }
-        return to_input_tensor(res.crop), torch.from_numpy(target), torch.from_numpy(target_weight), meta
+        if self.sample_format == "uint8":
+            # normalisation and targets on the trainer's device (see the class docstring)
+            empty = torch.empty(0, dtype=torch.float32)
+            return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))), empty, empty, meta
+        target, target_weight = self.codec.encode(res.joints_crop, res.joints_vis)
+        return normalize_lut(crop), torch.from_numpy(target), torch.from_numpy(target_weight), meta
 
     # ---------------------------------------------------------------------------------------------------
     def boxes(self) -> np.ndarray:
@@ -321,4 +378,6 @@ def build_dataset(cfg: Any, split: str, is_train: bool) -> PoseDataset:
         seed=seed if seed >= 0 else None,
         skip_bad_images=bool(_hr(cfg, "SKIP_BAD_IMAGES", True)),
         eval_spec=spec,
+        sample_format="uint8" if is_train and bool(_hr(cfg, "DEVICE_INPUT", False)) else "float",
+        reduced_decode=bool(is_train and _hr(cfg, "REDUCED_DECODE", False)),
     )

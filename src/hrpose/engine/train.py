@@ -42,6 +42,8 @@ from tqdm import tqdm
 from hrpose.codec import accuracy, build_codec
 from hrpose.config import check_output_dirs, config_to_dict, experiment_name, output_dirs
 from hrpose.data import build_dataset
+from hrpose.data.device_targets import DeviceTargetEncoder
+from hrpose.data.fastcrop import normalize_on_device
 from hrpose.data.layout import layout_from_config
 from hrpose.errors import Interrupted, UserError
 from hrpose.losses import build_loss
@@ -107,16 +109,19 @@ def build_optimizer(
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     nesterov: bool = False,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
-    """Official ``get_optimizer``: ``'sgd'`` (momentum, WD, Nesterov) or ``'adam'`` (no weight decay)."""
+    """Official ``get_optimizer``: ``'sgd'`` (momentum, WD, Nesterov) or ``'adam'`` (no weight decay).
+    ``fused`` (HRPOSE.FUSED_OPTIMIZER, CUDA): PyTorch's fused kernels, the same update rule."""
     key = name.lower()
+    extra: dict[str, Any] = {"fused": True} if fused else {}
     if key == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, **extra
         )
     if key == "adam":
         # The official code passes only the learning rate to Adam (TRAIN.WD is ignored); kept.
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.Adam(model.parameters(), lr=lr, **extra)
     raise ValueError(f"TRAIN.OPTIMIZER: expected 'adam' or 'sgd', got {name!r}")
 
 
@@ -243,8 +248,13 @@ def train_one_epoch(
     global_step: int = 0,
     skeleton: Sequence[tuple[int, int]] = (),
     image_every: int = 0,
+    target_encoder: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``, one :func:`train_step` per batch. Returns the epoch's metrics.
+
+    Batches of uint8 inputs with empty targets (HRPOSE.DEVICE_INPUT) are normalised on ``device`` and their
+    targets made there from ``meta['joints']`` / ``meta['joints_vis']`` by ``target_encoder``
+    (:class:`~hrpose.data.device_targets.DeviceTargetEncoder`: the same values as the workers would send).
 
     ``loader`` yields ``(input (B,3,H,W), target (B,K,h,w), target_weight (B,K,1), meta)``; each is
     moved to ``device`` once. ``criterion(output, target, target_weight)`` must be mean-reduced (so DDP's
@@ -273,6 +283,11 @@ def train_one_epoch(
             if max_iters > 0 and i >= max_iters:
                 break
             inputs = _to_device(inputs, device, non_blocking)
+            if inputs.dtype == torch.uint8:
+                inputs = normalize_on_device(inputs)
+            if target_encoder is not None and target.numel() == 0:
+                joints = _to_device(_meta["joints"], device, non_blocking)
+                target, target_weight = target_encoder(joints, _to_device(_meta["joints_vis"], device, non_blocking))
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             target = _to_device(target, device, non_blocking)
@@ -396,6 +411,7 @@ class TrainParts:
     valid_dataset: Any
     valid_loader: Iterable
     codec: Any  # decodes validation heatmaps
+    target_encoder: Any = None  # HRPOSE.DEVICE_INPUT: makes the training targets on the device
 
 
 @dataclass(frozen=True)
@@ -458,6 +474,7 @@ def build_parts(
         momentum=float(cfg.TRAIN.MOMENTUM),
         weight_decay=float(cfg.TRAIN.WD),
         nesterov=bool(cfg.TRAIN.NESTEROV),
+        fused=bool(hp.FUSED_OPTIMIZER) and device.type == "cuda",
     )
     scheduler = build_scheduler(optimizer, cfg.TRAIN.LR_STEP, float(cfg.TRAIN.LR_FACTOR))
     amp_dtype, use_scaler = amp_settings(str(hp.AMP), device)
@@ -477,6 +494,11 @@ def build_parts(
         valid_dataset=valid_dataset,
         valid_loader=valid_loader,
         codec=codec,
+        target_encoder=(
+            DeviceTargetEncoder(train_dataset.codec)
+            if getattr(train_dataset, "sample_format", "float") == "uint8"
+            else None
+        ),
     )
 
 
@@ -634,6 +656,7 @@ def fit(
                 global_step=progress.global_step,
                 skeleton=skeleton,
                 image_every=max(int(cfg.PRINT_FREQ), 1) * 10,
+                **({"target_encoder": parts.target_encoder} if parts.target_encoder is not None else {}),
             )
             progress.global_step = int(tm["global_step"])
             scheduler.step()
