@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import numpy as np
     import torch
-
     from benchmarks.official_dataset import OfficialJointsDataset
 
     cv2.setNumThreads(1)

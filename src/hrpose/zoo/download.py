@@ -17,7 +17,6 @@ import re
 import socket
 import ssl
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -28,8 +27,9 @@ from pathlib import Path, PurePosixPath
 
 from hrpose.errors import UserError
 from hrpose.zoo.home import cache_path, hrpose_home, is_offline
+from hrpose.zoo.net import DownloadError, _resolve
 from hrpose.zoo.registry import ZooEntry
-from hrpose.zoo.sources import Source
+from hrpose.zoo.sources import Source, onnx_structure_problem, record_trust, sources, torch_file_problem, trusted
 
 CHUNK = 1 << 20  # bytes read and written at a time: memory stays bounded whatever the server sends
 MAX_DOWNLOAD_BYTES = 4 << 30  # no zoo file comes near this; a server sending more is refused
@@ -45,10 +45,6 @@ RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 USER_AGENT = "hrpose (model zoo downloader; python-urllib)"
 
 _HEX = re.compile(r"^[0-9a-f]*$")
-
-
-class DownloadError(Exception):
-    """One URL could not deliver the file (after its retries); the caller tries the next URL."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -161,7 +157,6 @@ def cache_state(entry: ZooEntry) -> str:
 
 def verified_cached(entry: ZooEntry) -> Path | None:
     """The entry's usable file when it is in the cache and verifies; None when absent; UserError when bad."""
-    from hrpose.zoo.sources import trusted
 
     target = cache_path(entry)
     if target.is_file():
@@ -259,7 +254,6 @@ def _extract_and_drop(archive: Path, entry: ZooEntry) -> Path:
 
 def candidate_urls(entry: ZooEntry, mirror: str | None = None) -> list[str]:
     """The URLs of ``sources(entry, mirror)``: mirrors first (``<base>/<file>``), then the registry's."""
-    from hrpose.zoo.sources import sources
 
     return [s.url for s in sources(entry, mirror, timeout=read_timeout())]
 
@@ -291,36 +285,6 @@ def source_deadline(total: int | None) -> float:
     if total is None:
         return DEADLINE_MAX_S
     return min(DEADLINE_BASE_S + total / MIN_RATE, DEADLINE_MAX_S)
-
-
-def _resolve(url: str, timeout: float) -> None:
-    """Resolve the URL's host within ``timeout`` (getaddrinfo has no timeout of its own: a machine with no
-    network can hang in it); DownloadError when the name does not resolve. Skipped when a proxy is used."""
-    parsed = urllib.parse.urlsplit(url)
-    host = parsed.hostname
-    if parsed.scheme not in ("http", "https") or not host:
-        return
-    proxies = urllib.request.getproxies()
-    if parsed.scheme in proxies and not urllib.request.proxy_bypass(host):
-        return
-    result: list[BaseException | None] = []
-
-    def work() -> None:
-        try:
-            socket.getaddrinfo(host, parsed.port or (443 if parsed.scheme == "https" else 80),
-                               type=socket.SOCK_STREAM)  # fmt: skip
-            result.append(None)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            result.append(e)
-
-    t = threading.Thread(target=work, name="hrpose-dns", daemon=True)
-    t.start()
-    t.join(timeout)
-    if not result:
-        raise DownloadError(f"name not resolved: {host} did not resolve within {timeout:g} s (no network?)")
-    err = result[0]
-    if isinstance(err, socket.gaierror):
-        raise DownloadError(f"name not resolved: {host} ({err.strerror or err}; no network here, or a wrong host)")
 
 
 def _content_range_start(value: str | None) -> tuple[int, int | None] | None:
@@ -503,7 +467,6 @@ def _note(msg: str) -> None:
 
 def _check_file(path: Path, entry: ZooEntry, src: Source) -> tuple[str, str]:
     """(sha256, problem) of a downloaded file that is the entry's usable file itself ('' problem = good)."""
-    from hrpose.zoo.sources import onnx_structure_problem, torch_file_problem, trusted
 
     size = path.stat().st_size
     wants = [(entry.size if not entry.is_archive else 0, "published size")]
@@ -537,7 +500,6 @@ def _check_file(path: Path, entry: ZooEntry, src: Source) -> tuple[str, str]:
 
 def _try_source(entry: ZooEntry, src: Source, kind_dir: Path, progress: bool) -> Path:
     """Download from one source, check, move into the cache; DownloadError (the reason) when it fails."""
-    from hrpose.zoo.sources import record_trust
 
     if src.manifest_error:
         raise DownloadError(f"mirror not usable: {src.manifest_error}")
@@ -591,7 +553,6 @@ def _short(text: str) -> str:
 def fetch_entry(entry: ZooEntry, *, progress: bool = True, mirror: str | None = None) -> Path:
     """Cached file, else each source in turn (download, check, extract); a FetchError naming every source
     tried with its reason when none delivers it. Each failing source prints one line before the next is tried."""
-    from hrpose.zoo.sources import sources
 
     try:
         found = verified_cached(entry)

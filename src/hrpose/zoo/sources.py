@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from hrpose.errors import UserError
-from hrpose.zoo import hrpose_home
+from hrpose.zoo.home import hrpose_home
+from hrpose.zoo.net import DownloadError, _resolve
 from hrpose.zoo.registry import ZooEntry
 
 MANIFEST = "manifest.json"
@@ -104,8 +105,6 @@ def load_manifest(base: str, timeout: float) -> tuple[dict[str, Any] | None, str
         return _manifests[base]
     url = base + "/" + MANIFEST
     result: tuple[dict[str, Any] | None, str]
-    from hrpose.zoo.download import DownloadError, _resolve
-
     try:
         _resolve(url, timeout)  # a resolver that hangs must not hang us
         req = urllib.request.Request(url, headers={"User-Agent": "hrpose (model zoo mirror manifest)"})
