@@ -32,7 +32,6 @@ import numpy as np
 import pytest
 
 from conftest import DATA, ROOT
-from hrpose.cli import main
 from hrpose.images import ImageReadError, decode_image, load_image, read_image, to_bgr8
 
 SAMPLES = DATA / "samples" / "coco"
