@@ -377,16 +377,56 @@ def test_ctrl_c_during_a_long_decode_ends_cleanly_not_with_sigabrt(tmp_path, tin
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(6):
-        (folder / f"big{i}.png").write_bytes(png_zeros(6000, 6000, 16, 6))
+        (folder / f"big{i}.png").write_bytes(png_zeros(4000, 4000, 16, 6))
     cfg, weights, _ = tiny_files
+    out_dir = tmp_path / "o"
     argv = [sys.executable, "-c", "import sys; from hrpose.cli import main; sys.exit(main(sys.argv[1:]))",
             "predict", "--cfg", str(cfg), "--weights", str(weights), "--device", "cpu", "--detector", "whole",
-            "--out", str(tmp_path / "o"), str(folder)]  # fmt: skip
+            "--no-draw", "--out", str(out_dir), str(folder)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    time.sleep(8)  # past the imports, inside the decodes
+    deadline = time.monotonic() + 240
+    # the first image's JSON appears: the run is past its imports and into the next decodes
+    while not (out_dir.is_dir() and any(out_dir.glob("*.json"))) and proc.poll() is None:
+        assert time.monotonic() < deadline, "predict never finished its first image"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, "the run ended before the signal: nothing was tested"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != -signal.SIGABRT and proc.returncode >= 0, (proc.returncode, err[-2000:])
     assert "Fatal Python error" not in err and "terminate called" not in err
     assert "Traceback" not in out + err, err[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# class 12, the image parts: numeric environment values that overflow, control characters in file names
+
+
+@pytest.mark.parametrize("bad", ["1e400", "inf", "-inf", "nan", "1e30", "many"])
+def test_pixel_limit_variable_that_overflows_is_one_error(monkeypatch, bad):
+    from hrpose.image_limits import max_image_pixels
+
+    monkeypatch.setenv("HRPOSE_MAX_IMAGE_PIXELS", bad)
+    with pytest.raises(ValueError, match=r"HRPOSE_MAX_IMAGE_PIXELS=.*expected a positive number of pixels"):
+        max_image_pixels()
+
+
+def test_predict_with_an_overflowing_byte_budget_is_one_error_before_any_image(tmp_path, tiny_files):
+    r = capped_predict(tiny_files, GOOD, tmp_path / "o", 3 * 2**30, {"HRPOSE_MAX_IMAGE_BYTES": "1e400"})
+    both = r.stdout + r.stderr
+    assert "Traceback" not in both and r.returncode == 2, both[-2000:]
+    assert [ln for ln in both.splitlines() if ln.startswith("error:")] == [
+        "error: HRPOSE_MAX_IMAGE_BYTES='1e400': expected a positive number of bytes, e.g. 1600000000"
+    ]
+
+
+@pytest.mark.parametrize("reader", ["load_image", "read_image"])
+def test_control_characters_in_an_image_name_cannot_forge_an_error_line(tmp_path, reader):
+    path = tmp_path / "a\nerror: everything is fine\x1b[2J.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))  # a broken PNG: its error names the file
+    with pytest.raises(ImageReadError) as e:
+        {"load_image": load_image, "read_image": read_image}[reader](path)
+    message = str(e.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert "a\\nerror: everything is fine\\x1b[2J.png" in message

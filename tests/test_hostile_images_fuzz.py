@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from hrpose.image_limits import ImageHeader, check_image_bytes, header_size, image_format
+from hrpose.image_limits import check_image_bytes, header_size, image_format
 from hrpose.images import ImageReadError, decode_image, load_image, read_image
 
 FORMATS = [".png", ".png16", ".jpg", ".pjpg", ".webp", ".bmp", ".tiff", ".ppm", ".pgm", ".pam", ".pfm", ".hdr",
@@ -194,6 +194,7 @@ def test_known_format_with_an_unreadable_header_is_not_decoded(data):
 def under_reporting_header(monkeypatch):
     """A header parser that under-reports (as a parser bug would): 1 x 1, whatever the file says."""
     import hrpose.image_limits as limits
+    from hrpose.image_limits import ImageHeader
 
     monkeypatch.setattr(limits, "header_info", lambda data: ImageHeader("JPEG", 1, 1, 3, 1))
     return limits

@@ -75,6 +75,8 @@ class ImageReadError(UserError, OSError, ValueError):
     and `reason` the message without the file name (the whole message when not given apart)."""
 
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, reason: str | None = None):
+        # one line, always: a file name with a newline or escape sequence cannot forge an "error:" line
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         super().__init__(message)
         self.path = None if path is None else str(path)
         self.reason = message if reason is None else reason
