@@ -430,3 +430,41 @@ def test_control_characters_in_an_image_name_cannot_forge_an_error_line(tmp_path
     message = str(e.value)
     assert "\n" not in message and "\x1b" not in message
     assert "a\\nerror: everything is fine\\x1b[2J.png" in message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# serve: the same decode path in its worker; a decode bomb is refused before it can stall the others
+
+
+def test_serve_refuses_scan_and_byte_bombs_fast_and_keeps_answering(model_dir):
+    import concurrent.futures
+    import json as _json
+
+    from helpers import Server, request
+
+    server = Server(model_dir, "--max-body-mb", "16", env={"HRPOSE_MAX_IMAGE_BYTES": str(64 * MIB)})
+    try:
+        scans = repeat_last_scan(progressive(48, 64), 20000)
+        deep = png_zeros(3000, 3000)  # 16-bit RGBA: 72 MB decoded, over the 64 MiB budget
+        photo = GOOD.read_bytes()
+
+        def post(data: bytes, name: str) -> tuple[int, dict, float]:
+            t0 = time.perf_counter()
+            status, _, body = request(server, "POST", f"/v1/pose?filename={name}", data,
+                                      {"Content-Type": "application/octet-stream"})  # fmt: skip
+            return status, _json.loads(body), time.perf_counter() - t0
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            bombs = [pool.submit(post, scans, "scans.jpg"), pool.submit(post, deep, "deep.png")]
+            time.sleep(0.05)
+            t0 = time.perf_counter()
+            health = request(server, "GET", "/healthz", timeout=10)[0]
+            health_s = time.perf_counter() - t0
+            good = pool.submit(post, photo, "good.jpg")
+            (s1, a1, t1), (s2, a2, t2), (s3, _, t3) = bombs[0].result(60), bombs[1].result(60), good.result(60)
+        assert health == 200 and health_s < 2.0, health_s
+        assert s1 in (413, 422) and "20000 scans" in a1["detail"] and t1 < 5, (s1, a1, t1)
+        assert s2 in (413, 422) and "over the budget" in a2["detail"] and t2 < 5, (s2, a2, t2)
+        assert s3 == 200 and t3 < 10, (s3, t3)
+    finally:
+        server.stop()
