@@ -49,7 +49,15 @@ import cv2
 import numpy as np
 
 from hrpose.errors import UserError
-from hrpose.image_limits import HEADER_BYTES, ImageTooLargeError, check_image_bytes, header_size, max_image_pixels
+from hrpose.image_limits import (
+    CONVERT_STRIP_BYTES,
+    HEADER_BYTES,
+    ImageHeaderError,
+    ImageTooLargeError,
+    check_image_bytes,
+    header_size,
+    max_image_pixels,
+)
 
 #: Suffixes `hrpose predict` treats as images when it walks a folder (OpenCV can decode all of them).
 IMAGE_SUFFIXES = frozenset(
@@ -69,6 +77,8 @@ class ImageReadError(UserError, OSError, ValueError):
     and `reason` the message without the file name (the whole message when not given apart)."""
 
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, reason: str | None = None):
+        # one line, always: a file name with a newline or escape sequence cannot forge an "error:" line
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         super().__init__(message)
         self.path = None if path is None else str(path)
         self.reason = message if reason is None else reason
@@ -78,7 +88,9 @@ def to_bgr8(image: np.ndarray, *, rgb: bool = False, name: str = "image") -> np.
     """Any (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/uint16/float array -> (H, W, 3) uint8 BGR.
 
     `rgb=True` says the 3/4-channel input is in RGB(A) order. Always returns a C-contiguous array
-    (a copy unless the input already was contiguous 8-bit BGR).
+    (a copy unless the input already was contiguous 8-bit BGR). The conversion runs over strips of rows
+    into one preallocated result, so besides the input and the result it holds only about
+    `CONVERT_STRIP_BYTES` of temporaries (a 100 Mpx 16-bit RGBA image: 0.8 GB in, 0.3 GB out, not ~4 GB).
     """
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -89,18 +101,44 @@ def to_bgr8(image: np.ndarray, *, rgb: bool = False, name: str = "image") -> np.
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageReadError(f"{name}: empty image of shape {arr.shape}")
-    arr = _to_uint8(arr, name)
-    if arr.ndim == 2:
-        return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
-    if arr.shape[2] == 4:
-        alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
-        arr = np.clip(arr[:, :, :3].astype(np.float32) * alpha + 0.5, 0, 255).astype(np.uint8)
-    if rgb:
-        arr = arr[:, :, ::-1]
-    return np.ascontiguousarray(arr)
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and not rgb:
+        return np.ascontiguousarray(arr)
+    _check_dtype(arr, name)
+    peak = _float_peak(arr) if np.issubdtype(arr.dtype, np.floating) else 0.0
+    h, w = arr.shape[:2]
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    # ~16 bytes of temporaries per input sample (float32 copies): rows per strip for CONVERT_STRIP_BYTES
+    rows = max(1, CONVERT_STRIP_BYTES // max(1, 16 * w * channels))
+    for top in range(0, h, rows):
+        strip = _to_uint8(arr[top : top + rows], name, peak)
+        if strip.ndim == 2:
+            out[top : top + rows] = strip[:, :, None]
+            continue
+        if strip.shape[2] == 4:
+            alpha = strip[:, :, 3:4].astype(np.float32) / 255.0
+            strip = np.clip(strip[:, :, :3].astype(np.float32) * alpha + 0.5, 0, 255).astype(np.uint8)
+        out[top : top + rows] = strip[:, :, ::-1] if rgb else strip[:, :, :3]
+    return out
 
 
-def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+def _check_dtype(arr: np.ndarray, name: str) -> None:
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ImageReadError(f"{name}: unsupported pixel type {arr.dtype} (expected uint8, uint16 or float)")
+
+
+def _float_peak(arr: np.ndarray) -> float:
+    """The largest finite value of a float image (NaN and infinities count as 0), strip by strip."""
+    peak = 0.0
+    rows = max(1, CONVERT_STRIP_BYTES // max(1, 8 * arr[0].size))
+    for top in range(0, arr.shape[0], rows):
+        part = np.nan_to_num(arr[top : top + rows].astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if part.size:
+            peak = max(peak, float(part.max()))
+    return peak
+
+
+def _to_uint8(arr: np.ndarray, name: str, peak: float = 0.0) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == np.uint16:
@@ -109,7 +147,6 @@ def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.floating):
         finite = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        peak = float(finite.max()) if finite.size else 0.0
         factor = 255.0 if peak <= 1.0 else 1.0
         return np.clip(finite * factor + 0.5, 0, 255).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):
@@ -204,36 +241,83 @@ def check_pixels(width: int, height: int, *, name: str = "image", max_pixels: in
         )
 
 
-def decode_image(
-    data: bytes, *, name: str = "image", exif: bool = True, max_pixels: int | None = None
-) -> np.ndarray:
+class _Refused(Exception):
+    """Why `_decode` did not return an image: `kind` is "limit" (over the pixel limit or byte budget),
+    "header" (the cost cannot be bounded), "opencv" (OpenCV raised), "memory" or "none" (not decodable)."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def _decode(data: bytes, flags: int, max_pixels: int | None, name: str) -> np.ndarray:
+    """The one decode path of both readers: the header check (pixels, byte budget, JPEG scans, a known
+    format with a readable header), cv2.imdecode, then the check after decoding (the decoded size within
+    the limit and within what the header declared). Raises _Refused."""
+    try:
+        info = check_image_bytes(data, limit=max_pixels, strict=True)
+    except ImageTooLargeError as e:
+        raise _Refused("limit", str(e)) from None
+    except ImageHeaderError as e:
+        raise _Refused("header", str(e)) from None
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error as e:  # OpenCV's own limits and decoder failures (an allocation that failed included)
+        lines = str(e).strip().splitlines()
+        raise _Refused("opencv", lines[-1] if lines else type(e).__name__) from None
+    except MemoryError:
+        raise _Refused("memory", _memory_reason(info)) from None
+    if image is None or image.size == 0:
+        raise _Refused("none", "")
+    h, w = image.shape[:2]
+    cap = max_image_pixels(max_pixels)
+    if w * h > cap:
+        raise _Refused("limit", f"{w} x {h} = {w * h / 1e6:.0f} million pixels, over the limit of {cap / 1e6:g} "
+                                "million (set HRPOSE_MAX_IMAGE_PIXELS or --max-image-pixels to raise it, or "
+                                "downscale the image)")  # fmt: skip
+    if info is not None and w * h > info.pixels:
+        raise _Refused("header", f"the {info.format} header declares {info.width} x {info.height} but the image "
+                                 f"decodes to {w} x {h}: a damaged or forged header; not used")  # fmt: skip
+    return image
+
+
+def _memory_reason(info: object) -> str:
+    need = getattr(info, "peak_bytes", 0)
+    extra = f" (about {need / 2**30:.1f} GiB)" if need else ""
+    return (f"not enough memory to decode it{extra}; free memory, or lower HRPOSE_MAX_IMAGE_BYTES so such "
+            "images are refused up front")  # fmt: skip
+
+
+def decode_image(data: bytes, *, name: str = "image", exif: bool = True, max_pixels: int | None = None) -> np.ndarray:
     """Encoded bytes -> (H, W, 3) uint8 BGR, upright by EXIF unless `exif=False`. Raises ImageReadError,
-    also (before decoding) for a header that declares more pixels than the limit."""
+    also (before decoding) for a header over the pixel limit or the byte budget, one whose cost cannot be
+    bounded (unknown format, unreadable header, too many JPEG scans), and (after decoding) for a decoded
+    size over the limit or larger than the header declared."""
     if len(data) == 0:
         raise ImageReadError(f"{name}: the file is empty (0 bytes)")
     if jpeg_truncated(data):
         # libjpeg decodes a truncated file with a grey bottom and only a warning on stderr: refuse it.
         raise ImageReadError(f"{name}: the JPEG file is truncated (no end-of-image marker after the image data)")
-    try:
-        check_image_bytes(data, limit=max_pixels)
-    except ImageTooLargeError as e:
-        raise ImageReadError(f"{name}: {e}") from None
-    buf = np.frombuffer(data, dtype=np.uint8)
     # IMREAD_UNCHANGED keeps 16-bit and alpha (and never applies EXIF), so orientation is applied below.
     try:
-        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    except cv2.error as e:  # OpenCV's own limits and decoder failures
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise ImageReadError(f"{name}: OpenCV cannot decode the image ({msg})") from None
-    if image is not None:
-        check_pixels(image.shape[1], image.shape[0], name=name, max_pixels=max_pixels)
-    if image is None:
-        raise ImageReadError(
-            f"{name}: cannot decode the image (unsupported format, or the file is corrupt or truncated)"
-        )
-    image = to_bgr8(image, name=name)
-    if exif:
-        image = apply_orientation(image, exif_orientation(data))
+        image = _decode(data, cv2.IMREAD_UNCHANGED, max_pixels, name)
+    except _Refused as e:
+        if e.kind == "limit":
+            raise ImageReadError(f"{name}: {e.reason}") from None
+        if e.kind == "opencv":
+            raise ImageReadError(f"{name}: OpenCV cannot decode the image ({e.reason})") from None
+        if e.kind == "none":
+            raise ImageReadError(
+                f"{name}: cannot decode the image (unsupported format, or the file is corrupt or truncated)"
+            ) from None
+        raise ImageReadError(f"{name}: cannot decode the image ({e.reason})") from None
+    try:
+        image = to_bgr8(image, name=name)  # the decoded array is freed here: one copy at a time
+        if exif:
+            image = apply_orientation(image, exif_orientation(data))
+    except MemoryError:
+        raise ImageReadError(f"{name}: cannot decode the image ({_memory_reason(None)})") from None
     return image
 
 
@@ -299,8 +383,9 @@ def read_image(
         size = p.stat().st_size
         if size > max_file_bytes():
             raise _read_error(
-                p, f"the file is {size / 2**20:.0f} MiB, larger than any image within the pixel limit "
-                f"({max_image_pixels() / 1e6:g} million pixels, HRPOSE_MAX_IMAGE_PIXELS) can be; not read"
+                p,
+                f"the file is {size / 2**20:.0f} MiB, larger than any image within the pixel limit "
+                f"({max_image_pixels() / 1e6:g} million pixels, HRPOSE_MAX_IMAGE_PIXELS) can be; not read",
             )
         data = p.read_bytes()
     except ImageReadError:
@@ -315,17 +400,16 @@ def read_image(
     if jpeg_truncated(data):
         raise _read_error(p, "truncated JPEG (no end-of-image marker after the image data)")
     try:
-        check_image_bytes(data)
-    except ImageTooLargeError as e:
-        raise _read_error(p, str(e)) from None
-    try:
         flags = READ_FLAGS if reduce_flag is None else reduce_flag | cv2.IMREAD_IGNORE_ORIENTATION
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    except cv2.error as e:  # OpenCV's own size limits and decoder failures
-        lines = str(e).strip().splitlines()
-        raise _read_error(p, f"OpenCV cannot decode it ({lines[-1] if lines else type(e).__name__})") from None
-    if image is None or image.size == 0:
-        raise _read_error(p, "not a decodable image")
+        image = _decode(data, flags, None, str(p))
+    except _Refused as e:
+        if e.kind == "opencv":
+            raise _read_error(p, f"OpenCV cannot decode it ({e.reason})") from None
+        if e.kind == "none":
+            raise _read_error(p, "not a decodable image") from None
+        if e.kind == "limit":
+            raise _read_error(p, e.reason) from None
+        raise _read_error(p, f"not a decodable image ({e.reason})") from None
     if color_rgb:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image

@@ -255,11 +255,12 @@ def build_estimator(args: argparse.Namespace) -> Any:
     """The model (--model NAME / --cfg + --weights / the default zoo model), the detector and the pixel limit,
     from predict's options (`hrpose serve` takes the same ones). Raises UserError for a bad choice."""
     from hrpose.errors import UserError
-    from hrpose.image_limits import max_image_pixels
+    from hrpose.image_limits import max_image_bytes, max_image_pixels
     from hrpose.inference.estimator import PoseEstimator
 
     max_image_pixels(args.max_image_pixels)  # a bad HRPOSE_MAX_IMAGE_PIXELS / option: one error, exit 2
     _check_numbers(args)
+    max_image_bytes(args.max_image_pixels)  # likewise HRPOSE_MAX_IMAGE_BYTES
 
     model = getattr(args, "model", None)
     random_weights = bool(getattr(args, "random_weights", False))
