@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hrpose.data.fastcrop import warp_crop
 from hrpose.data.records import PersonRecord
 from hrpose.geometry import IMAGENET_MEAN, IMAGENET_STD, PIXEL_STD, get_affine_transform
 
@@ -146,8 +147,6 @@ def apply(
     (x -> W - 1 - x), then one bilinear cv2.warpAffine of the (rotated) box into `input_size_wh`
     (`fastcrop.warp_crop`: only the rows the warp reads are mirrored; the same pixels).
     """
-    from hrpose.data.fastcrop import warp_crop  # (fastcrop imports this module's constants)
-
     res = plan(record, params, int(image.shape[1]), input_size_wh=input_size_wh, flip_pairs=flip_pairs,
                upper_body_ids=upper_body_ids)  # fmt: skip
     out_w, out_h = int(input_size_wh[0]), int(input_size_wh[1])
