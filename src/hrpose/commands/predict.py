@@ -725,7 +725,7 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
     try:
         reader, frames = _open_source(kind, path, args)
     except VideoError as e:
-        tqdm.write(f"error: {e}")
+        tqdm.write(f"error: {e}", file=sys.stderr)
         s.bad.append(str(e))
         return
     live = frames if isinstance(frames, LiveFrames) else None
@@ -792,7 +792,7 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
         s.interrupted = True
         tqdm.write(f"{reader.name}: stopped after {s.frames - frames_before} frames")
     except (VideoError, DetectorError, ValueError) as e:
-        tqdm.write(f"error: {reader.name}: {e}")
+        tqdm.write(f"error: {reader.name}: {e}", file=sys.stderr)
         s.bad.append(f"{reader.name}: {e}")
     except OSError as e:
         _check_write_error(e, jsonl_path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -110,6 +111,9 @@ class StreamReader:
         self.frame_count = count if count > 0 and urlsplit(url).scheme.lower().startswith("http") else 0
 
     def _open(self) -> cv2.VideoCapture | None:
+        # FFmpeg's and OpenCV's own log lines (connection refused, ...) would repeat what our one error says
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         ms = int(self.open_timeout_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
