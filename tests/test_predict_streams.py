@@ -138,7 +138,7 @@ def test_rtsp_stream_stops_and_comes_back(tiny_files, clip, tmp_path):
     server = rtsp_server(clip.parent / "frames", port)
     out_dir = tmp_path / "o"
     p = hrpose(tiny_files, f"rtsp://127.0.0.1:{port}/live", "--max-frames", "60", "--reconnect", "30",
-               "--out", out_dir)  # fmt: skip
+               "--out", out_dir, "--queue", "200")  # fmt: skip
     try:
         jsonl = out_dir / ".127_0_0_1_live.jsonl.partial"
         deadline = time.monotonic() + 60
@@ -164,7 +164,8 @@ def test_http_stream_stops_and_comes_back(tiny_files, clip, tmp_path):
     port = free_port()
     server = http_server(clip, port, loop=False)  # 40 frames, then the server exits
     out_dir = tmp_path / "o"
-    p = hrpose(tiny_files, f"http://127.0.0.1:{port}/live.ts", "--max-frames", "55", "--out", out_dir, "--no-draw")
+    p = hrpose(tiny_files, f"http://127.0.0.1:{port}/live.ts", "--max-frames", "55", "--out", out_dir, "--no-draw",
+               "--queue", "200")  # fmt: skip
     try:
         server.wait(60)
         time.sleep(1.0)
