@@ -76,9 +76,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub.required = True
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
-        extra = {"epilog": PREDICT_EPILOG} if name == "predict" else {}
         p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".",
-                           formatter_class=argparse.RawDescriptionHelpFormatter, **extra)  # fmt: skip
+                           epilog=PREDICT_EPILOG if name == "predict" else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         add_debug_argument(p)
         # Only the chosen subcommand's module is imported (its arguments are only needed then).
         if name == wanted:
