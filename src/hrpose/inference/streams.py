@@ -344,4 +344,5 @@ class LiveFrames:
     def close(self) -> None:
         self.stop()
         self.thread.join(timeout=2.0)
-        self.reader.close()
+        if not self.thread.is_alive():  # never release a capture another thread may still be reading from
+            self.reader.close()
