@@ -446,10 +446,11 @@ def _run(args: argparse.Namespace) -> int:
     namer = _Namer()
     named = [(k, kind, path, namer(path)) for k, (kind, path) in enumerate(items)]
     collection = shard is not None or args.resume
+    args.mark_done = collection  # done markers in <out>/.hrpose/ only for runs that split or resume
     mine = [it for it in named if shard is None or shard.mine(it[0])]
     summary = _Summary(bad=[f"{e}" for e in errors])
     if args.resume:
-        todo = [it for it in mine if not sh.is_done(out_dir, it[3])]
+        todo = [it for it in mine if not _item_done(out_dir, it[1], it[3])]
         summary.skipped = len(mine) - len(todo)
         if summary.skipped:
             print(f"--resume: {summary.skipped} of {len(mine)} inputs already done in {out_dir}", file=sys.stderr)
@@ -497,12 +498,20 @@ def _run(args: argparse.Namespace) -> int:
     if collection and not summary.interrupted:
         assert shard is not None or args.resume
         this = shard if shard is not None else sh.Shard()
-        done_items = [{"k": k, "kind": kind, "path": path, "name": name, "done": sh.is_done(out_dir, name),
+        done_items = [{"k": k, "kind": kind, "path": path, "name": name, "done": _item_done(out_dir, kind, name),
                        "joint_names": list(estimator.joint_names)}
                       for k, kind, path, name in named if this.mine(k)]  # fmt: skip
         sh.write_manifest(out_dir, this, done_items)
         _finish_collection(out_dir, formats, this, summary)
     return _report(summary, out_dir)
+
+
+def _item_done(out_dir: Path, kind: str, name: str) -> bool:
+    """Done: its marker (written in --shard/--resume/torchrun runs), or for an image its JSON, which a run of any
+    kind writes last, after the drawing."""
+    from hrpose.inference import shard as sh
+
+    return sh.is_done(out_dir, name) or (kind == "image" and (out_dir / f"{name}.json").is_file())
 
 
 def _finish_collection(out_dir: Path, formats: tuple[str, ...], shard: Any, summary: _Summary) -> None:
@@ -665,7 +674,8 @@ def _predict_images(estimator: Any, items: list[tuple[str, str]], out_dir: Path,
                 write_atomic(out_dir / f"{stem}.json", text)
                 if table is not None:
                     table.write(rows_of(results, path))
-                mark_done(out_dir, stem)
+                if args.mark_done:
+                    mark_done(out_dir, stem)
             except OSError as e:
                 _check_write_error(e, out_dir / stem)
                 raise
@@ -815,7 +825,7 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
             os.replace(jsonl_tmp, jsonl_path)
     if s.frames > frames_before:
         s.kept.append(f"{jsonl_path} ({s.frames - frames_before} frames)")
-        if complete:
+        if complete and args.mark_done:
             mark_done(out_dir, stem)
     if s.frames == frames_before and not s.interrupted:
         s.bad.append(f"{reader.name}: no frame could be read")

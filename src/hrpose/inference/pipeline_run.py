@@ -144,6 +144,12 @@ class VideoPipeline:
         t.start()
         return t
 
+    def _deliver(self, q: queue.Queue[Any], f: Frame, poses: list[Any]) -> list[Any]:
+        if self.tracker is not None:
+            poses = self.tracker.update(poses)
+        self._put(q, (f, poses))
+        return poses
+
     def run(self, frames: Iterable[Frame], sink: Callable[[Frame, list[Any]], None]) -> RunStats:
         q_read: queue.Queue[Any] = queue.Queue(self.queue_size)
         q_det: queue.Queue[Any] = queue.Queue(self.queue_size)
@@ -200,13 +206,25 @@ class VideoPipeline:
                         b = boxes_from_poses(last, w, h, self.kpt_thr)
                     images.append(f.image)
                     boxes.append(b)
-                results = est.predict_many(images, boxes, keys=[self.key(f) for f, _ in batch])
+                keys = [self.key(f) for f, _ in batch]
+                try:
+                    results = est.predict_many(images, boxes, keys=keys)
+                except BaseException:
+                    if len(batch) == 1:
+                        raise
+                    # one frame at a time: the frames before the failing one are still delivered, in order
+                    results = []
+                    for i in range(len(batch)):
+                        try:
+                            one = est.predict_many(images[i : i + 1], boxes[i : i + 1], keys=keys[i : i + 1])
+                            results.append(one[0])
+                        except BaseException:
+                            for (f, _), poses in zip(batch, results):
+                                self._deliver(q_pose, f, poses)
+                            raise
                 self.stats.pose_calls += 1
                 for (f, _), poses in zip(batch, results):
-                    if self.tracker is not None:
-                        poses = self.tracker.update(poses)
-                    last = poses
-                    self._put(q_pose, (f, poses))
+                    last = self._deliver(q_pose, f, poses)
 
         threads = [self._stage("read", read, q_read), self._stage("detect", detect, q_det),
                    self._stage("pose", pose, q_pose)]  # fmt: skip
