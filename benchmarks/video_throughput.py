@@ -340,7 +340,9 @@ def main() -> None:
             runs["pipelined e2e"].append(args.frames / s)
             s, other = pipelined(est, out / "clip.mp4", out, 5, "e2e5")
             runs["pipelined e2e, --det-every 5"].append(args.frames / s)
-            print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()), file=sys.stderr)
+            posed = (sum(len(p) for p in ref.values()), sum(len(p) for p in other.values()))
+            print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items())
+                  + f"; people posed: every-frame detection {posed[0]}, --det-every 5 {posed[1]}", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in runs.items()}
     print()
     print("| run | frames/s, median | min - max | x pose-only rate |")

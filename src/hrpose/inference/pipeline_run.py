@@ -55,8 +55,9 @@ def cap_people(boxes: np.ndarray, max_people: int) -> tuple[np.ndarray, int]:
 
 
 def boxes_from_poses(poses: list[Any], width: int, height: int, kpt_thr: float, pad: float = 1.25) -> np.ndarray:
-    """(N, 5) xywh+score boxes around each person's joints scored >= kpt_thr (all joints when none is),
-    enlarged by `pad` around their center, clipped to the image; the score is the person's box score."""
+    """(N, 5) xywh+score boxes around each person's joints scored >= kpt_thr (all joints when fewer than 2 are),
+    enlarged by `pad` around their center, clipped to the image; the score is the person's box score. A person
+    whose joints span less than 2 px keeps the box of the previous frame."""
     rows = []
     for p in poses:
         k = np.asarray(p.keypoints, dtype=np.float64)
@@ -68,6 +69,8 @@ def boxes_from_poses(poses: list[Any], width: int, height: int, kpt_thr: float, 
         x2, y2 = min(float(width), cx + w / 2), min(float(height), cy + h / 2)
         if x2 - x1 >= 2 and y2 - y1 >= 2:
             rows.append([x1, y1, x2 - x1, y2 - y1, float(p.box_score)])
+        else:
+            rows.append([*np.asarray(p.box, dtype=np.float64)[:4].tolist(), float(p.box_score)])
     return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
 
 
