@@ -78,6 +78,13 @@ class _Stop(Exception):
     pass
 
 
+class _Failed:
+    """Put in a queue in place of the frames after a stage failed: the frames before it still go through."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class VideoPipeline:
     """Runs `estimator` over `frames` (an iterable of `Frame`) in stages; `sink(frame, poses)` runs on the
     calling thread, in frame order. See the module docstring."""
@@ -106,7 +113,6 @@ class VideoPipeline:
         self.key = key if key is not None else (lambda f: f.index)
         self.stats = RunStats()
         self.stop_event = threading.Event()
-        self._error: BaseException | None = None
 
     # the queues: a put/get that gives up when the run is stopped
     def _put(self, q: queue.Queue[Any], item: Any) -> None:
@@ -132,14 +138,13 @@ class VideoPipeline:
         def run() -> None:
             try:
                 body()
+                end: Any = _DONE
             except _Stop:
                 return
-            except BaseException as e:  # handed to the caller's thread
-                self._error = e
-                self.stop_event.set()
-                return
+            except BaseException as e:  # handed down the stages to the caller's thread, after the frames before it
+                end = _Failed(e)
             try:
-                self._put(out, _DONE)
+                self._put(out, end)
             except _Stop:
                 pass
 
@@ -165,6 +170,8 @@ class VideoPipeline:
 
         def detect() -> None:
             while (f := self._get(q_read)) is not _DONE:
+                if isinstance(f, _Failed):
+                    raise f.error
                 boxes = None
                 if f.index % self.det_every == 0 or self.det_every == 1:
                     h, w = f.image.shape[:2]
@@ -184,10 +191,13 @@ class VideoPipeline:
             last: list[Any] = []
             pending: list[Any] = []
             finished = False
+            failed: _Failed | None = None
             while not finished:
                 item = pending.pop(0) if pending else self._get(q_det)
                 if item is _DONE:
                     break
+                if isinstance(item, _Failed):
+                    raise item.error
                 batch = [item]
                 # frames with their own boxes can share a model call with those already waiting
                 while item[1] is not None and len(batch) < self.batch_frames:
@@ -195,8 +205,9 @@ class VideoPipeline:
                         nxt = q_det.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt is _DONE:
+                    if nxt is _DONE or isinstance(nxt, _Failed):
                         finished = True
+                        failed = nxt if isinstance(nxt, _Failed) else None
                         break
                     if nxt[1] is None:
                         pending.append(nxt)
@@ -228,6 +239,8 @@ class VideoPipeline:
                 self.stats.pose_calls += 1
                 for (f, _), poses in zip(batch, results):
                     last = self._deliver(q_pose, f, poses)
+            if failed is not None:
+                raise failed.error
 
         threads = [self._stage("read", read, q_read), self._stage("detect", detect, q_det),
                    self._stage("pose", pose, q_pose)]  # fmt: skip
@@ -236,17 +249,15 @@ class VideoPipeline:
                 try:
                     item = q_pose.get(timeout=0.1)
                 except queue.Empty:
-                    if self._error is not None:
-                        raise self._error from None
                     continue
                 if item is _DONE:
                     break
+                if isinstance(item, _Failed):
+                    raise item.error
                 f, poses = item
                 sink(f, poses)
                 self.stats.frames += 1
                 self.stats.people += len(poses)
-            if self._error is not None:
-                raise self._error
         finally:
             self.stop_event.set()
             for t in threads:
