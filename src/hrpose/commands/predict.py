@@ -488,8 +488,15 @@ def _run(args: argparse.Namespace) -> int:
             _predict_stream(estimator, kind, path, name, out_dir, args, summary, table, rows)
     finally:
         if table is not None:
-            table.close()
-            summary.kept.append(f"{table.path} ({table.rows} rows)")
+            pending = sys.exc_info()[1]  # the error this finally runs for, if any
+            try:
+                table.close()
+                summary.kept.append(f"{table.path} ({table.rows} rows)")
+            except OSError as e:  # a full disk: when an error is already on its way, it says so
+                table.tmp.unlink(missing_ok=True)
+                if pending is None:
+                    _check_write_error(e, table.path)
+                    raise
     if rows is not None:
         from hrpose.inference.tables import write_parquet
 
