@@ -22,7 +22,7 @@ Measured, interleaved `--repeats` times (median and min-max over the repeats):
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/video_throughput.py                 # 48 frames, 3 repeats
-    OMP_NUM_THREADS=2 python benchmarks/video_throughput.py --frames 24 --repeats 2
+    OMP_NUM_THREADS=2 python benchmarks/video_throughput.py --frames 30 --repeats 2
 """
 
 from __future__ import annotations
@@ -299,7 +299,8 @@ def main() -> None:
     ap.add_argument("--cfg", default=str(ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"))
     ap.add_argument("--weights", default=None, help="trained pose weights (default: random weights)")
     ap.add_argument("--frames", type=int, default=48)
-    ap.add_argument("--hold", type=int, default=6, help="frames per photo")
+    ap.add_argument("--hold", type=int, default=10,
+                    help="frames per photo (a multiple of 5 puts the scene cuts on --det-every 5's detection frames)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the 2 cores)")
     args = ap.parse_args()
