@@ -634,14 +634,14 @@ def test_ctrl_c_in_a_video_keeps_the_frames_done(tmp_path, tiny_files, monkeypat
     for _ in range(8):
         writer.write(frame)
     writer.release()
-    original = PoseEstimator.__call__
+    original = PoseEstimator.predict_many  # what the pipelined video run calls, for one or several frames
 
-    def interrupt_at_5(self, image, *a, key=None, **k):
-        if key == 5:
+    def interrupt_at_5(self, images, *a, keys=None, **k):
+        if 5 in keys:
             raise KeyboardInterrupt
-        return original(self, image, *a, key=key, **k)
+        return original(self, images, *a, keys=keys, **k)
 
-    monkeypatch.setattr(PoseEstimator, "__call__", interrupt_at_5)
+    monkeypatch.setattr(PoseEstimator, "predict_many", interrupt_at_5)
     rc = predict(tiny_files, src, "--detector", "whole", "--no-flip", "--out", tmp_path / "o")
     captured = capsys.readouterr()
     assert rc == 130 and "clip.jsonl (5 frames)" in captured.err

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("summary", "parameters and GFLOPs of a model config"),
     "train": ("train", "train a model from an experiment YAML"),
     "test": ("test", "evaluate a model (COCO AP / MPII PCKh) from an experiment YAML"),
-    "predict": ("predict", "pose on images, folders, videos or a webcam"),
+    "predict": ("predict", "find people's keypoints in images, folders, videos, webcams and live streams"),
     "export": ("export", "export a model to ONNX and check it in ONNX Runtime"),
     "bench": ("bench", "benchmark inference backends against the eager baseline"),
     "synth": ("synth", "write a synthetic COCO-format person-keypoint dataset"),
@@ -32,6 +32,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "serve pose estimation over HTTP: a JSON API and a web page"),
 }
 
+
+USER_DESCRIPTION = """\
+hrpose finds people's body keypoints (nose, shoulders, elbows, knees, ...) in photos, videos and live
+streams with HRNet models, and trains, tests and exports those models.
+
+Examples:
+  hrpose predict photo.jpg                      keypoints of everyone in a photo (predictions/photo.json)
+  hrpose predict holiday/ --format json,csv     a folder of photos and videos, plus one table of all people
+  hrpose predict rtsp://camera:8554/live        a live camera stream (Ctrl-C stops it, outputs kept)
+  hrpose models                                 the pretrained models you can use
+  hrpose serve                                  a web page and a JSON API for your browser or programs
+
+Run `hrpose COMMAND --help` for a command's options."""
+
+PREDICT_EPILOG = """\
+Examples:
+  hrpose predict photo.jpg photos/ 'shots/*.png'            images, folders and patterns
+  hrpose predict clip.mp4 --track --format json,csv          a video: clip_pose.mp4, clip.jsonl, results.csv
+  hrpose predict rtsp://user:pw@192.168.1.10:554/stream --duration 60
+  ffmpeg -i clip.mp4 -f mjpeg - | hrpose predict -           frames piped from another program
+  hrpose predict @list.txt --shard 0/4 --resume              a quarter of a large collection (run 0/4 .. 3/4)
+  torchrun --nproc-per-node 4 -m hrpose.cli predict photos/  the same split over 4 processes, merged at the end
+
+Outputs in --out: per image NAME.json and NAME_pose.jpg; per video or stream NAME.jsonl (one line a frame) and
+NAME_pose.mp4; results.json (all images, COCO results format) and, with --format, results.csv / results.parquet
+(one row per person per image or frame; columns in the README)."""
 
 RANK_REPORT_DELAY_S = 5.0
 DEBUG_HELP = "print the full traceback for any error, user errors included (also: HRPOSE_DEBUG=1)"
@@ -43,13 +69,16 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hrpose", description=__doc__)
+    parser = argparse.ArgumentParser(prog="hrpose", description=USER_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_debug_argument(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".",
+                           epilog=PREDICT_EPILOG if name == "predict" else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         add_debug_argument(p)
         # Only the chosen subcommand's module is imported (its arguments are only needed then).
         if name == wanted:

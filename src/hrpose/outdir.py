@@ -75,7 +75,8 @@ def check_out_dir(out_dir: str | os.PathLike[str], option: str = "--out") -> Pat
 def disk_error(path: str | os.PathLike[str], e: OSError) -> str:
     """One line for a write that failed mid-run: the file, the system's reason, the likely fix."""
     why = e.strerror or str(e)
-    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (quota)",
+    hint = {errno.ENOSPC: "the disk is full: free some space or choose another --out",
+            errno.EDQUOT: "the disk quota is full: free some space or choose another --out",
             errno.EROFS: "the file system became read-only"}.get(e.errno or 0, "check the disk")  # fmt: skip
     return f"cannot write {safe_text(path)}: {why}; {hint}, then run again on the inputs not yet done"
 

@@ -49,17 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a model zoo pose model (`hrpose models` lists them), fetched on first use into "
                              "$HRPOSE_HOME; the default when neither --cfg nor --weights is given: "
                              "hrnet-w32-coco-256x192")  # fmt: skip
-    parser.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="run the untrained network (random weights) on purpose, e.g. to test a pipeline",
-    )
-    parser.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="INPUT",
-        help="image files, folders, glob patterns, video files, or a webcam index (0, 1, ...)",
-    )
+    parser.add_argument("--random-weights", action="store_true",
+                        help="run the untrained network (random weights) on purpose, e.g. to test a pipeline")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files, folders, glob patterns, list files (@list.txt: one path a line), video "
+                             "files, a webcam index (0, 1, ...), a stream URL (rtsp://, http(s)://) or - (MJPEG or "
+                             "raw frames on stdin, e.g. piped from ffmpeg)")  # fmt: skip
     parser.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     parser.add_argument("--detector", default="auto",
                         help="person boxes: auto (the model zoo's YOLOX Human-Art ONNX detector, fetched on first "
@@ -86,11 +81,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "precision this machine runs fast: bf16 (CPUs with AMX/AVX512_BF16, GPUs), fp16 (GPUs), "
                         "int8 (an int8 .onnx from `hrpose export --int8-calib`)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop each video/webcam after N frames (0 = all)")
+    parser.add_argument("--max-frames", type=int, default=0,
+                        help="stop each video/webcam/stream after N frames (0 = all)")  # fmt: skip
+    _add_run_arguments(parser)
     parser.add_argument("--no-draw", action="store_true", help="write JSON only, no drawings/videos")
     parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                         help="skip images whose header declares more than N pixels (default: "
                              "$HRPOSE_MAX_IMAGE_PIXELS or 100000000)")  # fmt: skip
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Streams, video pipeline, tables, caps and sharding (issue 25)."""
+    from hrpose.inference.pipeline_run import DEFAULT_MAX_PEOPLE
+
+    g = parser.add_argument_group("video and streams")
+    g.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
+                   help="stop each video/stream after this many seconds of it (0 = no limit)")  # fmt: skip
+    g.add_argument("--det-every", type=int, default=1, metavar="N",
+                   help="video: run the person detector on every N-th frame only and follow people from their "
+                        "previous pose in between (faster; see README for the keypoint deviation)")  # fmt: skip
+    g.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
+                   help="stream: when it drops, keep trying to reconnect for this long (default 30)")  # fmt: skip
+    g.add_argument("--queue", type=int, default=4, metavar="FRAMES",
+                   help="stream: frames waiting for the model at most; older ones are dropped and counted "
+                        "(default 4)")  # fmt: skip
+    g.add_argument("--stdin-size", default=None, metavar="WxH",
+                   help="input - carries raw bgr24 frames of this size (ffmpeg -f rawvideo -pix_fmt bgr24 -); "
+                        "without it, stdin is read as MJPEG (ffmpeg -f mjpeg -)")  # fmt: skip
+    g.add_argument("--stdin-fps", type=float, default=None, metavar="FPS",
+                   help="input -: the frame rate, for the frame times and the drawn video (default 30)")
+    o = parser.add_argument_group("output and collections")
+    o.add_argument("--format", default="json", metavar="LIST",
+                   help="what to write, comma separated: json (always), csv (results.csv), parquet "
+                        "(results.parquet, needs pyarrow): one row per person per image/frame")  # fmt: skip
+    o.add_argument("--max-people", type=int, default=DEFAULT_MAX_PEOPLE, metavar="N",
+                   help=f"keep at most N people per image/frame, the highest-scoring boxes (default "
+                        f"{DEFAULT_MAX_PEOPLE}; 0 = no limit)")  # fmt: skip
+    o.add_argument("--shard", default=None, metavar="I/N",
+                   help="do share I (0..N-1) of the inputs, item k going to share k %% N; the share that "
+                        "finishes last writes results.json (under torchrun, RANK/WORLD_SIZE choose the share)")
+    o.add_argument("--resume", action="store_true",
+                   help="skip the inputs already done in --out (after a stopped or killed run)")
+    o.add_argument("--merge", action="store_true",
+                   help="only merge the per-item outputs of finished shards in --out into results.json/tables")
 
 
 @dataclass
@@ -103,6 +136,10 @@ class _Summary:
     empty: list[str] = field(default_factory=list)
     interrupted: bool = False
     kept: list[str] = field(default_factory=list)
+    dropped: int = 0  # stream frames dropped because the model was slower
+    capped: int = 0  # people dropped by --max-people
+    capped_items: int = 0
+    skipped: int = 0  # --resume: items already done
     disk_error: str = ""  # a write into --out failed (disk full, I/O error): the run stopped
 
 
@@ -148,9 +185,21 @@ def expand_inputs(specs: list[str], out_dir: str | Path | None = None) -> tuple[
     items: list[tuple[str, str]] = []
     errors: list[str] = []
     out = Path(out_dir) if out_dir is not None else None
+    from hrpose.inference.streams import check_url, is_stream_spec
+    from hrpose.inference.video import VideoError
+
+    specs = _read_list_files(specs, errors)
     for spec in specs:
         p = Path(spec)
-        if is_webcam(spec) and not p.exists():
+        if is_stream_spec(spec) and not p.exists():
+            if spec == "-":
+                items.append(("stream", spec))
+                continue
+            try:
+                items.append(("stream", check_url(spec)))
+            except VideoError as e:
+                errors.append(str(e))
+        elif is_webcam(spec) and not p.exists():
             items.append(("webcam", spec))
         elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and (is_image_path(f) or is_video_path(f)))
@@ -175,6 +224,28 @@ def expand_inputs(specs: list[str], out_dir: str | Path | None = None) -> tuple[
     return items, errors
 
 
+def _read_list_files(specs: list[str], errors: list[str]) -> list[str]:
+    """`@FILE` arguments -> the paths FILE lists, one a line (blank lines and lines starting with # skipped;
+    relative paths are relative to the list file's folder)."""
+    out: list[str] = []
+    for spec in specs:
+        if not spec.startswith("@") or Path(spec).exists():
+            out.append(spec)
+            continue
+        lst = Path(spec[1:])
+        try:
+            text = lst.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            errors.append(f"{lst}: cannot read the list file ({getattr(e, 'strerror', None) or e}); expected a "
+                          "UTF-8 text file with one image or video path a line")  # fmt: skip
+            continue
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.append(line if Path(line).is_absolute() or "://" in line else str(lst.parent / line))
+    return out
+
+
 class _Namer:
     """Unique output stems: photo, photo_1, ... when two inputs share a name."""
 
@@ -184,9 +255,18 @@ class _Namer:
         self.used: set[str] = set(RESERVED_STEMS)  # results.json is the aggregate: results.jpg -> results_1.json
 
     def __call__(self, path: str) -> str:
-        from hrpose.inference.video import is_webcam
+        if path == "-":
+            stem = "stdin"
+        elif "://" in path:
+            from urllib.parse import urlsplit
 
-        stem = Path(path).stem if not is_webcam(path) else f"webcam{path}"
+            u = urlsplit(path)
+            stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{u.hostname}_{u.path.strip('/')}")
+            stem = stem.strip("_")[:80] or "stream"
+        else:
+            from hrpose.inference.video import is_webcam
+
+            stem = Path(path).stem if not is_webcam(path) else f"webcam{path}"
         name, i = stem, 1
         while name in self.used:
             name, i = f"{stem}_{i}", i + 1
@@ -325,29 +405,47 @@ def _resolve_backend(args: argparse.Namespace) -> str:
     return auto_backend(precision, device=resolve_device(args.device), weights=args.weights)
 
 
+class _DiskFull(Exception):
+    """A write into --out failed (disk full, I/O error): the run stops with one error line."""
+
+
+def _check_write_error(e: OSError, what: Path) -> None:
+    """Raise _DiskFull (one line: the file, the reason, the fix) for a failed write."""
+    from hrpose.outdir import disk_error
+
+    raise _DiskFull(disk_error(what, e)) from e
+
+
 def run(args: argparse.Namespace) -> int:
     from hrpose.errors import UserError
     from hrpose.outdir import acquire_out_lock, check_out_dir
     from hrpose.termination import exit_status, sigterm_as_interrupt
     from hrpose.user_files import error_text
 
-    items, errors = expand_inputs(list(args.inputs), out_dir=args.out)
-    for e in errors:
+    try:
+        formats, shard = _check_run_options(args)
+    except UserError as e:
         print(f"error: {error_text(e)}", file=sys.stderr)
-    if not items:
-        if not errors:  # each missing input already had its own error line
-            print("error: nothing to process: the inputs name no image, video or webcam", file=sys.stderr)
+        return 2
+    if not args.inputs and not args.merge:
+        print("error: no INPUT given; name image files, folders, videos, a webcam index, a stream URL or -",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
         out_dir = check_out_dir(args.out)  # a file in the way, a read-only folder: refused before the model loads
-        lock = acquire_out_lock(out_dir)  # one predict per --out: a second one would mix results.json
+        # one predict per --out (a second one would mix results.json); each share of a sharded run has its own
+        lock = acquire_out_lock(out_dir) if shard is None else \
+            acquire_out_lock(out_dir, name=f".hrpose-predict.shard{shard.index}.lock")  # fmt: skip
     except UserError as e:
         print(f"error: {error_text(e)}", file=sys.stderr)
         return 2
     try:
         with sigterm_as_interrupt() as stop:
             try:
-                return _run_locked(args, items, errors, out_dir, stop, exit_status)
+                return _run(args, formats, shard, out_dir, stop)
+            except _DiskFull as e:
+                print(f"error: {error_text(e)}", file=sys.stderr)
+                return 1
             except KeyboardInterrupt:  # before the first image (loading the model): nothing was written
                 if not stop.signum:
                     raise
@@ -357,34 +455,235 @@ def run(args: argparse.Namespace) -> int:
         lock.release()
 
 
-def _run_locked(args: argparse.Namespace, items: list[tuple[str, str]], errors: list[str], out_dir: Path,
-                stop: Any, exit_status: Any) -> int:  # fmt: skip
+def _check_run_options(args: argparse.Namespace) -> tuple[tuple[str, ...], Any]:
+    """--format, --shard/torchrun, --det-every, --max-people, --stdin-size -> (formats, shard or None);
+    UserError for a bad value."""
     from hrpose.errors import UserError
+    from hrpose.inference.shard import parse_shard, shard_from_env
+    from hrpose.inference.tables import TableFormatError, parse_formats
+
+    try:
+        formats = parse_formats(getattr(args, "format", "json"))
+    except TableFormatError as e:
+        raise UserError(str(e)) from None
+    shard = parse_shard(args.shard) if getattr(args, "shard", None) else shard_from_env()
+    if getattr(args, "det_every", 1) < 1:
+        raise UserError(f"--det-every {args.det_every}: expected a whole number >= 1 (1 = detect on every frame)")
+    if getattr(args, "max_people", 0) < 0:
+        raise UserError(f"--max-people {args.max_people}: expected a whole number >= 0 (0 = no limit)")
+    if getattr(args, "max_frames", 0) < 0 or getattr(args, "duration", 0.0) < 0:
+        raise UserError("--max-frames and --duration must be >= 0 (0 = no limit)")
+    if getattr(args, "stdin_size", None):
+        _parse_size(args.stdin_size)
+    return formats, shard
+
+
+def _parse_size(spec: str) -> tuple[int, int]:
+    from hrpose.errors import UserError
+
+    w, sep, h = str(spec).lower().partition("x")
+    if sep and w.isdigit() and h.isdigit() and 0 < int(w) <= 16384 and 0 < int(h) <= 16384:
+        return int(w), int(h)
+    raise UserError(f"--stdin-size {spec}: expected WIDTHxHEIGHT in pixels, e.g. --stdin-size 640x480")
+
+
+def _run(args: argparse.Namespace, formats: tuple[str, ...], shard: Any, out_dir: Path, stop: Any) -> int:
+    from hrpose.errors import UserError
+    from hrpose.inference import shard as sh
     from hrpose.inference.detectors import DetectorError
     from hrpose.user_files import error_text
 
+    if args.merge:
+        try:
+            return _merge(out_dir, formats, None if shard is None else shard.count)
+        except UserError as e:
+            print(f"error: {error_text(e)}", file=sys.stderr)
+            return 2
+    items, errors = expand_inputs(list(args.inputs), out_dir=args.out)
+    for message in errors:
+        print(f"error: {error_text(message)}", file=sys.stderr)
+    if not items:
+        if not errors:  # each missing input already had its own error line
+            print("error: nothing to process: the inputs name no image, video or webcam", file=sys.stderr)
+        return 2
+    # names over the whole list, so that every shard agrees where each item's outputs go
+    namer = _Namer()
+    named = [(k, kind, path, namer(path)) for k, (kind, path) in enumerate(items)]
+    collection = shard is not None or args.resume
+    args.mark_done = collection  # done markers in <out>/.hrpose/ only for runs that split or resume
+    mine = [it for it in named if shard is None or shard.mine(it[0])]
+    summary = _Summary(bad=[f"{e}" for e in errors])
+    if args.resume:
+        todo = [it for it in mine if not _item_done(out_dir, it[1], it[3])]
+        summary.skipped = len(mine) - len(todo)
+        if summary.skipped:
+            print(f"--resume: {summary.skipped} of {len(mine)} inputs already done in {out_dir}", file=sys.stderr)
+        mine = todo
     try:
         estimator = build_estimator(args)
     except (UserError, DetectorError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {error_text(e)}", file=sys.stderr)
         return 2
-    summary = _Summary(bad=[f"{e}" for e in errors])
-    namer = _Namer()
-    images = [path for kind, path in items if kind == "image"]
-    streams = [(kind, path) for kind, path in items if kind != "image"]
+    table = None
+    if "csv" in formats and not collection:
+        from hrpose.inference.tables import CsvTable
+
+        try:
+            table = CsvTable(out_dir / "results.csv", estimator.joint_names)
+        except OSError as e:
+            _check_write_error(e, out_dir / "results.csv")
+            raise
+    rows: list[list[Any]] | None = [] if "parquet" in formats and not collection else None
+    images = [(path, name) for _, kind, path, name in mine if kind == "image"]
+    streams = [(kind, path, name) for _, kind, path, name in mine if kind != "image"]
     t0 = time.perf_counter()
-    if images:
-        _predict_images(estimator, images, out_dir, namer, args, summary)
-    for kind, path in streams:
-        if summary.interrupted or summary.disk_error:
-            break
-        _predict_stream(estimator, kind, path, out_dir, namer, args, summary)
+    try:
+        if images:
+            _predict_images(estimator, images, out_dir, args, summary, table, rows, write_results=not collection)
+        for kind, path, name in streams:
+            if summary.interrupted or summary.disk_error:
+                break
+            _predict_stream(estimator, kind, path, name, out_dir, args, summary, table, rows)
+    finally:
+        if table is not None:
+            pending = sys.exc_info()[1]  # the error this finally runs for, if any
+            try:
+                table.close()
+                summary.kept.append(f"{table.path} ({table.rows} rows)")
+            except OSError as e:  # a full disk: when an error is already on its way, it says so
+                table.tmp.unlink(missing_ok=True)
+                if pending is None:
+                    _check_write_error(e, table.path)
+                    raise
+    if rows is not None:
+        from hrpose.inference.tables import write_parquet
+
+        write_parquet(out_dir / "results.parquet", estimator.joint_names, rows)
     summary.seconds = time.perf_counter() - t0
+    if collection and not summary.interrupted and not summary.disk_error:
+        assert shard is not None or args.resume
+        this = shard if shard is not None else sh.Shard()
+        done_items = [{"k": k, "kind": kind, "path": path, "name": name, "done": _item_done(out_dir, kind, name),
+                       "joint_names": list(estimator.joint_names)}
+                      for k, kind, path, name in named if this.mine(k)]  # fmt: skip
+        sh.write_manifest(out_dir, this, done_items)
+        _finish_collection(out_dir, formats, this, summary)
+    return _report(summary, out_dir, stop)
+
+
+def _item_done(out_dir: Path, kind: str, name: str) -> bool:
+    """Done: its marker (written in --shard/--resume/torchrun runs), or for an image its JSON, which a run of any
+    kind writes last, after the drawing."""
+    from hrpose.inference import shard as sh
+
+    return sh.is_done(out_dir, name) or (kind == "image" and (out_dir / f"{name}.json").is_file())
+
+
+def _finish_collection(out_dir: Path, formats: tuple[str, ...], shard: Any, summary: _Summary) -> None:
+    """After this shard's items: torchrun ranks meet at a gloo barrier and rank 0 merges; with --shard the
+    shard that sees every shard's list merges."""
+    from hrpose.inference import shard as sh
+
+    if shard.torchrun:
+        import torch.distributed as dist
+
+        started = False
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+            started = True
+        try:
+            dist.barrier()
+            if shard.index == 0:
+                _merge(out_dir, formats, shard.count)
+            dist.barrier()
+        finally:
+            if started:
+                dist.destroy_process_group()
+        return
+    _, _, missing = sh.read_manifests(out_dir, shard.count)
+    if missing:
+        print(f"{shard.label} done; results.json is written by the last shard to finish (shards not finished: "
+              f"{', '.join(map(str, missing[:10]))}), or run again with --merge", file=sys.stderr)  # fmt: skip
+    else:
+        _merge(out_dir, formats, shard.count)
+
+
+def _merge(out_dir: Path, formats: tuple[str, ...], count: int | None) -> int:
+    """The per-item outputs of all shards -> results.json (images) and the tables (images, then videos)."""
+    from hrpose.inference import shard as sh
+    from hrpose.inference.tables import CsvTable, rows_of, write_parquet
+
+    n, items, missing = sh.read_manifests(out_dir, count)
+    if missing:
+        raise sh.ShardError(f"{out_dir}: shards {', '.join(map(str, missing))} of {n} have not finished; run them "
+                            f"(--shard I/{n} --resume) and merge again")  # fmt: skip
+    not_done = [it for it in items if not it["done"]]
+    results: list[dict[str, Any]] = []
+    rows: list[list[Any]] = []
+    joint_names: list[str] | None = next((it["joint_names"] for it in items if it.get("joint_names")), None)
+    images = [it for it in items if it["kind"] == "image" and it["done"]]
+    videos = [it for it in items if it["kind"] != "image" and it["done"]]
+    for it in images:
+        p = out_dir / f"{it['name']}.json"
+        try:
+            people = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise sh.ShardError(f"{p}: unreadable per-image result ({e}); rerun its shard with --resume") from e
+        results.extend(people)
+        rows.extend(rows_of(people, it["path"]))
+        if people and joint_names is None:
+            joint_names = people[0].get("joint_names")
+    for it in videos:
+        p = out_dir / f"{it['name']}.jsonl"
+        try:
+            lines = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+        except (OSError, ValueError) as e:
+            raise sh.ShardError(f"{p}: unreadable per-video result ({e}); rerun its shard with --resume") from e
+        for line in lines:
+            rows.extend(rows_of(line["people"], line["source"], frame=line["frame"], time=line["time"]))
+            if line["people"] and joint_names is None:
+                joint_names = line.get("joint_names")
+    try:
+        write_atomic(out_dir / "results.json", strict_json(results))
+        if "csv" in formats or "parquet" in formats:
+            names = joint_names or _joint_names_of_rows(rows)
+            if "csv" in formats:
+                t = CsvTable(out_dir / "results.csv", names)
+                try:
+                    t.write(rows)
+                finally:
+                    t.close()
+            if "parquet" in formats:
+                write_parquet(out_dir / "results.parquet", names, rows)
+    except OSError as e:
+        _check_write_error(e, out_dir)
+        raise
+    note = f"; {len(not_done)} input(s) failed and are not in it" if not_done else ""
+    print(f"merged {len(images)} images and {len(videos)} videos of {n} shard(s) into {out_dir / 'results.json'}"
+          f"{note}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _joint_names_of_rows(rows: list[list[Any]]) -> list[str]:
+    from hrpose.keypoints import COCO_JOINTS
+
+    return list(COCO_JOINTS)
+
+
+def _report(summary: _Summary, out_dir: Path, stop: Any) -> int:
+    from hrpose.termination import exit_status
+    from hrpose.user_files import error_text
 
     done = summary.images + summary.frames
     rate = done / summary.seconds if summary.seconds > 0 else 0.0
     if summary.empty:
         print(f"no person found in {len(summary.empty)} image(s)/frame(s)", file=sys.stderr)
+    if summary.capped:
+        print(f"--max-people: {summary.capped} people dropped in {summary.capped_items} image(s)/frame(s) (the "
+              "highest-scoring kept)", file=sys.stderr)  # fmt: skip
+    if summary.dropped:
+        print(f"{summary.dropped} stream frame(s) dropped because the model was slower than the stream",
+              file=sys.stderr)  # fmt: skip
     if summary.bad:
         print(f"{len(summary.bad)} input(s) could not be processed:", file=sys.stderr)
         for b in summary.bad:
@@ -397,18 +696,22 @@ def _run_locked(args: argparse.Namespace, items: list[tuple[str, str]], errors: 
         return 1
     if summary.interrupted:
         how = "terminated (SIGTERM)" if stop.signum else "interrupted"
-        print(f"{how}: kept {kept}; run again on the inputs not yet done to finish", file=sys.stderr)
+        print(f"{how}: kept {kept}; run again with --resume to finish the inputs not yet done", file=sys.stderr)
         return int(exit_status(stop))
-    return 0 if done > 0 else 1
+    return 0 if done > 0 or (summary.skipped and not summary.bad) else 1
 
 
-def _predict_images(estimator: Any, paths: list[str], out_dir: Path, namer: _Namer, args: Any, s: _Summary) -> None:
+def _predict_images(estimator: Any, items: list[tuple[str, str]], out_dir: Path, args: Any, s: _Summary,
+                    table: Any, rows: list[list[Any]] | None, *, write_results: bool) -> None:  # fmt: skip
     import cv2
 
     from hrpose.errors import UserError
     from hrpose.images import ImageReadError, load_image
     from hrpose.inference.detectors import DetectorError
     from hrpose.inference.drawing import draw_poses
+    from hrpose.inference.pipeline_run import cap_people
+    from hrpose.inference.shard import mark_done
+    from hrpose.inference.tables import rows_of
     from hrpose.outdir import disk_error
     from hrpose.user_files import error_text
 
@@ -416,32 +719,46 @@ def _predict_images(estimator: Any, paths: list[str], out_dir: Path, namer: _Nam
     all_results: list[dict[str, Any]] = []
     if args.track or args.smooth:
         tqdm.write("note: --track/--smooth apply to videos only; images are predicted independently")
+    max_people = int(getattr(args, "max_people", 0) or 0)
     try:
-        for path in tqdm(paths, desc="images", unit="img", disable=len(paths) < 2 or None):
+        for path, stem in tqdm(items, desc="images", unit="img", disable=len(items) < 2 or None):
             try:
                 image = load_image(path, max_pixels=getattr(estimator, "max_image_pixels", None))
-                poses = estimator(image, key=path)
+                h, w = image.shape[:2]
+                boxes = estimator.prepare_boxes(estimator.detect(image, path), w, h, path)
+                boxes, dropped = cap_people(boxes, max_people)
+                if dropped:
+                    tqdm.write(f"warning: {path}: {dropped} people over --max-people {max_people} dropped (the "
+                               f"{max_people} highest-scoring boxes kept)")  # fmt: skip
+                    s.capped += dropped
+                    s.capped_items += 1
+                poses = estimator(image, boxes, key=path)
                 results = _results(poses, path, names)
                 text = strict_json(results)  # ValueError for a non-finite value: the image is reported
             except (UserError, ImageReadError, DetectorError, ValueError) as e:
                 tqdm.write(f"error: {error_text(e)}")
                 s.bad.append(str(e))
                 continue
-            stem = namer(path)
-            target = out_dir / f"{stem}.json"
+            target = out_dir / f"{stem}_pose.jpg"
             try:
-                write_atomic(target, text)
-                all_results.extend(results)
                 if not args.no_draw:
                     drawn = draw_poses(image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr)
                     ok, jpg = cv2.imencode(".jpg", drawn)
                     if ok:
-                        target = out_dir / f"{stem}_pose.jpg"
                         write_atomic(target, jpg.tobytes())
+                target = out_dir / f"{stem}.json"  # written last: an image with its JSON is done
+                write_atomic(target, text)
+                if table is not None:
+                    target = table.path
+                    table.write(rows_of(results, path))
+                if args.mark_done:
+                    mark_done(out_dir, stem)
             except OSError as e:  # disk full, I/O error: stop, keep what was done (results.json below)
                 s.disk_error = disk_error(target, e)
-                tqdm.write(f"error: {s.disk_error}")
                 break
+            if rows is not None:
+                rows.extend(rows_of(results, path))
+            all_results.extend(results)
             if not poses:
                 tqdm.write(f"{path}: no person found")
                 s.empty.append(path)
@@ -449,80 +766,142 @@ def _predict_images(estimator: Any, paths: list[str], out_dir: Path, namer: _Nam
             s.people += len(poses)
     except KeyboardInterrupt:
         s.interrupted = True
-        tqdm.write(f"interrupted after {s.images} of {len(paths)} images")
-    if s.images or all_results:
+        tqdm.write(f"interrupted after {s.images} of {len(items)} images")
+    if s.images and write_results:
         try:
             write_atomic(out_dir / "results.json", strict_json(all_results))
-            s.kept.append(f"{out_dir / 'results.json'} ({s.images} of {len(paths)} images)")
+            s.kept.append(f"{out_dir / 'results.json'} ({s.images} of {len(items)} images)")
         except OSError as e:
             msg = disk_error(out_dir / "results.json", e)
             s.disk_error = f"{s.disk_error}; also {msg}" if s.disk_error else msg
 
 
-def _predict_stream(estimator: Any, kind: str, path: str, out_dir: Path, namer: _Namer, args: Any, s: _Summary) -> None:
+def _open_source(kind: str, path: str, args: Any) -> tuple[Any, Any]:
+    """(reader with name/fps/frame_count, the frames to iterate, or a LiveFrames for streams)."""
+    from hrpose.inference.streams import Frame, LiveFrames, StdinReader, StreamReader
+    from hrpose.inference.video import VideoReader
+
+    if kind == "stream":
+        if path == "-":
+            size = _parse_size(args.stdin_size) if getattr(args, "stdin_size", None) else None
+            reader: Any = StdinReader(size=size, fps=getattr(args, "stdin_fps", None))
+        else:
+            reader = StreamReader(path, reconnect_s=getattr(args, "reconnect", 30.0))
+        return reader, LiveFrames(reader, max_queue=getattr(args, "queue", 4))
+    video = VideoReader(path)
+
+    def frames() -> Any:
+        for i, image in enumerate(video):
+            yield Frame(i, i / video.fps, image)
+
+    return video, frames()
+
+
+def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Path, args: Any, s: _Summary,
+                    table: Any, rows: list[list[Any]] | None) -> None:  # fmt: skip
     from hrpose.inference.detectors import DetectorError
     from hrpose.inference.drawing import draw_poses
+    from hrpose.inference.pipeline_run import VideoPipeline
+    from hrpose.inference.shard import mark_done
+    from hrpose.inference.streams import Frame, LiveFrames
+    from hrpose.inference.tables import rows_of
     from hrpose.inference.tracking import PoseTracker
-    from hrpose.inference.video import VideoError, VideoReader, VideoWriter
+    from hrpose.inference.video import VideoError, VideoWriter
     from hrpose.outdir import disk_error
     from hrpose.user_files import create_exclusive, error_text
 
     names = list(estimator.joint_names)
     try:
-        reader = VideoReader(path)
+        reader, frames = _open_source(kind, path, args)
     except VideoError as e:
-        tqdm.write(f"error: {error_text(e)}")
+        tqdm.write(f"error: {error_text(e)}", file=sys.stderr)
         s.bad.append(str(e))
         return
-    stem = namer(path)
+    live = frames if isinstance(frames, LiveFrames) else None
     tracker = None
-    if args.track or args.smooth:
+    det_every = int(getattr(args, "det_every", 1) or 1)
+    if args.track or args.smooth or det_every > 1:
         tracker = PoseTracker(estimator.meta.sigmas_array(), smooth=args.smooth, fps=reader.fps, kpt_thr=args.kpt_thr)
-    writer = None
+    writer: Any = None
     frames_before = s.frames
-    total = reader.frame_count or None
-    if args.max_frames and total:
-        total = min(total, args.max_frames)
+    total = getattr(reader, "frame_count", 0) or None
+    if args.max_frames and (total is None or total > args.max_frames):
+        total = args.max_frames
+    source = "stdin" if path == "-" else getattr(reader, "name", path)
     # written under new temporary names (created exclusively, never through a planted link) and renamed when
     # the stream ends (also on Ctrl-C, SIGTERM and on errors)
     jsonl_path, video_path = out_dir / f"{stem}.jsonl", out_dir / f"{stem}_pose.mp4"
     video_tmp: Path | None = None
     jsonl_tmp: Path | None = None
-    target = jsonl_path
+    pipeline = VideoPipeline(estimator, det_every=det_every, max_people=int(getattr(args, "max_people", 0) or 0),
+                             tracker=tracker, batch_frames=max(1, args.batch_size // 4),
+                             kpt_thr=args.kpt_thr)  # fmt: skip
+    duration = float(getattr(args, "duration", 0.0) or 0.0)
+    complete = False
+
+    def limited(src: Any) -> Any:
+        for f in src:
+            if args.max_frames and f.index >= args.max_frames:
+                break
+            if duration and f.time >= duration:
+                break
+            yield f
+
+    bar = tqdm(desc=Path(path).name if kind != "stream" else source, unit="frame", total=total)
     try:
         fd, jsonl_tmp = create_exclusive(out_dir, f".{stem}.jsonl.", ".partial")
-        with reader, os.fdopen(fd, "w", encoding="utf-8") as jsonl:
-            for i, frame in enumerate(tqdm(reader, desc=Path(path).name, unit="frame", total=total)):
-                if args.max_frames and i >= args.max_frames:
-                    break
-                # a detection file for a video lists frames by image_id = frame index (0-based)
-                poses = estimator(frame, key=i)
-                if tracker is not None:
-                    poses = tracker.update(poses)
-                line = {"frame": i, "time": round(i / reader.fps, 4), "source": path,
-                        "people": [p.to_coco(i) for p in poses]}  # fmt: skip
-                jsonl.write(strict_json(line) + "\n")
-                if not args.no_draw:
-                    if writer is None:
-                        size = (frame.shape[1], frame.shape[0])
-                        vfd, video_tmp = create_exclusive(out_dir, f".{stem}_pose.", ".partial.mp4")
-                        os.close(vfd)  # OpenCV opens it by name: the name is ours, made just now
-                        writer = VideoWriter(video_tmp, reader.fps, size)
-                    writer.write(draw_poses(frame, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr))
+        with os.fdopen(fd, "w", encoding="utf-8") as jsonl:
+
+            def sink(f: Frame, poses: list[Any]) -> None:
+                nonlocal writer, video_tmp
+                people = [p.to_coco(f.index) for p in poses]
+                line = {"frame": f.index, "time": round(f.time, 4), "source": source, "people": people}
+                try:
+                    jsonl.write(strict_json(line) + "\n")
+                    if table is not None:
+                        table.write(rows_of(people, source, frame=f.index, time=round(f.time, 4)))
+                    if not args.no_draw:
+                        if writer is None:
+                            size = (f.image.shape[1], f.image.shape[0])
+                            vfd, video_tmp = create_exclusive(out_dir, f".{stem}_pose.", ".partial.mp4")
+                            os.close(vfd)  # OpenCV opens it by name: the name is ours, made just now
+                            writer = VideoWriter(video_tmp, reader.fps, size)
+                        writer.write(draw_poses(f.image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr))
+                except OSError as e:
+                    _check_write_error(e, jsonl_path)
+                if rows is not None:
+                    rows.extend(rows_of(people, source, frame=f.index, time=round(f.time, 4)))
                 if not poses:
-                    s.empty.append(f"{path}#{i}")
+                    s.empty.append(f"{path}#{f.index}")
                 s.frames += 1
                 s.people += len(poses)
+                bar.update(1)
+
+            stats = pipeline.run(limited(frames), sink)
+            s.capped += stats.capped_people
+            s.capped_items += stats.capped_frames
+            complete = True
     except KeyboardInterrupt:
         s.interrupted = True
         tqdm.write(f"{reader.name}: stopped after {s.frames - frames_before} frames")
     except (VideoError, DetectorError, ValueError) as e:
-        tqdm.write(f"error: {error_text(reader.name)}: {error_text(e)}")
+        tqdm.write(f"error: {error_text(reader.name)}: {error_text(e)}", file=sys.stderr)
         s.bad.append(f"{reader.name}: {e}")
-    except OSError as e:  # a write into --out failed (disk full, I/O error): stop, keep the frames done
-        s.disk_error = disk_error(target, e)
-        tqdm.write(f"error: {s.disk_error}")
+    except _DiskFull as e:  # a write into --out failed: stop, keep the frames done
+        s.disk_error = str(e)
+    except OSError as e:
+        s.disk_error = disk_error(jsonl_path, e)
     finally:
+        bar.close()
+        pipeline.stop()
+        if live is not None:
+            live.close()
+            s.dropped += live.dropped
+            if live.dropped:
+                tqdm.write(f"{reader.name}: {live.dropped} of {live.read} frames dropped (the model was slower "
+                           "than the stream)")  # fmt: skip
+        else:
+            reader.close()
         if writer is not None:
             writer.close()
         if video_tmp is not None:
@@ -531,7 +910,9 @@ def _predict_stream(estimator: Any, kind: str, path: str, out_dir: Path, namer: 
             _keep_or_drop(jsonl_tmp, jsonl_path, s.frames > frames_before)
     if s.frames > frames_before:
         s.kept.append(f"{jsonl_path} ({s.frames - frames_before} frames)")
-    if s.frames == frames_before:
+        if complete and args.mark_done:
+            mark_done(out_dir, stem)
+    if s.frames == frames_before and not s.interrupted:
         s.bad.append(f"{reader.name}: no frame could be read")
 
 

@@ -1,0 +1,365 @@
+"""Video run throughput: the pipelined `hrpose predict` video path against its stages run one after another.
+
+The clip: real COCO photos from ../shared/data/coco-mini with 1-3 people each (their annotated person boxes),
+640x480, each photo held for `--hold` frames with a slow pan (the picture moves a few pixels a frame), written
+as an mp4v file. The detector: a YOLOX-tiny-sized network (CSPDarknet-tiny + PAFPN + decoupled head, width
+0.375, depth 0.33, ~5M parameters, 416x416 input) built here with torch, random weights, exported to ONNX and
+run by hrpose's `OnnxDetector` (letterbox, ONNX Runtime, raw-head decoding, NMS); as its random boxes are
+meaningless, each frame's people are the photo's annotated boxes (the ONNX model still runs on every frame
+it is asked, so its cost is real). The pose model: HRNet-W32 256x192 (random weights unless --weights), flip
+test on, fp32, the `auto` backend.
+
+Measured, interleaved `--repeats` times (median and min-max over the repeats):
+- stages one after another: decode every frame, detect every frame, pose every frame, draw + encode +
+  write the JSON line of every frame; their sum is what a serial run costs;
+- `pose only`: the pose stage alone: the rate the slowest stage allows;
+- the pipelined run (`hrpose.inference.pipeline_run.VideoPipeline`, what `hrpose predict clip.mp4` runs),
+  end to end from the mp4 file to the drawn mp4 and the JSON lines; and with `--det-every 5`;
+- the keypoint deviation of `--det-every 5` against detection on every frame: mean distance of the joints
+  (scored >= 0.3 in both), in pixels and as a fraction of the person's box diagonal, on the frames where the
+  detector did not run. Only meaningful with trained --weights (random weights give random joints).
+
+Usage::
+
+    OMP_NUM_THREADS=2 python benchmarks/video_throughput.py                 # 48 frames, 3 repeats
+    OMP_NUM_THREADS=2 python benchmarks/video_throughput.py --frames 30 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+COCO_MINI = SHARED / "data" / "coco-mini"
+W, H = 640, 480
+
+
+def cpu_line() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{model}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+            f"Python {platform.python_version()}; load average before the run: {load}")  # fmt: skip
+
+
+# --- the YOLOX-tiny-sized detector -------------------------------------------------------------------------
+def yolox_tiny(num_classes: int = 80):  # noqa: ANN201 - torch is imported lazily
+    import torch
+    from torch import nn
+
+    def conv(cin: int, cout: int, k: int = 3, s: int = 1) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), nn.SiLU())
+
+    class Bottleneck(nn.Module):
+        def __init__(self, c: int, shortcut: bool) -> None:
+            super().__init__()
+            self.a, self.b, self.shortcut = conv(c, c, 1), conv(c, c, 3), shortcut
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.b(self.a(x))
+            return x + y if self.shortcut else y
+
+    class CSP(nn.Module):
+        def __init__(self, cin: int, cout: int, n: int, shortcut: bool = True) -> None:
+            super().__init__()
+            h = cout // 2
+            self.c1, self.c2, self.c3 = conv(cin, h, 1), conv(cin, h, 1), conv(2 * h, cout, 1)
+            self.m = nn.Sequential(*[Bottleneck(h, shortcut) for _ in range(n)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c3(torch.cat([self.m(self.c1(x)), self.c2(x)], 1))
+
+    class SPP(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.c1, self.c2 = conv(c, c // 2, 1), conv(c // 2 * 4, c, 1)
+            self.pools = nn.ModuleList(nn.MaxPool2d(k, 1, k // 2) for k in (5, 9, 13))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.c1(x)
+            return self.c2(torch.cat([x, *[p(x) for p in self.pools]], 1))
+
+    class Focus(nn.Module):
+        def __init__(self, cin: int, cout: int) -> None:
+            super().__init__()
+            self.conv = conv(cin * 4, cout, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1))
+
+    class YoloxTiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            c = [24, 48, 96, 192, 384]  # 64, 128, 256, 512, 1024 x width 0.375
+            self.stem = Focus(3, c[0])
+            self.dark2 = nn.Sequential(conv(c[0], c[1], 3, 2), CSP(c[1], c[1], 1))
+            self.dark3 = nn.Sequential(conv(c[1], c[2], 3, 2), CSP(c[2], c[2], 3))
+            self.dark4 = nn.Sequential(conv(c[2], c[3], 3, 2), CSP(c[3], c[3], 3))
+            self.dark5 = nn.Sequential(conv(c[3], c[4], 3, 2), SPP(c[4]), CSP(c[4], c[4], 1, shortcut=False))
+            self.lat0, self.up = conv(c[4], c[3], 1), nn.Upsample(scale_factor=2, mode="nearest")
+            self.p4 = CSP(2 * c[3], c[3], 1, False)
+            self.red1 = conv(c[3], c[2], 1)
+            self.p3 = CSP(2 * c[2], c[2], 1, False)
+            self.bu2, self.n3 = conv(c[2], c[2], 3, 2), CSP(2 * c[2], c[3], 1, False)
+            self.bu1, self.n4 = conv(c[3], c[3], 3, 2), CSP(2 * c[3], c[4], 1, False)
+            hc = 96  # 256 x 0.375
+            self.stems = nn.ModuleList(conv(ci, hc, 1) for ci in (c[2], c[3], c[4]))
+            self.cls = nn.ModuleList(nn.Sequential(conv(hc, hc), conv(hc, hc)) for _ in range(3))
+            self.reg = nn.ModuleList(nn.Sequential(conv(hc, hc), conv(hc, hc)) for _ in range(3))
+            self.cls_pred = nn.ModuleList(nn.Conv2d(hc, num_classes, 1) for _ in range(3))
+            self.reg_pred = nn.ModuleList(nn.Conv2d(hc, 4, 1) for _ in range(3))
+            self.obj_pred = nn.ModuleList(nn.Conv2d(hc, 1, 1) for _ in range(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x2 = self.dark2(self.stem(x))
+            x3 = self.dark3(x2)
+            x4 = self.dark4(x3)
+            x5 = self.dark5(x4)
+            f5 = self.lat0(x5)
+            f4 = self.p4(torch.cat([self.up(f5), x4], 1))
+            r4 = self.red1(f4)
+            out3 = self.p3(torch.cat([self.up(r4), x3], 1))
+            out4 = self.n3(torch.cat([self.bu2(out3), r4], 1))
+            out5 = self.n4(torch.cat([self.bu1(out4), f5], 1))
+            outs = []
+            for i, f in enumerate((out3, out4, out5)):
+                s = self.stems[i](f)
+                c, r = self.cls[i](s), self.reg[i](s)
+                o = torch.cat([self.reg_pred[i](r), self.obj_pred[i](r).sigmoid(), self.cls_pred[i](c).sigmoid()], 1)
+                outs.append(o.flatten(2))
+            return torch.cat(outs, 2).permute(0, 2, 1)  # (1, N, 85): YOLOX's raw head at inference
+
+    return YoloxTiny()
+
+
+def export_detector(path: Path) -> int:
+    import torch
+
+    torch.manual_seed(0)
+    model = yolox_tiny().eval()
+    with torch.no_grad():
+        # a slightly negative objectness bias: random weights then give few boxes over the threshold
+        for m in model.obj_pred:
+            m.bias.fill_(-4.0)
+        torch.onnx.export(model, (torch.zeros(1, 3, 416, 416),), str(path), dynamo=False, opset_version=17,
+                          input_names=["images"], output_names=["output"])  # fmt: skip
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- the clip --------------------------------------------------------------------------------------------
+def make_clip(path: Path, frames: int, hold: int) -> dict[int, np.ndarray]:
+    """The clip (see the module docstring) -> {frame index: (N, 5) person boxes xywh+score}."""
+    import cv2
+
+    ann = json.loads((COCO_MINI / "annotations" / "person_keypoints_train2017.json").read_text())
+    by_image: dict[int, list[list[float]]] = defaultdict(list)
+    crowd: set[int] = set()
+    for a in ann["annotations"]:
+        if a.get("iscrowd"):
+            crowd.add(a["image_id"])
+        elif a["category_id"] == 1:
+            by_image[a["image_id"]].append(a["bbox"])
+    chosen = [im for im in ann["images"] if im["id"] not in crowd and 1 <= len(by_image[im["id"]]) <= 3
+              and all(b[2] * b[3] >= 32 * 32 for b in by_image[im["id"]])]  # fmt: skip
+    chosen.sort(key=lambda im: im["id"])
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (W, H))
+    boxes: dict[int, np.ndarray] = {}
+    for i in range(frames):
+        im = chosen[(i // hold) % len(chosen)]
+        img = cv2.imread(str(COCO_MINI / "images" / "train2017" / im["file_name"]))
+        sx, sy = W / img.shape[1], H / img.shape[0]
+        dx = 3.0 * (i % hold)  # a slow pan: the people move 3 px a frame
+        m = np.float32([[sx, 0, dx], [0, sy, 0]])
+        writer.write(cv2.warpAffine(img, m, (W, H), borderMode=cv2.BORDER_REFLECT))
+        b = np.asarray([[x * sx + dx, y * sy, w * sx, h * sy, 1.0] for x, y, w, h in by_image[im["id"]]], np.float32)
+        boxes[i] = b
+    writer.release()
+    return boxes
+
+
+class ClipDetector:
+    """Runs the YOLOX-tiny-sized ONNX detector on the frame (its real cost), returns the frame's annotated boxes."""
+
+    needs_key = True
+
+    def __init__(self, onnx_path: Path, boxes: dict[int, np.ndarray]) -> None:
+        from hrpose.inference.detectors import OnnxDetector
+
+        self.onnx = OnnxDetector(onnx_path, score_thr=0.3, input_size=(416, 416), yolox_raw=True)
+        self.boxes = boxes
+        self.calls = 0
+
+    def __call__(self, image: np.ndarray, key: int | None = None) -> np.ndarray:
+        self.onnx(image)
+        self.calls += 1
+        return self.boxes[int(key or 0)].copy()
+
+
+# --- the runs --------------------------------------------------------------------------------------------
+def serial(est, clip: Path, out: Path) -> dict[str, float]:  # noqa: ANN001
+    """Every stage over the whole clip, one after another: seconds per stage."""
+    import cv2
+
+    from hrpose.inference.drawing import draw_poses
+    from hrpose.inference.video import VideoReader, VideoWriter
+
+    t = {}
+    t0 = time.perf_counter()
+    with VideoReader(clip) as r:
+        frames = list(r)
+        fps = r.fps
+    t["decode"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    boxes = [est.prepare_boxes(est.detect(f, i), W, H) for i, f in enumerate(frames)]
+    t["detect"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    poses = [est(f, b, key=i) for i, (f, b) in enumerate(zip(frames, boxes))]
+    t["pose"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with VideoWriter(out / "serial.mp4", fps, (W, H)) as w, (out / "serial.jsonl").open("w") as j:
+        for i, (f, p) in enumerate(zip(frames, poses)):
+            j.write(json.dumps({"frame": i, "people": [x.to_coco(i) for x in p]}) + "\n")
+            w.write(draw_poses(f, p, est.joint_names, est.skeleton))
+    t["draw+write"] = time.perf_counter() - t0
+    del cv2
+    return t
+
+
+def pipelined(est, clip: Path, out: Path, det_every: int, tag: str) -> tuple[float, dict[int, list]]:  # noqa: ANN001
+    """The pipelined run as `hrpose predict` runs it: (seconds, poses by frame)."""
+    from hrpose.inference.drawing import draw_poses
+    from hrpose.inference.pipeline_run import VideoPipeline
+    from hrpose.inference.streams import Frame
+    from hrpose.inference.tracking import PoseTracker
+    from hrpose.inference.video import VideoReader, VideoWriter
+
+    got: dict[int, list] = {}
+    t0 = time.perf_counter()
+    with VideoReader(clip) as r, VideoWriter(out / f"{tag}.mp4", r.fps, (W, H)) as w, \
+            (out / f"{tag}.jsonl").open("w") as j:  # fmt: skip
+        tracker = PoseTracker(est.meta.sigmas_array(), fps=r.fps) if det_every > 1 else None
+        frames = (Frame(i, i / r.fps, f) for i, f in enumerate(r))
+
+        def sink(f: Frame, poses: list) -> None:
+            j.write(json.dumps({"frame": f.index, "people": [x.to_coco(f.index) for x in poses]}) + "\n")
+            w.write(draw_poses(f.image, poses, est.joint_names, est.skeleton))
+            got[f.index] = poses
+
+        VideoPipeline(est, det_every=det_every, tracker=tracker, batch_frames=4).run(frames, sink)
+    return time.perf_counter() - t0, got
+
+
+def deviation(ref: dict[int, list], other: dict[int, list], det_every: int) -> tuple[float, float, int]:
+    """Mean joint distance (px, fraction of the box diagonal) of `other` vs `ref` on the frames without detection,
+    people matched by box IoU; joints scored >= 0.3 in both."""
+    from hrpose.inference.tracking import box_iou_matrix
+
+    px, rel, n = [], [], 0
+    for i, a in ref.items():
+        if i % det_every == 0 or not a or not other.get(i):
+            continue
+        b = other[i]
+        iou = box_iou_matrix(np.stack([p.box for p in a]), np.stack([p.box for p in b]))
+        for ia in range(len(a)):
+            ib = int(iou[ia].argmax())
+            if iou[ia, ib] < 0.3:
+                continue
+            ka, kb = np.asarray(a[ia].keypoints), np.asarray(b[ib].keypoints)
+            ok = (ka[:, 2] >= 0.3) & (kb[:, 2] >= 0.3)
+            if not ok.any():
+                continue
+            d = np.linalg.norm(ka[ok, :2] - kb[ok, :2], axis=1)
+            diag = float(np.hypot(a[ia].box[2], a[ia].box[3]))
+            px.append(d.mean())
+            rel.append(d.mean() / max(diag, 1.0))
+            n += 1
+    return (float(np.mean(px)) if px else float("nan"), float(np.mean(rel)) if rel else float("nan"), n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cfg", default=str(ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"))
+    ap.add_argument("--weights", default=None, help="trained pose weights (default: random weights)")
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--hold", type=int, default=10,
+                    help="frames per photo (a multiple of 5 puts the scene cuts on --det-every 5's detection frames)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the 2 cores)")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from hrpose.inference import PoseEstimator
+
+    print(f"CPU: {cpu_line()}")
+    with tempfile.TemporaryDirectory(prefix="hrpose-video-bench-") as d:
+        out = Path(d)
+        n_params = export_detector(out / "yolox_tiny.onnx")
+        boxes = make_clip(out / "clip.mp4", args.frames, args.hold)
+        people = [len(b) for b in boxes.values()]
+        print(f"clip: {args.frames} frames {W}x{H} from coco-mini photos, {min(people)}-{max(people)} people a frame "
+              f"({sum(people) / len(people):.2f} on average); detector: YOLOX-tiny-sized ONNX, {n_params / 1e6:.2f}M "
+              f"parameters, 416x416, random weights; pose: {Path(args.cfg).name}, "
+              f"{'weights ' + args.weights if args.weights else 'random weights'}, flip test")  # fmt: skip
+        det = ClipDetector(out / "yolox_tiny.onnx", boxes)
+        est = PoseEstimator.from_config(args.cfg, args.weights, device="cpu", detector=det,
+                                        random_weights=args.weights is None)  # fmt: skip
+        est.warn_no_person = False
+        print(f"pose backend: {type(est.backend).__name__}")
+        # warm-up: one frame through every stage
+        serial_warm = make_clip(out / "warm.mp4", 2, 1)
+        del serial_warm
+        pipelined(est, out / "warm.mp4", out, 1, "warm")
+        runs: dict[str, list[float]] = defaultdict(list)
+        ref: dict[int, list] = {}
+        other: dict[int, list] = {}
+        for rep in range(args.repeats):
+            t = serial(est, out / "clip.mp4", out)
+            for k, v in t.items():
+                runs[k].append(args.frames / v)
+            runs["serial (sum of stages)"].append(args.frames / sum(t.values()))
+            s, ref = pipelined(est, out / "clip.mp4", out, 1, "e2e")
+            runs["pipelined e2e"].append(args.frames / s)
+            s, other = pipelined(est, out / "clip.mp4", out, 5, "e2e5")
+            runs["pipelined e2e, --det-every 5"].append(args.frames / s)
+            posed = (sum(len(p) for p in ref.values()), sum(len(p) for p in other.values()))
+            print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items())
+                  + f"; people posed: every-frame detection {posed[0]}, --det-every 5 {posed[1]}", file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print()
+    print("| run | frames/s, median | min - max | x pose-only rate |")
+    print("| --- | --- | --- | --- |")
+    for k in ("decode", "detect", "pose", "draw+write", "serial (sum of stages)", "pipelined e2e",
+              "pipelined e2e, --det-every 5"):  # fmt: skip
+        v = runs[k]
+        print(f"| {k} | {med[k]:.2f} | {min(v):.2f} - {max(v):.2f} | {med[k] / med['pose']:.2f} |")
+    ratios = [e / p for e, p in zip(runs["pipelined e2e"], runs["pose"])]
+    print(f"\npipelined e2e / pose-only rate, per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"pipelined e2e / serial sum, median: {med['pipelined e2e'] / med['serial (sum of stages)']:.2f}")
+    dpx, drel, n = deviation(ref, other, 5)
+    print(f"--det-every 5 vs every-frame detection, frames without detection: mean joint distance {dpx:.1f} px "
+          f"({100 * drel:.1f}% of the box diagonal) over {n} people"
+          f"{'' if args.weights else ' (random pose weights: not meaningful)'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
