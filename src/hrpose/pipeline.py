@@ -106,7 +106,8 @@ def infer_heatmaps(
     else:
         heatmaps = np.asarray(backend(crops), dtype=np.float32)
         flipped = np.asarray(backend(mirrored), dtype=np.float32)
-    return np.asarray(codec_module.merge_flip(heatmaps, flipped, flip_pairs, shift=settings.shift_heatmap), dtype=np.float32)
+    merged = codec_module.merge_flip(heatmaps, flipped, flip_pairs, shift=settings.shift_heatmap)
+    return np.asarray(merged, dtype=np.float32)
 
 
 def decode(
