@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrpose.codec import merge_flip
+from hrpose import codec as codec_module  # merge_flip looked up at call time (tests spy on it)
 from hrpose.evaluation.rescoring import rescore
 from hrpose.runtime import Backend, BackendLike, make_backend
 
@@ -106,7 +106,8 @@ def infer_heatmaps(
     else:
         heatmaps = np.asarray(backend(crops), dtype=np.float32)
         flipped = np.asarray(backend(mirrored), dtype=np.float32)
-    return np.asarray(merge_flip(heatmaps, flipped, flip_pairs, shift=settings.shift_heatmap), dtype=np.float32)
+    merged = codec_module.merge_flip(heatmaps, flipped, flip_pairs, shift=settings.shift_heatmap)
+    return np.asarray(merged, dtype=np.float32)
 
 
 def decode(
