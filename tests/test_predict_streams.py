@@ -140,11 +140,14 @@ def test_rtsp_stream_stops_and_comes_back(tiny_files, clip, tmp_path):
     p = hrpose(tiny_files, f"rtsp://127.0.0.1:{port}/live", "--max-frames", "60", "--reconnect", "30",
                "--out", out_dir, "--queue", "200")  # fmt: skip
     try:
-        jsonl = out_dir / ".127_0_0_1_live.jsonl.partial"
+        def partial_lines() -> int:  # the temporary JSONL (created exclusively, under a random name)
+            found = list(out_dir.glob(".127_0_0_1_live.jsonl.*partial")) if out_dir.is_dir() else []
+            return len(found[0].read_text().splitlines()) if found else 0
+
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (jsonl.exists() and len(jsonl.read_text().splitlines()) >= 10):
+        while time.monotonic() < deadline and partial_lines() < 10:
             time.sleep(0.1)
-        assert jsonl.exists(), "no frame arrived from the RTSP server"
+        assert partial_lines() >= 10, "no frame arrived from the RTSP server"
         stop(server)  # the camera goes away ...
         time.sleep(2.0)
         server = rtsp_server(clip.parent / "frames", port)  # ... and comes back on the same address
