@@ -10,12 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# tests/test_serve_browser.py drives Debian's Chromium (the test fails, not skips, when it is missing)
+# tests/serve/test_browser.py drives Debian's Chromium (the test fails, not skips, when it is missing)
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
-        || echo "test.sh: could not install chromium (apt); tests/test_serve_browser.py will fail" >&2
+        || echo "test.sh: could not install chromium (apt); tests/serve/test_browser.py will fail" >&2
 fi
-# tests/test_predict_streams.py serves real streams on 127.0.0.1: HTTP with Debian's ffmpeg, RTSP with GStreamer's
+# tests/commands/test_predict_streams.py serves real streams on 127.0.0.1: HTTP with Debian's ffmpeg, RTSP with GStreamer's
 # RTSP server (Debian's python3-gi); the tests fail, not skip, when these are missing
 STREAM_PKGS="ffmpeg python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
 if { [ ! -x /usr/bin/ffmpeg ] || ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null; } \
@@ -23,7 +23,7 @@ if { [ ! -x /usr/bin/ffmpeg ] || ! /usr/bin/python3 -c 'import gi; gi.require_ve
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $STREAM_PKGS >/dev/null 2>&1 \
         || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends $STREAM_PKGS >/dev/null 2>&1) \
-        || echo "test.sh: could not install ffmpeg/GStreamer (apt); tests/test_predict_streams.py will fail" >&2
+        || echo "test.sh: could not install ffmpeg/GStreamer (apt); tests/commands/test_predict_streams.py will fail" >&2
 fi
 if [ "${1:-}" = "slow" ] || [ "${1:-}" = "gpu" ] || [ "${1:-}" = "network" ]; then
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}

@@ -5,7 +5,7 @@
 Mutates a real small image of FORMAT (bytes overwritten, inserted, deleted; digits and whitespace in text
 headers) and asserts, for every mutant that cv2.imdecode decodes to W x H (IMREAD_UNCHANGED and the dataset
 reader's IMREAD_COLOR), that hrpose's strict header check either refused the bytes or reported at least
-W x H. Runs in a subprocess (tests/test_hostile_images_fuzz.py) so OpenCV's own pixel limit can be set low
+W x H. Runs in a subprocess (tests/scenarios/test_hostile_images_fuzz.py) so OpenCV's own pixel limit can be set low
 before cv2 is imported (a mutant declaring a huge size is then cheap) and an address-space cap holds.
 Prints "ok N" or the failing example and exits 1.
 """

@@ -20,7 +20,7 @@ the decoded array, the decoder's own working memory (a progressive JPEG's coeffi
 
 The parsers read sizes the way the decoders behind OpenCV do (lenient number syntax, every occurrence of a
 size field, the codestream of a JPEG 2000 file rather than its first box, compatible brands of an ISO-BMFF
-file) and, where they cannot, report the largest candidate or refuse; tests/test_hostile_images_fuzz.py
+file) and, where they cannot, report the largest candidate or refuse; tests/scenarios/test_hostile_images_fuzz.py
 checks that by differential fuzzing against cv2.imdecode.
 """
 

@@ -4,7 +4,7 @@ The official sample mirrors the whole decoded image (a strided numpy copy, slow 
 converts the whole image to RGB before one bilinear ``cv2.warpAffine`` that only reads the person's box.
 :func:`warp_crop` mirrors only the rows the warp reads (the box's bounding rows plus a 2-pixel margin)
 with ``cv2.flip`` into an otherwise untouched zero image of the same size, so the warp reads the same
-source pixels at the same coordinates and the crop equals the official one (tests/test_data_fastcrop.py
+source pixels at the same coordinates and the crop equals the official one (tests/data/test_fastcrop.py
 checks every pixel over random boxes, rotations and flips on real COCO images). Colour order is swapped
 on the small crop instead of the image (:func:`bgr_to_rgb`).
 

@@ -1,4 +1,4 @@
-"""Key layouts of other projects' checkpoints -> ours (strict loads; proven by tests/test_weights_layouts.py)."""
+"""Key layouts of other projects' checkpoints -> ours (strict loads; proven by tests/models/test_layouts.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hrpose.models.untrusted import CheckpointError
 logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------
-# Key layouts of other projects' checkpoints -> ours (strict loads; proven by tests/test_weights_layouts.py)
+# Key layouts of other projects' checkpoints -> ours (strict loads; proven by tests/models/test_layouts.py)
 #
 # official        : the official HRNet/SimpleBaseline files and ours: conv1, ..., stage4 / layer4,
 #                   deconv_layers.*, final_layer.*

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny_resnet_config as _tiny_config
 from hrpose.config import load_config
 from hrpose.models import build_model
 from hrpose.runtime import make_backend, onnx_cache
 from hrpose.runtime.onnxruntime_backend import OnnxRuntimeBackend
-from test_robustness_interrupt import _tiny_config
 
 pytestmark = pytest.mark.portability
 

@@ -31,7 +31,7 @@ from hrpose.errors import UserError
 from hrpose.zoo import download as dl
 from hrpose.zoo.registry import KINDS, LAYOUTS, REGISTRY, ZooEntry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ print("alive")
 
 
 def test_two_openvino_models_dropped_in_creation_order_leave_signals_working(tmp_path):
+    from helpers import tiny_resnet_config as _tiny_config
     from hrpose.config import load_config
-    from test_robustness_interrupt import _tiny_config
 
     model = build_model(load_config(_tiny_config(tmp_path))).eval()
     path = export_onnx(model, tmp_path / "m.onnx", (64, 64), dynamic_batch=True).path

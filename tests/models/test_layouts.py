@@ -30,7 +30,7 @@ from hrpose.models.weights import (
     load_weights,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 W32 = ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
 RES50 = ROOT / "experiments/coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml"
 X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
