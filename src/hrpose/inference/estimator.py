@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from hrpose import zoo
-from hrpose.backends import SHORT_BACKENDS, Backend, TorchBackend, make_short_backend
+from hrpose.backends import SHORT_BACKENDS, Backend, BackendUnavailableError, TorchBackend, make_short_backend
 from hrpose.codec import build_codec
 from hrpose.config import load_config
 from hrpose.data.augment import IMAGENET_MEAN as _IMAGENET_MEAN
@@ -297,6 +297,9 @@ class PoseEstimator:
         model: nn.Module | None = None,
         color_rgb: bool | None = None,
         random_weights: bool = False,
+        int8_calib: str | os.PathLike[str] | None = None,
+        calib_set: str | None = None,
+        max_ap_drop: float | None = 0.5,
     ) -> PoseEstimator:
         """An estimator from an experiment config and a checkpoint.
 
@@ -312,11 +315,19 @@ class PoseEstimator:
         meta: the keypoint layout, default the one stored in the checkpoint, else from the config
         (`meta_from_config`: may read DATASET.ROOT's annotation file); color_rgb: the model's input channel
         order, default the checkpoint's (stored metadata; MMPose checkpoints are RGB), else DATASET.COLOR_RGB;
-        model: an already built (and loaded) model to run instead of building one (see `from_model`).
+        model: an already built (and loaded) model to run instead of building one (see `from_model`);
+        backend "openvino-int8" (CPU int8, `hrpose.quantize`): `weights` an IR (.xml) from `hrpose export --format
+        openvino --int8-calib`, or a checkpoint quantised on first use from the people of `int8_calib`
+        (`calib_set`, accuracy control with `max_ap_drop` AP points; None: none).
         """
+        ir_weights = weights is not None and Path(weights).suffix.lower() == ".xml"
         # metadata saved with hrpose checkpoints: keypoint layout, channel order, config
         ckpt_meta = None
-        if weights is not None and isinstance(backend, str) and backend != "onnxruntime" and Path(weights).is_file():
+        if ir_weights:  # an OpenVINO IR carries hrpose's metadata in its rt_info
+            from hrpose.quantize import read_ir
+
+            ckpt_meta = read_ir(weights)[1]  # type: ignore[arg-type]
+        elif weights is not None and isinstance(backend, str) and backend != "onnxruntime" and Path(weights).is_file():
             ckpt_meta = W.read_checkpoint_meta(weights)
         if config is None:
             if ckpt_meta is None:
@@ -355,8 +366,32 @@ class PoseEstimator:
                 if backend in ("onnxruntime", "openvino") and Path(str(weights or "")).suffix.lower() != ".onnx":
                     backend, auto_export = "torch", backend
         runner: Backend | Callable[[Any], np.ndarray]
+        if ir_weights and backend in ("auto", "torch"):
+            backend = "openvino-int8"  # an IR runs in OpenVINO: there is no torch model in it
         if not isinstance(backend, str):
             runner = backend
+        elif backend == "openvino-int8":
+            from hrpose import quantize
+
+            if resolve_device(device).type != "cpu":
+                raise BackendUnavailableError(quantize.GPU_REFUSAL)
+            if ir_weights:
+                runner = quantize.OpenVinoIRBackend(weights, cfg=cfg)  # type: ignore[arg-type]
+            else:
+                fp32_model = model
+                if fp32_model is None:
+                    from hrpose.models import build_model
+
+                    fp32_model = build_model(cfg, is_train=False)
+                    weights = weights or (str(cfg.TEST.MODEL_FILE) or None)
+                    if weights is None and not random_weights:
+                        raise UserError(f"no weights for the {cfg.MODEL.NAME} model to quantise: give a checkpoint "
+                                        "(--weights FILE) or a model zoo name (--model NAME)")  # fmt: skip
+                    if weights is not None:
+                        W.load_weights(fp32_model, weights, strict=True)
+                model = fp32_model.eval()
+                runner = quantize.int8_from_model(model, cfg, int8_calib, calib_set, dataset_meta=meta,
+                                                  color_rgb=rgb, max_ap_drop=max_ap_drop, flip_test=flip_test)  # fmt: skip
         elif backend in TORCH_BACKEND_NAMES:
             built_here = model is None
             if model is None:
