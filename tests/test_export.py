@@ -266,7 +266,7 @@ def test_product_backends_are_the_short_names_and_the_variants_live_in_benchmark
     assert set(SHORT_BACKENDS) == {"torch-fast", "torch-bf16", "torch-fp16", "torch-compile"}
     for row in (*DEFAULT_BACKENDS, *GPU_DEFAULT_BACKENDS):
         assert row == "auto" or row in TORCH_BACKENDS or row in ("onnxruntime-fp32", "openvino-fp32",
-                                                                 "onnxruntime-int8"), row  # fmt: skip
+                                                                 "openvino-int8"), row  # fmt: skip
     assert default_backends("cpu") == DEFAULT_BACKENDS and default_backends("cuda") == GPU_DEFAULT_BACKENDS
     assert not set(variants.VARIANTS) & set(TORCH_BACKENDS) and not set(variants.VARIANTS) & set(backend_names())
     assert set(variants.CPU_ROWS) | set(variants.GPU_ROWS) <= set(variants.VARIANTS)

@@ -64,7 +64,7 @@ DEFAULT_BACKENDS = (
     "torch-bf16",
     "onnxruntime-fp32",
     "openvino-fp32",
-    "onnxruntime-int8",
+    "openvino-int8",
 )
 GPU_DEFAULT_BACKENDS = ("auto", "torch-fp32", "torch-fp32-graph", "torch-fp16-graph", "torch-bf16-graph",
                         "torch-fp32-compile-graph")  # fmt: skip
@@ -194,14 +194,14 @@ def conv_rate_gflops(shapes: tuple[tuple[int, int, int], ...] = CEILING_SHAPES, 
 
 def backend_names(extra_backends: Mapping[str, BackendFactory] | None = None) -> list[str]:
     """The backend names `run_bench` accepts (int8 variants follow the `_INT8` pattern), `extra_backends`' last."""
-    return ["auto", *TORCH_BACKENDS, "onnxruntime-fp32", "openvino-fp32", "onnxruntime-int8",
+    return ["auto", *TORCH_BACKENDS, "onnxruntime-fp32", "openvino-fp32", "openvino-int8", "onnxruntime-int8",
             "onnxruntime-int8-entropy", "onnxruntime-int8-percentile", "onnxruntime-int8-pertensor",
             "onnxruntime-int8-keeplast", "onnxruntime-int8-keepfirst-keeplast", *(extra_backends or {})]  # fmt: skip
 
 
 def is_backend_name(name: str, extra_backends: Mapping[str, BackendFactory] | None = None) -> bool:
     """Whether `run_bench` knows `name`: a built-in row (`backend_names()`, int8 variants by `_INT8`) or an extra."""
-    return (name in TORCH_BACKENDS or name in ("onnxruntime-fp32", "openvino-fp32", "auto")
+    return (name in TORCH_BACKENDS or name in ("onnxruntime-fp32", "openvino-fp32", "openvino-int8", "auto")
             or bool(_INT8.fullmatch(name)) or name in (extra_backends or {}))  # fmt: skip
 
 
@@ -372,7 +372,7 @@ def prepare_backends(
                 fn = extra[name](model)
             else:
                 fn = _make_bench_backend(auto_name if name == "auto" else name, model, onnx_fp32, threads, workdir,
-                                         calib_crops)  # fmt: skip
+                                         calib_crops, input_size_wh)  # fmt: skip
         except BackendUnavailableError as e:
             if skipped is None:
                 raise
@@ -384,7 +384,8 @@ def prepare_backends(
 
 
 def _make_bench_backend(
-    name: str, model: nn.Module, onnx_fp32: Path, threads: int, workdir: Path, calib_crops: np.ndarray
+    name: str, model: nn.Module, onnx_fp32: Path, threads: int, workdir: Path, calib_crops: np.ndarray,
+    input_size_wh: tuple[int, int] = (192, 256),
 ) -> Callable[[np.ndarray], np.ndarray]:
     if name in TORCH_BACKENDS:
         return make_torch_backend(name, model)
@@ -392,6 +393,10 @@ def _make_bench_backend(
         return OnnxRuntimeBackend(onnx_fp32, threads=threads, name=name)
     if name == "openvino-fp32":
         return OpenVinoBackend(onnx_fp32, threads=threads, name=name)
+    if name == "openvino-int8":  # NNCF post-training int8 (hrpose.quantize), calibrated on the crops + mirrors
+        from .quantize import quantize_crops
+
+        return quantize_crops(model, input_size_wh, calib_crops, threads=threads, name=name)
     m = _INT8.fullmatch(name)
     assert m is not None
     method = m.group(1) or "minmax"

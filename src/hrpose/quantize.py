@@ -383,6 +383,20 @@ def quantize_openvino(
     return q, report
 
 
+def quantize_crops(model: nn.Module, input_size_wh: tuple[int, int], crops: np.ndarray, *, flip_test: bool = True,
+                   threads: int | None = None, name: str = "openvino-int8") -> CompiledRunner:  # fmt: skip
+    """`model` quantised by NNCF (default preset, every layer int8) on the normalised `crops` (N, 3, H, W) (and
+    their mirrors with `flip_test`), compiled for the CPU: `hrpose bench`'s openvino-int8 row."""
+    require_int8()
+    import nncf
+
+    fp32 = openvino_fp32_model(model, input_size_wh)
+    inputs = calibration_inputs(np.asarray(crops, np.float32), flip_test)
+    with _quiet_nncf(), keep_sigaltstack():
+        q = nncf.quantize(fp32, nncf.Dataset(inputs), subset_size=len(inputs))
+    return CompiledRunner(q, name=name, threads=threads)
+
+
 @contextlib.contextmanager
 def _quiet_nncf() -> Any:
     """NNCF's progress bars and INFO lines go to the log, not to the user's terminal."""

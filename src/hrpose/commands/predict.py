@@ -269,7 +269,7 @@ def _resolve_backend(args: argparse.Namespace) -> str:
     if precision == "int8":  # CPU int8 in OpenVINO (hrpose.quantize); never chosen without --precision int8
         from hrpose.quantize import GPU_REFUSAL, require_int8
 
-        if str(args.device) != "auto" and resolve_device(args.device).type != "cpu":
+        if str(args.device) != "auto" and _device_type(str(args.device)) != "cpu":
             raise BackendUnavailableError(GPU_REFUSAL)
         weights = str(getattr(args, "weights", None) or "")
         if weights.lower().endswith(".onnx"):
@@ -281,6 +281,18 @@ def _resolve_backend(args: argparse.Namespace) -> str:
         require_int8()
         return "openvino-int8"
     return auto_backend(precision, device=resolve_device(args.device), weights=args.weights)
+
+
+def _device_type(spec: str) -> str:
+    """The kind of device `spec` names ("cpu", "cuda", ...), without asking whether this machine has it."""
+    import torch
+
+    try:
+        return torch.device(spec).type
+    except (RuntimeError, ValueError):
+        from hrpose.inference.estimator import resolve_device
+
+        return resolve_device(spec).type  # its DeviceError names the bad spec
 
 
 def run(args: argparse.Namespace) -> int:

@@ -387,9 +387,20 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     checked) to `<output dir>/model.onnx` first.
     """
     backend = str(cfg.HRPOSE.BACKEND)
-    choices = ("auto", "torch", *SHORT_BACKENDS, "onnxruntime")
+    choices = ("auto", "torch", *SHORT_BACKENDS, "onnxruntime", "openvino-int8")
     if backend not in choices:
         raise ConfigError(f"HRPOSE.BACKEND {backend!r}: expected one of {', '.join(choices)}")
+    if backend == "openvino-int8" or str(cfg.TEST.MODEL_FILE).lower().endswith(".xml"):
+        from hrpose.quantize import GPU_REFUSAL, Int8Error, OpenVinoIRBackend
+
+        if device.type != "cpu":
+            raise ConfigError(GPU_REFUSAL)
+        if not str(cfg.TEST.MODEL_FILE).lower().endswith(".xml"):
+            raise Int8Error(f"HRPOSE.BACKEND openvino-int8 runs an OpenVINO IR: set TEST.MODEL_FILE to the .xml of "
+                            f"`hrpose export --format openvino --int8-calib DATA` (got {cfg.TEST.MODEL_FILE!r})")  # fmt: skip
+        path = Path(str(cfg.TEST.MODEL_FILE))
+        get_logger().info(f"=> running the OpenVINO IR {path} (int8) on the CPU")
+        return OpenVinoIRBackend(path, cfg=cfg), path
     auto = backend == "auto"
     if auto:  # the fastest backend with fp32 keypoints here (hrpose.backends.auto_backend)
         backend = auto_backend(device=device, weights=str(cfg.TEST.MODEL_FILE) or None)
