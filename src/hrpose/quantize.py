@@ -121,7 +121,10 @@ def test_side_dataset(cfg: Any, root: str | os.PathLike[str], image_set: str | N
         raise Int8Error(f"--int8-calib {root} (set {image_set}): {e}") from e
     except UserError as e:
         msg = str(e)
-        raise Int8Error(msg if str(root) in msg else f"--int8-calib {root} (set {image_set}): {msg}") from e
+        if "no usable person records" in msg:
+            msg = (f"annotations/person_keypoints_{image_set}.json holds no annotated people to calibrate on; "
+                   "give a set of your own images with person keypoint annotations")  # fmt: skip
+        raise Int8Error(f"--int8-calib {root} (set {image_set}): {msg}") from e
 
 
 def default_calib_set(root: str | os.PathLike[str]) -> str:
