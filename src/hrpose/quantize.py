@@ -362,7 +362,7 @@ def quantize_openvino(
         else:
             if held_out is None or not len(held_out):
                 raise Int8Error("accuracy control (--max-ap-drop) needs held-out people: the calibration set has "
-                                "too few images (it holds out every third one); give more annotated images")  # fmt: skip
+                                "too few images (it holds out every third one); give more annotated images")
             if max_ap_drop < 0:
                 raise Int8Error(f"--max-ap-drop {max_ap_drop:g}: expected AP points >= 0 (default 0.5)")
             people = held_out
@@ -536,7 +536,8 @@ def ir_config(path: str | os.PathLike[str]) -> tuple[Any, Any, bool]:
 
 # --------------------------------------------------------------------------------------------------------------
 # the product's entry points
-def calibration_set(cfg: Any, root: str | os.PathLike[str], image_set: str | None, *, max_crops: int = DEFAULT_CALIB_CROPS,
+def calibration_set(cfg: Any, root: str | os.PathLike[str], image_set: str | None, *,
+                    max_crops: int = DEFAULT_CALIB_CROPS,
                     accuracy_control: bool = False) -> tuple[PersonCrops, PersonCrops | None]:  # fmt: skip
     """(calibration people, held-out people or None) from `root`/`image_set`, crops as `hrpose test` makes them;
     with `accuracy_control` every third image is held out (see `split_held_out`)."""

@@ -396,8 +396,8 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
         if device.type != "cpu":
             raise ConfigError(GPU_REFUSAL)
         if not str(cfg.TEST.MODEL_FILE).lower().endswith(".xml"):
-            raise Int8Error(f"HRPOSE.BACKEND openvino-int8 runs an OpenVINO IR: set TEST.MODEL_FILE to the .xml of "
-                            f"`hrpose export --format openvino --int8-calib DATA` (got {cfg.TEST.MODEL_FILE!r})")  # fmt: skip
+            raise Int8Error("HRPOSE.BACKEND openvino-int8 runs an OpenVINO IR: set TEST.MODEL_FILE to the .xml of "
+                            f"`hrpose export --format openvino --int8-calib DATA` (got {cfg.TEST.MODEL_FILE!r})")
         path = Path(str(cfg.TEST.MODEL_FILE))
         get_logger().info(f"=> running the OpenVINO IR {path} (int8) on the CPU")
         return OpenVinoIRBackend(path, cfg=cfg), path

@@ -390,8 +390,10 @@ class PoseEstimator:
                     if weights is not None:
                         W.load_weights(fp32_model, weights, strict=True)
                 model = fp32_model.eval()
-                runner = quantize.int8_from_model(model, cfg, int8_calib, calib_set, dataset_meta=meta,
-                                                  color_rgb=rgb, max_ap_drop=max_ap_drop, flip_test=flip_test)  # fmt: skip
+                runner = quantize.int8_from_model(
+                    model, cfg, int8_calib, calib_set, dataset_meta=meta, color_rgb=rgb, max_ap_drop=max_ap_drop,
+                    flip_test=flip_test,
+                )
         elif backend in TORCH_BACKEND_NAMES:
             built_here = model is None
             if model is None:
