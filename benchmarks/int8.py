@@ -68,13 +68,16 @@ def speed(args: argparse.Namespace) -> int:
         crops = _crops(cfg, 24)
         work = Path(args.workdir) / name
         work.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, work / "fp32.onnx", size, dynamic_batch=True)
         t0 = time.perf_counter()
-        int8 = quantize_crops(model, size, crops[:16], threads=args.threads)
+        export_onnx(model, work / "fp32.onnx", size, dynamic_batch=True)
+        print(f"{name}: exported in {time.perf_counter() - t0:.0f} s", flush=True)
+        t0 = time.perf_counter()
+        int8 = quantize_crops(model, size, crops[: args.calib], threads=args.threads)
         quant_s = time.perf_counter() - t0
+        print(f"{name}: quantised on {2 * args.calib} crops (with mirrors) in {quant_s:.0f} s", flush=True)
         fns = {"eager-fp32": EagerBackend(model), "openvino-fp32": OpenVinoBackend(work / "fp32.onnx",
                threads=args.threads, name="openvino-fp32"), "openvino-int8": int8}  # fmt: skip
-        for bs in (1, 8):
+        for bs in args.batch_sizes:
             batch = np.ascontiguousarray(np.resize(crops, (bs, *crops.shape[1:])))
             times = time_interleaved(fns, batch, args.rounds, 2)
             ms = {k: 1000.0 * float(np.median(v)) / bs for k, v in times.items()}
@@ -250,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="what", required=True)
     s = sub.add_parser("speed")
     s.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    s.add_argument("--rounds", type=int, default=7)
+    s.add_argument("--rounds", type=int, default=7, help="timed calls per backend (in blocks of 3, interleaved)")
+    s.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    s.add_argument("--calib", type=int, default=16, help="calibration crops (their mirrors are added)")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--workdir", default="/tmp/hrpose-int8-bench")
     s.add_argument("--json", default=None)
