@@ -23,6 +23,7 @@ pytest.importorskip("openvino", reason="the int8 extra (scripts/setup.sh install
 
 from hrpose import quantize as Q  # noqa: E402
 from hrpose.config import config_from_dict  # noqa: E402
+from hrpose.data.layout import layout_from_config  # noqa: E402
 from hrpose.models import build_model  # noqa: E402
 from hrpose.models.weights import checkpoint_meta, save_weights  # noqa: E402
 
@@ -51,7 +52,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     cfg = config_from_dict(cfg_dict)
     torch.manual_seed(0)
     model = build_model(cfg, is_train=False).eval()
-    save_weights(model, d / "tiny.safetensors", meta=checkpoint_meta(cfg))
+    save_weights(model, d / "tiny.safetensors", meta=checkpoint_meta(cfg, layout_from_config(cfg)))
     r = _hrpose("export", "--cfg", "tiny.yaml", "--weights", "tiny.safetensors", "--format", "openvino",
                 "--int8-calib", str(COCO_MINI), "--calib-crops", "12", "--max-ap-drop", "none", "--out", "tiny.xml",
                 cwd=d, env_home=d / "home")  # fmt: skip

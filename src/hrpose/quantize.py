@@ -323,6 +323,7 @@ def export_int8_ir(
     """The Python side of `hrpose export --format openvino --int8-calib ROOT`: quantise `model` (loaded, eval)
     on people of `calib_root`/`calib_set` and write the int8 IR `out` with hrpose's metadata."""
     require_int8()
+    from .data.layout import layout_from_config
     from .models.weights import checkpoint_meta
 
     if Path(calib_root).is_dir():
@@ -331,7 +332,7 @@ def export_int8_ir(
                                   accuracy_control=max_ap_drop is not None)  # fmt: skip
     q, report = quantize_openvino(model.eval().to("cpu"), cfg, calib, flip_test=flip_test, held_out=held,
                                   max_ap_drop=max_ap_drop, source=f"{calib_root} ({calib_set})")  # fmt: skip
-    meta = checkpoint_meta(cfg, dataset_meta)
+    meta = checkpoint_meta(cfg, dataset_meta if dataset_meta is not None else layout_from_config(cfg))
     if color_rgb is not None:
         meta["color_rgb"] = bool(color_rgb)
     return save_ir(q, out, meta, report), report

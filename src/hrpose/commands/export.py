@@ -168,9 +168,10 @@ def _run_openvino(args: argparse.Namespace, cfg: object, model: object, out: Pat
                                       max_ap_drop=args.max_ap_drop)  # fmt: skip
         print(f"exported {path} (OpenVINO IR, int8): {report.summary()}")
         return 0
+    from ..data.layout import layout_from_config
     from ..models.weights import checkpoint_meta
 
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))  # type: ignore[attr-defined]
-    path = save_ir(openvino_fp32_model(model, size), out, checkpoint_meta(cfg), None)  # type: ignore[arg-type]
+    path = save_ir(openvino_fp32_model(model, size), out, checkpoint_meta(cfg, layout_from_config(cfg)), None)  # type: ignore[arg-type]
     print(f"exported {path} (OpenVINO IR, fp32; give --int8-calib DATASET_ROOT for int8)")
     return 0

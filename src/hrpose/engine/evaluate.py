@@ -388,8 +388,10 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
             raise ConfigError(f"HRPOSE.BACKEND {backend} cannot run the OpenVINO IR {cfg.TEST.MODEL_FILE}; use "
                               "HRPOSE.BACKEND openvino-int8 (or auto)")  # fmt: skip
         if not str(cfg.TEST.MODEL_FILE).lower().endswith(".xml"):
-            raise ConfigError("HRPOSE.BACKEND openvino-int8 runs an OpenVINO IR: set TEST.MODEL_FILE to the .xml of "
-                              f"`hrpose export --format openvino --int8-calib DATA` (got {cfg.TEST.MODEL_FILE!r})")
+            from hrpose.runtime.openvino_int8 import Int8Error
+
+            raise Int8Error("HRPOSE.BACKEND openvino-int8 runs an OpenVINO IR: set TEST.MODEL_FILE to the .xml of "
+                            f"`hrpose export --format openvino --int8-calib DATA` (got {cfg.TEST.MODEL_FILE!r})")
         path = Path(str(cfg.TEST.MODEL_FILE))
         get_logger().info(f"=> running the OpenVINO IR {path} (int8) on the CPU")
         return make_backend("openvino-int8", path, device, cfg=cfg), path

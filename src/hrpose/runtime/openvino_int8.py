@@ -228,7 +228,7 @@ def read_ir(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any], dict[str
     require_int8()
     import openvino as ov
 
-    from hrpose.models.weights import _parse_meta
+    from hrpose.models.checkpoint_meta import _parse_meta
 
     path = Path(path)
     if path.suffix.lower() != ".xml":
