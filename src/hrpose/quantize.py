@@ -348,10 +348,10 @@ def int8_cache_dir() -> Path:
 def int8_from_model(model: nn.Module, cfg: Any, calib_root: str | os.PathLike[str] | None, calib_set: str | None, *,
                     dataset_meta: Any = None, color_rgb: bool | None = None,
                     max_ap_drop: float | None = DEFAULT_MAX_AP_DROP, max_crops: int = DEFAULT_CALIB_CROPS,
-                    flip_test: bool | None = None, log: Callable[[str], None] = logger.warning,
-                    threads: int | None = None, name: str = "openvino-int8") -> OpenVinoIRBackend:  # fmt: skip
-    """`model` quantised on first use from people of `calib_root`/`calib_set` (the IR cached under
-    `int8_cache_dir()`, keyed by the weights, the annotation file's bytes and the options), as a backend."""
+                    flip_test: bool | None = None, log: Callable[[str], None] = logger.warning) -> Path:  # fmt: skip
+    """The int8 IR (.xml) of `model`, quantised on first use from people of `calib_root`/`calib_set` (cached
+    under `int8_cache_dir()`, keyed by the weights, the annotation file's bytes and the options). The registry
+    entry "openvino-int8" runs it (`CalibrationFolder`); nothing here builds a backend."""
     require_int8()
     if calib_root is None:
         raise Int8Error("--precision int8 quantises the model on first use from your own people: give "
@@ -371,7 +371,8 @@ def int8_from_model(model: nn.Module, cfg: Any, calib_root: str | os.PathLike[st
     path = int8_cache_dir() / f"{type(model).__name__}-{size[0]}x{size[1]}-{h.hexdigest()[:32]}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file():
         try:
-            return OpenVinoIRBackend(path, cfg=cfg, threads=threads, name=name)
+            check_ir_matches(path, read_ir(path)[1], cfg)
+            return path
         except UserError as e:
             log(f"int8 cache entry {path} unusable ({e}); quantising again")
     log(f"int8: quantising the model on {calib_root} ({calib_set}) once; cached as {path}")
@@ -379,7 +380,7 @@ def int8_from_model(model: nn.Module, cfg: Any, calib_root: str | os.PathLike[st
                                max_crops=max_crops, max_ap_drop=max_ap_drop, flip_test=flip_test,
                                color_rgb=color_rgb)  # fmt: skip
     log(report.summary())
-    return OpenVinoIRBackend(path, cfg=cfg, threads=threads, name=name)
+    return path
 
 
 def _versions() -> str:
@@ -393,7 +394,8 @@ def _versions() -> str:
 class CalibrationFolder:
     """`int8_from_model`'s options, for the registry: `make_backend("openvino-int8", model, "cpu",
     int8_quantizer=CalibrationFolder(cfg, root, ...))` quantises `model` on first use from the people of `root`
-    (`calib_set`; accuracy control with `max_ap_drop` AP points, None: none) and caches the IR."""
+    (`calib_set`; accuracy control with `max_ap_drop` AP points, None: none) and caches the IR, which the
+    registry then runs."""
 
     cfg: Any
     root: str | os.PathLike[str] | None
@@ -404,8 +406,7 @@ class CalibrationFolder:
     max_crops: int = DEFAULT_CALIB_CROPS
     flip_test: bool | None = None
 
-    def quantize(self, model: nn.Module, *, threads: int | None = None,
-                 name: str = "openvino-int8") -> OpenVinoIRBackend:  # fmt: skip
+    def quantize(self, model: nn.Module) -> Path:
         return int8_from_model(model, self.cfg, self.root, self.calib_set, dataset_meta=self.dataset_meta,
                                color_rgb=self.color_rgb, max_ap_drop=self.max_ap_drop, max_crops=self.max_crops,
-                               flip_test=self.flip_test, threads=threads, name=name)  # fmt: skip
+                               flip_test=self.flip_test)  # fmt: skip

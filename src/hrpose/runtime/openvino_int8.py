@@ -307,7 +307,8 @@ def ir_config(path: str | os.PathLike[str]) -> tuple[Any, Any, bool]:
 
 
 class Int8Quantizer(Protocol):
-    """What `BuildRequest.int8_quantizer` holds: quantises a torch model (fp32, eval, CPU) into a backend
-    (`hrpose.quantize.CalibrationFolder`: NNCF on a user's people, accuracy control, cached IR)."""
+    """What `BuildRequest.int8_quantizer` holds: quantises a torch model (fp32, eval, CPU) and returns the int8
+    IR (.xml with hrpose's metadata, `save_ir`) it wrote (`hrpose.quantize.CalibrationFolder`: NNCF on a user's
+    people, accuracy control, cached); the registry runs it as `OpenVinoIRBackend`."""
 
-    def quantize(self, model: nn.Module, *, threads: int | None = None, name: str = "openvino-int8") -> Any: ...
+    def quantize(self, model: nn.Module) -> Path: ...

@@ -149,7 +149,8 @@ def _openvino_int8(req: BuildRequest) -> Backend:
         return OpenVinoIRBackend(req.source, cfg=req.cfg, threads=req.threads, name=req.name)
     model = req.source.eval()
     if req.int8_quantizer is not None:
-        return req.int8_quantizer.quantize(model, threads=req.threads, name=req.name)  # type: ignore[no-any-return]
+        ir = req.int8_quantizer.quantize(model)
+        return OpenVinoIRBackend(ir, cfg=req.cfg, threads=req.threads, name=req.name)
     if req.calibration is None:
         raise UserError(f"backend {req.name!r} quantises the model on calibration crops: give --int8-calib "
                         "DATASET_ROOT, or an int8 IR (.xml) made by `hrpose export --format openvino --int8-calib`")
