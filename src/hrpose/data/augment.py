@@ -146,7 +146,7 @@ def apply(
     (x -> W - 1 - x), then one bilinear cv2.warpAffine of the (rotated) box into `input_size_wh`
     (`fastcrop.warp_crop`: only the rows the warp reads are mirrored; the same pixels).
     """
-    from hrpose.data.fastcrop import warp_crop  # (fastcrop imports this module's constants)
+    from hrpose.data.fastcrop import warp_crop
 
     res = plan(record, params, int(image.shape[1]), input_size_wh=input_size_wh, flip_pairs=flip_pairs,
                upper_body_ids=upper_body_ids)  # fmt: skip

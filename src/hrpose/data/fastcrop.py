@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from hrpose.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from hrpose.geometry import IMAGENET_MEAN, IMAGENET_STD
 
 MARGIN = 2  # pixels around the box the bilinear warp may read (floor and floor + 1) -- with slack
 
