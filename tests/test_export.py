@@ -261,6 +261,7 @@ def test_product_backends_are_the_registry_and_the_variants_live_in_benchmarks(h
     assert set(TORCH_CONFIGS) == {"torch-fast", "torch-bf16", "torch-fp16", "torch-compile"} < set(REGISTRY)
     for row in (*DEFAULT_BACKENDS, *GPU_DEFAULT_BACKENDS):
         assert row == "auto" or row in REGISTRY, row
+    assert "openvino-int8" in DEFAULT_BACKENDS and not any(r.startswith("onnxruntime-int8") for r in DEFAULT_BACKENDS)
     assert default_backends("cpu") == DEFAULT_BACKENDS and default_backends("cuda") == GPU_DEFAULT_BACKENDS
     assert not set(variants.VARIANTS) & set(REGISTRY) and not set(variants.VARIANTS) & set(backend_names())
     assert set(variants.CPU_ROWS) | set(variants.GPU_ROWS) <= set(variants.VARIANTS)

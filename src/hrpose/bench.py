@@ -47,7 +47,7 @@ from .runtime.registry import canonical_name
 BASELINE = "eager-fp32 (baseline)"
 # the rows `hrpose bench` shows by default: registry names (hrpose.runtime.REGISTRY) a user can choose on a CPU, and
 # what `auto` runs; exploratory variants come from `benchmarks/backend_variants.py` (`extra_backends`)
-DEFAULT_BACKENDS = ("auto", "torch", "torch-fast", "torch-bf16", "onnxruntime", "openvino", "onnxruntime-int8")
+DEFAULT_BACKENDS = ("auto", "torch", "torch-fast", "torch-bf16", "onnxruntime", "openvino", "openvino-int8")
 GPU_DEFAULT_BACKENDS = ("auto", "torch", "torch-fast", "torch-fp16", "torch-bf16", "torch-compile")
 #: a named backend `run_bench` builds around the (eval, on-device) model, beside the registry's
 BackendFactory = Callable[[nn.Module], Callable[[np.ndarray], np.ndarray]]
@@ -279,6 +279,8 @@ def prepare_backends(
                 if real == "onnxruntime-int8":
                     options.update(calibration=calibration, workdir=workdir / f"int8-{i}")
                     (workdir / f"int8-{i}").mkdir(parents=True, exist_ok=True)
+                elif real == "openvino-int8":  # NNCF, calibrated on the crops and their mirrors
+                    options.update(calibration=calibration)
                 fn = make_backend(real, onnx_fp32 if real in ONNX_ENGINES else model, device, threads=threads,
                                   input_size=input_size_wh, **options)  # fmt: skip
         except BackendUnavailableError as e:

@@ -132,7 +132,8 @@ def test_bf16_refuses_in_one_line_on_a_cpu_without_bf16(as_avx2_cpu, small_model
     [
         ("fp32", "cpu", {}, None, "openvino"),  # the openvino extra is installed by scripts/setup.sh
         ("fp32", "cpu", {}, "m.onnx", "onnxruntime"),
-        ("int8", "cpu", {}, "m_int8.onnx", "onnxruntime"),
+        ("int8", "cpu", {}, "m_int8.xml", "openvino-int8"),  # NNCF/OpenVINO (the int8 extra, scripts/setup.sh)
+        ("int8", "cpu", {}, "w.pth", "openvino-int8"),  # quantised on first use from --int8-calib
         ("bf16", "cpu", {"features": frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"})}, None, "torch-bf16"),
         ("fp32", "cuda", {"cuda_device": "GPU", "cuda_fp16": True}, None, "torch-fast"),
         ("fp16", "cuda", {"cuda_device": "GPU", "cuda_fp16": True}, None, "torch-fp16"),
@@ -150,7 +151,8 @@ def test_auto_backend_rule(monkeypatch, precision, device, caps_change, weights,
     "precision, device, caps_change, weights, match",
     [
         ("fp16", "cpu", {}, None, "slower than fp32"),
-        ("int8", "cpu", {}, "w.pth", "hrpose export --int8-calib"),
+        ("int8", "cpu", {}, "m_int8.onnx", "are retired"),
+        ("int8", "cuda", {"cuda_device": "GPU"}, "m.xml", "runs on the CPU"),
         ("bf16", "cpu", {"features": frozenset({"avx2", "fma"})}, None, "AVX512_BF16"),
         ("bf16", "cuda", {"cuda_device": "GPU", "cuda_bf16": False}, None, "compute capability >= 8.0"),
         ("bf16", "cpu", {}, "m.onnx", "runs as exported"),

@@ -56,10 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         help="backend names as in --backend of predict (see `hrpose info`); 'auto' = what --backend auto runs "
-        "here (default: auto, torch, torch-fast, torch-bf16, onnxruntime, openvino, onnxruntime-int8, leaving "
+        "here (default: auto, torch, torch-fast, torch-bf16, onnxruntime, openvino, openvino-int8, leaving "
         "out with the reason what this machine cannot run, e.g. bf16 without bf16 hardware; or the GPU set with "
         "--device cuda). A backend named here that this machine cannot run is refused",
     )
+    parser.add_argument("--precision", default=None, choices=("int8",),
+                        help="int8: the rows int8 is judged by, without --backends: openvino (fp32) and openvino-int8 "
+                        "(NNCF, as `--precision int8` runs) beside the eager baseline")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
         "--write",
@@ -187,6 +190,8 @@ def run(
     apply_cudnn_settings(cfg)  # as the official tools/test.py (CUDNN.BENCHMARK: autotuning, on in every YAML)
     defaults = (*default_backends(device), *(extra_defaults or {}).get(device.type, ()))
     # the default set leaves out (and notes) what this machine cannot run; a backend asked for by name refuses
+    if getattr(args, "precision", None) == "int8" and not args.backends:
+        args.backends = ["openvino", "openvino-int8"]
     skipped: dict[str, str] | None = None if args.backends else {}
     args.backends = list(args.backends or defaults)
     torch.manual_seed(0)

@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16", "int8"),
                         help="with --backend auto: fp32 (default; keypoints as the fp32 model's), or a reduced "
                         "precision this machine runs fast: bf16 (CPUs with AMX/AVX512_BF16, GPUs), fp16 (GPUs), "
-                        "int8 (an int8 .onnx from `hrpose export --int8-calib`)")  # fmt: skip
+                        "int8 (CPU, OpenVINO: --weights model.xml from `hrpose export --format openvino "
+                        "--int8-calib`, or quantised on first use from --int8-calib)")  # fmt: skip
+    add_int8_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="person crops per forward pass")
     parser.add_argument("--max-frames", type=int, default=0,
                         help="stop each video/webcam/stream after N frames (0 = all)")  # fmt: skip
@@ -124,6 +126,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="skip the inputs already done in --out (after a stopped or killed run)")
     o.add_argument("--merge", action="store_true",
                    help="only merge the per-item outputs of finished shards in --out into results.json/tables")
+
+
+def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
+    """--int8-calib / --calib-set / --max-ap-drop: where `--precision int8` quantises a checkpoint from."""
+    parser.add_argument("--int8-calib", default=None, metavar="DATASET_ROOT",
+                        help="--precision int8 with a checkpoint: quantise it once (cached) on the people of this "
+                        "COCO-layout folder (annotations/person_keypoints_<set>.json, images/<set>/)")  # fmt: skip
+    parser.add_argument("--calib-set", default=None, metavar="SET",
+                        help="the --int8-calib set (default: the folder's only person_keypoints_<set>.json)")
+    parser.add_argument("--max-ap-drop", type=float, default=0.5, metavar="AP",
+                        help="--int8-calib: accuracy control keeps layers in fp32 until the held-out AP drops by "
+                        "at most this many AP points (default 0.5)")  # fmt: skip
 
 
 @dataclass
@@ -363,9 +377,12 @@ def build_estimator(args: argparse.Namespace) -> Any:
         except FetchError as e:
             raise _with_detector_sources(e, args.detector) from None
     # warn_no_person=False: the caller reports images without people itself
-    common = dict(device=args.device, flip_test=not args.no_flip, backend=_resolve_backend(args),
-                  batch_size=args.batch_size, max_image_pixels=args.max_image_pixels,
-                  warn_no_person=False)  # fmt: skip
+    common: dict[str, Any] = dict(device=args.device, flip_test=not args.no_flip, backend=_resolve_backend(args),
+                                  batch_size=args.batch_size, max_image_pixels=args.max_image_pixels,
+                                  warn_no_person=False)  # fmt: skip
+    if common["backend"] == "openvino-int8":  # int8 is a CPU path: --device auto means the CPU here
+        common.update(device="cpu", int8_calib=getattr(args, "int8_calib", None),
+                      calib_set=getattr(args, "calib_set", None), max_ap_drop=getattr(args, "max_ap_drop", 0.5))
     if model is not None:
         estimator = PoseEstimator.from_pretrained(model, detector=_build_detector(args.detector, args.det_thr),
                                                   **common)  # fmt: skip
@@ -402,6 +419,20 @@ def _resolve_backend(args: argparse.Namespace) -> str:
         raise BackendUnavailableError(
             f"--precision {precision} chooses the backend itself; drop --backend {args.backend} (or --precision)"
         )
+    if precision == "int8":  # CPU int8 in OpenVINO (hrpose.quantize); never chosen without --precision int8
+        from hrpose.runtime.openvino_int8 import GPU_REFUSAL, require_int8
+
+        if str(args.device) != "auto" and _device_type(str(args.device)) != "cpu":
+            raise BackendUnavailableError(GPU_REFUSAL)
+        weights = str(getattr(args, "weights", None) or "")
+        if weights.lower().endswith(".onnx"):
+            raise BackendUnavailableError(
+                f"--weights {weights}: int8 ONNX models (ONNX Runtime) are retired (they moved keypoints by up to "
+                "8 px, docs/benchmarks.md); run `hrpose export --format openvino --int8-calib DATA` and pass the "
+                ".xml, or give the checkpoint with --int8-calib DATA"
+            )
+        require_int8()
+        return "openvino-int8"
     return auto_backend(precision, device=resolve_device(args.device), weights=args.weights)
 
 
@@ -414,6 +445,18 @@ def _check_write_error(e: OSError, what: Path) -> None:
     from hrpose.outdir import disk_error
 
     raise _DiskFull(disk_error(what, e)) from e
+
+
+def _device_type(spec: str) -> str:
+    """The kind of device `spec` names ("cpu", "cuda", ...), without asking whether this machine has it."""
+    import torch
+
+    try:
+        return torch.device(spec).type
+    except (RuntimeError, ValueError):
+        from hrpose.inference.estimator import resolve_device
+
+        return resolve_device(spec).type  # its DeviceError names the bad spec
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=backend_names(),
                         help="inference backend as in `hrpose predict` (default auto: the fastest with fp32 "
                              "keypoints on this machine, see `hrpose info`)")  # fmt: skip
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16", "int8"),
+                        help="as in `hrpose predict`: int8 runs an OpenVINO int8 IR (--weights model.xml) or "
+                        "quantises the checkpoint on first use from --int8-calib")  # fmt: skip
+    from hrpose.commands.predict import add_int8_arguments
+
+    add_int8_arguments(parser)
     parser.add_argument("--detector", default="auto",
                         help="person boxes when a request gives none: auto (the zoo's YOLOX; HOG when it cannot be "
                              "had), hog, whole, onnx:MODEL.onnx")  # fmt: skip

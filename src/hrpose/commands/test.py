@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from hrpose.config import add_official_arguments
 
     add_official_arguments(parser)
+    parser.add_argument("--precision", default=None, choices=("fp32", "int8"),
+                        help="int8: run TEST.MODEL_FILE, an OpenVINO IR (.xml) from `hrpose export --format openvino "
+                        "--int8-calib`, on the CPU (HRPOSE.BACKEND openvino-int8)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from hrpose.engine import test
     from hrpose.models import check_model_config
 
+    if getattr(args, "precision", None) == "int8":
+        args.opts = [*(args.opts or []), "HRPOSE.BACKEND", "openvino-int8"]
     cfg = config_from_args(args)
     check_model_config(cfg)  # before any folder or file is made
     result = test(cfg, args.cfg)  # logs the results table (console + log file)

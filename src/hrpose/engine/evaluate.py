@@ -383,6 +383,18 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
     backend = str(cfg.HRPOSE.BACKEND)
     if not is_backend_name(backend):
         raise ConfigError(f"HRPOSE.BACKEND {backend!r}: expected one of auto, {', '.join(REGISTRY)}")
+    if backend == "openvino-int8" or str(cfg.TEST.MODEL_FILE).lower().endswith(".xml"):
+        if backend not in ("auto", "openvino-int8"):
+            raise ConfigError(f"HRPOSE.BACKEND {backend} cannot run the OpenVINO IR {cfg.TEST.MODEL_FILE}; use "
+                              "HRPOSE.BACKEND openvino-int8 (or auto)")  # fmt: skip
+        if not str(cfg.TEST.MODEL_FILE).lower().endswith(".xml"):
+            from hrpose.runtime.openvino_int8 import Int8Error
+
+            raise Int8Error("HRPOSE.BACKEND openvino-int8 runs an OpenVINO IR: set TEST.MODEL_FILE to the .xml of "
+                            f"`hrpose export --format openvino --int8-calib DATA` (got {cfg.TEST.MODEL_FILE!r})")
+        path = Path(str(cfg.TEST.MODEL_FILE))
+        get_logger().info(f"=> running the OpenVINO IR {path} (int8) on the CPU")
+        return make_backend("openvino-int8", path, device, cfg=cfg), path
     auto = backend == "auto"
     if auto:  # the fastest backend with fp32 keypoints here; logged by name
         backend = auto_backend(device=device, weights=str(cfg.TEST.MODEL_FILE) or None)

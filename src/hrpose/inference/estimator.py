@@ -36,7 +36,7 @@ from torch import nn
 
 from hrpose import zoo
 from hrpose.codec import build_codec
-from hrpose.errors import DeviceError, UserError
+from hrpose.errors import BackendUnavailableError, DeviceError, UserError
 from hrpose.geometry import box_to_center_scale, make_inputs
 from hrpose.images import ImageReadError, check_pixels, load_image, to_bgr8
 from hrpose.inference.detectors import Detector, clip_boxes, zoo_detector
@@ -173,6 +173,9 @@ class PoseEstimator:
         random_weights: bool = False,
         max_image_pixels: int | None = None,
         warn_no_person: bool = True,
+        int8_calib: str | os.PathLike[str] | None = None,
+        calib_set: str | None = None,
+        max_ap_drop: float | None = 0.5,
     ) -> PoseEstimator:
         """An estimator from an experiment config and a checkpoint: `hrpose.models.loading.load` (the model, its
         config, keypoint layout, channel order and input size) + `hrpose.runtime.make_backend` + the constructor.
@@ -188,8 +191,13 @@ class PoseEstimator:
         (`hrpose.data.layout.layout_from_config`: may read DATASET.ROOT's annotation file); color_rgb: the
         model's input channel order, default the checkpoint's (MMPose checkpoints are RGB), else
         DATASET.COLOR_RGB; model: an already built (and loaded) model to run itself (see `from_model`);
-        detector, max_image_pixels, warn_no_person: see the class.
+        detector, max_image_pixels, warn_no_person: see the class;
+        backend "openvino-int8" (CPU int8, NNCF): `weights` an IR (.xml) from `hrpose export --format openvino
+        --int8-calib`, or a checkpoint quantised on first use from the people of `int8_calib` (`calib_set`,
+        accuracy control with `max_ap_drop` AP points; None: none; `hrpose.quantize.CalibrationFolder`).
         """
+        ir_weights = weights is not None and Path(weights).suffix.lower() == ".xml"
+
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(backend, str):
@@ -200,17 +208,39 @@ class PoseEstimator:
                                  f"got {weights!r}")  # fmt: skip
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"ONNX model not found: {weights}")
+        if ir_weights and backend in ("auto", "torch"):
+            backend = "openvino-int8"  # an IR runs in OpenVINO: there is no torch model in it
+        graph_meta = None
+        if ir_weights and isinstance(backend, str):  # an OpenVINO IR carries hrpose's metadata in its rt_info
+            from hrpose.runtime.openvino_int8 import read_ir
+
+            graph_meta = read_ir(weights)[1]  # type: ignore[arg-type]
         dev = resolve_device(device) if model is None else None
+        if backend == "openvino-int8" and dev is not None and dev.type != "cpu":
+            from hrpose.runtime.openvino_int8 import GPU_REFUSAL
+
+            raise BackendUnavailableError(GPU_REFUSAL)  # before a model is built on the GPU
         loaded = load_model(config, weights, device=dev, layout=meta, color_rgb=color_rgb, model=model,
-                            random_weights=random_weights, build=isinstance(backend, str))  # fmt: skip
+                            random_weights=random_weights, build=isinstance(backend, str),
+                            graph_meta=graph_meta)  # fmt: skip
         runner: Backend | Callable[[Any], np.ndarray]
         if not isinstance(backend, str):
             runner = backend
         else:
             if backend == "auto" and loaded.model is not None and not loaded.built:  # a caller's model runs as given
                 backend = "torch"
+            options: dict[str, Any] = {}
+            if backend == "openvino-int8":  # an IR is checked against the config; a model quantised on its people
+                options["cfg"] = loaded.cfg
+                if loaded.model is not None:
+                    from hrpose.quantize import CalibrationFolder
+
+                    options["int8_quantizer"] = CalibrationFolder(
+                        loaded.cfg, int8_calib, calib_set, dataset_meta=loaded.layout, color_rgb=loaded.color_rgb,
+                        max_ap_drop=max_ap_drop, flip_test=flip_test,
+                    )  # fmt: skip
             runner = make_backend(backend, loaded.model if loaded.model is not None else str(loaded.weights),
-                                  dev, input_size=loaded.input_size, fold_bn=loaded.built)  # fmt: skip
+                                  dev, input_size=loaded.input_size, fold_bn=loaded.built, **options)  # fmt: skip
         return cls(runner, build_codec(loaded.cfg, loaded.layout), loaded.layout,
                    settings=InferenceSettings.from_config(loaded.cfg, flip_test=flip_test), color_rgb=loaded.color_rgb,
                    input_size=loaded.input_size, detector=detector, batch_size=batch_size, model=loaded.model,

@@ -52,14 +52,17 @@ def load(
     model: nn.Module | None = None,
     random_weights: bool = False,
     build: bool = True,
+    graph_meta: dict[str, Any] | None = None,
 ) -> LoadedModel:
     """The model of `config` (a YAML path or a CfgNode; None: the config stored in `weights`) with `weights` (a
     checkpoint, strict load, any layout `hrpose.models.weights` converts; default TEST.MODEL_FILE; `.onnx`: not
     loaded into torch, the graph is the model), on `device`. A model built here without weights is refused unless
     `random_weights`; `model`: an already built (and loaded) model used as it is. `layout` / `color_rgb` override
-    the checkpoint's and the config's; build=False: the config's parts only, no model (a caller's backend runs)."""
-    onnx = weights is not None and Path(weights).suffix.lower() == ".onnx"
-    ckpt_meta = None
+    the checkpoint's and the config's; build=False: the config's parts only, no model (a caller's backend runs);
+    graph_meta: the hrpose metadata a graph file carries (an OpenVINO IR's, read by the runtime): `weights` is
+    that graph, not loaded into torch, and the metadata stands in for a checkpoint's."""
+    onnx = weights is not None and (Path(weights).suffix.lower() == ".onnx" or graph_meta is not None)
+    ckpt_meta = graph_meta
     if weights is not None and not onnx and Path(weights).is_file():
         ckpt_meta = W.read_checkpoint_meta(weights)
     if config is None:

@@ -48,7 +48,8 @@ def auto_backend(
       `torch-fast` where neither is installed; an `.onnx` file given as weights runs in ONNX Runtime as exported;
     - bf16 (asked for): `torch-bf16` where the CPU has bf16 arithmetic (AMX / AVX512_BF16) or the GPU bf16;
     - fp16 (asked for): `torch-fp16` on a CUDA device; a CPU refuses (fp16 convs are slower than fp32);
-    - int8 (asked for): `onnxruntime` on an int8 model made by `hrpose export --int8-calib` (`weights`).
+    - int8 (asked for): `openvino-int8` on a CPU (NNCF: an IR from `hrpose export --format openvino --int8-calib`,
+      or a checkpoint quantised on first use); a GPU and an int8 `.onnx` (ONNX Runtime int8, retired) refuse.
     A precision this machine cannot run fast raises `BackendUnavailableError` naming what is missing
     (raise_missing=False: returns the message prefixed by "unavailable: " instead, for `hrpose info`).
     """
@@ -58,11 +59,18 @@ def auto_backend(
     why = ""
     if precision not in PRECISIONS:
         raise BackendUnavailableError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision == "int8":
-        if device.type == "cpu" and onnx_weights and onnxruntime_available():
-            return "onnxruntime"
-        why = ("int8 runs an int8 ONNX model in ONNX Runtime on a CPU: make one with `hrpose export --int8-calib "
-               "DATA_ROOT` and pass it as --weights model_int8.onnx (--device cpu)")  # fmt: skip
+    if precision == "int8":  # NNCF int8 in OpenVINO ("openvino-int8"); ONNX Runtime int8 is retired
+        int8_installed = all(importlib.util.find_spec(m) is not None for m in ("nncf", "openvino"))
+        if device.type != "cpu":
+            why = "int8 runs on the CPU (OpenVINO); no GPU int8 path is offered: use fp16 or bf16 there"
+        elif onnx_weights:
+            why = ("int8 .onnx models (ONNX Runtime) are retired (they moved keypoints by up to 8 px, "
+                   "docs/benchmarks.md): export an OpenVINO IR with `hrpose export --format openvino --int8-calib "
+                   "DATA_ROOT` and pass the .xml")  # fmt: skip
+        elif int8_installed:
+            return "openvino-int8"
+        else:
+            why = "int8 needs nncf and openvino: pip install 'hrpose[int8]'"
     elif onnx_weights:
         if precision != "fp32":
             why = f"an .onnx model runs as exported (fp32 or int8), not in {precision}; use --precision fp32"

@@ -34,6 +34,7 @@ from .base import Backend, model_device
 from .onnx_cache import load_exported
 from .onnxruntime_backend import onnx_session_backend
 from .openvino_backend import OpenVinoBackend
+from .openvino_int8 import GPU_REFUSAL, Int8Quantizer, OpenVinoIRBackend, quantize_crops, require_int8
 from .policy import auto_backend
 from .quantize import Int8Options, quantize_int8
 from .torch_backend import plain_torch, torch_config
@@ -60,6 +61,9 @@ class BuildRequest:
     int8: Int8Options = field(default_factory=Int8Options)
     workdir: Path | None = None  # int8: where the quantised graph is written
     spinning: bool = True  # ONNX Runtime: threads busy-wait between ops
+    int8_quantizer: Int8Quantizer | None = None  # openvino-int8: quantises the model (hrpose.quantize)
+    flip_test: bool = True  # openvino-int8 with `calibration`: the mirrored crops calibrate too
+    cfg: Any = None  # openvino-int8 on an IR: refuse an IR made for another model than this config's
 
     def model(self) -> nn.Module:
         """The torch model (on `device` when given); a torch engine asked to run an `.onnx` file refuses."""
@@ -132,6 +136,37 @@ def _openvino(req: BuildRequest) -> Backend:
     return req.graph(lambda path: OpenVinoBackend(path, threads=req.threads, name=req.name))
 
 
+def _openvino_int8(req: BuildRequest) -> Backend:
+    """NNCF int8 in OpenVINO on the CPU: a given IR (.xml, `hrpose export --format openvino --int8-calib`), or a
+    torch model quantised by `int8_quantizer` (a user's calibration folder, accuracy control, cached) or on the
+    `calibration` crops (every layer int8)."""
+    if req.device is not None and req.device.type != "cpu":
+        raise BackendUnavailableError(GPU_REFUSAL)
+    require_int8()
+    if isinstance(req.source, Path):
+        if req.source.suffix.lower() == ".onnx":
+            raise BackendUnavailableError(INT8_ONNX_RETIRED.format(path=req.source))
+        return OpenVinoIRBackend(req.source, cfg=req.cfg, threads=req.threads, name=req.name)
+    model = req.source.eval()
+    if req.int8_quantizer is not None:
+        ir = req.int8_quantizer.quantize(model)
+        return OpenVinoIRBackend(ir, cfg=req.cfg, threads=req.threads, name=req.name)
+    if req.calibration is None:
+        raise UserError(f"backend {req.name!r} quantises the model on calibration crops: give --int8-calib "
+                        "DATASET_ROOT, or an int8 IR (.xml) made by `hrpose export --format openvino --int8-calib`")
+    if req.input_size is None:
+        raise ValueError(f"backend {req.name!r}: quantising a model needs input_size (w, h)")
+    crops = np.concatenate([np.asarray(c, np.float32) for c in req.calibration])
+    return quantize_crops(model, req.input_size, crops, flip_test=req.flip_test, threads=req.threads,
+                          name=req.name)  # fmt: skip
+
+
+#: an int8 .onnx (ONNX Runtime static int8) offered to `--precision int8` / "openvino-int8"
+INT8_ONNX_RETIRED = ("{path}: int8 .onnx models (ONNX Runtime) are retired (they moved keypoints by up to 8 px, "
+                     "docs/benchmarks.md); export an OpenVINO IR with `hrpose export --format openvino --int8-calib "
+                     "DATA_ROOT` and pass the .xml")  # fmt: skip
+
+
 #: The vocabulary: every backend name hrpose accepts (besides "auto"), what it builds and what it runs.
 REGISTRY: dict[str, Entry] = {
     "torch": Entry(_torch, "fp32", "the model in eager PyTorch, fp32 NCHW; BatchNorm folded into a copy unless "
@@ -146,10 +181,14 @@ REGISTRY: dict[str, Entry] = {
                            "with CUDA graphs); slow to start, needs a C++ compiler on a CPU"),
     "onnxruntime": Entry(_onnxruntime, "as exported", "the ONNX graph in ONNX Runtime: the model exported and "
                          "self-checked (cached), or a given .onnx file (fp32, or int8 as exported)"),
-    "onnxruntime-int8": Entry(_onnxruntime_int8, "int8", "the exported graph quantised to int8 here (static QDQ, "
-                              "calibrated on given real crops) in ONNX Runtime; or a given int8 .onnx file"),
+    "onnxruntime-int8": Entry(_onnxruntime_int8, "int8", "deprecated (moved keypoints by up to 8 px): the exported "
+                              "graph quantised to int8 here (static QDQ, calibrated on given real crops) in ONNX "
+                              "Runtime; or a given int8 .onnx file"),
     "openvino": Entry(_openvino, "fp32", "the exported graph (or a given .onnx file) in OpenVINO's CPU plugin, "
                       "fp32 (the openvino extra)"),
+    "openvino-int8": Entry(_openvino_int8, "int8", "NNCF int8 in OpenVINO on the CPU (the int8 extra): a given IR "
+                           "(.xml, `hrpose export --format openvino --int8-calib`), or the model quantised on a "
+                           "calibration folder (accuracy control, cached) or on given crops"),
 }
 
 #: Old names, kept working for one release with a one-line deprecation warning: old -> (name, int8 options)
@@ -211,8 +250,9 @@ def make_backend(
     device: where a torch model runs (the model is moved there); precision: for "auto", the precision asked for
     (default fp32: `auto_backend` picks the entry); for a named backend, refused unless it is that entry's.
     options: `BuildRequest` fields (input_size, threads, fold_bn, amp_dtype, channels_last, calibration, int8,
-    workdir, spinning). "auto" on a model picks an ONNX engine on a CPU: where the model cannot be exported, it
-    runs as "torch" instead, with a warning. Raises `BackendUnavailableError` for what this machine cannot run.
+    workdir, spinning, int8_quantizer, flip_test, cfg). "auto" on a model picks an ONNX engine on a CPU: where
+    the model cannot be exported, it runs as "torch" instead, with a warning. Raises `BackendUnavailableError`
+    for what this machine cannot run.
     """
     name, int8 = canonical_name(name)
     if int8 is not None and "int8" not in options:
