@@ -27,7 +27,7 @@ from hrpose.data.layout import layout_from_config  # noqa: E402
 from hrpose.models import build_model  # noqa: E402
 from hrpose.models.weights import checkpoint_meta, save_weights  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COCO_MINI = ROOT.parent / "shared" / "data" / "coco-mini"
 
 
