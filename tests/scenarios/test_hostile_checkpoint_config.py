@@ -16,6 +16,7 @@ import yaml
 from conftest import DATA, ROOT
 from helpers import TINY_YAML
 from hrpose.config import ConfigError, config_to_dict, load_config
+from hrpose.data.layout import layout_from_config
 from hrpose.models import build_model
 from hrpose.models.weights import CheckpointError, checkpoint_meta, config_from_checkpoint_meta, save_weights
 
@@ -25,7 +26,7 @@ HRNET = ROOT / "experiments" / "coco" / "hrnet" / "w32_256x192_adam_lr1e-3.yaml"
 
 def meta_with(cfg_text: str, tiny_files) -> dict:
     cfg = load_config(tiny_files[0])
-    meta = checkpoint_meta(cfg)
+    meta = checkpoint_meta(cfg, layout_from_config(cfg))
     meta["config"] = cfg_text
     return meta
 
@@ -67,7 +68,8 @@ def _hostile_checkpoint(tmp_path, tiny_files, **model_changes):
     """A checkpoint holding the tiny model's weights, but a stored config that asks for a huge HRNet."""
     cfg = config_to_dict(load_config(HRNET))
     cfg["MODEL"].update(model_changes)
-    meta = checkpoint_meta(load_config(tiny_files[0]))
+    cfg = load_config(tiny_files[0])
+    meta = checkpoint_meta(cfg, layout_from_config(cfg))
     meta["config"] = yaml.safe_dump(cfg)
     return save_weights(tiny_files[2], tmp_path / "hostile.safetensors", meta=meta)
 

@@ -7,6 +7,7 @@ tensorboard is not importable or when it is disabled.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -20,7 +21,9 @@ import numpy as np
 import torch
 
 from hrpose.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from hrpose.errors import UserError
 from hrpose.evaluation.coco import markdown_table
+from hrpose.user_files import open_nofollow, safe_text
 
 __all__ = [
     "LOGGER_NAME",
@@ -82,11 +85,6 @@ def setup_logger(
 def _nofollow_file_handler(log_file: Path) -> logging.Handler:
     """A handler appending to `log_file`, opened with O_NOFOLLOW: a symbolic link planted under the log's name
     in the output folder is refused (UserError), never followed to a file outside it."""
-    import errno
-
-    from hrpose.errors import UserError
-    from hrpose.user_files import open_nofollow, safe_text
-
     try:
         fd = open_nofollow(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError as e:
