@@ -68,8 +68,8 @@ def _hostile_checkpoint(tmp_path, tiny_files, **model_changes):
     """A checkpoint holding the tiny model's weights, but a stored config that asks for a huge HRNet."""
     cfg = config_to_dict(load_config(HRNET))
     cfg["MODEL"].update(model_changes)
-    cfg = load_config(tiny_files[0])
-    meta = checkpoint_meta(cfg, layout_from_config(cfg))
+    tiny = load_config(tiny_files[0])
+    meta = checkpoint_meta(tiny, layout_from_config(tiny))
     meta["config"] = yaml.safe_dump(cfg)
     return save_weights(tiny_files[2], tmp_path / "hostile.safetensors", meta=meta)
 

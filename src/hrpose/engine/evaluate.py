@@ -37,6 +37,7 @@ from hrpose.models.weights import load_weights
 from hrpose.pipeline import InferenceSettings, decode, infer_heatmaps, model_backend
 from hrpose.runtime import REGISTRY, Backend, auto_backend, is_backend_name, make_backend
 from hrpose.runtime.onnx_cache import export_onnx_cached
+from hrpose.runtime.openvino_int8 import Int8Error
 
 from .distributed import (
     DistInfo,
@@ -388,8 +389,6 @@ def _test_model(cfg: Any, final_output_dir: Path, device: torch.device) -> tuple
             raise ConfigError(f"HRPOSE.BACKEND {backend} cannot run the OpenVINO IR {cfg.TEST.MODEL_FILE}; use "
                               "HRPOSE.BACKEND openvino-int8 (or auto)")  # fmt: skip
         if not str(cfg.TEST.MODEL_FILE).lower().endswith(".xml"):
-            from hrpose.runtime.openvino_int8 import Int8Error
-
             raise Int8Error("HRPOSE.BACKEND openvino-int8 runs an OpenVINO IR: set TEST.MODEL_FILE to the .xml of "
                             f"`hrpose export --format openvino --int8-calib DATA` (got {cfg.TEST.MODEL_FILE!r})")
         path = Path(str(cfg.TEST.MODEL_FILE))
