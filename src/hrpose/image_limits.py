@@ -65,32 +65,31 @@ def max_image_pixels(override: int | None = None) -> int:
         if int(override) < 1:
             raise ImageTooLargeError(f"the image pixel limit must be >= 1, got {override}")
         return int(override)
-    raw = os.environ.get(ENV_VAR, "").strip()
+    value = _positive_env(ENV_VAR, "pixels, e.g. 100000000")
+    return DEFAULT_MAX_IMAGE_PIXELS if value is None else value
+
+
+def _positive_env(name: str, expected: str) -> int | None:
+    """$name as a positive whole number (None when unset); nan, inf, 1e400 and the like are an error naming it."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_MAX_IMAGE_PIXELS
+        return None
     try:
         number = float(raw)
         value = int(number) if number == number and abs(number) < 1e18 else 0
     except ValueError:
         value = 0
     if value < 1:
-        raise ImageTooLargeError(f"{ENV_VAR}={raw!r}: expected a positive number of pixels, e.g. 100000000")
+        raise ImageTooLargeError(f"{name}={raw!r}: expected a positive number of {expected}")
     return value
 
 
 def max_image_bytes(max_pixels: int | None = None) -> int:
     """The byte budget for decoding one image: $HRPOSE_MAX_IMAGE_BYTES when set, else 16 bytes per allowed
     pixel (`max_pixels`, default `max_image_pixels()`) plus the conversion's strip (`CONVERT_STRIP_BYTES`)."""
-    raw = os.environ.get(BYTES_ENV_VAR, "").strip()
-    if not raw:
+    value = _positive_env(BYTES_ENV_VAR, "bytes, e.g. 1600000000")
+    if value is None:
         return DEFAULT_BYTES_PER_PIXEL * max_image_pixels(max_pixels) + CONVERT_STRIP_BYTES
-    try:
-        number = float(raw)
-        value = int(number) if number == number and abs(number) < 1e18 else 0
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ImageTooLargeError(f"{BYTES_ENV_VAR}={raw!r}: expected a positive number of bytes, e.g. 1600000000")
     return value
 
 

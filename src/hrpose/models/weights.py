@@ -11,15 +11,8 @@ The file checks (safe unpickling, size limits, tensor checks) are `hrpose.models
 other projects `hrpose.models.layouts`; the metadata hrpose stores beside the weights
 `hrpose.models.checkpoint_meta` (all re-exported here: `hrpose.models.weights` is the module callers use).
 
-Pickles are only ever read with `torch.load(..., weights_only=True)`: a file that needs arbitrary code
-to unpickle is refused with a `CheckpointError` (which never advises loading it unsafely).
-
-Limits, checked before anything is decompressed or allocated: a torch zip checkpoint's members may not
-declare more than `max_checkpoint_bytes()` (4 GiB; env HRPOSE_MAX_CHECKPOINT_BYTES) in all, nor expand
-to more than 10x the file's size (zip bombs); a safetensors header must be at most 16 MiB of JSON and
-its tensors must lie inside the file. After reading, every tensor must be a real floating-point tensor
-with only finite values (integer tensors only for BatchNorm's `num_batches_tracked`): a checkpoint with
-a NaN, an inf, or an int/bool/complex weight is refused naming the key.
+Pickles are only read with `torch.load(..., weights_only=True)`, within the limits `hrpose.models.untrusted`
+describes.
 """
 
 from __future__ import annotations
