@@ -111,6 +111,17 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert s3.image.shape == s1.image.shape and not np.array_equal(s1.image, s3.image)
 
 
+def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path: Path) -> None:
+    one = write_synthetic_dataset(tmp_path / "one", 7, seed=5, image_size=(96, 96), workers=1)
+    two = write_synthetic_dataset(tmp_path / "two", 7, seed=5, image_size=(96, 96), workers=2)
+    assert one.read_bytes() == two.read_bytes()  # records and annotation ids in image order
+    doc = json.loads(one.read_text())
+    assert [a["id"] for a in doc["annotations"]] == list(range(1, len(doc["annotations"]) + 1))
+    for i in range(1, 8):
+        name = f"images/train/synth_{i:06d}.jpg"
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
 def test_covered_figure_is_labelled_occluded() -> None:
     big = Figure(height=240, pelvis=(128, 170), arm_abduction=(70, 70))
     small = Figure(height=40, pelvis=(128, 150), arm_abduction=(5, 5))
@@ -204,3 +215,10 @@ def test_mask_area_is_the_figure_pixel_count(tmp_path: Path) -> None:
     first = [a for a in doc["annotations"] if a["image_id"] == 1]
     assert [a["area"] for a in first] == [float(m.sum()) for m in scene.masks]
     assert all(a["area"] < a["bbox"][2] * a["bbox"][3] for a in first)
+
+
+def test_cli_bad_workers_is_one_error_line(tmp_path: Path, capsys) -> None:
+    assert main(["synth", "--out", str(tmp_path / "d"), "--images", "1", "--workers", "-1"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --workers must be from 0") and "-1" in err[0]
+    assert not (tmp_path / "d").exists()

@@ -25,9 +25,13 @@ byte-identical annotation file and identical image arrays.
 from __future__ import annotations
 
 import colorsys
+import functools
 import json
 import math
+import multiprocessing
 import zlib
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -625,6 +629,22 @@ def scene_annotations(scene: Scene, image_id: int, first_ann_id: int, area: str 
     return anns
 
 
+def _write_image(
+    img_dir: Path, seed: int, split: str, size: tuple[int, int], max_people: int, quality: int, area: str, i: int
+) -> tuple[dict, list[dict]]:
+    """Render, encode and write image `i` of a split; its record and annotations (ids renumbered by the caller)."""
+    width, height = size
+    image_id = i + 1
+    scene = sample_scene(image_rng(seed, split, i), width, height, max_people)
+    name = f"synth_{image_id:06d}.jpg"
+    ok, buf = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {img_dir / name}")
+    (img_dir / name).write_bytes(buf.tobytes())
+    record = {"id": image_id, "file_name": name, "width": width, "height": height}
+    return record, scene_annotations(scene, image_id, 1, area)
+
+
 def write_synthetic_dataset(
     out_dir: str | Path,
     images: int,
@@ -635,11 +655,13 @@ def write_synthetic_dataset(
     max_people: int = 4,
     jpeg_quality: int = JPEG_QUALITY,
     area: str = "bbox",
+    workers: int = 1,
 ) -> Path:
     """Write `images` synthetic images and their COCO keypoint annotations; returns the annotation path.
 
     Files: `out_dir/annotations/person_keypoints_<split>.json` and `out_dir/images/<split>/synth_%06d.jpg`
     (image ids 1..images, annotation ids 1..). `image_size` is (W, H); `area` as in `scene_annotations`.
+    `workers` > 1 renders images in that many processes; the files are the same byte for byte.
     """
     if images < 1:
         raise ValueError(f"images must be >= 1, got {images}")
@@ -657,16 +679,25 @@ def write_synthetic_dataset(
     ann_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     anns: list[dict] = []
-    for i in range(images):
-        image_id = i + 1
-        scene = sample_scene(image_rng(seed, split, i), width, height, max_people)
-        name = f"synth_{image_id:06d}.jpg"
-        ok, buf = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-        if not ok:
-            raise RuntimeError(f"JPEG encoding failed for {img_dir / name}")
-        (img_dir / name).write_bytes(buf.tobytes())
-        records.append({"id": image_id, "file_name": name, "width": width, "height": height})
-        anns += scene_annotations(scene, image_id, len(anns) + 1, area)
+    job = functools.partial(
+        _write_image, img_dir, seed, split, (width, height), max_people, int(jpeg_quality), area
+    )
+    workers = max(1, min(int(workers), images))
+    if workers == 1:
+        results: Iterable[tuple[dict, list[dict]]] = map(job, range(images))
+        pool = None
+    else:  # every image is a pure function of its index, so the files do not depend on the worker count
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(job, range(images), chunksize=max(1, min(32, images // (4 * workers))))
+    try:
+        for record, image_anns in results:  # in index order, whatever the pool's order of work
+            for ann in image_anns:
+                ann["id"] = len(anns) + 1
+                anns.append(ann)
+            records.append(record)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     doc = {
         "info": {
             "description": f"hrpose synthetic people, split {split!r}, seed {seed}",

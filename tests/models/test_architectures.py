@@ -171,3 +171,35 @@ def test_pretrained_directory_means_none(tmp_path):
     # load_config joins DATA_DIR to an empty MODEL.PRETRAINED, giving a directory: train from scratch.
     model = build_model(_resnet_cfg(PRETRAINED=str(tmp_path) + "/"), is_train=True)
     assert abs(float(model.layer1[0].conv1.weight.detach().std()) - 0.001) < 0.0002
+
+
+def test_stage1_sets_layer1_blocks_and_width_and_its_absence_is_the_official_layer1():
+    official = build_model(_hrnet_cfg())
+    assert len(official.layer1) == 4 and official.layer1[0].conv1.out_channels == 64
+    cfg = _hrnet_cfg()
+    cfg.MODEL.EXTRA.STAGE1 = CfgNode({"NUM_BLOCKS": [1], "NUM_CHANNELS": [32]})
+    small = build_model(cfg)
+    assert len(small.layer1) == 1
+    assert small.layer1[0].conv3.out_channels == 128  # Bottleneck: 32 * expansion 4
+    assert small.transition1[0][0].in_channels == 128 and small.transition1[1][0][0].in_channels == 128
+    out = small.eval()(torch.zeros(1, 3, 64, 64))
+    assert out.shape == (1, 17, 16, 16)
+    # keys after layer1 keep the official names, so such a model still saves and loads like any other
+    assert [k for k in small.state_dict() if not k.startswith("layer1.")] == [
+        k for k in official.state_dict() if not k.startswith("layer1.")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stage1", "message"),
+    [
+        ({"NUM_BLOCKS": [0]}, "STAGE1.NUM_BLOCKS needs one entry >= 1"),
+        ({"NUM_BRANCHES": 2, "NUM_BLOCKS": [1, 1], "NUM_CHANNELS": [64, 64]}, "STAGE1 is one module of one branch"),
+        ({"BLOCK": "WIDE"}, "unknown HRNet block 'WIDE'"),
+    ],
+)
+def test_bad_stage1_is_a_clear_error(stage1, message):
+    cfg = _hrnet_cfg()
+    cfg.MODEL.EXTRA.STAGE1 = CfgNode(stage1)
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg)

@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"), help="default 256 256"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes rendering images (default 0: one per CPU core, at most 8); the files do not depend on it",
+    )
     parser.add_argument("--max-people", type=int, default=4, help="people per image: 1..N (default 4)")
     parser.add_argument(
         "--area",
@@ -45,6 +51,8 @@ def _check(args: argparse.Namespace) -> list[tuple[str, int]]:
     w, h = args.image_size
     if not (32 <= w <= MAX_SIDE and 32 <= h <= MAX_SIDE):
         raise UserError(f"--image-size W H must be from 32 to {MAX_SIDE} pixels each, got {w} {h}")
+    if not 0 <= args.workers <= 64:
+        raise UserError(f"--workers must be from 0 (one per CPU core) to 64, got {args.workers}")
     if not 1 <= args.max_people <= MAX_PEOPLE:
         raise UserError(f"--max-people must be from 1 to {MAX_PEOPLE}, got {args.max_people}")
     if not args.split or any(c in args.split for c in "/\\\0") or args.split in (".", ".."):
@@ -56,6 +64,15 @@ def _check(args: argparse.Namespace) -> list[tuple[str, int]]:
         splits.append(("val", args.val_images))
     check_output_dirs(("--out", args.out))
     return splits
+
+
+def _workers(requested: int) -> int:
+    if requested > 0:
+        return requested
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 image_size=tuple(args.image_size),
                 max_people=args.max_people,
                 area=args.area,
+                workers=_workers(args.workers),
             )
         except KeyboardInterrupt:
             from hrpose.errors import Interrupted

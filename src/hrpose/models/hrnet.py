@@ -6,6 +6,8 @@ implementation, so `state_dict()` keys, shapes and order equal the official chec
 
 Layout for an input `(N, 3, H, W)`:
   stem (two stride-2 3x3 convs) -> layer1 (4 Bottlenecks, 256 ch)       at H/4
+    (`MODEL.EXTRA.STAGE1` may change layer1's block count and width, as in MMPose's and HRNet-classification's
+    configs; without it the official 4 x Bottleneck(64) -> 256 is built)
   transition1 -> stage2 (2 branches) -> transition2 -> stage3 (3) -> transition3 -> stage4 (4)
   branch i runs at H/4 / 2**i; each module ends by fusing every branch into every other (sum).
   final_layer on branch 0 -> heatmaps `(N, NUM_JOINTS, H/4, W/4)`.
@@ -21,7 +23,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from hrpose.models.blocks import BLOCKS, BN_MOMENTUM, Bottleneck, init_normal_, make_layer
+from hrpose.models.blocks import BLOCKS, BN_MOMENTUM, init_normal_, make_layer
 from hrpose.models.weights import load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class HRNetSpec:
     num_joints: int
     final_conv_kernel: int = 1
     pretrained_layers: tuple[str, ...] = ("*",)
+    stage1: StageSpec = StageSpec(1, 1, "BOTTLENECK", (4,), (64,))  # layer1: the official 4 x Bottleneck(64)
 
     @classmethod
     def from_cfg(cls, model_cfg: Mapping[str, Any]) -> HRNetSpec:
@@ -90,8 +93,20 @@ class HRNetSpec:
             n += 1
         if not stages:
             raise ValueError("MODEL.EXTRA has no STAGE2 for pose_hrnet")
+        stage1 = cls.stage1
+        if "STAGE1" in extra:
+            defaults = {"NUM_MODULES": 1, "NUM_BRANCHES": 1, "BLOCK": "BOTTLENECK", "NUM_BLOCKS": [4], "NUM_CHANNELS": [64]}
+            stage1 = StageSpec.from_cfg({**defaults, **extra["STAGE1"]})
+            if stage1.num_modules != 1 or stage1.num_branches != 1:
+                raise ValueError(
+                    "MODEL.EXTRA.STAGE1 is one module of one branch (layer1): NUM_MODULES 1, NUM_BRANCHES 1; "
+                    f"got {stage1.num_modules} and {stage1.num_branches}"
+                )
+            if stage1.num_blocks[0] < 1:
+                raise ValueError(f"MODEL.EXTRA.STAGE1.NUM_BLOCKS needs one entry >= 1, got {list(stage1.num_blocks)}")
         return cls(
             stages=tuple(stages),
+            stage1=stage1,
             num_joints=int(model_cfg["NUM_JOINTS"]),
             final_conv_kernel=int(extra.get("FINAL_CONV_KERNEL", 1)),
             pretrained_layers=tuple(extra.get("PRETRAINED_LAYERS", ["*"])) or ("*",),
@@ -203,9 +218,10 @@ class PoseHighResolutionNet(nn.Module):
         self.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(STEM_CHANNELS, momentum=BN_MOMENTUM)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = make_layer(Bottleneck, STEM_CHANNELS, 64, 4)
+        s1 = spec.stage1
+        self.layer1 = make_layer(BLOCKS[s1.block], STEM_CHANNELS, s1.num_channels[0], s1.num_blocks[0])
 
-        channels = [64 * Bottleneck.expansion]
+        channels = s1.out_channels
         # Registration order (transition1, stage2, transition2, ...) fixes the state_dict key order.
         for n, stage in enumerate(spec.stages, start=1):
             setattr(self, f"transition{n}", _transition(channels, stage.out_channels))
