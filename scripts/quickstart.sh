@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quick start, end to end on a fresh machine (about 10-15 minutes on 2 CPU cores; seeded by its config):
+# The quick start, end to end on a fresh machine (about 7 minutes on 2 CPU cores after set-up; seeded by its config):
 #   synthetic people -> train a small HRNet -> test (pycocotools AP) -> predict on an image (picture with skeletons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ HR=.venv/bin/hrpose
 CFG=experiments/synthetic/w16_128x96_synth.yaml
 OUT=output/quickstart
 
-$HR summary --cfg experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml
+$HR summary --cfg "$CFG"
 $HR synth --out data/synth --images 1000 --val-images 100 --seed 0
 $HR train --cfg "$CFG" OUTPUT_DIR "$OUT"
 WEIGHTS=$(ls "$OUT"/coco/*/*/model_best.pth | head -n 1)
