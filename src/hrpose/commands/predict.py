@@ -598,10 +598,16 @@ def _run(args: argparse.Namespace, formats: tuple[str, ...], shard: Any, out_dir
                 if pending is None:
                     _check_write_error(e, table.path)
                     raise
-    if rows is not None:
+    if rows is not None and (rows or not summary.disk_error):
         from hrpose.inference.tables import write_parquet
+        from hrpose.outdir import disk_error
 
-        write_parquet(out_dir / "results.parquet", estimator.joint_names, rows)
+        try:
+            write_parquet(out_dir / "results.parquet", estimator.joint_names, rows)
+            summary.kept.append(f"{out_dir / 'results.parquet'} ({len(rows)} rows)")
+        except OSError as e:  # a full disk: the other outputs are kept, one error line says what is missing
+            msg = disk_error(out_dir / "results.parquet", e)
+            summary.disk_error = f"{summary.disk_error}; also {msg}" if summary.disk_error else msg
     summary.seconds = time.perf_counter() - t0
     if collection and not summary.interrupted and not summary.disk_error:
         assert shard is not None or args.resume
@@ -636,9 +642,15 @@ def _finish_collection(out_dir: Path, formats: tuple[str, ...], shard: Any, summ
             started = True
         try:
             dist.barrier()
+            failed: BaseException | None = None
             if shard.index == 0:
-                _merge(out_dir, formats, shard.count)
+                try:
+                    _merge(out_dir, formats, shard.count)
+                except Exception as e:  # a full disk: the other ranks still get past the barrier below
+                    failed = e
             dist.barrier()
+            if failed is not None:
+                raise failed
         finally:
             if started:
                 dist.destroy_process_group()
@@ -654,7 +666,7 @@ def _finish_collection(out_dir: Path, formats: tuple[str, ...], shard: Any, summ
 def _merge(out_dir: Path, formats: tuple[str, ...], count: int | None) -> int:
     """The per-item outputs of all shards -> results.json (images) and the tables (images, then videos)."""
     from hrpose.inference import shard as sh
-    from hrpose.inference.tables import CsvTable, rows_of, write_parquet
+    from hrpose.inference.tables import rows_of, write_csv, write_parquet
 
     n, items, missing = sh.read_manifests(out_dir, count)
     if missing:
@@ -691,11 +703,7 @@ def _merge(out_dir: Path, formats: tuple[str, ...], count: int | None) -> int:
         if "csv" in formats or "parquet" in formats:
             names = joint_names or _joint_names_of_rows(rows)
             if "csv" in formats:
-                t = CsvTable(out_dir / "results.csv", names)
-                try:
-                    t.write(rows)
-                finally:
-                    t.close()
+                write_csv(out_dir / "results.csv", names, rows)  # replaced only when whole
             if "parquet" in formats:
                 write_parquet(out_dir / "results.parquet", names, rows)
     except OSError as e:
@@ -783,20 +791,25 @@ def _predict_images(estimator: Any, items: list[tuple[str, str]], out_dir: Path,
                 s.bad.append(str(e))
                 continue
             target = out_dir / f"{stem}_pose.jpg"
+            in_table = False
             try:
                 if not args.no_draw:
                     drawn = draw_poses(image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr)
                     ok, jpg = cv2.imencode(".jpg", drawn)
                     if ok:
                         write_atomic(target, jpg.tobytes())
-                target = out_dir / f"{stem}.json"  # written last: an image with its JSON is done
-                write_atomic(target, text)
-                if table is not None:
+                if table is not None:  # whole rows or none (a failed write is cut back)
                     target = table.path
                     table.write(rows_of(results, path))
+                    in_table = True
+                target = out_dir / f"{stem}.json"  # written last: an image with its JSON is done
+                write_atomic(target, text)
                 if args.mark_done:
+                    target = out_dir / ".hrpose"
                     mark_done(out_dir, stem)
             except OSError as e:  # disk full, I/O error: stop, keep what was done (results.json below)
+                if in_table and not (out_dir / f"{stem}.json").is_file():
+                    table.undo()  # the table holds the images that are done, no other
                 s.disk_error = disk_error(target, e)
                 break
             if rows is not None:
@@ -851,7 +864,7 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
     from hrpose.inference.tracking import PoseTracker
     from hrpose.inference.video import VideoError, VideoWriter
     from hrpose.outdir import disk_error
-    from hrpose.user_files import create_exclusive, error_text
+    from hrpose.user_files import RecordFile, create_exclusive, error_text
 
     names = list(estimator.joint_names)
     try:
@@ -893,17 +906,25 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
     bar = tqdm(desc=Path(path).name if kind != "stream" else source, unit="frame", total=total)
     try:
         fd, jsonl_tmp = create_exclusive(out_dir, f".{stem}.jsonl.", ".partial")
-        with os.fdopen(fd, "w", encoding="utf-8") as jsonl:
+        jsonl = RecordFile(fd, jsonl_tmp)  # whole lines: a failed write is cut back to the last one
+        try:
 
             def sink(f: Frame, poses: list[Any]) -> None:
                 nonlocal writer, video_tmp
                 people = [p.to_coco(f.index) for p in poses]
                 line = {"frame": f.index, "time": round(f.time, 4), "source": source, "people": people}
+                target = jsonl_path
                 try:
                     jsonl.write(strict_json(line) + "\n")
                     if table is not None:
-                        table.write(rows_of(people, source, frame=f.index, time=round(f.time, 4)))
+                        target = table.path
+                        try:
+                            table.write(rows_of(people, source, frame=f.index, time=round(f.time, 4)))
+                        except OSError:
+                            jsonl.undo()  # the frame is in both or in neither
+                            raise
                     if not args.no_draw:
+                        target = video_path
                         if writer is None:
                             size = (f.image.shape[1], f.image.shape[0])
                             vfd, video_tmp = create_exclusive(out_dir, f".{stem}_pose.", ".partial.mp4")
@@ -911,7 +932,7 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
                             writer = VideoWriter(video_tmp, reader.fps, size)
                         writer.write(draw_poses(f.image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr))
                 except OSError as e:
-                    _check_write_error(e, jsonl_path)
+                    _check_write_error(e, target)
                 if rows is not None:
                     rows.extend(rows_of(people, source, frame=f.index, time=round(f.time, 4)))
                 if not poses:
@@ -924,6 +945,8 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
             s.capped += stats.capped_people
             s.capped_items += stats.capped_frames
             complete = True
+        finally:
+            jsonl.close()
     except KeyboardInterrupt:
         s.interrupted = True
         tqdm.write(f"{reader.name}: stopped after {s.frames - frames_before} frames")
@@ -948,7 +971,12 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
         if writer is not None:
             writer.close()
         if video_tmp is not None:
-            _keep_or_drop(video_tmp, video_path, writer is not None and writer.frames > 0)
+            drawn = writer is not None and writer.frames > 0
+            if drawn and not _video_complete(video_tmp, writer.frames):  # OpenCV's writer fails silently
+                drawn = False
+                if not s.disk_error:
+                    s.disk_error = disk_error(video_path, _video_write_error(out_dir))
+            _keep_or_drop(video_tmp, video_path, drawn)
         if jsonl_tmp is not None:
             _keep_or_drop(jsonl_tmp, jsonl_path, s.frames > frames_before)
     if s.frames > frames_before:
@@ -957,6 +985,32 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
             mark_done(out_dir, stem)
     if s.frames == frames_before and not s.interrupted:
         s.bad.append(f"{reader.name}: no frame could be read")
+
+
+def _video_complete(path: Path, frames: int) -> bool:
+    """Whether the video OpenCV wrote holds all `frames` (its writer says nothing when a write fails: a full disk
+    leaves a file without its index, which does not open, or with fewer frames)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return bool(cap.isOpened()) and int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) >= frames
+    finally:
+        cap.release()
+
+
+def _video_write_error(out_dir: Path) -> OSError:
+    """The likely reason a video could not be written: a full disk when less space is left than one write of the
+    encoder (64 KiB), else I/O."""
+    import errno
+
+    try:
+        st = os.statvfs(out_dir)
+        full = st.f_bavail * st.f_frsize < (64 << 10)
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, os.strerror(code) + ("" if full else " (the video writer failed)"))
 
 
 def _keep_or_drop(tmp: Path, final: Path, keep: bool) -> None:
