@@ -342,7 +342,8 @@ def deviation(ref: dict[int, list], other: dict[int, list], det_every: int) -> d
     nan = float("nan")
     return {"mean_px": float(np.mean(px)) if px else nan, "median_px": float(np.median(px)) if px else nan,
             "mean_rel": float(np.mean(rel)) if rel else nan, "median_rel": float(np.median(rel)) if rel else nan,
-            "matched": len(px), "box_matched": box_matched, "every_frame_people": ref_n, "det_every_people": other_n}  # fmt: skip
+            "matched": len(px), "box_matched": box_matched, "every_frame_people": ref_n,
+            "det_every_people": other_n}  # fmt: skip
 
 
 W32_CFG = ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
