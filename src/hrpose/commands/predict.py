@@ -105,8 +105,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
                    help="stream: when it drops, keep trying to reconnect for this long (default 30)")  # fmt: skip
     g.add_argument("--queue", type=int, default=4, metavar="FRAMES",
-                   help="stream: frames waiting for the model at most; older ones are dropped and counted "
-                        "(default 4)")  # fmt: skip
+                   help="stream or webcam: frames waiting for the model at most; older ones are dropped and "
+                        "counted (default 4)")  # fmt: skip
     g.add_argument("--stdin-size", default=None, metavar="WxH",
                    help="input - carries raw bgr24 frames of this size (ffmpeg -f rawvideo -pix_fmt bgr24 -); "
                         "without it, stdin is read as MJPEG (ffmpeg -f mjpeg -)")  # fmt: skip
@@ -834,9 +834,12 @@ def _predict_images(estimator: Any, items: list[tuple[str, str]], out_dir: Path,
 
 def _open_source(kind: str, path: str, args: Any) -> tuple[Any, Any]:
     """(reader with name/fps/frame_count, the frames to iterate, or a LiveFrames for streams)."""
-    from hrpose.inference.streams import Frame, LiveFrames, StdinReader, StreamReader
+    from hrpose.inference.streams import CameraReader, Frame, LiveFrames, StdinReader, StreamReader
     from hrpose.inference.video import VideoReader
 
+    if kind == "webcam":  # live: the same bounded queue as streams, the oldest frames dropped and counted
+        camera = CameraReader(path)
+        return camera, LiveFrames(camera, max_queue=getattr(args, "queue", 4))
     if kind == "stream":
         if path == "-":
             size = _parse_size(args.stdin_size) if getattr(args, "stdin_size", None) else None
