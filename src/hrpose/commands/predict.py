@@ -692,7 +692,7 @@ def _predict_images(estimator: Any, items: list[tuple[str, str]], out_dir: Path,
                 s.bad.append(str(e))
                 continue
             target = out_dir / f"{stem}_pose.jpg"
-            in_table = False
+            in_table = json_written = False
             try:
                 if not args.no_draw:
                     drawn = draw_poses(image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr)
@@ -705,11 +705,12 @@ def _predict_images(estimator: Any, items: list[tuple[str, str]], out_dir: Path,
                     in_table = True
                 target = out_dir / f"{stem}.json"  # written last: an image with its JSON is done
                 write_atomic(target, text)
+                json_written = True
                 if args.mark_done:
                     target = out_dir / ".hrpose"
                     mark_done(out_dir, stem)
             except OSError as e:  # disk full, I/O error: stop, keep what was done (results.json below)
-                if in_table and not (out_dir / f"{stem}.json").is_file():
+                if in_table and not json_written:
                     table.undo()  # the table holds the images that are done, no other
                 s.disk_error = disk_error(target, e)
                 break
