@@ -15,6 +15,9 @@ whose keypoints are not finite is an error for that image, which is skipped). Im
 Ctrl-C stops the run: `results.json` is written for the images done, each video keeps the frames done,
 and the exit code is 130. Folders and globs skip the drawings hrpose wrote (`*_pose.jpg`, `*_pose.mp4`
 inside the output folder), so the default `--out` inside an input folder is not read back in.
+
+Videos, webcams and streams run in `predict_video`; the shards of a collection meet and merge in
+`predict_collection`.
 """
 
 from __future__ import annotations
