@@ -7,7 +7,8 @@ as an mp4v file. The detector: a YOLOX-tiny-sized network (CSPDarknet-tiny + PAF
 run by hrpose's `OnnxDetector` (letterbox, ONNX Runtime, raw-head decoding, NMS); as its random boxes are
 meaningless, each frame's people are the photo's annotated boxes (the ONNX model still runs on every frame
 it is asked, so its cost is real). The pose model: HRNet-W32 256x192 (random weights unless --weights), flip
-test on, fp32, the `auto` backend.
+test on, fp32, the `auto` backend. `--clip synth:DIR` makes the clip from the val images of a `hrpose synth`
+folder instead (the people a model trained by the quick start knows; use with its --weights).
 
 Measured, interleaved `--repeats` times (median and min-max over the repeats):
 - stages one after another: decode every frame, detect every frame, pose every frame, draw + encode +
@@ -23,6 +24,8 @@ Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/video_throughput.py                 # 48 frames, 3 repeats
     OMP_NUM_THREADS=2 python benchmarks/video_throughput.py --frames 30 --repeats 2
+    hrpose synth --out /tmp/synth --split val --images 40 --seed 3                  # people like the quick start's
+    OMP_NUM_THREADS=2 python benchmarks/video_throughput.py --weights w16_synth_qs.pth --clip synth:/tmp/synth
 """
 
 from __future__ import annotations
@@ -165,30 +168,61 @@ def export_detector(path: Path) -> int:
 
 
 # --- the clip --------------------------------------------------------------------------------------------
-def make_clip(path: Path, frames: int, hold: int) -> dict[int, np.ndarray]:
-    """The clip (see the module docstring) -> {frame index: (N, 5) person boxes xywh+score}."""
+def clip_source(spec: str) -> tuple[Path, str, str]:
+    """`--clip` -> (dataset root, annotation file, image folder): "coco-mini" (../shared's real photos, train2017)
+    or "synth:DIR" (a folder written by `hrpose synth`: its `val` split, else its only split)."""
+    if spec == "coco-mini":
+        return COCO_MINI, "person_keypoints_train2017.json", "train2017"
+    if spec.startswith("synth:"):
+        root = Path(spec[len("synth:"):])
+        anns = sorted((root / "annotations").glob("person_keypoints_*.json"))
+        split = "val" if (root / "annotations" / "person_keypoints_val.json").is_file() else None
+        if split is None and len(anns) == 1:
+            split = anns[0].stem[len("person_keypoints_"):]
+        if split is None or not (root / "images" / split).is_dir():
+            raise SystemExit(f"error: --clip {spec}: expected a folder written by `hrpose synth` (annotations/"
+                             f"person_keypoints_val.json and images/val/); make one with `hrpose synth --out DIR "
+                             f"--split val --images 40 --seed 3`")  # fmt: skip
+        return root, f"person_keypoints_{split}.json", split
+    raise SystemExit(f"error: --clip {spec!r}: expected coco-mini or synth:DIR")
+
+
+def make_clip(path: Path, frames: int, hold: int, spec: str = "coco-mini") -> dict[int, np.ndarray]:
+    """The clip (see the module docstring) -> {frame index: (N, 5) person boxes xywh+score}.
+
+    coco-mini photos are stretched to 640x480 (as the throughput table was measured); synth images (square)
+    are scaled by one factor to the clip's height and centred (people keep their proportions, as the model
+    was trained on them)."""
     import cv2
 
-    ann = json.loads((COCO_MINI / "annotations" / "person_keypoints_train2017.json").read_text())
+    root, ann_file, split = clip_source(spec)
+    ann = json.loads((root / "annotations" / ann_file).read_text())
     by_image: dict[int, list[list[float]]] = defaultdict(list)
     crowd: set[int] = set()
     for a in ann["annotations"]:
         if a.get("iscrowd"):
             crowd.add(a["image_id"])
-        elif a["category_id"] == 1:
+        elif a["category_id"] == 1 and a.get("num_keypoints", 1) > 0:
             by_image[a["image_id"]].append(a["bbox"])
     chosen = [im for im in ann["images"] if im["id"] not in crowd and 1 <= len(by_image[im["id"]]) <= 3
               and all(b[2] * b[3] >= 32 * 32 for b in by_image[im["id"]])]  # fmt: skip
     chosen.sort(key=lambda im: im["id"])
+    if not chosen:
+        raise SystemExit(f"error: --clip {spec}: no image with 1-3 people of at least 32x32 pixels in {ann_file}")
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (W, H))
     boxes: dict[int, np.ndarray] = {}
     for i in range(frames):
         im = chosen[(i // hold) % len(chosen)]
-        img = cv2.imread(str(COCO_MINI / "images" / "train2017" / im["file_name"]))
-        sx, sy = W / img.shape[1], H / img.shape[0]
-        dx = 3.0 * (i % hold)  # a slow pan: the people move 3 px a frame
+        img = cv2.imread(str(root / "images" / split / im["file_name"]))
+        if spec == "coco-mini":
+            sx, sy, ox = W / img.shape[1], H / img.shape[0], 0.0
+            border = cv2.BORDER_REFLECT
+        else:
+            sx = sy = min(W / img.shape[1], H / img.shape[0])
+            ox, border = (W - img.shape[1] * sx) / 2, cv2.BORDER_REPLICATE
+        dx = ox + 3.0 * (i % hold)  # a slow pan: the people move 3 px a frame
         m = np.float32([[sx, 0, dx], [0, sy, 0]])
-        writer.write(cv2.warpAffine(img, m, (W, H), borderMode=cv2.BORDER_REFLECT))
+        writer.write(cv2.warpAffine(img, m, (W, H), borderMode=border))
         b = np.asarray([[x * sx + dx, y * sy, w * sx, h * sy, 1.0] for x, y, w, h in by_image[im["id"]]], np.float32)
         boxes[i] = b
     writer.release()
@@ -267,43 +301,70 @@ def pipelined(est, clip: Path, out: Path, det_every: int, tag: str) -> tuple[flo
     return time.perf_counter() - t0, got
 
 
-def deviation(ref: dict[int, list], other: dict[int, list], det_every: int) -> tuple[float, float, int]:
-    """Mean joint distance (px, fraction of the box diagonal) of `other` vs `ref` on the frames without detection,
-    people matched by box IoU; joints scored >= 0.3 in both."""
+def deviation(ref: dict[int, list], other: dict[int, list], det_every: int) -> dict[str, float | int]:
+    """Keypoint deviation of `other` (--det-every N) vs `ref` (detection on every frame) on the frames where the
+    detector did not run: people matched one to one by box IoU (>= 0.3, best first), joints scored >= 0.3 in
+    both; per person the mean distance of its joints, in pixels and as a fraction of `ref`'s box diagonal.
+    Returns mean/median of those over people, how many were matched (`box_matched`: by box; `matched`: also
+    with a joint scored >= 0.3 in both, the people measured), and how many people each run posed on those
+    frames."""
     from hrpose.inference.tracking import box_iou_matrix
 
-    px, rel, n = [], [], 0
+    px: list[float] = []
+    rel: list[float] = []
+    ref_n = other_n = box_matched = 0
     for i, a in ref.items():
-        if i % det_every == 0 or not a or not other.get(i):
+        if i % det_every == 0:
             continue
-        b = other[i]
-        iou = box_iou_matrix(np.stack([p.box for p in a]), np.stack([p.box for p in b]))
-        for ia in range(len(a)):
-            ib = int(iou[ia].argmax())
+        b = other.get(i, [])
+        ref_n, other_n = ref_n + len(a), other_n + len(b)
+        if not a or not b:
+            continue
+        iou = box_iou_matrix(np.stack([p.box[:4] for p in a]), np.stack([p.box[:4] for p in b]))
+        used_a: set[int] = set()
+        used_b: set[int] = set()
+        for flat in np.argsort(-iou, axis=None):
+            ia, ib = divmod(int(flat), iou.shape[1])
             if iou[ia, ib] < 0.3:
+                break
+            if ia in used_a or ib in used_b:
                 continue
+            used_a.add(ia)
+            used_b.add(ib)
+            box_matched += 1
             ka, kb = np.asarray(a[ia].keypoints), np.asarray(b[ib].keypoints)
             ok = (ka[:, 2] >= 0.3) & (kb[:, 2] >= 0.3)
             if not ok.any():
                 continue
-            d = np.linalg.norm(ka[ok, :2] - kb[ok, :2], axis=1)
-            diag = float(np.hypot(a[ia].box[2], a[ia].box[3]))
-            px.append(d.mean())
-            rel.append(d.mean() / max(diag, 1.0))
-            n += 1
-    return (float(np.mean(px)) if px else float("nan"), float(np.mean(rel)) if rel else float("nan"), n)
+            d = float(np.linalg.norm(ka[ok, :2] - kb[ok, :2], axis=1).mean())
+            px.append(d)
+            rel.append(d / max(float(np.hypot(a[ia].box[2], a[ia].box[3])), 1.0))
+    nan = float("nan")
+    return {"mean_px": float(np.mean(px)) if px else nan, "median_px": float(np.median(px)) if px else nan,
+            "mean_rel": float(np.mean(rel)) if rel else nan, "median_rel": float(np.median(rel)) if rel else nan,
+            "matched": len(px), "box_matched": box_matched, "every_frame_people": ref_n,
+            "det_every_people": other_n}  # fmt: skip
 
 
-def main() -> None:
+W32_CFG = ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cfg", default=str(ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"))
+    ap.add_argument("--cfg", default=None,
+                    help="pose config (default: the config stored in --weights; HRNet-W32 256x192 without --weights)")
     ap.add_argument("--weights", default=None, help="trained pose weights (default: random weights)")
+    ap.add_argument("--clip", default="coco-mini",
+                    help="coco-mini (the real photos in ../shared, default) or synth:DIR (the val split of a "
+                         "folder written by `hrpose synth`)")  # fmt: skip
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--hold", type=int, default=10,
                     help="frames per photo (a multiple of 5 puts the scene cuts on --det-every 5's detection frames)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the 2 cores)")
-    args = ap.parse_args()
+    ap.add_argument("--json", default=None, help="also write the measurements to this JSON file")
+    args = ap.parse_args(argv)
+    cfg = args.cfg if args.cfg is not None else (None if args.weights else str(W32_CFG))
 
     import torch
 
@@ -314,20 +375,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hrpose-video-bench-") as d:
         out = Path(d)
         n_params = export_detector(out / "yolox_tiny.onnx")
-        boxes = make_clip(out / "clip.mp4", args.frames, args.hold)
+        boxes = make_clip(out / "clip.mp4", args.frames, args.hold, args.clip)
         people = [len(b) for b in boxes.values()]
-        print(f"clip: {args.frames} frames {W}x{H} from coco-mini photos, {min(people)}-{max(people)} people a frame "
-              f"({sum(people) / len(people):.2f} on average); detector: YOLOX-tiny-sized ONNX, {n_params / 1e6:.2f}M "
-              f"parameters, 416x416, random weights; pose: {Path(args.cfg).name}, "
-              f"{'weights ' + args.weights if args.weights else 'random weights'}, flip test")  # fmt: skip
-        det = ClipDetector(out / "yolox_tiny.onnx", boxes)
-        est = PoseEstimator.from_config(args.cfg, args.weights, device="cpu", detector=det,
+        est = PoseEstimator.from_config(cfg, args.weights, device="cpu", detector=None,
                                         random_weights=args.weights is None)  # fmt: skip
+        size = est.input_size
+        print(f"clip: {args.frames} frames {W}x{H} from {args.clip} images, each held {args.hold} frames, "
+              f"{min(people)}-{max(people)} people a frame ({sum(people) / len(people):.2f} on average); detector: "
+              f"YOLOX-tiny-sized ONNX, {n_params / 1e6:.2f}M parameters, 416x416, random weights (answers the "
+              f"annotated boxes); pose: {Path(cfg).name if cfg else 'the config in the checkpoint'} "
+              f"(input {size[0]}x{size[1]}), {'weights ' + args.weights if args.weights else 'random weights'}, "
+              f"flip test")  # fmt: skip
+        det = ClipDetector(out / "yolox_tiny.onnx", boxes)
+        est.detector = det
         est.warn_no_person = False
         print(f"pose backend: {type(est.backend).__name__}")
         # warm-up: one frame through every stage
-        serial_warm = make_clip(out / "warm.mp4", 2, 1)
-        del serial_warm
+        make_clip(out / "warm.mp4", 2, 1, args.clip)
         pipelined(est, out / "warm.mp4", out, 1, "warm")
         runs: dict[str, list[float]] = defaultdict(list)
         ref: dict[int, list] = {}
@@ -344,6 +408,7 @@ def main() -> None:
             posed = (sum(len(p) for p in ref.values()), sum(len(p) for p in other.values()))
             print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items())
                   + f"; people posed: every-frame detection {posed[0]}, --det-every 5 {posed[1]}", file=sys.stderr)
+    load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in runs.items()}
     print()
     print("| run | frames/s, median | min - max | x pose-only rate |")
@@ -355,10 +420,24 @@ def main() -> None:
     ratios = [e / p for e, p in zip(runs["pipelined e2e"], runs["pose"])]
     print(f"\npipelined e2e / pose-only rate, per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"pipelined e2e / serial sum, median: {med['pipelined e2e'] / med['serial (sum of stages)']:.2f}")
-    dpx, drel, n = deviation(ref, other, 5)
-    print(f"--det-every 5 vs every-frame detection, frames without detection: mean joint distance {dpx:.1f} px "
-          f"({100 * drel:.1f}% of the box diagonal) over {n} people"
+    print(f"load average after the run: {', '.join(f'{x:.1f}' for x in load_after)}")
+    dev = deviation(ref, other, 5)
+    posed = {"every_frame": sum(len(p) for p in ref.values()), "det_every_5": sum(len(p) for p in other.values()),
+             "annotated": sum(people)}  # fmt: skip
+    print(f"--det-every 5 vs every-frame detection (last repeat), on the frames without detection: joint distance "
+          f"mean {dev['mean_px']:.2f} px, median {dev['median_px']:.2f} px ({100 * dev['mean_rel']:.2f}% / "
+          f"{100 * dev['median_rel']:.2f}% of the box diagonal) over {dev['matched']} people "
+          f"({dev['box_matched']} matched by box IoU >= 0.3); people posed "
+          f"on those frames: every-frame detection {dev['every_frame_people']}, --det-every 5 "
+          f"{dev['det_every_people']}; on all frames: {posed['every_frame']} and {posed['det_every_5']} "
+          f"({posed['annotated']} annotated)"
           f"{'' if args.weights else ' (random pose weights: not meaningful)'}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "clip": args.clip, "frames": args.frames, "hold": args.hold, "weights": args.weights, "cfg": cfg,
+            "fps": {k: list(v) for k, v in runs.items()}, "median_fps": med, "e2e_over_pose": ratios,
+            "deviation": dev, "posed": posed,
+        }, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

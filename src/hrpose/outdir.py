@@ -44,7 +44,13 @@ def acquire_out_lock(out_dir: str | os.PathLike[str], name: str = PREDICT_LOCK_N
     """Hold `out_dir/name` (an flock) until `.release()`; OutputDirLockedError (a UserError) when another live
     process holds it. Sharded runs pass a name of their own per rank."""
     lock = OutLock(out_dir, name=name)
-    lock.acquire()
+    try:
+        lock.acquire()
+    except OutputDirLockedError:
+        raise
+    except OSError as e:  # the lock holds the PID: a full disk fails here, before any work
+        raise OutDirError(disk_error(lock.path, e).replace(", then run again on the inputs not yet done", "")) \
+            from None  # fmt: skip
     return lock
 
 

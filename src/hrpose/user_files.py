@@ -23,7 +23,8 @@ from pathlib import Path
 
 from hrpose.errors import UserError
 
-__all__ = ["UserFileError", "create_exclusive", "error_text", "open_nofollow", "read_user_file", "safe_text"]
+__all__ = ["RecordFile", "UserFileError", "create_exclusive", "error_text", "open_nofollow", "read_user_file",
+           "safe_text"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -119,3 +120,47 @@ def create_exclusive(folder: str | os.PathLike[str], prefix: str, suffix: str, m
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "could not find a free temporary name", str(d))
+
+
+class RecordFile:
+    """Whole records appended to an open file descriptor, unbuffered (`os.write`).
+
+    `write(text)` writes all of `text` or, when a write fails (ENOSPC, EIO), truncates the file back to where
+    it was before the call and re-raises: the file never ends in a torn record. `undo()` removes the last
+    write (its records belong to an item whose other outputs failed). Truncating frees space, so it works on
+    a full disk."""
+
+    def __init__(self, fd: int, path: str | os.PathLike[str]) -> None:
+        self.fd: int | None = fd
+        self.path = Path(path)
+        self.size = os.lseek(fd, 0, os.SEEK_END)
+        self._before_last = self.size
+
+    def write(self, text: str) -> None:
+        assert self.fd is not None, "write after close"
+        raw = text.encode("utf-8")
+        data = memoryview(raw)
+        start = self.size
+        try:
+            while data:
+                n = os.write(self.fd, data)
+                data = data[n:]
+        except OSError:
+            self._cut(start)
+            raise
+        self._before_last, self.size = start, start + len(raw)
+
+    def undo(self) -> None:
+        """Remove what the last `write` added (once)."""
+        self._cut(self._before_last)
+
+    def _cut(self, size: int) -> None:
+        assert self.fd is not None
+        os.ftruncate(self.fd, size)
+        os.lseek(self.fd, size, os.SEEK_SET)
+        self.size = self._before_last = size
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)

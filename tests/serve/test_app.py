@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import struct
+import threading
 import time
 import zlib
 
@@ -256,13 +257,36 @@ def test_concurrent_load_latency_and_bounded_memory(server, reference):
 
 
 def test_tiny_queue_and_slow_model_give_clean_503s_and_504s(model_dir):
-    # one request runs (0.7 s), two wait; the second waiter's answer would come after 1.4 s > the 1 s timeout
-    slow = Server(model_dir, "--queue-size", "2", "--max-batch", "1", "--test-delay-ms", "700", "--timeout", "1")
+    # one request runs (2.5 s of test delay + the model), two wait; the first waiter's answer would come after
+    # 5 s > the 4 s timeout whatever the load (the delays alone add up to 5 s), while the running request has
+    # 1.5 s for the model itself, however busy the machine. The server is warmed up first (its first
+    # request builds the backend), and the burst is released at once from 12 ready threads, so all of it
+    # arrives while the first request is still running (2.5 s): the rest are refused with 503 at once.
+    delay_s, timeout_s = 2.5, 4.0
+    slow = Server(model_dir, "--queue-size", "2", "--max-batch", "1", "--test-delay-ms", str(int(delay_s * 1000)),
+                  "--timeout", str(timeout_s))  # fmt: skip
     try:
         photo = PHOTO.read_bytes()
 
-        def one(_: int) -> tuple[int, dict, dict]:
-            return post_image(slow, photo)
+        def until_answered(limit_s: float) -> tuple[int, dict, dict]:
+            """Post until the server answers 200 (a warm-up job that timed out still finishes, unseen)."""
+            deadline = time.monotonic() + limit_s
+            while True:
+                got = post_image(slow, photo)
+                if got[0] == 200 or time.monotonic() > deadline:
+                    return got
+                assert got[0] in (503, 504), got
+                time.sleep(0.5)
+
+        warm = until_answered(120)
+        assert warm[0] == 200, warm
+        ready = threading.Barrier(12)
+
+        def one(_: int) -> tuple[int, dict, dict, float]:
+            ready.wait(30)
+            t0 = time.monotonic()
+            status, headers, answer = post_image(slow, photo)
+            return status, headers, answer, time.monotonic() - t0
 
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
             results = list(pool.map(one, range(12)))
@@ -272,13 +296,17 @@ def test_tiny_queue_and_slow_model_give_clean_503s_and_504s(model_dir):
         assert statuses.count(200) >= 1 and statuses.count(504) >= 1
         # admitted at most: queue 2 + batch 1 + 2 (reading); the rest are refused at once
         assert statuses.count(503) >= 12 - 5
-        for status, headers, answer in results:
+        for status, headers, answer, seconds in results:
             if status == 503:
                 assert headers["retry-after"] == "1" and "busy" in answer["detail"] and answer["version"] == 1
             if status == 504:
                 assert "timeout" in answer["detail"]
-        time.sleep(1.5)  # the timed-out jobs finish or are skipped; then the server answers again
-        assert post_image(slow, photo)[0] == 200
+                assert seconds >= timeout_s - 0.1, f"a 504 after {seconds:.2f} s, before the {timeout_s} s timeout"
+            if status == 200:
+                assert seconds >= delay_s  # the model (slowed down by the test delay) did run
+        # the timed-out jobs finish or are skipped; then the server answers again
+        final = until_answered(30)
+        assert final[0] == 200, final
     finally:
         slow.stop()
 

@@ -15,6 +15,9 @@ whose keypoints are not finite is an error for that image, which is skipped). Im
 Ctrl-C stops the run: `results.json` is written for the images done, each video keeps the frames done,
 and the exit code is 130. Folders and globs skip the drawings hrpose wrote (`*_pose.jpg`, `*_pose.mp4`
 inside the output folder), so the default `--out` inside an input folder is not read back in.
+
+Videos, webcams and streams run in `predict_video`; the shards of a collection meet and merge in
+`predict_collection`.
 """
 
 from __future__ import annotations
@@ -105,8 +108,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
                    help="stream: when it drops, keep trying to reconnect for this long (default 30)")  # fmt: skip
     g.add_argument("--queue", type=int, default=4, metavar="FRAMES",
-                   help="stream: frames waiting for the model at most; older ones are dropped and counted "
-                        "(default 4)")  # fmt: skip
+                   help="stream or webcam: frames waiting for the model at most; older ones are dropped and "
+                        "counted (default 4)")  # fmt: skip
     g.add_argument("--stdin-size", default=None, metavar="WxH",
                    help="input - carries raw bgr24 frames of this size (ffmpeg -f rawvideo -pix_fmt bgr24 -); "
                         "without it, stdin is read as MJPEG (ffmpeg -f mjpeg -)")  # fmt: skip
@@ -531,6 +534,8 @@ def _parse_size(spec: str) -> tuple[int, int]:
 
 
 def _run(args: argparse.Namespace, formats: tuple[str, ...], shard: Any, out_dir: Path, stop: Any) -> int:
+    from hrpose.commands.predict_collection import _finish_collection, _item_done, _merge
+    from hrpose.commands.predict_video import _predict_stream
     from hrpose.errors import UserError
     from hrpose.inference import shard as sh
     from hrpose.inference.detectors import DetectorError
@@ -598,10 +603,16 @@ def _run(args: argparse.Namespace, formats: tuple[str, ...], shard: Any, out_dir
                 if pending is None:
                     _check_write_error(e, table.path)
                     raise
-    if rows is not None:
+    if rows is not None and (rows or not summary.disk_error):
         from hrpose.inference.tables import write_parquet
+        from hrpose.outdir import disk_error
 
-        write_parquet(out_dir / "results.parquet", estimator.joint_names, rows)
+        try:
+            write_parquet(out_dir / "results.parquet", estimator.joint_names, rows)
+            summary.kept.append(f"{out_dir / 'results.parquet'} ({len(rows)} rows)")
+        except OSError as e:  # a full disk: the other outputs are kept, one error line says what is missing
+            msg = disk_error(out_dir / "results.parquet", e)
+            summary.disk_error = f"{summary.disk_error}; also {msg}" if summary.disk_error else msg
     summary.seconds = time.perf_counter() - t0
     if collection and not summary.interrupted and not summary.disk_error:
         assert shard is not None or args.resume
@@ -612,105 +623,6 @@ def _run(args: argparse.Namespace, formats: tuple[str, ...], shard: Any, out_dir
         sh.write_manifest(out_dir, this, done_items)
         _finish_collection(out_dir, formats, this, summary)
     return _report(summary, out_dir, stop)
-
-
-def _item_done(out_dir: Path, kind: str, name: str) -> bool:
-    """Done: its marker (written in --shard/--resume/torchrun runs), or for an image its JSON, which a run of any
-    kind writes last, after the drawing."""
-    from hrpose.inference import shard as sh
-
-    return sh.is_done(out_dir, name) or (kind == "image" and (out_dir / f"{name}.json").is_file())
-
-
-def _finish_collection(out_dir: Path, formats: tuple[str, ...], shard: Any, summary: _Summary) -> None:
-    """After this shard's items: torchrun ranks meet at a gloo barrier and rank 0 merges; with --shard the
-    shard that sees every shard's list merges."""
-    from hrpose.inference import shard as sh
-
-    if shard.torchrun:
-        import torch.distributed as dist
-
-        started = False
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-            started = True
-        try:
-            dist.barrier()
-            if shard.index == 0:
-                _merge(out_dir, formats, shard.count)
-            dist.barrier()
-        finally:
-            if started:
-                dist.destroy_process_group()
-        return
-    _, _, missing = sh.read_manifests(out_dir, shard.count)
-    if missing:
-        print(f"{shard.label} done; results.json is written by the last shard to finish (shards not finished: "
-              f"{', '.join(map(str, missing[:10]))}), or run again with --merge", file=sys.stderr)  # fmt: skip
-    else:
-        _merge(out_dir, formats, shard.count)
-
-
-def _merge(out_dir: Path, formats: tuple[str, ...], count: int | None) -> int:
-    """The per-item outputs of all shards -> results.json (images) and the tables (images, then videos)."""
-    from hrpose.inference import shard as sh
-    from hrpose.inference.tables import CsvTable, rows_of, write_parquet
-
-    n, items, missing = sh.read_manifests(out_dir, count)
-    if missing:
-        raise sh.ShardError(f"{out_dir}: shards {', '.join(map(str, missing))} of {n} have not finished; run them "
-                            f"(--shard I/{n} --resume) and merge again")  # fmt: skip
-    not_done = [it for it in items if not it["done"]]
-    results: list[dict[str, Any]] = []
-    rows: list[list[Any]] = []
-    joint_names: list[str] | None = next((it["joint_names"] for it in items if it.get("joint_names")), None)
-    images = [it for it in items if it["kind"] == "image" and it["done"]]
-    videos = [it for it in items if it["kind"] != "image" and it["done"]]
-    for it in images:
-        p = out_dir / f"{it['name']}.json"
-        try:
-            people = json.loads(p.read_text())
-        except (OSError, ValueError) as e:
-            raise sh.ShardError(f"{p}: unreadable per-image result ({e}); rerun its shard with --resume") from e
-        results.extend(people)
-        rows.extend(rows_of(people, it["path"]))
-        if people and joint_names is None:
-            joint_names = people[0].get("joint_names")
-    for it in videos:
-        p = out_dir / f"{it['name']}.jsonl"
-        try:
-            lines = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
-        except (OSError, ValueError) as e:
-            raise sh.ShardError(f"{p}: unreadable per-video result ({e}); rerun its shard with --resume") from e
-        for line in lines:
-            rows.extend(rows_of(line["people"], line["source"], frame=line["frame"], time=line["time"]))
-            if line["people"] and joint_names is None:
-                joint_names = line.get("joint_names")
-    try:
-        write_atomic(out_dir / "results.json", strict_json(results))
-        if "csv" in formats or "parquet" in formats:
-            names = joint_names or _joint_names_of_rows(rows)
-            if "csv" in formats:
-                t = CsvTable(out_dir / "results.csv", names)
-                try:
-                    t.write(rows)
-                finally:
-                    t.close()
-            if "parquet" in formats:
-                write_parquet(out_dir / "results.parquet", names, rows)
-    except OSError as e:
-        _check_write_error(e, out_dir)
-        raise
-    note = f"; {len(not_done)} input(s) failed and are not in it" if not_done else ""
-    print(f"merged {len(images)} images and {len(videos)} videos of {n} shard(s) into {out_dir / 'results.json'}"
-          f"{note}", file=sys.stderr)  # fmt: skip
-    return 0
-
-
-def _joint_names_of_rows(rows: list[list[Any]]) -> list[str]:
-    from hrpose.keypoints import COCO_JOINTS
-
-    return list(COCO_JOINTS)
 
 
 def _report(summary: _Summary, out_dir: Path, stop: Any) -> int:
@@ -783,20 +695,26 @@ def _predict_images(estimator: Any, items: list[tuple[str, str]], out_dir: Path,
                 s.bad.append(str(e))
                 continue
             target = out_dir / f"{stem}_pose.jpg"
+            in_table = json_written = False
             try:
                 if not args.no_draw:
                     drawn = draw_poses(image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr)
                     ok, jpg = cv2.imencode(".jpg", drawn)
                     if ok:
                         write_atomic(target, jpg.tobytes())
-                target = out_dir / f"{stem}.json"  # written last: an image with its JSON is done
-                write_atomic(target, text)
-                if table is not None:
+                if table is not None:  # whole rows or none (a failed write is cut back)
                     target = table.path
                     table.write(rows_of(results, path))
+                    in_table = True
+                target = out_dir / f"{stem}.json"  # written last: an image with its JSON is done
+                write_atomic(target, text)
+                json_written = True
                 if args.mark_done:
+                    target = out_dir / ".hrpose"
                     mark_done(out_dir, stem)
             except OSError as e:  # disk full, I/O error: stop, keep what was done (results.json below)
+                if in_table and not json_written:
+                    table.undo()  # the table holds the images that are done, no other
                 s.disk_error = disk_error(target, e)
                 break
             if rows is not None:
@@ -818,154 +736,3 @@ def _predict_images(estimator: Any, items: list[tuple[str, str]], out_dir: Path,
             msg = disk_error(out_dir / "results.json", e)
             s.disk_error = f"{s.disk_error}; also {msg}" if s.disk_error else msg
 
-
-def _open_source(kind: str, path: str, args: Any) -> tuple[Any, Any]:
-    """(reader with name/fps/frame_count, the frames to iterate, or a LiveFrames for streams)."""
-    from hrpose.inference.streams import Frame, LiveFrames, StdinReader, StreamReader
-    from hrpose.inference.video import VideoReader
-
-    if kind == "stream":
-        if path == "-":
-            size = _parse_size(args.stdin_size) if getattr(args, "stdin_size", None) else None
-            reader: Any = StdinReader(size=size, fps=getattr(args, "stdin_fps", None))
-        else:
-            reader = StreamReader(path, reconnect_s=getattr(args, "reconnect", 30.0))
-        return reader, LiveFrames(reader, max_queue=getattr(args, "queue", 4))
-    video = VideoReader(path)
-
-    def frames() -> Any:
-        for i, image in enumerate(video):
-            yield Frame(i, i / video.fps, image)
-
-    return video, frames()
-
-
-def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Path, args: Any, s: _Summary,
-                    table: Any, rows: list[list[Any]] | None) -> None:  # fmt: skip
-    from hrpose.inference.detectors import DetectorError
-    from hrpose.inference.drawing import draw_poses
-    from hrpose.inference.pipeline_run import VideoPipeline
-    from hrpose.inference.shard import mark_done
-    from hrpose.inference.streams import Frame, LiveFrames
-    from hrpose.inference.tables import rows_of
-    from hrpose.inference.tracking import PoseTracker
-    from hrpose.inference.video import VideoError, VideoWriter
-    from hrpose.outdir import disk_error
-    from hrpose.user_files import create_exclusive, error_text
-
-    names = list(estimator.joint_names)
-    try:
-        reader, frames = _open_source(kind, path, args)
-    except VideoError as e:
-        tqdm.write(f"error: {error_text(e)}", file=sys.stderr)
-        s.bad.append(str(e))
-        return
-    live = frames if isinstance(frames, LiveFrames) else None
-    tracker = None
-    det_every = int(getattr(args, "det_every", 1) or 1)
-    if args.track or args.smooth or det_every > 1:
-        tracker = PoseTracker(estimator.meta.sigmas_array(), smooth=args.smooth, fps=reader.fps, kpt_thr=args.kpt_thr)
-    writer: Any = None
-    frames_before = s.frames
-    total = getattr(reader, "frame_count", 0) or None
-    if args.max_frames and (total is None or total > args.max_frames):
-        total = args.max_frames
-    source = "stdin" if path == "-" else getattr(reader, "name", path)
-    # written under new temporary names (created exclusively, never through a planted link) and renamed when
-    # the stream ends (also on Ctrl-C, SIGTERM and on errors)
-    jsonl_path, video_path = out_dir / f"{stem}.jsonl", out_dir / f"{stem}_pose.mp4"
-    video_tmp: Path | None = None
-    jsonl_tmp: Path | None = None
-    pipeline = VideoPipeline(estimator, det_every=det_every, max_people=int(getattr(args, "max_people", 0) or 0),
-                             tracker=tracker, batch_frames=max(1, args.batch_size // 4),
-                             kpt_thr=args.kpt_thr)  # fmt: skip
-    duration = float(getattr(args, "duration", 0.0) or 0.0)
-    complete = False
-
-    def limited(src: Any) -> Any:
-        for f in src:
-            if args.max_frames and f.index >= args.max_frames:
-                break
-            if duration and f.time >= duration:
-                break
-            yield f
-
-    bar = tqdm(desc=Path(path).name if kind != "stream" else source, unit="frame", total=total)
-    try:
-        fd, jsonl_tmp = create_exclusive(out_dir, f".{stem}.jsonl.", ".partial")
-        with os.fdopen(fd, "w", encoding="utf-8") as jsonl:
-
-            def sink(f: Frame, poses: list[Any]) -> None:
-                nonlocal writer, video_tmp
-                people = [p.to_coco(f.index) for p in poses]
-                line = {"frame": f.index, "time": round(f.time, 4), "source": source, "people": people}
-                try:
-                    jsonl.write(strict_json(line) + "\n")
-                    if table is not None:
-                        table.write(rows_of(people, source, frame=f.index, time=round(f.time, 4)))
-                    if not args.no_draw:
-                        if writer is None:
-                            size = (f.image.shape[1], f.image.shape[0])
-                            vfd, video_tmp = create_exclusive(out_dir, f".{stem}_pose.", ".partial.mp4")
-                            os.close(vfd)  # OpenCV opens it by name: the name is ours, made just now
-                            writer = VideoWriter(video_tmp, reader.fps, size)
-                        writer.write(draw_poses(f.image, poses, names, estimator.skeleton, kpt_thr=args.kpt_thr))
-                except OSError as e:
-                    _check_write_error(e, jsonl_path)
-                if rows is not None:
-                    rows.extend(rows_of(people, source, frame=f.index, time=round(f.time, 4)))
-                if not poses:
-                    s.empty.append(f"{path}#{f.index}")
-                s.frames += 1
-                s.people += len(poses)
-                bar.update(1)
-
-            stats = pipeline.run(limited(frames), sink)
-            s.capped += stats.capped_people
-            s.capped_items += stats.capped_frames
-            complete = True
-    except KeyboardInterrupt:
-        s.interrupted = True
-        tqdm.write(f"{reader.name}: stopped after {s.frames - frames_before} frames")
-    except (VideoError, DetectorError, ValueError) as e:
-        tqdm.write(f"error: {error_text(reader.name)}: {error_text(e)}", file=sys.stderr)
-        s.bad.append(f"{reader.name}: {e}")
-    except _DiskFull as e:  # a write into --out failed: stop, keep the frames done
-        s.disk_error = str(e)
-    except OSError as e:
-        s.disk_error = disk_error(jsonl_path, e)
-    finally:
-        bar.close()
-        pipeline.stop()
-        if live is not None:
-            live.close()
-            s.dropped += live.dropped
-            if live.dropped:
-                tqdm.write(f"{reader.name}: {live.dropped} of {live.read} frames dropped (the model was slower "
-                           "than the stream)")  # fmt: skip
-        else:
-            reader.close()
-        if writer is not None:
-            writer.close()
-        if video_tmp is not None:
-            _keep_or_drop(video_tmp, video_path, writer is not None and writer.frames > 0)
-        if jsonl_tmp is not None:
-            _keep_or_drop(jsonl_tmp, jsonl_path, s.frames > frames_before)
-    if s.frames > frames_before:
-        s.kept.append(f"{jsonl_path} ({s.frames - frames_before} frames)")
-        if complete and args.mark_done:
-            mark_done(out_dir, stem)
-    if s.frames == frames_before and not s.interrupted:
-        s.bad.append(f"{reader.name}: no frame could be read")
-
-
-def _keep_or_drop(tmp: Path, final: Path, keep: bool) -> None:
-    """Rename a stream's temporary output to its name (os.replace: a link at `final` is replaced, not
-    followed), or remove it when it holds nothing; never leaves a hidden temporary file behind."""
-    try:
-        if keep:
-            os.replace(tmp, final)
-        else:
-            tmp.unlink(missing_ok=True)
-    except OSError:
-        tmp.unlink(missing_ok=True)

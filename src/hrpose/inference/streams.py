@@ -1,4 +1,4 @@
-"""Live video input: RTSP/HTTP(S) URLs and frames piped on stdin, read on a thread into a bounded queue.
+"""Live video input: RTSP/HTTP(S) URLs, frames piped on stdin and webcams, read on a thread into a bounded queue.
 
 - `StreamReader(url)`: an `rtsp://`, `rtsps://`, `http://` or `https://` URL through OpenCV's bundled FFmpeg
   (`cv2.CAP_FFMPEG`). When the stream drops (a read fails) it reconnects with exponential backoff
@@ -6,6 +6,7 @@
   HTTP video (the server gives its frame count) ends at its last frame instead.
 - `StdinReader()`: frames on stdin, either an MJPEG stream (concatenated JPEGs, e.g. `ffmpeg ... -f mjpeg -`)
   or raw `bgr24` frames of a size given by `--stdin-size WxH` (e.g. `ffmpeg ... -f rawvideo -pix_fmt bgr24 -`).
+- `CameraReader(index)`: a webcam (OpenCV camera index), read as fast as the camera gives frames.
 - `LiveFrames(reader, max_queue)`: reads frames on a thread into a queue of at most `max_queue` frames;
   when the consumer (pose) is slower than the stream, the oldest queued frames are dropped and counted
   (`dropped`), so the results follow the live picture instead of falling behind.
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from hrpose.inference.video import DEFAULT_FPS, VideoError
+from hrpose.inference.video import DEFAULT_FPS, VideoError, VideoReader
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,36 @@ class StreamReader:
             self.cap = None
 
 
+class CameraReader:
+    """Frames of a webcam (an OpenCV camera index), live like a stream: read on `LiveFrames`' thread as fast as
+    the camera gives them, so a model slower than the camera sees the newest frames and the older ones are
+    dropped and counted (a camera's own buffer would otherwise hand out ever older frames). A failed read
+    ends the run (a camera that is unplugged does not come back by itself)."""
+
+    def __init__(self, index: str | int) -> None:
+        self.video = VideoReader(int(index))
+        self.name = self.video.name
+        self.fps = self.video.fps
+        self.frame_count = 0
+        self.stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def __iter__(self) -> Iterator[Frame]:
+        t0: float | None = None
+        for index, image in enumerate(self.video):
+            now = time.monotonic()
+            t0 = now if t0 is None else t0
+            yield Frame(index, now - t0, image)
+            if self.stop_event.is_set():
+                return
+
+    def close(self) -> None:
+        self.stop()
+        self.video.close()
+
+
 def _read_exact(f: BinaryIO, n: int) -> bytes:
     chunks = []
     while n > 0:
@@ -291,7 +322,7 @@ class StdinReader:
 class LiveFrames:
     """Frames of a live reader, read on a thread into a queue of at most `max_queue` (oldest dropped)."""
 
-    def __init__(self, reader: StreamReader | StdinReader, max_queue: int = 4) -> None:
+    def __init__(self, reader: StreamReader | StdinReader | CameraReader, max_queue: int = 4) -> None:
         self.reader = reader
         self.max_queue = max(1, int(max_queue))
         self.queue: collections.deque[Frame] = collections.deque()

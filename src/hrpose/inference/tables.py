@@ -86,25 +86,51 @@ def _cell(v: Any) -> Any:
 
 
 class CsvTable:
-    """A CSV file written row by row (flushed as it goes), under a temporary name until `close()`."""
+    """A CSV file written row by row under a temporary name until `close()`, unbuffered: a write that fails (a
+    full disk) leaves the rows written before it whole (`hrpose.outdir.RecordFile`), and `close()` keeps them.
+    `undo()` removes the rows of the last `write`."""
 
     def __init__(self, path: Path, joint_names: Sequence[str]) -> None:
+        from hrpose.user_files import RecordFile
+
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         self.cols = columns(joint_names)
-        self._f: io.TextIOWrapper | None = self.tmp.open("w", newline="", encoding="utf-8")
-        self._w = csv.writer(self._f)
-        self._w.writerow(self.cols)
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        self._f: RecordFile | None = RecordFile(fd, self.tmp)
         self.rows = 0
+        self._last = 0
+        try:
+            self._f.write(self._text([self.cols]))
+        except OSError:
+            self._f.close()
+            self._f = None
+            self.tmp.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _text(rows: Iterable[Sequence[Any]]) -> str:
+        buf = io.StringIO(newline="")
+        csv.writer(buf).writerows(rows)
+        return buf.getvalue()
 
     def write(self, rows: Iterable[Sequence[Any]]) -> None:
         assert self._f is not None
+        cells = []
         for r in rows:
             if len(r) != len(self.cols):
                 raise ValueError(f"{self.path}: a row of {len(r)} values for {len(self.cols)} columns")
-            self._w.writerow([_cell(v) for v in r])
-            self.rows += 1
-        self._f.flush()
+            cells.append([_cell(v) for v in r])
+        self._f.write(self._text(cells))
+        self.rows += len(cells)
+        self._last = len(cells)
+
+    def undo(self) -> None:
+        """Remove the rows of the last `write` (their item's other outputs could not be written)."""
+        assert self._f is not None
+        self._f.undo()
+        self.rows -= self._last
+        self._last = 0
 
     def close(self) -> None:
         if self._f is not None:
@@ -112,13 +138,23 @@ class CsvTable:
             self._f = None
             os.replace(self.tmp, self.path)
 
+    def discard(self) -> None:
+        """Close and remove the temporary file: an existing file at `path` is left as it was."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.tmp.unlink(missing_ok=True)
+
 
 def write_csv(path: Path, joint_names: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """All rows at once: `path` is replaced only when every row was written (a full disk leaves it as it was)."""
     t = CsvTable(path, joint_names)
     try:
         t.write(rows)
-    finally:
-        t.close()
+    except BaseException:
+        t.discard()
+        raise
+    t.close()
     return t.rows
 
 
@@ -142,8 +178,12 @@ def write_parquet(path: Path, joint_names: Sequence[str], rows: Sequence[Sequenc
         arrays.append(pa.array(vals, type=t))
     table = pa.Table.from_arrays(arrays, names=cols)
     tmp = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no partial file is left, an earlier results.parquet stays
+        tmp.unlink(missing_ok=True)
+        raise
     return len(table)
 
 
