@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -125,25 +126,31 @@ def accuracy(args: argparse.Namespace) -> int:
             return model(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
 
     plain, rep_plain = Q.quantize_openvino(model, cfg, calib)
-    runners = {"fp32 (torch)": torch_fp32, "int8": Q.CompiledRunner(plain)}
-    if args.max_ap_drop is not None:
-        held_calib, held = Q.calibration_set(cfg, args.calib_root, args.calib_set, max_crops=args.calib_crops,
-                                             accuracy_control=True)  # fmt: skip
-        ctl, rep = Q.quantize_openvino(model, cfg, held_calib, held_out=held, max_ap_drop=args.max_ap_drop)
-        runners[f"int8, accuracy control {args.max_ap_drop:g}"] = Q.CompiledRunner(ctl)
-        print(f"accuracy control: {rep.summary()}", flush=True)
+    print(f"int8 (every layer): quantised on {rep_plain.calibration_inputs} crops incl. mirrors", flush=True)
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     stride = size[0] / int(cfg.MODEL.HEATMAP_SIZE[0])
     real, labeled = _crops(cfg, 86, labeled=True)
     codec = build_codec(cfg)
     ref = keypoints_input_px(torch_fp32(real), size, codec, TestSettings.from_config(cfg, flip_test=False))
-    for name, fn in runners.items():
+    print("| run | AP (val) | deviation, input px | heatmap px | joints <= 1 px | <= 2 px |", flush=True)
+    print("|---|---|---|---|---|---|", flush=True)
+
+    def row(name: str, fn: Any) -> None:
         ap = 100.0 * Q.coco_ap(val, Q.predict_people(fn, val, settings))
         kp = keypoints_input_px(np.concatenate([fn(real[i:i + 8]) for i in range(0, len(real), 8)]), size, codec,
                                 TestSettings.from_config(cfg, flip_test=False))  # fmt: skip
         dev = np.linalg.norm(kp - ref, axis=-1)[labeled]
         print(f"| {name} | {ap:.2f} | {dev.mean():.3f} | {dev.mean() / stride:.3f} | {100 * (dev <= 1).mean():.1f}% "
               f"| {100 * (dev <= 2).mean():.1f}% |", flush=True)
+
+    row("fp32 (torch)", torch_fp32)
+    row("int8", Q.CompiledRunner(plain))
+    if args.max_ap_drop is not None:
+        held_calib, held = Q.calibration_set(cfg, args.calib_root, args.calib_set, max_crops=args.calib_crops,
+                                             accuracy_control=True)  # fmt: skip
+        ctl, rep = Q.quantize_openvino(model, cfg, held_calib, held_out=held, max_ap_drop=args.max_ap_drop)
+        print(f"accuracy control: {rep.summary()}", flush=True)
+        row(f"int8, accuracy control {args.max_ap_drop:g}", Q.CompiledRunner(ctl))
     print(f"(AP: {len(val)} val people, flip test, GT boxes; deviation: {int(labeled.sum())} labeled joints of "
           f"{len(real)} coco-mini crops, input px and heatmap px (/{stride:g}); int8 calibrated on "
           f"{rep_plain.calibration_inputs} crops incl. mirrors)")
@@ -269,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--val-set", default="val")
     a.add_argument("--calib-crops", type=int, default=300)
     a.add_argument("--max-ap-drop", type=float, default=0.5)
+    a.add_argument("--no-accuracy-control", dest="max_ap_drop", action="store_const", const=None,
+                   help="only fp32 and every-layer int8 (accuracy control ranks every layer group: slow)")
     o = sub.add_parser("ort")
     o.add_argument("--model", default="w32_256x192", choices=list(MODELS))
     o.add_argument("--weights", default=None)
