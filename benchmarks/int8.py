@@ -25,8 +25,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,9 +95,12 @@ def speed(args: argparse.Namespace) -> int:
                    "ratio_eager_per_round": [float(np.min(r_eager)), float(np.max(r_eager))],
                    "quantise_s": quant_s, "rounds": args.rounds}  # fmt: skip
             rows.append(row)
-            print(f"| {name} | {bs} | {ms['eager-fp32']:.1f} | {ms['openvino-fp32']:.1f} | {ms['openvino-int8']:.1f} "
-                  f"| **{row['int8_vs_openvino_fp32']:.2f}x** ({r_ov.min():.2f}-{r_ov.max():.2f}) "
-                  f"| **{row['int8_vs_eager']:.2f}x** ({r_eager.min():.2f}-{r_eager.max():.2f}) |", flush=True)
+            print(
+                f"| {name} | {bs} | {ms['eager-fp32']:.1f} | {ms['openvino-fp32']:.1f} | {ms['openvino-int8']:.1f} "
+                f"| **{row['int8_vs_openvino_fp32']:.2f}x** ({r_ov.min():.2f}-{r_ov.max():.2f}) "
+                f"| **{row['int8_vs_eager']:.2f}x** ({r_eager.min():.2f}-{r_eager.max():.2f}) |",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
@@ -140,8 +143,11 @@ def accuracy(args: argparse.Namespace) -> int:
         kp = keypoints_input_px(np.concatenate([fn(real[i:i + 8]) for i in range(0, len(real), 8)]), size, codec,
                                 TestSettings.from_config(cfg, flip_test=False))  # fmt: skip
         dev = np.linalg.norm(kp - ref, axis=-1)[labeled]
-        print(f"| {name} | {ap:.2f} | {dev.mean():.3f} | {dev.mean() / stride:.3f} | {100 * (dev <= 1).mean():.1f}% "
-              f"| {100 * (dev <= 2).mean():.1f}% |", flush=True)
+        print(
+            f"| {name} | {ap:.2f} | {dev.mean():.3f} | {dev.mean() / stride:.3f} | {100 * (dev <= 1).mean():.1f}% "
+            f"| {100 * (dev <= 2).mean():.1f}% |",
+            flush=True,
+        )
 
     row("fp32 (torch)", torch_fp32)
     row("int8", Q.CompiledRunner(plain))
@@ -151,9 +157,11 @@ def accuracy(args: argparse.Namespace) -> int:
         ctl, rep = Q.quantize_openvino(model, cfg, held_calib, held_out=held, max_ap_drop=args.max_ap_drop)
         print(f"accuracy control: {rep.summary()}", flush=True)
         row(f"int8, accuracy control {args.max_ap_drop:g}", Q.CompiledRunner(ctl))
-    print(f"(AP: {len(val)} val people, flip test, GT boxes; deviation: {int(labeled.sum())} labeled joints of "
-          f"{len(real)} coco-mini crops, input px and heatmap px (/{stride:g}); int8 calibrated on "
-          f"{rep_plain.calibration_inputs} crops incl. mirrors)")
+    print(
+        f"(AP: {len(val)} val people, flip test, GT boxes; deviation: {int(labeled.sum())} labeled joints of "
+        f"{len(real)} coco-mini crops, input px and heatmap px (/{stride:g}); int8 calibrated on "
+        f"{rep_plain.calibration_inputs} crops incl. mirrors)"
+    )
     return 0
 
 
@@ -243,17 +251,22 @@ def ort(args: argparse.Namespace) -> int:
                 "weight_type": QuantType.QInt8, **kw}  # fmt: skip
         quantize_static(str(pre), str(out), Reader(), **opts)
         runners[name] = make_backend("onnxruntime", out, threads=args.threads)
-    runners["nncf -> openvino int8 (default preset)"] = make_backend("openvino-int8", model, "cpu", input_size=size,
-                                                                      calibration=[calib], threads=args.threads)
+    runners["nncf -> openvino int8 (default preset)"] = make_backend(
+        "openvino-int8", model, "cpu", input_size=size, calibration=[calib], threads=args.threads
+    )
     for name, fn in runners.items():
         hm = np.concatenate([fn(real[i : i + 8]) for i in range(0, len(real), 8)])  # type: ignore[operator]
         rel = float(np.linalg.norm(hm - ref_hm) / np.linalg.norm(ref_hm))
         dev = np.linalg.norm(keypoints_input_px(hm, size) - ref, axis=-1)[labeled]
-        print(f"| {name} | {rel:.4f} | {dev.mean():.2f} | {dev.mean() / stride:.2f} | {100 * (dev <= 2).mean():.1f}% |",
-              flush=True)
-    print(f"({args.model}, {'weights ' + args.weights if args.weights else 'realistic random weights'}; calibrated on "
-          f"{len(inputs)} crops incl. mirrors; measured on {int(labeled.sum())} labeled joints of {len(real)} other "
-          "coco-mini crops; heatmap error = ||int8 - fp32|| / ||fp32||)")
+        print(
+            f"| {name} | {rel:.4f} | {dev.mean():.2f} | {dev.mean() / stride:.2f} | {100 * (dev <= 2).mean():.1f}% |",
+            flush=True,
+        )
+    print(
+        f"({args.model}, {'weights ' + args.weights if args.weights else 'realistic random weights'}; calibrated on "
+        f"{len(inputs)} crops incl. mirrors; measured on {int(labeled.sum())} labeled joints of {len(real)} other "
+        "coco-mini crops; heatmap error = ||int8 - fp32|| / ||fp32||)"
+    )
     return 0
 
 
@@ -276,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--val-set", default="val")
     a.add_argument("--calib-crops", type=int, default=300)
     a.add_argument("--max-ap-drop", type=float, default=0.5)
-    a.add_argument("--no-accuracy-control", dest="max_ap_drop", action="store_const", const=None,
-                   help="only fp32 and every-layer int8 (accuracy control ranks every layer group: slow)")
+    a.add_argument(
+        "--no-accuracy-control",
+        dest="max_ap_drop",
+        action="store_const",
+        const=None,
+        help="only fp32 and every-layer int8 (accuracy control ranks every layer group: slow)",
+    )
     o = sub.add_parser("ort")
     o.add_argument("--model", default="w32_256x192", choices=list(MODELS))
     o.add_argument("--weights", default=None)
