@@ -44,6 +44,7 @@ from hrpose.config import check_output_dirs, config_to_dict, experiment_name, ou
 from hrpose.data import build_dataset
 from hrpose.data.device_targets import DeviceTargetEncoder
 from hrpose.data.fastcrop import normalize_on_device
+from hrpose.data.grouped import ImageGroupedSampler
 from hrpose.data.layout import layout_from_config
 from hrpose.errors import Interrupted, UserError
 from hrpose.losses import build_loss
@@ -374,9 +375,15 @@ def _make_loader(
     info: DistInfo,
     drop_last: bool = False,
     seed: int = 0,
+    group_by_image: bool = False,
 ) -> tuple[Any, Any]:
-    sampler: DistributedSampler | None = None
-    if info.is_distributed:
+    sampler: DistributedSampler | ImageGroupedSampler | None = None
+    records = getattr(dataset, "records", None)
+    if group_by_image and records is not None:
+        # HRPOSE.GROUP_BY_IMAGE: images shuffled per epoch, each image's people in a row (decoded once per batch)
+        sampler = ImageGroupedSampler([r.image for r in records], shuffle=shuffle, seed=seed,
+                                      num_replicas=info.world_size, rank=info.rank, drop_last=drop_last)  # fmt: skip
+    elif info.is_distributed:
         sampler = DistributedSampler(
             dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
@@ -407,7 +414,7 @@ class TrainParts:
     amp_dtype: torch.dtype | None
     train_dataset: Any
     train_loader: Iterable
-    train_sampler: DistributedSampler | None  # under DDP: set_epoch() once per epoch
+    train_sampler: DistributedSampler | ImageGroupedSampler | None  # set_epoch() once per epoch
     valid_dataset: Any
     valid_loader: Iterable
     codec: Any  # decodes validation heatmaps
@@ -457,6 +464,7 @@ def build_parts(
         pin_memory=bool(cfg.PIN_MEMORY),
         info=info,
         seed=max(int(hp.SEED), 0),
+        group_by_image=bool(hp.GROUP_BY_IMAGE),
     )
     valid_loader = make_eval_loader(
         valid_dataset,
