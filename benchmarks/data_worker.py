@@ -135,6 +135,18 @@ def main(argv: list[str] | None = None) -> int:
             walls[name].append(n / (time.perf_counter() - t0))
             rates[name].append(n / (time.process_time() - c0))
         images._SIMPLEJPEG = turbo
+    # the decoder alone, interleaved: every coco-mini image through read_image with cv2.imdecode / simplejpeg
+    paths = sorted({r.image for r in exact.records[:n]})
+    decode_ms: dict[str, list[float]] = {"cv2": [], "simplejpeg": []}
+    for r in range(args.rounds if turbo is not None else 0):
+        for name in ("cv2", "simplejpeg") if r % 2 else ("simplejpeg", "cv2"):
+            images._SIMPLEJPEG = turbo if name == "simplejpeg" else None
+            c0 = time.process_time()
+            for _ in range(3):
+                for path in paths:
+                    images.read_image(path)
+            decode_ms[name].append(1e3 * (time.process_time() - c0) / (3 * len(paths)))
+    images._SIMPLEJPEG = turbo
     load1 = os.getloadavg()[0]
     ratios = {k: [a / b for a, b in zip(v, rates["official"])] for k, v in rates.items()}
     device.set_epoch(0)
@@ -159,9 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reduced decoding vs full-size decoding (uint8 crops, same samples): mean |diff| {diff['mean_abs']:.2f} "
           f"grey levels, 99th percentile {diff['p99_abs']:.0f}, max {diff['max_abs']:.0f}, "
           f"{100 * diff['share_over_8']:.2f}% of values differ by more than 8")  # fmt: skip
+    if decode_ms["cv2"]:
+        q = [a / b for a, b in zip(decode_ms["cv2"], decode_ms["simplejpeg"])]
+        m_cv2, m_sj = statistics.median(decode_ms["cv2"]), statistics.median(decode_ms["simplejpeg"])
+        print(f"read_image per image (CPU ms, median over rounds): cv2.imdecode {m_cv2:.2f}, simplejpeg {m_sj:.2f}; "
+              f"cv2 / simplejpeg {statistics.median(q):.2f}x (min {min(q):.2f}, max {max(q):.2f})")  # fmt: skip
     if args.json:
         out = {"machine": machine, "records": n, "rounds": args.rounds, "samples_per_cpu_s": rates,
-               "samples_per_wall_s": walls, "ratios": ratios, "reduced_pixel_difference": diff}  # fmt: skip
+               "samples_per_wall_s": walls, "ratios": ratios, "reduced_pixel_difference": diff,
+               "read_image_cpu_ms": decode_ms}  # fmt: skip
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
