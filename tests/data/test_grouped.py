@@ -113,9 +113,9 @@ def test_grouped_cached_samples_equal_ungrouped_ones_bit_for_bit(monkeypatch):
         decoded: list[str] = []
         real_read = dataset_mod.read_image
 
-        def counting_read(path, *args, **kwargs):
-            decoded.append(str(path))
-            return real_read(path, *args, **kwargs)
+        def counting_read(path, *args, _seen=decoded, _read=real_read, **kwargs):
+            _seen.append(str(path))
+            return _read(path, *args, **kwargs)
 
         monkeypatch.setattr(dataset_mod, "read_image", counting_read)
         got = [(i, grouped[i]) for i in sampler]
@@ -164,3 +164,39 @@ def test_grouped_loader_with_worker_processes_gives_the_ungrouped_samples():
             assert torch.equal(inp[k], plain[i][0]), i
             seen.append(i)
     assert sorted(seen) == list(range(len(ds)))
+
+
+# ------------------------------------------------------------------------------ hrpose train with the flag
+def _train_run(tmp_path, name, grouped):
+    import yaml
+
+    from conftest import mini_coco
+    from helpers import tiny_hrnet_config
+    from hrpose.config import load_config
+    from hrpose.engine import train
+
+    root = tmp_path / "data"
+    if not root.exists():
+        root.mkdir()
+        mini_coco(root, 3)
+    (tmp_path / name).mkdir()
+    cfg_file = tiny_hrnet_config(tmp_path / name, root / "coco", name)
+    cfg = yaml.safe_load(cfg_file.read_text())
+    cfg["WORKERS"] = 1
+    cfg["AUTO_RESUME"] = False
+    cfg["HRPOSE"].update({"GROUP_BY_IMAGE": grouped, "MAX_ITERS_PER_EPOCH": 2})
+    cfg["TRAIN"]["END_EPOCH"] = 1
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    result = train(load_config(cfg_file), cfg_file, device="cpu")
+    state = torch.load(result["final_state"], map_location="cpu", weights_only=True)
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+@pytest.mark.slow
+def test_hrpose_train_with_group_by_image_is_seeded_and_changes_the_order(tmp_path):
+    a = _train_run(tmp_path, "a", True)
+    b = _train_run(tmp_path, "b", True)
+    c = _train_run(tmp_path, "c", False)
+    assert a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the grouped order repeats for a seed
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # and it is a different order than the default
