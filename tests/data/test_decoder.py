@@ -100,3 +100,33 @@ def test_a_jpeg_simplejpeg_refuses_falls_back_to_cv2(monkeypatch):
 
     monkeypatch.setattr(images, "_SIMPLEJPEG", Refuses)
     assert np.array_equal(read_image(JPEGS[0]), _cv2(JPEGS[0].read_bytes()))
+
+
+def _outcome(raw: bytes) -> tuple[str, np.ndarray | None]:
+    try:
+        return "ok", images._decode(raw, READ_FLAGS, None, "corrupt.jpg")
+    except images._Refused as e:
+        return e.kind, None
+
+
+def test_corrupt_jpegs_give_what_cv2_gives(monkeypatch):
+    # damaged entropy data: simplejpeg refuses most (cv2 then decodes, with libjpeg's warnings) and gives
+    # cv2's pixels for the rest; either way the reader returns (or refuses) what it does with cv2 alone
+    rng = np.random.default_rng(0)
+    turbo = images._SIMPLEJPEG
+    refused = decoded = 0
+    for t in range(40):
+        data = bytearray(JPEGS[t % len(JPEGS)].read_bytes())
+        for _ in range(int(rng.integers(1, 20))):
+            data[int(rng.integers(600, len(data) - 2))] = int(rng.integers(0, 256))
+        raw = bytes(data)
+        monkeypatch.setattr(images, "_SIMPLEJPEG", None)
+        ref_kind, ref = _outcome(raw)
+        monkeypatch.setattr(images, "_SIMPLEJPEG", turbo)
+        kind, got = _outcome(raw)
+        assert kind == ref_kind, t
+        if ref is not None:
+            decoded += 1
+            assert got is not None and np.array_equal(got, ref), t
+            refused += images._decode_turbo(raw, images.check_image_bytes(raw, strict=True)) is None
+    assert decoded > 20 and refused > 0  # most still decode, and the fallback ran
