@@ -261,8 +261,8 @@ def _decode(data: bytes, flags: int, max_pixels: int | None, name: str) -> np.nd
         raise _Refused("limit", str(e)) from None
     except ImageHeaderError as e:
         raise _Refused("header", str(e)) from None
-    image = _decode_turbo(data, info) if flags == READ_FLAGS else None
     try:
+        image = _decode_turbo(data, info) if flags == READ_FLAGS else None
         if image is None:
             image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as e:  # OpenCV's own limits and decoder failures (an allocation that failed included)
@@ -308,7 +308,7 @@ def _decode_turbo(data: bytes, info: object) -> np.ndarray | None:
         return None
     try:
         image = _SIMPLEJPEG.decode_jpeg(data, colorspace="BGR", fastdct=False, fastupsample=False)  # type: ignore[attr-defined]
-    except (ValueError, RuntimeError, MemoryError):
+    except (ValueError, RuntimeError):  # a MemoryError is the image's error, as from cv2 (`_decode`)
         return None
     return image if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 else None
 
