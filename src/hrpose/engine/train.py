@@ -720,9 +720,12 @@ def fit(
         message = _interrupted_message(checkpoint_file, progress.saved_epoch, end_epoch, bool(cfg.AUTO_RESUME))
         if info.is_main:
             logger.warning(f"=> interrupted: {message}")
+        writer.close(quiet=True)
         raise Interrupted(message) from None
-    finally:
-        writer.close()
+    except BaseException:
+        writer.close(quiet=True)  # the error on its way is the one to report
+        raise
+    writer.close()
     return {
         "best_perf": progress.best_perf,
         "last_perf": last_perf,
