@@ -46,6 +46,7 @@ from hrpose.data.device_targets import DeviceTargetEncoder
 from hrpose.data.fastcrop import normalize_on_device
 from hrpose.data.grouped import ImageGroupedSampler
 from hrpose.data.layout import layout_from_config
+from hrpose.diskfull import disk_full_error, is_disk_full
 from hrpose.errors import Interrupted, UserError
 from hrpose.losses import build_loss
 from hrpose.models import build_model
@@ -561,7 +562,17 @@ def train(
                 build_dataset=build_dataset,
                 build_codec=build_codec,
             )
-            return fit(cfg, parts, paths, info, validate=validate, train_one_epoch=train_one_epoch)
+            try:
+                return fit(cfg, parts, paths, info, validate=validate, train_one_epoch=train_one_epoch)
+            except OSError as e:
+                # a write not translated where it happens (a results file of validation, ...)
+                if isinstance(e, UserError) or not is_disk_full(e):
+                    raise
+                raise disk_full_error(
+                    e.filename or paths.output_dir, e, kept="checkpoint.pth of the last finished epoch is kept",
+                    fix="free space on that disk or set OUTPUT_DIR to a folder on another disk, then run the same "
+                    "command again (AUTO_RESUME continues from the last checkpoint.pth)",
+                ) from e  # fmt: skip
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled = saved[2:]
