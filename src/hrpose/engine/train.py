@@ -72,6 +72,7 @@ from .distributed import (
     barrier,
     broadcast_object,
     cleanup_distributed,
+    report_failure,
     setup_distributed,
     unwrap_model,
     wrap_ddp,
@@ -573,6 +574,15 @@ def train(
                     fix="free space on that disk or set OUTPUT_DIR to a folder on another disk, then run the same "
                     "command again (AUTO_RESUME continues from the last checkpoint.pth)",
                 ) from e  # fmt: skip
+    except Exception as e:
+        if info.is_distributed:
+            # before the process group goes: the other ranks stop now, not at a collective's timeout
+            from hrpose.user_files import error_text
+
+            what = str(e).strip() or type(e).__name__
+            report_failure(info.rank, error_text(what) if isinstance(e, UserError) else
+                           f"{type(e).__name__} (a bug in hrpose: see that rank's traceback)")  # fmt: skip
+        raise
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled = saved[2:]
