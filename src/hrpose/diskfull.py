@@ -48,7 +48,7 @@ def disk_full_error(
     code = errno.ENOSPC
     while e is not None:
         if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
-            code = int(e.errno)
+            code = int(e.errno or errno.ENOSPC)
             break
         e = e.__cause__ or e.__context__
     reason = os.strerror(code)  # "No space left on device" / "Disk quota exceeded"
