@@ -134,15 +134,25 @@ def run_command(module: ModuleType, args: argparse.Namespace, command: str = "")
         rank = _rank()
         # torchrun: the other ranks learn of this failure and stop within a second (see report_failure)
         first = _report_failure(rank, message)
-        if rank == 0:
+        if first is not None and first[0] != rank:
+            # another rank failed first: its line comes first (this rank exiting now would have torchrun
+            # stop that rank before it prints)
+            from hrpose.engine.distributed import wait_for_failure_printed
+
+            wait_for_failure_printed()
+        if first is not None and first[0] != rank and first[1] == message:
+            pass  # another rank reported this same error first, and printed it
+        elif rank == 0:
             print(f"error: {message}", file=sys.stderr, flush=True)
-        elif first is not None and first[0] != rank and first[1] == message:
-            pass  # another rank reported this same error first
         else:
             # torchrun: rank 0 normally reports the same error and exits (this rank is then stopped during the
             # wait); an error of this rank alone is still reported after it.
             time.sleep(RANK_REPORT_DELAY_S if first is None else RANK_FIRST_REPORT_DELAY_S)
             print(f"error: (rank {rank}) {message}", file=sys.stderr, flush=True)
+        if first is not None and first[0] == rank:  # this rank's line is the one the others wait for
+            from hrpose.engine.distributed import failure_printed
+
+            failure_printed()
         return 2
 
 

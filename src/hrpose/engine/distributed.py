@@ -32,6 +32,8 @@ __all__ = [
     "wrap_ddp",
     "unwrap_model",
     "report_failure",
+    "failure_printed",
+    "wait_for_failure_printed",
     "watch_for_failures",
 ]
 
@@ -163,6 +165,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 # that flag from a daemon thread, which ends its process within a second of another rank's failure.
 
 FAILURE_POLL_S = 0.25
+REPORT_WAIT_S = 15.0  # how long a stopping rank waits for the failing rank to print its error line
 _watching = False
 
 
@@ -198,6 +201,31 @@ def report_failure(rank: int, message: str) -> tuple[int, str] | None:
     return (int(first), text) if first.isdigit() else None
 
 
+def failure_printed() -> None:
+    """The failing rank has printed its error line: the ranks it stops may exit now."""
+    key = _failure_key()
+    if key is not None:
+        try:
+            _store(5.0).set(key + "/printed", "1")
+        except Exception:
+            pass
+
+
+def wait_for_failure_printed(timeout_s: float = 0.0) -> None:
+    """Wait (``REPORT_WAIT_S`` at most) until the rank that failed first has printed its error line: torchrun
+    stops every rank as soon as one exits."""
+    key = _failure_key()
+    if key is None:
+        return
+    try:
+        store = _store(5.0)
+        deadline = time.monotonic() + (timeout_s or REPORT_WAIT_S)
+        while not store.check([key + "/printed"]) and time.monotonic() < deadline:
+            time.sleep(FAILURE_POLL_S)
+    except Exception:
+        return
+
+
 def _watch(rank: int, key: str) -> None:
     try:
         store = _store(60.0)
@@ -205,6 +233,11 @@ def _watch(rank: int, key: str) -> None:
             if store.check([key]):
                 first, _, text = bytes(store.get(key)).decode("utf-8", "replace").partition("\n")
                 if first.isdigit() and int(first) != rank:
+                    # the failing rank prints its error line, then marks it printed: wait for that (a while at
+                    # most), since torchrun stops the failing rank too once this one exits
+                    deadline = time.monotonic() + REPORT_WAIT_S
+                    while not store.check([key + "/printed"]) and time.monotonic() < deadline:
+                        time.sleep(FAILURE_POLL_S)
                     print(f"hrpose: rank {rank} stopped because rank {first} failed (its error line says why)",
                           file=sys.stderr, flush=True)  # fmt: skip
                     logging.shutdown()
