@@ -5,10 +5,14 @@ interleaved rounds.
     python -m benchmarks.data_worker [--rounds 7] [--data ../shared/data/coco-mini] [--json FILE]
 
 Rows: ``official`` (the baseline), ``exact`` (the default: normalised float input and targets, the same
-values as before), ``device`` (HRPOSE.DEVICE_INPUT: uint8 crop + joints; normalisation and targets are made
-on the trainer's device), ``device+reduced`` (HRPOSE.REDUCED_DECODE, opt-in, changes pixels). Each round
-runs every row over all records in one shuffled order; the table gives the median samples/s and the
-min-max over rounds, and each row's ratio to the official row of the same round (median, min-max).
+values as before), ``exact (cv2 decode)`` (the same with cv2.imdecode instead of simplejpeg, to show what
+the decoder pays), ``device`` (HRPOSE.DEVICE_INPUT: uint8 crop + joints; normalisation and targets are made
+on the trainer's device), ``device+reduced`` (HRPOSE.REDUCED_DECODE, opt-in, changes pixels),
+``exact+grouped`` / ``device+grouped`` (HRPOSE.GROUP_BY_IMAGE: the records in the image-grouped order of
+`ImageGroupedSampler`, each image decoded once for its people; the same samples). Each round runs every
+row over all records in one shuffled order (the grouped rows: that round's grouped order); the table gives
+the median samples/s and the min-max over rounds, and each row's ratio to the official row of the same
+round (median, min-max).
 Samples/s are per CPU second of the process (``time.process_time``: what one worker costs, steady when
 other jobs share the cores) and, in the last column, per wall-clock second.
 One thread for OpenCV and torch (one worker's share of a host). Also printed: the reduced decoding's pixel
@@ -92,8 +96,18 @@ def main(argv: list[str] | None = None) -> int:
                                      scale_factor=d.scale_factor, rotation_factor=d.rotation_factor, flip=d.flip,
                                      prob_half_body=d.prob_half_body, num_joints_half_body=d.num_joints_half_body,
                                      color_rgb=exact.color_rgb)  # fmt: skip
-    rows = {"official": official, "exact": exact, "device": device, "device+reduced": reduced}
+    import hrpose.images as images
+    from hrpose.data.grouped import ImageGroupedSampler
+
+    grouped_exact = build(data, **{"HRPOSE.GROUP_BY_IMAGE": True})
+    grouped_device = build(data, **{"HRPOSE.GROUP_BY_IMAGE": True, "HRPOSE.DEVICE_INPUT": True})
+    rows = {"official": official, "exact": exact, "exact (cv2 decode)": exact, "device": device,
+            "device+reduced": reduced, "exact+grouped": grouped_exact, "device+grouped": grouped_device}  # fmt: skip
+    grouped = {"exact+grouped", "device+grouped"}
+    cv2_only = {"exact (cv2 decode)"}  # the decoder simplejpeg replaces, for the same samples
+    turbo = images._SIMPLEJPEG
     n = len(exact) if args.limit <= 0 else min(args.limit, len(exact))
+    sampler = ImageGroupedSampler([r.image for r in exact.records[:n]], seed=0)
     rng = np.random.default_rng(0)
     np.random.seed(0)
     for ds in rows.values():  # warm-up: file cache, imports
@@ -103,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     walls: dict[str, list[float]] = {k: [] for k in rows}  # per wall-clock second
     load0 = os.getloadavg()[0]
     for r in range(args.rounds):
-        order = rng.permutation(n)
+        order = rng.permutation(n).tolist()
+        sampler.set_epoch(r)
+        grouped_order = sampler.order()  # images shuffled, each image's people in a row
         names = list(rows)
         if r % 2:
             names.reverse()  # alternate who goes first
@@ -111,11 +127,26 @@ def main(argv: list[str] | None = None) -> int:
             ds = rows[name]
             if hasattr(ds, "set_epoch"):
                 ds.set_epoch(r)
+            images._SIMPLEJPEG = None if name in cv2_only else turbo
+            todo = grouped_order if name in grouped else order
             t0, c0 = time.perf_counter(), time.process_time()
-            for i in order:
-                ds[int(i)]
+            for i in todo:
+                ds[i]
             walls[name].append(n / (time.perf_counter() - t0))
             rates[name].append(n / (time.process_time() - c0))
+        images._SIMPLEJPEG = turbo
+    # the decoder alone, interleaved: every coco-mini image through read_image with cv2.imdecode / simplejpeg
+    paths = sorted({r.image for r in exact.records[:n]})
+    decode_ms: dict[str, list[float]] = {"cv2": [], "simplejpeg": []}
+    for r in range(args.rounds if turbo is not None else 0):
+        for name in ("cv2", "simplejpeg") if r % 2 else ("simplejpeg", "cv2"):
+            images._SIMPLEJPEG = turbo if name == "simplejpeg" else None
+            c0 = time.process_time()
+            for _ in range(3):
+                for path in paths:
+                    images.read_image(path)
+            decode_ms[name].append(1e3 * (time.process_time() - c0) / (3 * len(paths)))
+    images._SIMPLEJPEG = turbo
     load1 = os.getloadavg()[0]
     ratios = {k: [a / b for a, b in zip(v, rates["official"])] for k, v in rates.items()}
     device.set_epoch(0)
@@ -125,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                f"torch {torch.__version__}, OpenCV {cv2.__version__}; one thread; load average {load0:.1f} at "
                f"start, {load1:.1f} at end")  # fmt: skip
     print(f"Machine: {machine}")
+    print(f"JPEG decoder: {'simplejpeg ' + str(getattr(turbo, '__version__', '')) if turbo else 'cv2.imdecode'}; "
+          f"grouped rows: {len(sampler.groups)} images")  # fmt: skip
     print(f"Data: {data} ({n} person records, w32 256x192 training augmentation, {args.rounds} interleaved rounds)")
     print()
     print("| row | samples/s per CPU second (median) | min - max | vs official (median) | min - max | "
@@ -138,9 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reduced decoding vs full-size decoding (uint8 crops, same samples): mean |diff| {diff['mean_abs']:.2f} "
           f"grey levels, 99th percentile {diff['p99_abs']:.0f}, max {diff['max_abs']:.0f}, "
           f"{100 * diff['share_over_8']:.2f}% of values differ by more than 8")  # fmt: skip
+    if decode_ms["cv2"]:
+        q = [a / b for a, b in zip(decode_ms["cv2"], decode_ms["simplejpeg"])]
+        m_cv2, m_sj = statistics.median(decode_ms["cv2"]), statistics.median(decode_ms["simplejpeg"])
+        print(f"read_image per image (CPU ms, median over rounds): cv2.imdecode {m_cv2:.2f}, simplejpeg {m_sj:.2f}; "
+              f"cv2 / simplejpeg {statistics.median(q):.2f}x (min {min(q):.2f}, max {max(q):.2f})")  # fmt: skip
     if args.json:
         out = {"machine": machine, "records": n, "rounds": args.rounds, "samples_per_cpu_s": rates,
-               "samples_per_wall_s": walls, "ratios": ratios, "reduced_pixel_difference": diff}  # fmt: skip
+               "samples_per_wall_s": walls, "ratios": ratios, "reduced_pixel_difference": diff,
+               "read_image_cpu_ms": decode_ms}  # fmt: skip
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 

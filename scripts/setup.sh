@@ -14,4 +14,4 @@ if .venv/bin/python -m pip show -q opencv-python-headless >/dev/null 2>&1; then
     .venv/bin/python -m pip uninstall -q -y opencv-python-headless opencv-contrib-python-headless
 fi
 # (the filter drops this machine's pip notices about absent local index folders; pip's exit status is kept)
-.venv/bin/python -m pip install -q -e ".[dev,onnx,tensorboard,openvino,int8,serve]" 2> >(grep -v "^WARNING: Location" >&2)
+.venv/bin/python -m pip install -q -e ".[dev,onnx,tensorboard,openvino,int8,serve,fast-data]" 2> >(grep -v "^WARNING: Location" >&2)

@@ -46,6 +46,7 @@ HRPOSE_DEFAULTS = {
     "MAX_ITERS_PER_EPOCH": 0,
     "DEVICE_INPUT": False,
     "REDUCED_DECODE": False,
+    "GROUP_BY_IMAGE": False,
     "FUSED_OPTIMIZER": False,
     "MODEL_MIRROR": "",
 }

@@ -60,6 +60,7 @@ NAME_pose.mp4; results.json (all images, COCO results format) and, with --format
 (one row per person per image or frame; columns in the README)."""
 
 RANK_REPORT_DELAY_S = 5.0
+RANK_FIRST_REPORT_DELAY_S = 1.0  # this rank reported first: rank 0, if it fails the same way, stops meanwhile
 DEBUG_HELP = "print the full traceback for any error, user errors included (also: HRPOSE_DEBUG=1)"
 
 
@@ -122,6 +123,7 @@ def run_command(module: ModuleType, args: argparse.Namespace, command: str = "")
         from hrpose.errors import UserError
 
         if not isinstance(e, UserError):
+            _report_failure(_rank(), f"{type(e).__name__} (a bug in hrpose: see that rank's traceback)")
             raise  # a bug in hrpose: the traceback is what helps fix it
         if debug:
             traceback.print_exc()
@@ -130,14 +132,40 @@ def run_command(module: ModuleType, args: argparse.Namespace, command: str = "")
         # control characters escaped, further lines indented: a file name cannot forge an `error:` line
         message = error_text(str(e).strip() or type(e).__name__)
         rank = _rank()
-        if rank == 0:
+        # torchrun: the other ranks learn of this failure and stop within a second (see report_failure)
+        first = _report_failure(rank, message)
+        if first is not None and first[0] != rank:
+            # another rank failed first: its line comes first (this rank exiting now would have torchrun
+            # stop that rank before it prints)
+            from hrpose.engine.distributed import wait_for_failure_printed
+
+            wait_for_failure_printed()
+        if first is not None and first[0] != rank and first[1] == message:
+            pass  # another rank reported this same error first, and printed it
+        elif rank == 0:
             print(f"error: {message}", file=sys.stderr, flush=True)
         else:
-            # torchrun: rank 0 normally reports the same error and exits, and torchrun then stops this rank
-            # during the wait; an error of this rank alone is still reported after it.
-            time.sleep(RANK_REPORT_DELAY_S)
+            # torchrun: rank 0 normally reports the same error and exits (this rank is then stopped during the
+            # wait); an error of this rank alone is still reported after it.
+            time.sleep(RANK_REPORT_DELAY_S if first is None else RANK_FIRST_REPORT_DELAY_S)
             print(f"error: (rank {rank}) {message}", file=sys.stderr, flush=True)
+        if first is not None and first[0] == rank:  # this rank's line is the one the others wait for
+            from hrpose.engine.distributed import failure_printed
+
+            failure_printed()
         return 2
+
+
+def _report_failure(rank: int, message: str) -> tuple[int, str] | None:
+    """Under torchrun: tell the other ranks (they stop at once); the first failure reported, or None."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "0", "1"):
+        return None
+    try:
+        from hrpose.engine.distributed import report_failure
+
+        return report_failure(rank, message)
+    except Exception:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -184,6 +184,7 @@ def _hrpose_tree() -> dict[str, Any]:
         "MAX_ITERS_PER_EPOCH": 0,  # 0 = all
         "DEVICE_INPUT": False,  # workers ship uint8 crops + joints; normalisation and targets on the device
         "REDUCED_DECODE": False,  # opt-in: JPEG DCT-scaled decoding for large boxes (changes pixels slightly)
+        "GROUP_BY_IMAGE": False,  # training order: images shuffled, each image's people in a row (decoded once)
         "FUSED_OPTIMIZER": False,  # CUDA: Adam/SGD with fused=True
         "MODEL_MIRROR": "",  # model zoo mirror base URL: <MODEL_MIRROR>/<file name> is tried first (docs/models.md)
     }

@@ -262,7 +262,9 @@ def _decode(data: bytes, flags: int, max_pixels: int | None, name: str) -> np.nd
     except ImageHeaderError as e:
         raise _Refused("header", str(e)) from None
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+        image = _decode_turbo(data, info) if flags == READ_FLAGS else None
+        if image is None:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as e:  # OpenCV's own limits and decoder failures (an allocation that failed included)
         lines = str(e).strip().splitlines()
         raise _Refused("opencv", lines[-1] if lines else type(e).__name__) from None
@@ -280,6 +282,35 @@ def _decode(data: bytes, flags: int, max_pixels: int | None, name: str) -> np.nd
         raise _Refused("header", f"the {info.format} header declares {info.width} x {info.height} but the image "
                                  f"decodes to {w} x {h}: a damaged or forged header; not used")  # fmt: skip
     return image
+
+
+def _load_simplejpeg() -> object | None:
+    try:
+        import simplejpeg  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # optional: cv2.imdecode decodes everything
+        return None
+    return simplejpeg
+
+
+_SIMPLEJPEG = _load_simplejpeg()
+
+
+def _decode_turbo(data: bytes, info: object) -> np.ndarray | None:
+    """The dataset reader's JPEG decode through simplejpeg (libjpeg-turbo's TurboJPEG API, ~15% less CPU
+    than cv2.imdecode here), or None for cv2.imdecode to decode. Used only where its output is the same:
+    8-bit JPEGs with 1 or 3 components (YCbCr/grey -> BGR; EXIF orientation ignored, as READ_FLAGS),
+    decoded with the same accurate integer DCT and smooth upsampling as cv2 (`tests/data/test_decoder.py`
+    compares every JPEG under ../shared/data pixel for pixel); CMYK, 12-bit and anything simplejpeg refuses
+    go to cv2. Runs after the header checks of `_decode`, like cv2."""
+    if _SIMPLEJPEG is None or getattr(info, "format", "") != "JPEG":
+        return None
+    if getattr(info, "channels", 0) not in (1, 3) or getattr(info, "sample_bytes", 0) != 1:
+        return None
+    try:
+        image = _SIMPLEJPEG.decode_jpeg(data, colorspace="BGR", fastdct=False, fastupsample=False)  # type: ignore[attr-defined]
+    except (ValueError, RuntimeError):  # a MemoryError is the image's error, as from cv2 (`_decode`)
+        return None
+    return image if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 else None
 
 
 def _memory_reason(info: object) -> str:
@@ -441,7 +472,7 @@ def jpeg_truncated(data: bytes) -> bool:
             pos += 1
             continue
         if marker == 0xDA:  # start of scan: the entropy-coded data must end with an EOI marker
-            return b"\xff\xd9" not in data[pos:]
+            return data.rfind(b"\xff\xd9", pos) < 0  # from the end, where it is: no copy, no scan
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length field
             pos += 2
             continue

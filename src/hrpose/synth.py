@@ -25,10 +25,13 @@ byte-identical annotation file and identical image arrays.
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import functools
 import json
 import math
 import multiprocessing
+import os
+import tempfile
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hrpose.diskfull import translate_disk_full
 from hrpose.keypoints import COCO
 
 # Body parts; a pixel of the label map holds 1 + person * PARTS_PER_PERSON + part (0 = background).
@@ -640,7 +644,7 @@ def _write_image(
     ok, buf = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError(f"JPEG encoding failed for {img_dir / name}")
-    (img_dir / name).write_bytes(buf.tobytes())
+    _write_file(img_dir / name, buf.tobytes(), "the images written before it are kept (the annotations come last)")
     record = {"id": image_id, "file_name": name, "width": width, "height": height}
     return record, scene_annotations(scene, image_id, 1, area)
 
@@ -679,9 +683,7 @@ def write_synthetic_dataset(
     ann_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     anns: list[dict] = []
-    job = functools.partial(
-        _write_image, img_dir, seed, split, (width, height), max_people, int(jpeg_quality), area
-    )
+    job = functools.partial(_write_image, img_dir, seed, split, (width, height), max_people, int(jpeg_quality), area)
     workers = max(1, min(int(workers), images))
     if workers == 1:
         results: Iterable[tuple[dict, list[dict]]] = map(job, range(images))
@@ -709,5 +711,31 @@ def write_synthetic_dataset(
         "categories": [coco_category()],
     }
     ann_path = ann_dir / f"person_keypoints_{split}.json"
-    ann_path.write_text(json.dumps(doc, separators=(",", ":")))
+    _write_file(ann_path, json.dumps(doc, separators=(",", ":")).encode("utf-8"), "the images are written")
     return ann_path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def _write_file(path: Path, data: bytes, kept: str) -> None:
+    """``data`` to ``path`` through a temporary file (a previous ``path`` stays whole until replaced); a full
+    disk is one UserError naming ``path`` (:mod:`hrpose.diskfull`), with no partial file left."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes 0600)
+        with translate_disk_full(path, kept=kept, fix="free space on that disk or choose another --out folder, "
+                                 "then run the same command again"):  # fmt: skip
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -234,6 +234,8 @@ def test_out_of_memory_while_decoding_is_the_images_error(monkeypatch):
         raise MemoryError
 
     monkeypatch.setattr(images.cv2, "imdecode", no_memory)
+    if images._SIMPLEJPEG is not None:  # the dataset reader's JPEG decoder (tests/data/test_decoder.py)
+        monkeypatch.setattr(images._SIMPLEJPEG, "decode_jpeg", no_memory)
     with pytest.raises(ImageReadError, match=r"^photo\.jpg: cannot decode the image \(not enough memory"):
         decode_image(GOOD.read_bytes(), name="photo.jpg")
     with pytest.raises(ImageReadError, match=r"not enough memory"):

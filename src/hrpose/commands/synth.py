@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 MAX_SIDE = 4096
-MAX_PEOPLE = 100
+MAX_PEOPLE = 15  # = hrpose.synth.MAX_PEOPLE (its label map is uint8); not imported: cv2 loads slowly
 
 
 def _check(args: argparse.Namespace) -> list[tuple[str, int]]:

@@ -87,6 +87,9 @@ class PoseDataset(Dataset):
     reduced_decode (HRPOSE.REDUCED_DECODE, opt-in, changes pixels): JPEGs are decoded at 1/2 or 1/4 size by
     libjpeg's DCT scaling when the person's box is at least that many times larger than the crop, the affine
     matrix adjusted exactly (docs/benchmarks.md states the measured pixel difference).
+    cache_last_image (HRPOSE.GROUP_BY_IMAGE): the last decoded image is kept (one entry per process, keyed by
+    file and decoding mode), so the people of one image in a row (`grouped.ImageGroupedSampler`) decode it
+    once; the samples are the same bit for bit (the cached array is only read).
     meta dict: image, image_id, index (the record actually returned), requested_index (the index asked for),
     center (2,), scale (2,), rotation,
     score, area, joints (K, 3) crop pixels (official: visible joints transformed), joints_vis (K, 3).
@@ -103,8 +106,10 @@ class PoseDataset(Dataset):
     eval_spec: EvalSpec | None = None
     sample_format: str = "float"
     reduced_decode: bool = False
+    cache_last_image: bool = False
     epoch: int = 0
     bad_images: dict[str, str] = field(default_factory=dict)
+    _last: tuple[tuple[str, bool, int | None], np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -152,7 +157,7 @@ class PoseDataset(Dataset):
             path = self.records[i].image
             if path not in self.bad_images:
                 try:
-                    return i, read_image(path, self.color_rgb and not bgr)
+                    return i, self._read(path, self.color_rgb and not bgr)
                 except ImageReadError as e:
                     if not self.skip_bad_images:
                         raise
@@ -164,6 +169,19 @@ class PoseDataset(Dataset):
         path = self.records[index].image
         reason = f"no readable image in the whole dataset ({n} records)"
         raise ImageReadError(f"cannot read image {path}: {reason}", path=path, reason=reason)
+
+    def _read(self, path: str, rgb: bool, reduce_flag: int | None = None) -> np.ndarray:
+        """`read_image`, through the one-entry cache when `cache_last_image` (errors are never cached)."""
+        if not self.cache_last_image:
+            return read_image(path, rgb, reduce_flag=reduce_flag)
+        key = (path, rgb, reduce_flag)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        self._last = None  # the old image is freed before the next one is decoded
+        image = read_image(path, rgb, reduce_flag=reduce_flag)
+        image.flags.writeable = False  # shared by the people of the image: only ever read
+        self._last = (key, image)
+        return image
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         index = int(index)
@@ -192,7 +210,7 @@ class PoseDataset(Dataset):
         m = res.trans @ (np.array([[-1.0, 0, width - 1.0], [0, 1, 0], [0, 0, 1]]) if params.flip else np.eye(3))
         factor = reduced_factor(m) if is_jpeg else 1  # DCT scaling exists for JPEGs only
         try:
-            image = read_image(rec.image, False, reduce_flag=REDUCED_FLAGS.get(factor))
+            image = self._read(rec.image, False, REDUCED_FLAGS.get(factor))
         except ImageReadError:
             i, image = self.load_image(index, bgr=True)  # the usual skipping rules and messages
             return i, self.make_item(i, image, self.sample_params(i), bgr=True)
@@ -380,4 +398,5 @@ def build_dataset(cfg: Any, split: str, is_train: bool) -> PoseDataset:
         eval_spec=spec,
         sample_format="uint8" if is_train and bool(_hr(cfg, "DEVICE_INPUT", False)) else "float",
         reduced_decode=bool(is_train and _hr(cfg, "REDUCED_DECODE", False)),
+        cache_last_image=bool(is_train and _hr(cfg, "GROUP_BY_IMAGE", False)),
     )

@@ -65,6 +65,7 @@ def _lut() -> np.ndarray:
 
 
 _LUT = _lut()
+_LUT_ROWS = [np.ascontiguousarray(row.reshape(1, 256)) for row in _LUT]  # cv2.LUT's (1, 256) table per channel
 
 
 def normalize_lut(crop: np.ndarray) -> torch.Tensor:
@@ -72,8 +73,8 @@ def normalize_lut(crop: np.ndarray) -> torch.Tensor:
     Normalize), by table look-up."""
     chw = np.ascontiguousarray(crop.transpose(2, 0, 1))
     out = np.empty(chw.shape, dtype=np.float32)
-    for c in range(3):
-        np.take(_LUT[c], chw[c], out=out[c])
+    for c in range(3):  # cv2.LUT: a plain table read (np.take first casts the uint8 indices to intp: 2x slower)
+        cv2.LUT(chw[c], _LUT_ROWS[c], dst=out[c])
     return torch.from_numpy(out)
 
 

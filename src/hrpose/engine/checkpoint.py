@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hrpose.diskfull import disk_full_error, is_disk_full
 from hrpose.errors import MissingFileError, UserError
 
 __all__ = [
@@ -46,7 +47,11 @@ __all__ = [
 
 
 class CheckpointSaveError(UserError, OSError):
-    """Saving a checkpoint failed; the previous file at the destination (if any) is unchanged."""
+    """Saving a checkpoint failed; the previous file at the destination (if any) is unchanged. ``str()`` is the
+    message alone (no ``[Errno N]`` prefix)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else super().__str__()
 
 
 class CheckpointReadError(UserError, RuntimeError):
@@ -119,6 +124,31 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class _WriteRecorder:
+    """A binary file for ``torch.save`` that remembers the ``OSError`` a write or flush raised."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._f.write(data))
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
 def save_checkpoint_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save(obj)`` to ``path`` so that ``path`` is always either the old or the new file.
 
@@ -134,7 +164,15 @@ def save_checkpoint_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            # torch.save reports a failed write as its own RuntimeError ("unexpected pos ..."): the file
+            # object keeps the OSError (a full disk) so that the message can say what really happened
+            recorder = _WriteRecorder(f)
+            try:
+                torch.save(obj, recorder)  # type: ignore[arg-type]
+            except Exception as e:
+                if recorder.error is not None and recorder.error is not e:
+                    raise recorder.error from e
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -147,6 +185,12 @@ def save_checkpoint_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
             except OSError:
                 pass
         kept = f"the previous {path.name} was kept unchanged" if path.exists() else f"no previous {path.name} existed"
+        if is_disk_full(e):
+            full = disk_full_error(
+                path, e, kept=kept, fix="free space on that disk or set OUTPUT_DIR to a folder on another disk, then "
+                "run the same command again (AUTO_RESUME continues from the last checkpoint.pth)"
+            )
+            raise CheckpointSaveError(full.errno, str(full)) from e
         code = e.errno if isinstance(e, OSError) and e.errno is not None else errno.EIO
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise CheckpointSaveError(code, f"could not save checkpoint {path}: {reason}; {kept}") from e

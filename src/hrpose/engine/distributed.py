@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,10 @@ __all__ = [
     "all_reduce_mean",
     "wrap_ddp",
     "unwrap_model",
+    "report_failure",
+    "failure_printed",
+    "wait_for_failure_printed",
+    "watch_for_failures",
 ]
 
 
@@ -66,6 +73,7 @@ def setup_distributed(device: str | torch.device | None = None) -> DistInfo:
         else:
             dev = torch.device("cpu")
         created = False
+        watch_for_failures(rank)  # before joining: a rank that fails first must not leave this one waiting
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
             created = True
@@ -144,3 +152,110 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+# ----------------------------------------------------------------------------------------------------
+# One rank's failure stops every rank promptly (torchrun)
+#
+# A rank that fails before a collective (a config or dataset error on one node, an exception before a
+# barrier) would leave the others waiting in init_process_group or the collective for gloo's 30-minute
+# timeout: on one node torchrun stops them when the failing process exits, across nodes nothing does.
+# So the failing rank writes a flag into torchrun's own key-value store (the agent's TCPStore at
+# MASTER_ADDR:MASTER_PORT, reachable before and after the process group exists), and every rank watches
+# that flag from a daemon thread, which ends its process within a second of another rank's failure.
+
+FAILURE_POLL_S = 0.25
+REPORT_WAIT_S = 15.0  # how long a stopping rank waits for the failing rank to print its error line
+_watching = False
+
+
+def _failure_key() -> str | None:
+    """The flag's key for this torchrun run and restart, or None outside torchrun (no agent store)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    run = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    return f"hrpose/failed/{run}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+
+
+def _store(timeout_s: float) -> Any:
+    from datetime import timedelta
+
+    return dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+        timeout=timedelta(seconds=timeout_s), wait_for_workers=False,
+    )  # fmt: skip
+
+
+def report_failure(rank: int, message: str) -> tuple[int, str] | None:
+    """Tell every rank that ``rank`` failed with ``message``. Returns the failure that was reported first,
+    ``(rank, message)`` (this one unless another rank's came before), or None outside torchrun or when the
+    store cannot be reached."""
+    key = _failure_key()
+    if key is None:
+        return None
+    try:
+        stored = _store(5.0).compare_set(key, "", f"{rank}\n{message}")
+    except Exception:  # the store is gone (torchrun stopping): nothing to tell
+        return None
+    first, _, text = bytes(stored).decode("utf-8", "replace").partition("\n")
+    return (int(first), text) if first.isdigit() else None
+
+
+def failure_printed() -> None:
+    """The failing rank has printed its error line: the ranks it stops may exit now."""
+    key = _failure_key()
+    if key is not None:
+        try:
+            _store(5.0).set(key + "/printed", "1")
+        except Exception:
+            pass
+
+
+def wait_for_failure_printed(timeout_s: float = 0.0) -> None:
+    """Wait (``REPORT_WAIT_S`` at most) until the rank that failed first has printed its error line: torchrun
+    stops every rank as soon as one exits."""
+    key = _failure_key()
+    if key is None:
+        return
+    try:
+        store = _store(5.0)
+        deadline = time.monotonic() + (timeout_s or REPORT_WAIT_S)
+        while not store.check([key + "/printed"]) and time.monotonic() < deadline:
+            time.sleep(FAILURE_POLL_S)
+    except Exception:
+        return
+
+
+def _watch(rank: int, key: str) -> None:
+    try:
+        store = _store(60.0)
+        while True:
+            if store.check([key]):
+                first, _, text = bytes(store.get(key)).decode("utf-8", "replace").partition("\n")
+                if first.isdigit() and int(first) != rank:
+                    # the failing rank prints its error line, then marks it printed: wait for that (a while at
+                    # most), since torchrun stops the failing rank too once this one exits
+                    deadline = time.monotonic() + REPORT_WAIT_S
+                    while not store.check([key + "/printed"]) and time.monotonic() < deadline:
+                        time.sleep(FAILURE_POLL_S)
+                    print(f"hrpose: rank {rank} stopped because rank {first} failed (its error line says why)",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    logging.shutdown()
+                    os._exit(STOPPED_BY_PEER_EXIT)
+                return  # this rank's own failure: it reports it and exits
+            time.sleep(FAILURE_POLL_S)
+    except Exception:  # the store went away: torchrun is ending the run, which stops this process too
+        return
+
+
+STOPPED_BY_PEER_EXIT = 3
+
+
+def watch_for_failures(rank: int) -> None:
+    """Start (once per process) the thread that ends this process when another rank reports a failure."""
+    global _watching
+    key = _failure_key()
+    if key is None or _watching:
+        return
+    _watching = True
+    threading.Thread(target=_watch, args=(rank, key), name="hrpose-rank-failure-watch", daemon=True).start()

@@ -7,11 +7,13 @@ the next run takes it over (and says whose it was). On exit the lock is released
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from pathlib import Path
 
+from hrpose.diskfull import disk_full_error, is_disk_full
 from hrpose.errors import UserError
 
 __all__ = ["LOCK_NAME", "OutputDirLockedError", "TrainLock", "pid_alive"]
@@ -112,8 +114,16 @@ class TrainLock:
                 self.previous_pid = old
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            os.fsync(fd)
+            try:
+                os.write(fd, f"{os.getpid()}\n".encode())
+                os.fsync(fd)
+            except OSError as e:
+                if not is_disk_full(e):
+                    raise
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                os.close(fd)
+                raise disk_full_error(self.path, e, fix=f"free space on that disk, or {self.advice}") from e
             self.fd = fd
             return self
         raise OutputDirLockedError(f"could not take the lock {self.path}: it keeps being replaced")

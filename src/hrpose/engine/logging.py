@@ -7,12 +7,14 @@ tensorboard is not importable or when it is disabled.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from hrpose.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from hrpose.diskfull import disk_full_error, is_disk_full
 from hrpose.errors import UserError
 from hrpose.evaluation.coco import markdown_table
 from hrpose.user_files import open_nofollow, safe_text
@@ -92,15 +95,46 @@ def _nofollow_file_handler(log_file: Path) -> logging.Handler:
             raise UserError(f"the log file {safe_text(log_file)} is a symbolic link; hrpose never writes through "
                             "links in its output folder: remove the link") from None  # fmt: skip
         raise UserError(f"cannot create the log file {safe_text(log_file)}: {e.strerror or e}") from None
-    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+    return _LogFileHandler(os.fdopen(fd, "a", encoding="utf-8"), log_file)
 
-    def close() -> None:
-        stream = handler.stream
-        logging.StreamHandler.close(handler)
-        stream.close()
 
-    handler.close = close  # type: ignore[method-assign]
-    return handler
+class _LogFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The log file's handler. A write that fails for lack of space raises one UserError naming the file (not
+    logging's printed traceback); after any failed write the handler stays quiet, so that the error's own
+    unwinding (which logs too) cannot fail again, and closing it never raises."""
+
+    def __init__(self, stream: Any, path: Path) -> None:
+        super().__init__(stream)
+        self.path = path
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        error = sys.exc_info()[1]
+        self.failed = True
+        if is_disk_full(error):
+            raise disk_full_error(
+                self.path, error, kept="the lines logged before are kept",
+                fix="free space on that disk or set OUTPUT_DIR to a folder on another disk, then run the same "
+                "command again (AUTO_RESUME continues from the last checkpoint.pth)",
+            ) from error  # fmt: skip
+        if isinstance(error, OSError):
+            raise UserError(f"cannot write the log file {safe_text(self.path)}: {error.strerror or error}") from error
+        super().handleError(record)
+
+    def close(self) -> None:
+        stream = self.stream
+        try:
+            try:
+                logging.StreamHandler.close(self)
+            finally:
+                stream.close()
+        except OSError:
+            # the unwritten tail of a full disk: what the file holds so far stays; the error was reported
+            self.failed = True
 
 
 def close_logger() -> None:
@@ -178,11 +212,25 @@ def draw_skeleton_batch(
     return np.stack(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
 
 
+def _quiet_tensorboard_disk_full(args: Any) -> None:
+    """``threading.excepthook``: tensorboard's writer thread failing on a full disk prints nothing (the main
+    thread's next TensorBoard call raises the same error, reported as one ``error:`` line); anything else goes
+    to the previous hook."""
+    if type(args.thread).__name__ == "_AsyncWriterThread" and is_disk_full(args.exc_value):
+        return
+    _previous_excepthook(args)
+
+
+_previous_excepthook = threading.excepthook
+
+
 class TensorBoardWriter:
-    """``SummaryWriter`` when enabled and importable, else every method does nothing."""
+    """``SummaryWriter`` when enabled and importable, else every method does nothing. A full disk under
+    ``log_dir`` raises one UserError naming the folder (the event file written so far is kept)."""
 
     def __init__(self, log_dir: str | Path | None, enabled: bool = True) -> None:
         self._writer: Any = None
+        self._log_dir = Path(log_dir) if log_dir is not None else None
         if not enabled or log_dir is None:
             return
         try:  # lazily: tensorboard is an optional extra, and importing it is slow
@@ -190,7 +238,32 @@ class TensorBoardWriter:
         except Exception as e:  # tensorboard missing or broken: training goes on without it
             get_logger().info(f"=> TensorBoard disabled ({type(e).__name__}: {e})")
             return
-        self._writer = SummaryWriter(log_dir=str(log_dir))
+        if threading.excepthook is not _quiet_tensorboard_disk_full:
+            global _previous_excepthook
+            _previous_excepthook = threading.excepthook
+            threading.excepthook = _quiet_tensorboard_disk_full
+        with self._disk_full():
+            self._writer = SummaryWriter(log_dir=str(log_dir))
+
+    @contextlib.contextmanager
+    def _disk_full(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            self._abandon()
+            raise disk_full_error(
+                self._log_dir or "the TensorBoard folder", e, kept="the TensorBoard events written before are kept",
+                fix="free space on that disk, set LOG_DIR to a folder on another disk or HRPOSE.TENSORBOARD False, "
+                "then run the same command again (AUTO_RESUME continues from the last checkpoint.pth)",
+            ) from e  # fmt: skip
+
+    def _abandon(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
 
     @property
     def active(self) -> bool:
@@ -198,17 +271,24 @@ class TensorBoardWriter:
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self._writer is not None:
-            self._writer.add_scalar(tag, float(value), step)
+            with self._disk_full():
+                self._writer.add_scalar(tag, float(value), step)
 
     def scalars(self, tag: str, values: Mapping[str, float], step: int) -> None:
         if self._writer is not None:
-            self._writer.add_scalars(tag, {k: float(v) for k, v in values.items()}, step)
+            with self._disk_full():
+                self._writer.add_scalars(tag, {k: float(v) for k, v in values.items()}, step)
 
     def images(self, tag: str, images_nhwc: np.ndarray, step: int) -> None:
         if self._writer is not None and len(images_nhwc):
-            self._writer.add_images(tag, images_nhwc, step, dataformats="NHWC")
+            with self._disk_full():
+                self._writer.add_images(tag, images_nhwc, step, dataformats="NHWC")
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+    def close(self, *, quiet: bool = False) -> None:
+        """Flush and close the event file; ``quiet``: (while another error is on its way) raise nothing."""
+        if quiet:
+            self._abandon()
+        elif self._writer is not None:
+            with self._disk_full():
+                self._writer.close()
             self._writer = None

@@ -44,7 +44,9 @@ from hrpose.config import check_output_dirs, config_to_dict, experiment_name, ou
 from hrpose.data import build_dataset
 from hrpose.data.device_targets import DeviceTargetEncoder
 from hrpose.data.fastcrop import normalize_on_device
+from hrpose.data.grouped import ImageGroupedSampler
 from hrpose.data.layout import layout_from_config
+from hrpose.diskfull import disk_full_error, is_disk_full
 from hrpose.errors import Interrupted, UserError
 from hrpose.losses import build_loss
 from hrpose.models import build_model
@@ -70,6 +72,7 @@ from .distributed import (
     barrier,
     broadcast_object,
     cleanup_distributed,
+    report_failure,
     setup_distributed,
     unwrap_model,
     wrap_ddp,
@@ -374,9 +377,15 @@ def _make_loader(
     info: DistInfo,
     drop_last: bool = False,
     seed: int = 0,
+    group_by_image: bool = False,
 ) -> tuple[Any, Any]:
-    sampler: DistributedSampler | None = None
-    if info.is_distributed:
+    sampler: DistributedSampler | ImageGroupedSampler | None = None
+    records = getattr(dataset, "records", None)
+    if group_by_image and records is not None:
+        # HRPOSE.GROUP_BY_IMAGE: images shuffled per epoch, each image's people in a row (decoded once per batch)
+        sampler = ImageGroupedSampler([r.image for r in records], shuffle=shuffle, seed=seed,
+                                      num_replicas=info.world_size, rank=info.rank, drop_last=drop_last)  # fmt: skip
+    elif info.is_distributed:
         sampler = DistributedSampler(
             dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
@@ -407,7 +416,7 @@ class TrainParts:
     amp_dtype: torch.dtype | None
     train_dataset: Any
     train_loader: Iterable
-    train_sampler: DistributedSampler | None  # under DDP: set_epoch() once per epoch
+    train_sampler: DistributedSampler | ImageGroupedSampler | None  # set_epoch() once per epoch
     valid_dataset: Any
     valid_loader: Iterable
     codec: Any  # decodes validation heatmaps
@@ -457,6 +466,7 @@ def build_parts(
         pin_memory=bool(cfg.PIN_MEMORY),
         info=info,
         seed=max(int(hp.SEED), 0),
+        group_by_image=bool(hp.GROUP_BY_IMAGE),
     )
     valid_loader = make_eval_loader(
         valid_dataset,
@@ -553,7 +563,26 @@ def train(
                 build_dataset=build_dataset,
                 build_codec=build_codec,
             )
-            return fit(cfg, parts, paths, info, validate=validate, train_one_epoch=train_one_epoch)
+            try:
+                return fit(cfg, parts, paths, info, validate=validate, train_one_epoch=train_one_epoch)
+            except OSError as e:
+                # a write not translated where it happens (a results file of validation, ...)
+                if isinstance(e, UserError) or not is_disk_full(e):
+                    raise
+                raise disk_full_error(
+                    e.filename or paths.output_dir, e, kept="checkpoint.pth of the last finished epoch is kept",
+                    fix="free space on that disk or set OUTPUT_DIR to a folder on another disk, then run the same "
+                    "command again (AUTO_RESUME continues from the last checkpoint.pth)",
+                ) from e  # fmt: skip
+    except Exception as e:
+        if info.is_distributed:
+            # before the process group goes: the other ranks stop now, not at a collective's timeout
+            from hrpose.user_files import error_text
+
+            what = str(e).strip() or type(e).__name__
+            report_failure(info.rank, error_text(what) if isinstance(e, UserError) else
+                           f"{type(e).__name__} (a bug in hrpose: see that rank's traceback)")  # fmt: skip
+        raise
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled = saved[2:]
@@ -712,9 +741,12 @@ def fit(
         message = _interrupted_message(checkpoint_file, progress.saved_epoch, end_epoch, bool(cfg.AUTO_RESUME))
         if info.is_main:
             logger.warning(f"=> interrupted: {message}")
+        writer.close(quiet=True)
         raise Interrupted(message) from None
-    finally:
-        writer.close()
+    except BaseException:
+        writer.close(quiet=True)  # the error on its way is the one to report
+        raise
+    writer.close()
     return {
         "best_perf": progress.best_perf,
         "last_perf": last_perf,
