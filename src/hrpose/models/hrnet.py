@@ -95,7 +95,8 @@ class HRNetSpec:
             raise ValueError("MODEL.EXTRA has no STAGE2 for pose_hrnet")
         stage1 = cls.stage1
         if "STAGE1" in extra:
-            defaults = {"NUM_MODULES": 1, "NUM_BRANCHES": 1, "BLOCK": "BOTTLENECK", "NUM_BLOCKS": [4], "NUM_CHANNELS": [64]}
+            defaults = {"NUM_MODULES": 1, "NUM_BRANCHES": 1, "BLOCK": "BOTTLENECK", "NUM_BLOCKS": [4]}
+            defaults["NUM_CHANNELS"] = [64]
             stage1 = StageSpec.from_cfg({**defaults, **extra["STAGE1"]})
             if stage1.num_modules != 1 or stage1.num_branches != 1:
                 raise ValueError(
