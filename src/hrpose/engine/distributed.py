@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -178,8 +179,6 @@ def _failure_key() -> str | None:
 
 
 def _store(timeout_s: float) -> Any:
-    from datetime import timedelta
-
     return dist.TCPStore(
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
         timeout=timedelta(seconds=timeout_s), wait_for_workers=False,

@@ -53,6 +53,7 @@ from hrpose.models import build_model
 from hrpose.models.outputs import last_stage
 from hrpose.models.weights import checkpoint_meta, with_meta
 from hrpose.pipeline import InferenceSettings
+from hrpose.user_files import error_text
 
 from .checkpoint import (
     CheckpointReadError,
@@ -577,8 +578,6 @@ def train(
     except Exception as e:
         if info.is_distributed:
             # before the process group goes: the other ranks stop now, not at a collective's timeout
-            from hrpose.user_files import error_text
-
             what = str(e).strip() or type(e).__name__
             report_failure(info.rank, error_text(what) if isinstance(e, UserError) else
                            f"{type(e).__name__} (a bug in hrpose: see that rank's traceback)")  # fmt: skip
