@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quick start, end to end on a fresh machine (about 7 minutes on 2 CPU cores after set-up; seeded by its config):
+# The quick start, end to end on a fresh machine (about 8 minutes on 2 CPU cores after set-up; seeded by its config):
 #   synthetic people -> train a small HRNet -> test (pycocotools AP) -> predict on an image (picture with skeletons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
