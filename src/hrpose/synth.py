@@ -25,13 +25,10 @@ byte-identical annotation file and identical image arrays.
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import functools
 import json
 import math
 import multiprocessing
-import os
-import tempfile
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +40,7 @@ import numpy as np
 
 from hrpose.diskfull import translate_disk_full
 from hrpose.keypoints import COCO
+from hrpose.user_files import replace_atomically
 
 # Body parts; a pixel of the label map holds 1 + person * PARTS_PER_PERSON + part (0 = background).
 PARTS = (
@@ -715,27 +713,11 @@ def write_synthetic_dataset(
     return ann_path
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
 
 
 def _write_file(path: Path, data: bytes, kept: str) -> None:
     """``data`` to ``path`` through a temporary file (a previous ``path`` stays whole until replaced); a full
     disk is one UserError naming ``path`` (:mod:`hrpose.diskfull`), with no partial file left."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes 0600)
-        with translate_disk_full(path, kept=kept, fix="free space on that disk or choose another --out folder, "
-                                 "then run the same command again"):  # fmt: skip
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with translate_disk_full(path, kept=kept, fix="free space on that disk or choose another --out folder, "
+                             "then run the same command again"):  # fmt: skip
+        replace_atomically(path, data)

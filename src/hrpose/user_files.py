@@ -15,6 +15,7 @@ cannot forge a second line.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -120,6 +121,22 @@ def create_exclusive(folder: str | os.PathLike[str], prefix: str, suffix: str, m
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "could not find a free temporary name", str(d))
+
+
+def replace_atomically(path: str | os.PathLike[str], data: bytes, mode: int = 0o666) -> Path:
+    """`data` to `path` through a new file beside it (:func:`create_exclusive`), renamed over `path`: a reader
+    sees the old file or the whole new one, never a part; the temporary file is removed on any failure."""
+    path = Path(path)
+    fd, tmp = create_exclusive(path.parent, f".{path.name}.", ".tmp", mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 class RecordFile:

@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from pycocotools.cocoeval import COCOeval
 from hrpose.errors import MissingFileError, UserError
 from hrpose.evaluation.oks_nms import nms_from_arrays, oks_matrices, resolve_sigmas, soft_nms_from_arrays
 from hrpose.evaluation.rescoring import rescore  # the one rescoring rule (also PoseEstimator's)
+from hrpose.user_files import replace_atomically
 
 __all__ = [
     "EVALUATORS", "STATS_NAMES", "load_coco", "image_ids_from_paths", "rescore", "group_by_image", "select_poses",
@@ -210,18 +210,8 @@ def write_results(
 
 
 def _write_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return replace_atomically(path, data)
 
 
 def coco_keypoint_stats(
