@@ -201,11 +201,15 @@ def ort(args: argparse.Namespace) -> int:
     from hrpose.export import export_onnx
     from hrpose.models import build_model
     from hrpose.runtime import make_backend
+    from hrpose.runtime.openvino_int8 import CompiledRunner, openvino_fp32_model
     from hrpose.runtime.quantize import conv_node_names
 
     torch.set_num_threads(args.threads)
     print(f"machine: {machine_description()}", flush=True)
-    cfg = load_config(str(ROOT / MODELS[args.model]), [])
+    cfg = load_config(args.cfg or str(ROOT / MODELS[args.model]), [])
+    import openvino
+
+    model_name = Path(args.cfg).stem if args.cfg else args.model
     size = (int(cfg.MODEL.IMAGE_SIZE[0]), int(cfg.MODEL.IMAGE_SIZE[1]))
     crops, labeled = _crops(cfg, args.calib + args.eval, labeled=True)
     calib, real, labeled = crops[: args.calib], crops[args.calib :], labeled[args.calib :]
@@ -217,7 +221,7 @@ def ort(args: argparse.Namespace) -> int:
         model.eval()
     else:
         model = _realistic_random(model, calib)
-    work = Path(args.workdir) / f"ort-{args.model}"
+    work = Path(args.workdir) / f"ort-{model_name}"
     work.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(model, work / "fp32.onnx", size, dynamic_batch=True).path
     pre = work / "pre.onnx"
@@ -239,6 +243,10 @@ def ort(args: argparse.Namespace) -> int:
         "ort entropy, all ops": {"calibrate_method": CalibrationMethod.Entropy},
         "ort minmax, Conv only, symmetric s8 activations": {"op_types_to_quantize": ["Conv"],
                                                              "activation_type": QuantType.QInt8},
+        # x86 without VNNI: u8 x s8 products are summed in pairs into int16 (vpmaddubsw), which can saturate;
+        # 7-bit weights (reduce_range) or u8 weights avoid it
+        "ort minmax, all ops, 7-bit weights (reduce_range)": {"reduce_range": True},
+        "ort minmax, all ops, u8 weights (U8U8)": {"weight_type": QuantType.QUInt8},
     }  # fmt: skip
     with torch.inference_mode():
         ref_hm = model(torch.from_numpy(real)).numpy()
@@ -254,16 +262,49 @@ def ort(args: argparse.Namespace) -> int:
     runners["nncf -> openvino int8 (default preset)"] = make_backend(
         "openvino-int8", model, "cpu", input_size=size, calibration=[calib], threads=args.threads
     )
+    # the same quantised graph (ORT's QDQ, shipped variant) run by OpenVINO: ranges vs the runtime's kernels
+    runners["ort minmax, all ops (shipped) QDQ graph run by openvino"] = CompiledRunner(
+        openvino.Core().read_model(str(work / "v0.onnx")), name="qdq-openvino", threads=args.threads
+    )
+    # NNCF without its bias correction: how much of NNCF's lead that step gives
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    q = nncf.quantize(openvino_fp32_model(model, size), nncf.Dataset(inputs), subset_size=len(inputs),
+                      advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))  # fmt: skip
+    runners["nncf -> openvino int8, no bias correction"] = CompiledRunner(q, name="nncf-nobc", threads=args.threads)
+    # speed as CPU time (all threads of the process) per crop at batch 1: steadier than wall time on a shared
+    # machine; fp32 references first
+    fp32_runners = {"ort fp32": make_backend("onnxruntime", fp32, threads=args.threads),
+                    "openvino fp32": CompiledRunner(openvino_fp32_model(model, size), name="ov", threads=args.threads)}
+    one = real[:1]
+
+    def cpu_ms(fn: Any) -> float:
+        for _ in range(3):
+            fn(one)
+        best = float("inf")
+        for _ in range(3):  # the best of 3 blocks of 5 calls
+            t = time.process_time()
+            for _ in range(5):
+                fn(one)
+            best = min(best, (time.process_time() - t) / 5 * 1000)
+        return best
+
+    print("| variant | heatmap error | mean dev (input px) | heatmap px | within 2 px | CPU ms/crop b1 |")
+    print("|---|---|---|---|---|---|")
+    for name, fn in fp32_runners.items():
+        print(f"| {name} | 0 | 0 | 0 | 100% | {cpu_ms(fn):.1f} |", flush=True)
     for name, fn in runners.items():
         hm = np.concatenate([fn(real[i : i + 8]) for i in range(0, len(real), 8)])  # type: ignore[operator]
         rel = float(np.linalg.norm(hm - ref_hm) / np.linalg.norm(ref_hm))
         dev = np.linalg.norm(keypoints_input_px(hm, size) - ref, axis=-1)[labeled]
         print(
-            f"| {name} | {rel:.4f} | {dev.mean():.2f} | {dev.mean() / stride:.2f} | {100 * (dev <= 2).mean():.1f}% |",
+            f"| {name} | {rel:.4f} | {dev.mean():.2f} | {dev.mean() / stride:.2f} | {100 * (dev <= 2).mean():.1f}% "
+            f"| {cpu_ms(fn):.1f} |",
             flush=True,
         )
     print(
-        f"({args.model}, {'weights ' + args.weights if args.weights else 'realistic random weights'}; calibrated on "
+        f"({model_name}, {'weights ' + args.weights if args.weights else 'realistic random weights'}; calibrated on "
         f"{len(inputs)} crops incl. mirrors; measured on {int(labeled.sum())} labeled joints of {len(real)} other "
         "coco-mini crops; heatmap error = ||int8 - fp32|| / ||fp32||)"
     )
@@ -298,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     o = sub.add_parser("ort")
     o.add_argument("--model", default="w32_256x192", choices=list(MODELS))
+    o.add_argument("--cfg", default=None, help="another model's config (instead of --model), e.g. the quick start's")
     o.add_argument("--weights", default=None)
     o.add_argument("--calib", type=int, default=16)
     o.add_argument("--eval", type=int, default=24)
