@@ -464,6 +464,10 @@ def main(argv: list[str] | None = None) -> None:
         for e, st in variants.values():
             pipelined(e, out / "warm.mp4", out, 1, "warm", {**st})
         sweep = sweep_crops(est, [int(c) for c in args.sweep_crops.split(",")], 3) if args.sweep_crops else {}
+        if sweep:
+            print("pose model ms per crop (flip test, one call) by crops a call, median [min-max] of 3: "
+                  + "; ".join(f"{c}: {1000 * statistics.median(v):.1f} [{1000 * min(v):.1f}-{1000 * max(v):.1f}]"
+                              for c, v in sweep.items()), flush=True)  # fmt: skip
         runs: dict[str, list[float]] = defaultdict(list)
         ref: dict[int, list] = {}
         other: dict[int, list] = {}
@@ -483,7 +487,8 @@ def main(argv: list[str] | None = None) -> None:
                 runs["pipelined e2e, --det-every 5"].append(args.frames / s)
             posed = (sum(len(p) for p in ref.values()), sum(len(p) for p in other.values()))
             print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items())
-                  + f"; people posed: every-frame detection {posed[0]}, --det-every 5 {posed[1]}", file=sys.stderr)
+                  + f"; people posed: every-frame detection {posed[0]}, --det-every 5 {posed[1]}", file=sys.stderr,
+                  flush=True)  # fmt: skip
     load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in runs.items()}
     bound = "compute bound 1 / (t_detect + t_pose)"
@@ -501,10 +506,6 @@ def main(argv: list[str] | None = None) -> None:
         r5 = [e / p for e, p in zip(runs["pipelined e2e, --det-every 5"], runs["pose"])]
         print(f"pipelined e2e --det-every 5 / pose alone, per repeat: {', '.join(f'{r:.2f}' for r in r5)}")
     print(f"pipelined e2e / serial sum, median: {med['pipelined e2e'] / med['serial (sum of stages)']:.2f}")
-    if sweep:
-        print("pose model ms per crop (flip test, one call) by crops a call, median [min-max] of 3: "
-              + "; ".join(f"{c}: {1000 * statistics.median(v):.1f} [{1000 * min(v):.1f}-{1000 * max(v):.1f}]"
-                          for c, v in sweep.items()))  # fmt: skip
     print(f"load average after the run: {', '.join(f'{x:.1f}' for x in load_after)}")
     posed_d: dict[str, int] = {}
     dev: dict[str, float | int] = {}
