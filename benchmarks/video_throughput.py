@@ -4,8 +4,8 @@ The clip: real COCO photos from ../shared/data/coco-mini with 1, 2 and 3 people 
 person boxes; 2 people a frame on average), 640x480, each photo held for `--hold` frames with a slow pan (the
 picture moves a few pixels a frame), written as an mp4v file. The detector: a YOLOX-tiny-sized network
 (CSPDarknet-tiny + PAFPN + decoupled head, width 0.375, depth 0.33, ~5M parameters, 416x416 input) built here
-with torch, random weights, exported to ONNX and run by hrpose's `OnnxDetector` (letterbox, OpenVINO when
-installed else ONNX Runtime: `--det-engine`; raw-head decoding, NMS); as its random boxes are meaningless,
+with torch, random weights, exported to ONNX and run by hrpose's `OnnxDetector` (letterbox, ONNX Runtime, or
+OpenVINO with `--det-engine openvino`; raw-head decoding, NMS); as its random boxes are meaningless,
 each frame's people are the photo's annotated boxes (the ONNX model still runs on every frame it is asked, so
 its cost is real). The pose model: HRNet-W32 256x192 (random weights unless --weights), flip test on, fp32,
 the `auto` backend. `--clip synth:DIR` makes the clip from the val images of a `hrpose synth`

@@ -204,10 +204,17 @@ def test_openvino_and_onnxruntime_engines_give_the_same_boxes(tmp_path):
     assert total >= 5  # boxes were found and compared, not only empty answers
 
 
-def test_auto_engine_is_openvino_when_installed_and_onnxruntime_does_not_spin(tmp_path):
+def test_auto_engine_and_onnxruntime_does_not_spin(tmp_path, monkeypatch):
+    import importlib.util
+
     path = tmp_path / "convdet.onnx"
     conv_detector_graph(path)
-    assert OnnxDetector(path).engine.name == "openvino"  # the openvino extra is installed by scripts/setup.sh
+    assert OnnxDetector(path).engine.name == "onnxruntime"  # installed: the default
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime"
+                        else real_find_spec(name, *a))  # fmt: skip
+    assert OnnxDetector(path).engine.name == "openvino"  # no ONNX Runtime: OpenVINO reads the graph
+    monkeypatch.undo()
     ort_det = OnnxDetector(path, engine="onnxruntime", threads=1)
     opts = ort_det.session.get_session_options()
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -355,32 +355,28 @@ class _OpenVinoEngine:
 
 
 def _open_engine(path: Path, engine: str, providers: list[str] | None, threads: int | None) -> Any:
-    """`engine`: "openvino", "onnxruntime", or "auto": OpenVINO when it is installed and reads the graph (faster
-    on the CPUs measured, same boxes: docs/benchmarks.md "Video throughput"), else ONNX Runtime. Explicit
-    `providers` (ONNX Runtime's, e.g. CUDA) mean ONNX Runtime."""
+    """`engine`: "onnxruntime", "openvino", or "auto": ONNX Runtime where it is installed, else OpenVINO.
+    OpenVINO gives the same boxes but was not faster for a YOLOX-tiny-sized graph on the shared 2-core CPU
+    measured (faster by ~20% of CPU time at load 5, slower by ~50% at load 13: docs/benchmarks.md "Video
+    throughput"), so it is the choice only where ONNX Runtime is missing, or asked for."""
     import importlib.util
 
     if engine not in DETECTOR_ENGINES:
         raise DetectorError(f"unknown detector engine {engine!r}: expected one of {', '.join(DETECTOR_ENGINES)}")
-    if engine == "auto" and not providers and importlib.util.find_spec("openvino") is not None:
-        try:
-            return _OpenVinoEngine(path, threads)
-        except DetectorError as e:  # a graph OpenVINO cannot read: ONNX Runtime may
-            logger.debug("%s; using ONNX Runtime", e)
-    if engine == "openvino":
+    have_ort = importlib.util.find_spec("onnxruntime") is not None
+    if engine == "openvino" or (engine == "auto" and not have_ort and importlib.util.find_spec("openvino")):
         if importlib.util.find_spec("openvino") is None:
             raise DetectorError("the openvino detector engine needs OpenVINO: pip install 'hrpose[openvino]'")
         return _OpenVinoEngine(path, threads)
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not have_ort:
         raise DetectorError("OnnxDetector needs onnxruntime (or OpenVINO): pip install 'hrpose[onnx]'")
     return _OrtEngine(path, providers, threads)
 
 
 class OnnxDetector:
-    """A user's ONNX person detector, run by OpenVINO's CPU plugin when it is installed (`engine="auto"`, the
-    default; faster than ONNX Runtime for a YOLOX-tiny-sized graph on the CPUs measured, with the same boxes),
-    else by ONNX Runtime (`engine="onnxruntime"`, or explicit ONNX Runtime `providers`, e.g. CUDA). `threads`:
-    the engine's threads (default: one per core).
+    """A user's ONNX person detector, run by ONNX Runtime (CPU unless `providers` says otherwise) or by OpenVINO's
+    CPU plugin (`engine="openvino"`; the same boxes; `engine="auto"`, the default, takes ONNX Runtime where it is
+    installed, else OpenVINO: see `_open_engine`). `threads`: the engine's threads (default: one per core).
 
     Input: the first graph input, NCHW float32, `input_size` (w, h) taken from the graph when static,
     else the `input_size` argument (default 640x640). The image is letterboxed: resized by
