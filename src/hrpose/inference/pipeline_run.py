@@ -81,8 +81,9 @@ def boxes_from_poses(poses: list[Any], width: int, height: int, kpt_thr: float, 
     return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
 
 
-# People per pose-model call on a CPU: OpenVINO fp32 HRNet-W32 ran 1 crop (2 inputs with the flip test) faster
-# per crop than larger batches on the 2-core EPYC measured (docs/benchmarks.md "Video throughput").
+# People per pose-model call on a CPU: `hrpose bench` measured OpenVINO fp32 HRNet-W32 at 127 ms/crop at batch 1
+# and 156 ms/crop at batch 8 on the quiet 2-core EPYC (docs/benchmarks.md "Inference benchmark"; "Video
+# throughput" for the loaded sweep, where larger calls did better).
 CPU_CROPS_PER_CALL = 1
 
 
