@@ -1,29 +1,39 @@
 """Video run throughput: the pipelined `hrpose predict` video path against its stages run one after another.
 
-The clip: real COCO photos from ../shared/data/coco-mini with 1-3 people each (their annotated person boxes),
-640x480, each photo held for `--hold` frames with a slow pan (the picture moves a few pixels a frame), written
-as an mp4v file. The detector: a YOLOX-tiny-sized network (CSPDarknet-tiny + PAFPN + decoupled head, width
-0.375, depth 0.33, ~5M parameters, 416x416 input) built here with torch, random weights, exported to ONNX and
-run by hrpose's `OnnxDetector` (letterbox, ONNX Runtime, raw-head decoding, NMS); as its random boxes are
-meaningless, each frame's people are the photo's annotated boxes (the ONNX model still runs on every frame
-it is asked, so its cost is real). The pose model: HRNet-W32 256x192 (random weights unless --weights), flip
-test on, fp32, the `auto` backend. `--clip synth:DIR` makes the clip from the val images of a `hrpose synth`
+The clip: real COCO photos from ../shared/data/coco-mini with 1, 2 and 3 people in turn (their annotated
+person boxes; 2 people a frame on average), 640x480, each photo held for `--hold` frames with a slow pan (the
+picture moves a few pixels a frame), written as an mp4v file. The detector: a YOLOX-tiny-sized network
+(CSPDarknet-tiny + PAFPN + decoupled head, width 0.375, depth 0.33, ~5M parameters, 416x416 input) built here
+with torch, random weights, exported to ONNX and run by hrpose's `OnnxDetector` (letterbox, ONNX Runtime, or
+OpenVINO with `--det-engine openvino`; raw-head decoding, NMS); as its random boxes are meaningless,
+each frame's people are the photo's annotated boxes (the ONNX model still runs on every frame it is asked, so
+its cost is real). The pose model: HRNet-W32 256x192 (random weights unless --weights), flip test on, fp32,
+the `auto` backend. `--clip synth:DIR` makes the clip from the val images of a `hrpose synth`
 folder instead (the people a model trained by the quick start knows; use with its --weights).
 
 Measured, interleaved `--repeats` times (median and min-max over the repeats):
-- stages one after another: decode every frame, detect every frame, pose every frame, draw + encode +
-  write the JSON line of every frame; their sum is what a serial run costs;
-- `pose only`: the pose stage alone: the rate the slowest stage allows;
-- the pipelined run (`hrpose.inference.pipeline_run.VideoPipeline`, what `hrpose predict clip.mp4` runs),
-  end to end from the mp4 file to the drawn mp4 and the JSON lines; and with `--det-every 5`;
+- stages one after another, each alone with the settings the pipelined run uses (`pipeline_defaults`: on a
+  CPU one person a pose-model call): decode every frame, detect every frame, pose every frame, draw +
+  encode + write the JSON line of every frame; their sum is what a serial run costs;
+- `pose`: the pose stage alone: the rate the slowest stage allows; `compute bound`: 1 / (t_detect + t_pose)
+  per frame, what the cores can do when both models must run on every frame and each already uses all of
+  them;
+- the pipelined run (`hrpose.inference.pipeline_run.VideoPipeline` with `pipeline_defaults`, what
+  `hrpose predict clip.mp4` runs), end to end from the mp4 file to the drawn mp4 and the JSON lines; and
+  with `--det-every 5`;
+- `--modes` adds other ways to share the CPU for comparison: `concurrent` (no compute slot, both models at
+  once on all cores, 4 frames a pose call: the previous default) and `split` (no slot, the detector on 1
+  thread, the pose model on the others);
+- `--sweep-crops 1,2,4,8`: the pose model's time per crop (flip test: 2 inputs a crop) at that many crops a
+  call, interleaved: what `CPU_CROPS_PER_CALL` is set from;
 - the keypoint deviation of `--det-every 5` against detection on every frame: mean distance of the joints
   (scored >= 0.3 in both), in pixels and as a fraction of the person's box diagonal, on the frames where the
   detector did not run. Only meaningful with trained --weights (random weights give random joints).
 
 Usage::
 
-    OMP_NUM_THREADS=2 python benchmarks/video_throughput.py                 # 48 frames, 3 repeats
-    OMP_NUM_THREADS=2 python benchmarks/video_throughput.py --frames 30 --repeats 2
+    OMP_NUM_THREADS=2 python benchmarks/video_throughput.py                 # 96 frames, 3 repeats
+    OMP_NUM_THREADS=2 python benchmarks/video_throughput.py --frames 48 --repeats 1 --modes concurrent,split
     hrpose synth --out /tmp/synth --split val --images 40 --seed 3                  # people like the quick start's
     OMP_NUM_THREADS=2 python benchmarks/video_throughput.py --weights w16_synth_qs.pth --clip synth:/tmp/synth
 """
@@ -40,6 +50,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -209,6 +220,11 @@ def make_clip(path: Path, frames: int, hold: int, spec: str = "coco-mini") -> di
     chosen.sort(key=lambda im: im["id"])
     if not chosen:
         raise SystemExit(f"error: --clip {spec}: no image with 1-3 people of at least 32x32 pixels in {ann_file}")
+    # photos with 1, 2 and 3 people in turn (each list cycled on its own), so every count is in the clip
+    groups = [[im for im in chosen if len(by_image[im["id"]]) == n] for n in (1, 2, 3)]
+    groups = [g for g in groups if g]
+    chosen = [groups[k % len(groups)][(k // len(groups)) % len(groups[k % len(groups)])]
+              for k in range(len(chosen))]  # fmt: skip
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (W, H))
     boxes: dict[int, np.ndarray] = {}
     for i in range(frames):
@@ -234,10 +250,12 @@ class ClipDetector:
 
     needs_key = True
 
-    def __init__(self, onnx_path: Path, boxes: dict[int, np.ndarray]) -> None:
+    def __init__(self, onnx_path: Path, boxes: dict[int, np.ndarray], engine: str = "auto",
+                 threads: int | None = None) -> None:  # fmt: skip
         from hrpose.inference.detectors import OnnxDetector
 
-        self.onnx = OnnxDetector(onnx_path, score_thr=0.3, input_size=(416, 416), yolox_raw=True)
+        self.onnx = OnnxDetector(onnx_path, score_thr=0.3, input_size=(416, 416), yolox_raw=True, engine=engine,
+                                 threads=threads)  # fmt: skip
         self.boxes = boxes
         self.calls = 0
 
@@ -248,8 +266,9 @@ class ClipDetector:
 
 
 # --- the runs --------------------------------------------------------------------------------------------
-def serial(est, clip: Path, out: Path) -> dict[str, float]:  # noqa: ANN001
-    """Every stage over the whole clip, one after another: seconds per stage."""
+def serial(est, clip: Path, out: Path, crops_per_call: int | None) -> dict[str, float]:  # noqa: ANN001
+    """Every stage over the whole clip, one after another (the pose stage `crops_per_call` people a model call,
+    one frame at a time, as in the pipelined run): seconds per stage."""
     import cv2
 
     from hrpose.inference.drawing import draw_poses
@@ -265,7 +284,8 @@ def serial(est, clip: Path, out: Path) -> dict[str, float]:  # noqa: ANN001
     boxes = [est.prepare_boxes(est.detect(f, i), W, H) for i, f in enumerate(frames)]
     t["detect"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    poses = [est(f, b, key=i) for i, (f, b) in enumerate(zip(frames, boxes))]
+    per_call = {} if crops_per_call is None else {"batch_size": crops_per_call}
+    poses = [est.predict_many([f], [b], keys=[i], **per_call)[0] for i, (f, b) in enumerate(zip(frames, boxes))]
     t["pose"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with VideoWriter(out / "serial.mp4", fps, (W, H)) as w, (out / "serial.jsonl").open("w") as j:
@@ -277,8 +297,10 @@ def serial(est, clip: Path, out: Path) -> dict[str, float]:  # noqa: ANN001
     return t
 
 
-def pipelined(est, clip: Path, out: Path, det_every: int, tag: str) -> tuple[float, dict[int, list]]:  # noqa: ANN001
-    """The pipelined run as `hrpose predict` runs it: (seconds, poses by frame)."""
+def pipelined(est, clip: Path, out: Path, det_every: int, tag: str,  # noqa: ANN001
+              settings: dict) -> tuple[float, dict[int, list]]:  # fmt: skip
+    """The pipelined run as `hrpose predict` runs it, with `settings` (`pipeline_defaults`): (seconds, poses by
+    frame)."""
     from hrpose.inference.drawing import draw_poses
     from hrpose.inference.pipeline_run import VideoPipeline
     from hrpose.inference.streams import Frame
@@ -297,7 +319,7 @@ def pipelined(est, clip: Path, out: Path, det_every: int, tag: str) -> tuple[flo
             w.write(draw_poses(f.image, poses, est.joint_names, est.skeleton))
             got[f.index] = poses
 
-        VideoPipeline(est, det_every=det_every, tracker=tracker, batch_frames=4).run(frames, sink)
+        VideoPipeline(est, det_every=det_every, tracker=tracker, **settings).run(frames, sink)
     return time.perf_counter() - t0, got
 
 
@@ -349,6 +371,23 @@ def deviation(ref: dict[int, list], other: dict[int, list], det_every: int) -> d
 W32_CFG = ROOT / "experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml"
 
 
+def sweep_crops(est, sizes: list[int], rounds: int) -> dict[int, list[float]]:  # noqa: ANN001
+    """The pose backend's seconds per crop at each number of crops a call (with the flip test: 2 inputs a
+    crop, one call), interleaved over `rounds`."""
+    w, h = est.input_size
+    n = max(sizes)
+    crops = np.random.default_rng(0).standard_normal((2 * n, 3, h, w)).astype(np.float32)
+    for c in sizes:  # warm-up: a new batch shape compiles kernels
+        est.backend(crops[: 2 * c])
+    got: dict[int, list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        for c in sizes:
+            t0 = time.perf_counter()
+            est.backend(crops[: 2 * c])
+            got[c].append((time.perf_counter() - t0) / c)
+    return got
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cfg", default=None,
@@ -357,19 +396,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clip", default="coco-mini",
                     help="coco-mini (the real photos in ../shared, default) or synth:DIR (the val split of a "
                          "folder written by `hrpose synth`)")  # fmt: skip
-    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--hold", type=int, default=10,
                     help="frames per photo (a multiple of 5 puts the scene cuts on --det-every 5's detection frames)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the 2 cores)")
+    ap.add_argument("--det-engine", default="auto", choices=("auto", "openvino", "onnxruntime"),
+                    help="the detector's engine (OnnxDetector's `engine`)")
+    ap.add_argument("--modes", default="",
+                    help="also run the pipeline these ways, comma-separated: concurrent, split (see the docstring)")
+    ap.add_argument("--no-det-every", action="store_true", help="skip the --det-every 5 run")
+    ap.add_argument("--sweep-crops", default="", help="e.g. 1,2,4,8: pose time per crop at that many crops a call")
     ap.add_argument("--json", default=None, help="also write the measurements to this JSON file")
     args = ap.parse_args(argv)
     cfg = args.cfg if args.cfg is not None else (None if args.weights else str(W32_CFG))
+    modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        if m not in ("concurrent", "split"):
+            raise SystemExit(f"error: --modes {args.modes}: unknown mode {m!r}; expected concurrent and/or split")
+
+    import copy
 
     import torch
 
     torch.set_num_threads(args.threads)
     from hrpose.inference import PoseEstimator
+    from hrpose.inference.pipeline_run import pipeline_defaults
 
     print(f"CPU: {cpu_line()}")
     with tempfile.TemporaryDirectory(prefix="hrpose-video-bench-") as d:
@@ -380,63 +432,101 @@ def main(argv: list[str] | None = None) -> None:
         est = PoseEstimator.from_config(cfg, args.weights, device="cpu", detector=None,
                                         random_weights=args.weights is None)  # fmt: skip
         size = est.input_size
+        det = ClipDetector(out / "yolox_tiny.onnx", boxes, engine=args.det_engine)
+        est.detector = det
+        est.warn_no_person = False
+        settings = pipeline_defaults(est, est.batch_size)
+        crops = settings["crops_per_call"]
         print(f"clip: {args.frames} frames {W}x{H} from {args.clip} images, each held {args.hold} frames, "
               f"{min(people)}-{max(people)} people a frame ({sum(people) / len(people):.2f} on average); detector: "
               f"YOLOX-tiny-sized ONNX, {n_params / 1e6:.2f}M parameters, 416x416, random weights (answers the "
-              f"annotated boxes); pose: {Path(cfg).name if cfg else 'the config in the checkpoint'} "
-              f"(input {size[0]}x{size[1]}), {'weights ' + args.weights if args.weights else 'random weights'}, "
-              f"flip test")  # fmt: skip
-        det = ClipDetector(out / "yolox_tiny.onnx", boxes)
-        est.detector = det
-        est.warn_no_person = False
-        print(f"pose backend: {type(est.backend).__name__}")
+              f"annotated boxes), engine {det.onnx.engine.name}; pose: "
+              f"{Path(cfg).name if cfg else 'the config in the checkpoint'} (input {size[0]}x{size[1]}), "
+              f"{'weights ' + args.weights if args.weights else 'random weights'}, flip test, backend "
+              f"{type(est.backend).__name__}; pipeline: compute slot {settings['compute_slot'] is not None}, "
+              f"{crops} people a pose call, {settings['batch_frames']} frame(s) a pose call")  # fmt: skip
+        variants: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for m in modes:
+            if m == "concurrent":  # the previous default: both models at once, 4 frames / 16 crops a call
+                variants["pipelined e2e, concurrent (no slot)"] = (est, {"compute_slot": None, "batch_frames": 4,
+                                                                         "crops_per_call": est.batch_size})
+            else:  # split: detector 1 thread, pose the other cores, no slot
+                from hrpose.runtime import make_backend
+
+                e2 = copy.copy(est)
+                e2.backend = make_backend("openvino", est.model, device="cpu", input_size=est.input_size,
+                                          threads=max(1, (os.cpu_count() or 2) - 1))
+                e2.detector = ClipDetector(out / "yolox_tiny.onnx", boxes, engine=args.det_engine, threads=1)
+                variants["pipelined e2e, split threads (no slot)"] = (e2, {**settings, "compute_slot": None})
         # warm-up: one frame through every stage
         make_clip(out / "warm.mp4", 2, 1, args.clip)
-        pipelined(est, out / "warm.mp4", out, 1, "warm")
+        pipelined(est, out / "warm.mp4", out, 1, "warm", pipeline_defaults(est, est.batch_size))
+        for e, st in variants.values():
+            pipelined(e, out / "warm.mp4", out, 1, "warm", {**st})
+        sweep = sweep_crops(est, [int(c) for c in args.sweep_crops.split(",")], 3) if args.sweep_crops else {}
+        if sweep:
+            print("pose model ms per crop (flip test, one call) by crops a call, median [min-max] of 3: "
+                  + "; ".join(f"{c}: {1000 * statistics.median(v):.1f} [{1000 * min(v):.1f}-{1000 * max(v):.1f}]"
+                              for c, v in sweep.items()), flush=True)  # fmt: skip
         runs: dict[str, list[float]] = defaultdict(list)
         ref: dict[int, list] = {}
         other: dict[int, list] = {}
         for rep in range(args.repeats):
-            t = serial(est, out / "clip.mp4", out)
+            t = serial(est, out / "clip.mp4", out, crops)
             for k, v in t.items():
                 runs[k].append(args.frames / v)
             runs["serial (sum of stages)"].append(args.frames / sum(t.values()))
-            s, ref = pipelined(est, out / "clip.mp4", out, 1, "e2e")
+            runs["compute bound 1 / (t_detect + t_pose)"].append(args.frames / (t["detect"] + t["pose"]))
+            s, ref = pipelined(est, out / "clip.mp4", out, 1, "e2e", pipeline_defaults(est, est.batch_size))
             runs["pipelined e2e"].append(args.frames / s)
-            s, other = pipelined(est, out / "clip.mp4", out, 5, "e2e5")
-            runs["pipelined e2e, --det-every 5"].append(args.frames / s)
+            for name, (e, st) in variants.items():
+                s, _ = pipelined(e, out / "clip.mp4", out, 1, "var", {**st})
+                runs[name].append(args.frames / s)
+            if not args.no_det_every:
+                s, other = pipelined(est, out / "clip.mp4", out, 5, "e2e5", pipeline_defaults(est, est.batch_size))
+                runs["pipelined e2e, --det-every 5"].append(args.frames / s)
             posed = (sum(len(p) for p in ref.values()), sum(len(p) for p in other.values()))
             print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items())
-                  + f"; people posed: every-frame detection {posed[0]}, --det-every 5 {posed[1]}", file=sys.stderr)
+                  + f"; people posed: every-frame detection {posed[0]}, --det-every 5 {posed[1]}", file=sys.stderr,
+                  flush=True)  # fmt: skip
     load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in runs.items()}
+    bound = "compute bound 1 / (t_detect + t_pose)"
     print()
-    print("| run | frames/s, median | min - max | x pose-only rate |")
-    print("| --- | --- | --- | --- |")
-    for k in ("decode", "detect", "pose", "draw+write", "serial (sum of stages)", "pipelined e2e",
-              "pipelined e2e, --det-every 5"):  # fmt: skip
-        v = runs[k]
-        print(f"| {k} | {med[k]:.2f} | {min(v):.2f} - {max(v):.2f} | {med[k] / med['pose']:.2f} |")
+    print("| run | frames/s, median | min - max | x pose alone | x compute bound |")
+    print("| --- | --- | --- | --- | --- |")
+    for k, v in runs.items():
+        print(f"| {k} | {med[k]:.2f} | {min(v):.2f} - {max(v):.2f} | {med[k] / med['pose']:.2f} | "
+              f"{med[k] / med[bound]:.2f} |")  # fmt: skip
     ratios = [e / p for e, p in zip(runs["pipelined e2e"], runs["pose"])]
-    print(f"\npipelined e2e / pose-only rate, per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
+    to_bound = [e / b for e, b in zip(runs["pipelined e2e"], runs[bound])]
+    print(f"\npipelined e2e / pose alone, per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"pipelined e2e / compute bound, per repeat: {', '.join(f'{r:.2f}' for r in to_bound)}")
+    if "pipelined e2e, --det-every 5" in runs:
+        r5 = [e / p for e, p in zip(runs["pipelined e2e, --det-every 5"], runs["pose"])]
+        print(f"pipelined e2e --det-every 5 / pose alone, per repeat: {', '.join(f'{r:.2f}' for r in r5)}")
     print(f"pipelined e2e / serial sum, median: {med['pipelined e2e'] / med['serial (sum of stages)']:.2f}")
     print(f"load average after the run: {', '.join(f'{x:.1f}' for x in load_after)}")
-    dev = deviation(ref, other, 5)
-    posed = {"every_frame": sum(len(p) for p in ref.values()), "det_every_5": sum(len(p) for p in other.values()),
-             "annotated": sum(people)}  # fmt: skip
-    print(f"--det-every 5 vs every-frame detection (last repeat), on the frames without detection: joint distance "
-          f"mean {dev['mean_px']:.2f} px, median {dev['median_px']:.2f} px ({100 * dev['mean_rel']:.2f}% / "
-          f"{100 * dev['median_rel']:.2f}% of the box diagonal) over {dev['matched']} people "
-          f"({dev['box_matched']} matched by box IoU >= 0.3); people posed "
-          f"on those frames: every-frame detection {dev['every_frame_people']}, --det-every 5 "
-          f"{dev['det_every_people']}; on all frames: {posed['every_frame']} and {posed['det_every_5']} "
-          f"({posed['annotated']} annotated)"
-          f"{'' if args.weights else ' (random pose weights: not meaningful)'}")  # fmt: skip
+    posed_d: dict[str, int] = {}
+    dev: dict[str, float | int] = {}
+    if other:
+        dev = deviation(ref, other, 5)
+        posed_d = {"every_frame": sum(len(p) for p in ref.values()),
+                   "det_every_5": sum(len(p) for p in other.values()), "annotated": sum(people)}  # fmt: skip
+        print(f"--det-every 5 vs every-frame detection (last repeat), on the frames without detection: joint "
+              f"distance mean {dev['mean_px']:.2f} px, median {dev['median_px']:.2f} px ({100 * dev['mean_rel']:.2f}% "
+              f"/ {100 * dev['median_rel']:.2f}% of the box diagonal) over {dev['matched']} people "
+              f"({dev['box_matched']} matched by box IoU >= 0.3); people posed "
+              f"on those frames: every-frame detection {dev['every_frame_people']}, --det-every 5 "
+              f"{dev['det_every_people']}; on all frames: {posed_d['every_frame']} and {posed_d['det_every_5']} "
+              f"({posed_d['annotated']} annotated)"
+              f"{'' if args.weights else ' (random pose weights: not meaningful)'}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({
             "clip": args.clip, "frames": args.frames, "hold": args.hold, "weights": args.weights, "cfg": cfg,
             "fps": {k: list(v) for k, v in runs.items()}, "median_fps": med, "e2e_over_pose": ratios,
-            "deviation": dev, "posed": posed,
+            "e2e_over_compute_bound": to_bound, "deviation": dev, "posed": posed_d,
+            "sweep_s_per_crop": {str(c): v for c, v in sweep.items()},
         }, indent=1))  # fmt: skip
 
 

@@ -76,6 +76,9 @@ def test_synth_clip_keeps_proportions_and_follows_the_annotations(synth_dir, tmp
             by_image.setdefault(a["image_id"], []).append(a["bbox"])
     chosen = sorted((im for im in ann["images"] if 1 <= len(by_image.get(im["id"], [])) <= 3
                      and all(b[2] * b[3] >= 32 * 32 for b in by_image[im["id"]])), key=lambda im: im["id"])  # fmt: skip
+    # photos with 1, 2 and 3 people take turns (each group in id order)
+    groups = [g for g in ([im for im in chosen if len(by_image[im["id"]]) == n] for n in (1, 2, 3)) if g]
+    chosen = [groups[k % len(groups)][(k // len(groups)) % len(groups[k % len(groups)])] for k in range(len(chosen))]
     s = 480 / 256  # one factor: the square image fills the clip's height, centred
     for i in range(8):
         want = np.asarray(by_image[chosen[i // 4]["id"]], np.float32) * s
@@ -97,6 +100,13 @@ def test_synth_clip_keeps_proportions_and_follows_the_annotations(synth_dir, tmp
     assert np.abs(frames[0][:, ox : ox + 480].astype(int) - want.astype(int)).mean() < 12
 
 
+def test_coco_mini_clip_has_one_two_and_three_people(tmp_path):
+    boxes = vt.make_clip(tmp_path / "clip.mp4", 30, 2, "coco-mini")
+    counts = [len(boxes[i]) for i in range(30)]
+    assert counts[:6] == [1, 1, 2, 2, 3, 3]  # the photos take turns: 1, 2, 3 people, each held 2 frames
+    assert set(counts) == {1, 2, 3}
+
+
 @pytest.mark.parametrize("spec", ["synth:/no/such/folder", "youtube"])
 def test_a_wrong_clip_is_one_error_line(spec):
     with pytest.raises(SystemExit) as e:
@@ -111,13 +121,22 @@ def test_whole_run_on_a_synth_clip_reports_rates_and_deviation(synth_dir, tmp_pa
     out = tmp_path / "r.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "video_throughput.py"), "--cfg", str(cfg),
                            "--clip", f"synth:{synth_dir}", "--frames", "10", "--hold", "5", "--repeats", "1",
-                           "--threads", "1", "--json", str(out)],
+                           "--threads", "1", "--modes", "concurrent,split", "--sweep-crops", "1,2",
+                           "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = json.loads(out.read_text())
     for k in ("decode", "detect", "pose", "draw+write", "serial (sum of stages)", "pipelined e2e",
-              "pipelined e2e, --det-every 5"):  # fmt: skip
+              "pipelined e2e, --det-every 5", "compute bound 1 / (t_detect + t_pose)",
+              "pipelined e2e, concurrent (no slot)", "pipelined e2e, split threads (no slot)"):  # fmt: skip
         assert len(res["fps"][k]) == 1 and res["fps"][k][0] > 0, k
+    fps = {k: v[0] for k, v in res["fps"].items()}
+    # the compute bound: both models' time per frame added
+    assert fps["compute bound 1 / (t_detect + t_pose)"] == pytest.approx(1 / (1 / fps["detect"] + 1 / fps["pose"]))
+    assert res["e2e_over_compute_bound"][0] == pytest.approx(fps["pipelined e2e"]
+                                                             / fps["compute bound 1 / (t_detect + t_pose)"])
+    assert set(res["sweep_s_per_crop"]) == {"1", "2"}
+    assert "x compute bound" in proc.stdout and "compute slot True, 1 people a pose call" in proc.stdout
     # every frame's annotated people are posed with detection on every frame
     assert res["posed"]["every_frame"] == res["posed"]["annotated"] > 0
     assert res["posed"]["det_every_5"] > 0

@@ -156,3 +156,68 @@ def test_without_onnxruntime_the_fallback_says_so(home, caplog, monkeypatch):
         det = build_detector("auto")
     assert not isinstance(det, OnnxDetector)
     assert "onnxruntime is not installed: pip install 'hrpose[onnx]'" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the engines: OpenVINO (the default where installed) and ONNX Runtime give the same boxes
+
+
+def conv_detector_graph(path, size: int = 64, seed: int = 0) -> None:
+    """A tiny real detector: a random 8x8 stride-8 convolution over the image, then sigmoid rows
+    [cx, cy, w, h, obj, person, other] scaled to input pixels (decoded YOLOX layout, one row per cell)."""
+    rng = np.random.default_rng(seed)
+    cells = (size // 8) ** 2
+    weight = (rng.standard_normal((7, 3, 8, 8)) / 2000).astype(np.float32)
+    bias = np.array([0, 0, 0, 0, 1.5, 1.5, 0], np.float32)  # objectness and person: around 0.8 each
+    scale = np.array([size, size, size / 2, size / 2, 1, 1, 1], np.float32).reshape(1, 1, 7)
+    nodes = [
+        onnx_const_node("w", weight), onnx_const_node("b", bias), onnx_const_node("scale", scale),
+        onnx_const_node("shape", np.array([1, 7, cells], np.int64)),
+        helper.make_node("Conv", ["images", "w", "b"], ["c"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Reshape", ["c", "shape"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("Sigmoid", ["t"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["output"]),
+    ]  # fmt: skip
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, cells, 7])
+    model = helper.make_model(helper.make_graph(nodes, "convdet", [inp], [out]),
+                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    onnx.save(model, str(path))
+
+
+def test_openvino_and_onnxruntime_engines_give_the_same_boxes(tmp_path):
+    path = tmp_path / "convdet.onnx"
+    conv_detector_graph(path)
+    ort_det = OnnxDetector(path, score_thr=0.3, yolox_raw=False, engine="onnxruntime")
+    ov_det = OnnxDetector(path, score_thr=0.3, yolox_raw=False, engine="openvino")
+    assert ort_det.engine.name == "onnxruntime" and ov_det.engine.name == "openvino"
+    assert ov_det.input_size == ort_det.input_size == (64, 64) and ov_det.output_names == ["output"]
+    rng = np.random.default_rng(1)
+    total = 0
+    for _ in range(5):
+        image = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+        a, b = ort_det(image), ov_det(image)
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+        total += len(a)
+    assert total >= 5  # boxes were found and compared, not only empty answers
+
+
+def test_auto_engine_and_onnxruntime_does_not_spin(tmp_path, monkeypatch):
+    import importlib.util
+
+    path = tmp_path / "convdet.onnx"
+    conv_detector_graph(path)
+    assert OnnxDetector(path).engine.name == "onnxruntime"  # installed: the default
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime"
+                        else real_find_spec(name, *a))  # fmt: skip
+    assert OnnxDetector(path).engine.name == "openvino"  # no ONNX Runtime: OpenVINO reads the graph
+    monkeypatch.undo()
+    ort_det = OnnxDetector(path, engine="onnxruntime", threads=1)
+    opts = ort_det.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.intra_op_num_threads == 1
+    with pytest.raises(DetectorError, match="unknown detector engine 'tensorrt': expected one of auto, openvino"):
+        OnnxDetector(path, engine="tensorrt")

@@ -41,7 +41,7 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
                     table: Any, rows: list[list[Any]] | None) -> None:  # fmt: skip
     from hrpose.inference.detectors import DetectorError
     from hrpose.inference.drawing import draw_poses
-    from hrpose.inference.pipeline_run import VideoPipeline
+    from hrpose.inference.pipeline_run import VideoPipeline, pipeline_defaults
     from hrpose.inference.shard import mark_done
     from hrpose.inference.streams import Frame, LiveFrames
     from hrpose.inference.tables import rows_of
@@ -73,9 +73,10 @@ def _predict_stream(estimator: Any, kind: str, path: str, stem: str, out_dir: Pa
     jsonl_path, video_path = out_dir / f"{stem}.jsonl", out_dir / f"{stem}_pose.mp4"
     video_tmp: Path | None = None
     jsonl_tmp: Path | None = None
+    # on a CPU: one model call at a time, small calls; on a GPU: crops of several frames in one call
     pipeline = VideoPipeline(estimator, det_every=det_every, max_people=int(getattr(args, "max_people", 0) or 0),
-                             tracker=tracker, batch_frames=max(1, args.batch_size // 4),
-                             kpt_thr=args.kpt_thr)  # fmt: skip
+                             tracker=tracker, kpt_thr=args.kpt_thr,
+                             **pipeline_defaults(estimator, args.batch_size))  # fmt: skip
     duration = float(getattr(args, "duration", 0.0) or 0.0)
     complete = False
 

@@ -293,8 +293,90 @@ class DetectionFileDetector:
         return clip_boxes(self.boxes_for(key), w, h)
 
 
+DETECTOR_ENGINES = ("auto", "openvino", "onnxruntime")
+
+
+class _OrtEngine:
+    """The detector graph in ONNX Runtime: all graph optimisations, `threads` intra-op threads (default one per
+    core), and no spinning: ONNX Runtime's threads would otherwise busy-wait after each call, taking the cores
+    from the pose model that runs next (a video run alternates the two)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, providers: list[str] | None, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                                providers=providers or ["CPUExecutionProvider"])  # fmt: skip
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise DetectorError(f"cannot load the ONNX detector {path}: {e}") from e
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape: list[Any] = list(inp.shape)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(o) for o in self.session.run(None, {self.input_name: blob})]
+
+
+class _OpenVinoEngine:
+    """The detector graph read from ONNX by OpenVINO's CPU plugin (fp32, latency mode, `threads` threads)."""
+
+    name = "openvino"
+
+    def __init__(self, path: Path, threads: int | None) -> None:
+        import openvino as ov
+
+        from hrpose.runtime.openvino_backend import keep_sigaltstack, openvino_config
+
+        try:
+            with keep_sigaltstack():
+                core = ov.Core()
+                model = core.read_model(str(path))
+                self.compiled = core.compile_model(model, "CPU", openvino_config(threads))
+                self.request = self.compiled.create_infer_request()
+        except Exception as e:  # OpenVINO raises its own exception types
+            raise DetectorError(f"cannot load the ONNX detector {path} in OpenVINO: {e}") from e
+        inp = self.compiled.inputs[0]
+        self.input_name = inp.get_any_name()
+        self.input_shape = [d.get_length() if d.is_static else None for d in inp.get_partial_shape()]
+        self.output_names = [next(iter(o.get_names()), f"output{i}") for i, o in enumerate(self.compiled.outputs)]
+        self._keep = keep_sigaltstack
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        with self._keep():
+            self.request.infer({0: blob})
+        return [np.array(self.request.get_output_tensor(i).data) for i in range(len(self.output_names))]
+
+
+def _open_engine(path: Path, engine: str, providers: list[str] | None, threads: int | None) -> Any:
+    """`engine`: "onnxruntime", "openvino", or "auto": ONNX Runtime where it is installed, else OpenVINO.
+    OpenVINO gives the same boxes but was not faster for a YOLOX-tiny-sized graph on the shared 2-core CPU
+    measured (faster by ~20% of CPU time at load 5, slower by ~50% at load 13: docs/benchmarks.md "Video
+    throughput"), so it is the choice only where ONNX Runtime is missing, or asked for."""
+    import importlib.util
+
+    if engine not in DETECTOR_ENGINES:
+        raise DetectorError(f"unknown detector engine {engine!r}: expected one of {', '.join(DETECTOR_ENGINES)}")
+    have_ort = importlib.util.find_spec("onnxruntime") is not None
+    if engine == "openvino" or (engine == "auto" and not have_ort and importlib.util.find_spec("openvino")):
+        if importlib.util.find_spec("openvino") is None:
+            raise DetectorError("the openvino detector engine needs OpenVINO: pip install 'hrpose[openvino]'")
+        return _OpenVinoEngine(path, threads)
+    if not have_ort:
+        raise DetectorError("OnnxDetector needs onnxruntime (or OpenVINO): pip install 'hrpose[onnx]'")
+    return _OrtEngine(path, providers, threads)
+
+
 class OnnxDetector:
-    """A user's ONNX person detector run in ONNX Runtime (CPU unless `providers` says otherwise).
+    """A user's ONNX person detector, run by ONNX Runtime (CPU unless `providers` says otherwise) or by OpenVINO's
+    CPU plugin (`engine="openvino"`; the same boxes; `engine="auto"`, the default, takes ONNX Runtime where it is
+    installed, else OpenVINO: see `_open_engine`). `threads`: the engine's threads (default: one per core).
 
     Input: the first graph input, NCHW float32, `input_size` (w, h) taken from the graph when static,
     else the `input_size` argument (default 640x640). The image is letterboxed: resized by
@@ -340,28 +422,24 @@ class OnnxDetector:
         yolox_raw: bool | None = None,
         strides: tuple[int, ...] = (8, 16, 32),
         providers: list[str] | None = None,
+        engine: str = "auto",
+        threads: int | None = None,
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - onnxruntime is an optional dependency
-            raise DetectorError("OnnxDetector needs onnxruntime: pip install 'hrpose[onnx]'") from e
         self.path = Path(path)
         if not self.path.is_file():
             raise DetectorError(f"ONNX detector model not found: {self.path}")
-        try:
-            self.session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise DetectorError(f"cannot load the ONNX detector {self.path}: {e}") from e
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        shape = list(inp.shape)
+        self.engine = _open_engine(self.path, engine, providers, threads)
+        self.session = getattr(self.engine, "session", None)  # the ONNX Runtime session (None under OpenVINO)
+        self.input_name = self.engine.input_name
+        shape = self.engine.input_shape
         if len(shape) != 4:
-            raise DetectorError(f"{self.path}: expected an NCHW image input, got input {inp.name} of shape {shape}")
+            raise DetectorError(f"{self.path}: expected an NCHW image input, got input {self.input_name} of shape "
+                                f"{shape}")  # fmt: skip
         if isinstance(shape[2], int) and isinstance(shape[3], int):
             self.input_size = (int(shape[3]), int(shape[2]))
         else:
             self.input_size = tuple(input_size) if input_size else (640, 640)  # type: ignore[assignment]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_names = self.engine.output_names
         check_score_thr(score_thr, "score_thr")
         self.score_thr, self.nms_thr, self.person_class = score_thr, nms_thr, person_class
         self.rgb, self.pad_value, self.center = rgb, pad_value, center
@@ -476,7 +554,7 @@ class OnnxDetector:
     def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
         h, w = image_bgr.shape[:2]
         blob, r, (px, py) = self.letterbox(image_bgr)
-        outputs = self.session.run(None, {self.input_name: blob})
+        outputs = self.engine.run(blob)
         boxes, scores = self.parse_outputs(outputs)
         finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
         # NaN/inf rows are dropped, never clipped into a fake box; PoseEstimator names the image in a warning

@@ -390,19 +390,22 @@ class PoseEstimator:
 
     def predict_many(
         self, images: Sequence[ImageLike], boxes: Sequence[Any] | None = None, *, rgb: bool = False,
-        keys: Sequence[Any] | None = None,
+        keys: Sequence[Any] | None = None, batch_size: int | None = None,
     ) -> list[list[PersonPose]]:  # fmt: skip
         """Poses of the people of several images, `[self(image) for image in images]` to float rounding, but
-        the people of all of them go through the backend together, `batch_size` crops a call (an image with
-        one person no longer means a backend call of one). boxes: one entry per image ((N, 4|5) or None:
-        the detector's); keys: one name per image (see `__call__`). An error in any image raises."""
+        the people of all of them go through the backend together, `batch_size` crops a call (default: the
+        estimator's; an image with one person no longer means a backend call of one). boxes: one entry per
+        image ((N, 4|5) or None: the detector's); keys: one name per image (see `__call__`). An error in any
+        image raises."""
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"predict_many: {len(images)} images but {len(boxes)} box lists")
         if keys is not None and len(keys) != len(images):
             raise ValueError(f"predict_many: {len(images)} images but {len(keys)} keys")
         people = [self._people(im, None if boxes is None else boxes[i], rgb, None if keys is None else keys[i])
                   for i, im in enumerate(images)]  # fmt: skip
-        return self._poses(people)
+        return self._poses(people, batch_size)
 
     def _people(self, image: ImageLike, boxes: Any, rgb: bool, key: Any) -> tuple[np.ndarray, np.ndarray, str]:
         """One image read, its boxes (given or detected) prepared: (image BGR, boxes (M, 5), name)."""
@@ -418,14 +421,16 @@ class PoseEstimator:
             logger.warning("%s: no person found", name)
         return img, prepared, name
 
-    def _poses(self, people: Sequence[tuple[np.ndarray, np.ndarray, str]]) -> list[list[PersonPose]]:
+    def _poses(self, people: Sequence[tuple[np.ndarray, np.ndarray, str]],
+               batch_size: int | None = None) -> list[list[PersonPose]]:  # fmt: skip
         """The people of the images (`_people`), `batch_size` crops at a time across images, through the
         shared pipeline (`hrpose.pipeline.predict_crops`): crops are made, run and decoded a batch at a
         time, so memory stays bounded whatever the box count."""
         out: list[list[PersonPose]] = [[] for _ in people]
         stream = [(i, j) for i, (_, rows, _) in enumerate(people) for j in range(len(rows))]
-        for start in range(0, len(stream), self.batch_size):
-            chunk = stream[start : start + self.batch_size]
+        per_call = int(batch_size or self.batch_size)
+        for start in range(0, len(stream), per_call):
+            chunk = stream[start : start + per_call]
             parts = []  # (image index, first person, boxes) of each image in this batch
             for i in dict.fromkeys(i for i, _ in chunk):
                 js = [j for k, j in chunk if k == i]

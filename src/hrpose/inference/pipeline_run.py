@@ -6,7 +6,14 @@ Each stage is one thread taking frames in order from a bounded queue (`queue_siz
 stay in order and memory stays bounded; OpenCV, ONNX Runtime and torch release the GIL while they work,
 so decoding the next frame, detecting on it and the pose model on the previous one run at the same time.
 The pose stage takes every frame already waiting (up to `batch_frames`) and runs their people through
-the model together (`PoseEstimator.predict_many`).
+the model together (`PoseEstimator.predict_many`), `crops_per_call` people a model call.
+
+On a CPU the two models share the same cores: each of them already uses all of them, and run at the same
+time they fight (each slows the other more than it gains). `compute_slot` (a `ComputeSlot`) lets one model
+call run at a time, first come first served, while reading, cropping, drawing and writing still overlap;
+and the crops of a call are capped at the batch size measured fastest per crop on the CPU (cross-frame
+batching pays on a GPU, not there). `pipeline_defaults` picks both for a pose backend
+(docs/benchmarks.md "Video throughput" has the measurements).
 
 `det_every=N` runs the detector on every N-th frame only; on the frames between, each person's box is the
 box around their confident joints in the previous frame (enlarged by 25%), and the tracker carries the
@@ -74,6 +81,56 @@ def boxes_from_poses(poses: list[Any], width: int, height: int, kpt_thr: float, 
     return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
 
 
+# People per pose-model call on a CPU: `hrpose bench` measured OpenVINO fp32 HRNet-W32 at 127 ms/crop at batch 1
+# and 156 ms/crop at batch 8 on the quiet 2-core EPYC (docs/benchmarks.md "Inference benchmark"; "Video
+# throughput" for the loaded sweep, where larger calls did better).
+CPU_CROPS_PER_CALL = 1
+
+
+class ComputeSlot:
+    """One model call at a time, in the order asked for (a ticket lock: neither stage can starve the other).
+    `with slot:` around a detector or pose-model call."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0
+        self._serving = 0
+
+    def __enter__(self) -> ComputeSlot:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            while ticket != self._serving:
+                self._cond.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
+def runs_on_cpu(backend: Any) -> bool:
+    """Whether a pose backend computes on the CPU (its crops are given as CPU arrays either way; an ONNX
+    Runtime session whose first provider is not the CPU one runs elsewhere)."""
+    device = getattr(backend, "device", None)
+    if device is not None and getattr(device, "type", "cpu") != "cpu":
+        return False
+    session = getattr(backend, "session", None)
+    providers = session.get_providers() if session is not None and hasattr(session, "get_providers") else []
+    return not providers or providers[0] == "CPUExecutionProvider"
+
+
+def pipeline_defaults(estimator: Any, batch_size: int) -> dict[str, Any]:
+    """VideoPipeline's compute settings for this estimator: on a CPU one compute slot for both models and
+    `CPU_CROPS_PER_CALL` crops a call (frames not batched together); elsewhere (a GPU) no slot, and the
+    people of up to `batch_size // 4` frames in calls of `batch_size` crops."""
+    if runs_on_cpu(estimator.backend):
+        return {"compute_slot": ComputeSlot(), "crops_per_call": min(CPU_CROPS_PER_CALL, batch_size),
+                "batch_frames": 1}  # fmt: skip
+    return {"compute_slot": None, "crops_per_call": batch_size, "batch_frames": max(1, batch_size // 4)}
+
+
 class _Stop(Exception):
     pass
 
@@ -100,6 +157,8 @@ class VideoPipeline:
         queue_size: int = 4,
         kpt_thr: float = 0.3,
         key: Callable[[Frame], Any] | None = None,
+        compute_slot: ComputeSlot | None = None,
+        crops_per_call: int | None = None,
     ) -> None:
         if det_every < 1:
             raise ValueError(f"det_every must be >= 1, got {det_every}")
@@ -111,6 +170,8 @@ class VideoPipeline:
         self.queue_size = max(1, int(queue_size))
         self.kpt_thr = kpt_thr
         self.key = key if key is not None else (lambda f: f.index)
+        self.compute_slot = compute_slot
+        self.crops_per_call = None if crops_per_call is None else max(1, int(crops_per_call))
         self.stats = RunStats()
         self.stop_event = threading.Event()
 
@@ -158,6 +219,13 @@ class VideoPipeline:
         self._put(q, (f, poses))
         return poses
 
+    def _compute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A model call, in the compute slot when there is one."""
+        if self.compute_slot is None:
+            return fn(*args, **kwargs)
+        with self.compute_slot:
+            return fn(*args, **kwargs)
+
     def run(self, frames: Iterable[Frame], sink: Callable[[Frame, list[Any]], None]) -> RunStats:
         q_read: queue.Queue[Any] = queue.Queue(self.queue_size)
         q_det: queue.Queue[Any] = queue.Queue(self.queue_size)
@@ -176,7 +244,7 @@ class VideoPipeline:
                 if f.index % self.det_every == 0 or self.det_every == 1:
                     h, w = f.image.shape[:2]
                     key = self.key(f)
-                    boxes = est.prepare_boxes(est.detect(f.image, key), w, h, str(key))
+                    boxes = est.prepare_boxes(self._compute(est.detect, f.image, key), w, h, str(key))
                     boxes, dropped = cap_people(boxes, self.max_people)
                     self.stats.detector_runs += 1
                     if dropped:
@@ -186,6 +254,8 @@ class VideoPipeline:
                             logger.warning("frame %d: %d people over --max-people %d dropped (the highest-scoring "
                                            "kept)", f.index, dropped, self.max_people)  # fmt: skip
                 self._put(q_det, (f, boxes))
+
+        per_call = {} if self.crops_per_call is None else {"batch_size": self.crops_per_call}
 
         def pose() -> None:
             last: list[Any] = []
@@ -222,7 +292,7 @@ class VideoPipeline:
                     boxes.append(b)
                 keys = [self.key(f) for f, _ in batch]
                 try:
-                    results = est.predict_many(images, boxes, keys=keys)
+                    results = self._compute(est.predict_many, images, boxes, keys=keys, **per_call)
                 except BaseException:
                     if len(batch) == 1:
                         raise
@@ -230,7 +300,8 @@ class VideoPipeline:
                     results = []
                     for i in range(len(batch)):
                         try:
-                            one = est.predict_many(images[i : i + 1], boxes[i : i + 1], keys=keys[i : i + 1])
+                            one = self._compute(est.predict_many, images[i : i + 1], boxes[i : i + 1],
+                                                keys=keys[i : i + 1], **per_call)
                             results.append(one[0])
                         except BaseException:
                             for (f, _), poses in zip(batch, results):
