@@ -48,6 +48,9 @@ HRPOSE_DEFAULTS = {
     "REDUCED_DECODE": False,
     "GROUP_BY_IMAGE": False,
     "FUSED_OPTIMIZER": False,
+    "VALIDATE_FROM": 0,
+    "VALIDATE_EVERY": 1,
+    "TRAIN_THREADS": 0,
     "MODEL_MIRROR": "",
 }
 

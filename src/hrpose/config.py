@@ -186,6 +186,9 @@ def _hrpose_tree() -> dict[str, Any]:
         "REDUCED_DECODE": False,  # opt-in: JPEG DCT-scaled decoding for large boxes (changes pixels slightly)
         "GROUP_BY_IMAGE": False,  # training order: images shuffled, each image's people in a row (decoded once)
         "FUSED_OPTIMIZER": False,  # CUDA: Adam/SGD with fused=True
+        "VALIDATE_FROM": 0,  # training validates epochs >= this (and always the last one)
+        "VALIDATE_EVERY": 1,  # ... every N-th of them, counted from VALIDATE_FROM
+        "TRAIN_THREADS": 0,  # torch threads while training; 0 = leave torch's (OMP_NUM_THREADS)
         "MODEL_MIRROR": "",  # model zoo mirror base URL: <MODEL_MIRROR>/<file name> is tried first (docs/models.md)
     }
 
@@ -540,6 +543,9 @@ def validate_config(cfg: CfgNode, source: str = "config") -> None:
     choice("HRPOSE.DECODER", hp.DECODER, DECODERS)
     choice("HRPOSE.AMP", hp.AMP, AMP_VALUES)
     integer("HRPOSE.MAX_ITERS_PER_EPOCH", hp.MAX_ITERS_PER_EPOCH, 0, what="0 = the whole epoch")
+    integer("HRPOSE.VALIDATE_FROM", hp.VALIDATE_FROM, 0, what="the first epoch (0-based) to validate")
+    integer("HRPOSE.VALIDATE_EVERY", hp.VALIDATE_EVERY, 1, what="validate every N-th epoch")
+    integer("HRPOSE.TRAIN_THREADS", hp.TRAIN_THREADS, 0, what="0 = torch's default thread count")
     if not _is_int(hp.SEED):
         fail("HRPOSE.SEED", hp.SEED, "an integer (a negative one leaves the run unseeded)")
     joint = f"a joint index from 0 to {num_joints - 1} (MODEL.NUM_JOINTS is {num_joints})"

@@ -379,6 +379,7 @@ def _make_loader(
     drop_last: bool = False,
     seed: int = 0,
     group_by_image: bool = False,
+    seeded: bool = False,
 ) -> tuple[Any, Any]:
     sampler: DistributedSampler | ImageGroupedSampler | None = None
     records = getattr(dataset, "records", None)
@@ -390,6 +391,10 @@ def _make_loader(
         sampler = DistributedSampler(
             dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
+    # Seeded runs: the loader's own generator (shuffle order, worker seeds), re-seeded per epoch by fit
+    # (epoch_generator_seed), so the training stream does not depend on what else draws from torch's global
+    # RNG (validation's loader, a skipped validation) and a resumed run continues it exactly.
+    generator = torch.Generator().manual_seed(epoch_generator_seed(seed, 0)) if seeded else None
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -399,8 +404,22 @@ def _make_loader(
         pin_memory=pin_memory and info.device.type == "cuda",
         drop_last=drop_last,
         persistent_workers=False,
+        generator=generator,
     )
     return loader, sampler
+
+
+def epoch_generator_seed(seed: int, epoch: int) -> int:
+    """The training loader's generator seed for ``epoch`` of a run seeded with ``seed`` (HRPOSE.SEED)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def should_validate(epoch: int, end_epoch: int, validate_from: int = 0, validate_every: int = 1) -> bool:
+    """Whether training validates after ``epoch`` (0-based): the last epoch always; otherwise epochs
+    ``>= validate_from`` (HRPOSE.VALIDATE_FROM), every ``validate_every``-th (HRPOSE.VALIDATE_EVERY) from there."""
+    if epoch >= end_epoch - 1:
+        return True
+    return epoch >= validate_from and (epoch - validate_from) % max(int(validate_every), 1) == 0
 
 
 @dataclass
@@ -468,6 +487,7 @@ def build_parts(
         info=info,
         seed=max(int(hp.SEED), 0),
         group_by_image=bool(hp.GROUP_BY_IMAGE),
+        seeded=int(hp.SEED) >= 0,
     )
     valid_loader = make_eval_loader(
         valid_dataset,
@@ -545,12 +565,15 @@ def train(
         torch.backends.cudnn.benchmark,
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.enabled,
+        torch.get_num_threads(),
     )
     try:
         with ExitStack() as stack:  # holds the output folder's training lock until the end
             paths = _start_run(cfg, cfg_file, info, stack)
             apply_cudnn_settings(cfg)
             hp = cfg.HRPOSE
+            if int(hp.TRAIN_THREADS) > 0:
+                torch.set_num_threads(int(hp.TRAIN_THREADS))  # restored below
             if int(hp.SEED) >= 0:
                 # Different augmentation per rank; DDP broadcasts rank 0's initial weights anyway.
                 seed_everything(int(hp.SEED) + info.rank, bool(hp.DETERMINISTIC))
@@ -584,7 +607,9 @@ def train(
         raise
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled = saved[2:]
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled = saved[2:5]
+        if torch.get_num_threads() != saved[5]:
+            torch.set_num_threads(saved[5])
         close_logger()
         cleanup_distributed(info)
 
@@ -659,8 +684,11 @@ def fit(
     history: list[dict[str, Any]] = []
     last_perf = float("nan")
     end_epoch = int(cfg.TRAIN.END_EPOCH)
+    generator = getattr(parts.train_loader, "generator", None)
     try:
         for epoch in range(progress.begin_epoch, end_epoch):
+            if isinstance(generator, torch.Generator) and int(hp.SEED) >= 0:
+                generator.manual_seed(epoch_generator_seed(int(hp.SEED) + info.rank, epoch))
             if parts.train_sampler is not None:
                 parts.train_sampler.set_epoch(epoch)
             if hasattr(parts.train_dataset, "set_epoch"):
@@ -692,6 +720,22 @@ def fit(
                 f"=> epoch {epoch} done: loss {tm['loss']:.6f}, acc {tm['acc']:.3f}, "
                 f"{tm['samples_per_s']:.1f} samples/s, {tm['seconds']:.1f}s"
             )
+            if not should_validate(epoch, end_epoch, int(hp.VALIDATE_FROM), int(hp.VALIDATE_EVERY)):
+                # HRPOSE.VALIDATE_FROM / VALIDATE_EVERY: no validation now (model_best is chosen among the
+                # validated epochs); checkpoint.pth is still written, with the last validated perf
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                history.append({"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tm.items()}, "perf": None})
+                rng_all = _gather_rng()
+                if info.is_main:
+                    kept = last_perf if math.isfinite(last_perf) else 0.0
+                    ckpt_obj = _checkpoint(cfg, parts, progress, epoch, state, kept, rng_all, weights_meta)
+                    logger.info(f"=> saving checkpoint to {final_output_dir}")
+                    save_checkpoint_atomic(ckpt_obj, checkpoint_file)
+                    progress.saved_epoch = epoch + 1
+                    logger.info(f"=> epoch {epoch}: not validated (HRPOSE.VALIDATE_FROM {int(hp.VALIDATE_FROM)}, "
+                                f"VALIDATE_EVERY {int(hp.VALIDATE_EVERY)}), best {progress.best_perf:.4f}")  # fmt: skip
+                barrier()
+                continue
             name_values, perf = validate(
                 model,
                 valid_loader,
