@@ -124,19 +124,30 @@ def create_exclusive(folder: str | os.PathLike[str], prefix: str, suffix: str, m
 
 
 def replace_atomically(path: str | os.PathLike[str], data: bytes, mode: int = 0o666) -> Path:
-    """`data` to `path` through a new file beside it (:func:`create_exclusive`), renamed over `path`: a reader
-    sees the old file or the whole new one, never a part; the temporary file is removed on any failure."""
+    """`data` to `path` through a new file beside it (`.<name>.<random>.tmp`, created with O_CREAT | O_EXCL |
+    O_NOFOLLOW like :func:`create_exclusive`), renamed over `path`: a reader sees the old file or the whole new
+    one, never a part. The temporary file is removed on any failure, including a Ctrl-C or SIGTERM that lands
+    right after it was created: its name is chosen before it exists, so the cleanup knows it."""
     path = Path(path)
-    fd, tmp = create_exclusive(path.parent, f".{path.name}.", ".tmp", mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        taken = False  # the name was already someone else's: never remove that file
+        try:
+            try:
+                fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            except FileExistsError:
+                taken = True
+                continue
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+            return path
+        except BaseException:
+            if not taken:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
+    raise FileExistsError(errno.EEXIST, "could not find a free temporary name", str(path.parent))
 
 
 class RecordFile:

@@ -26,9 +26,7 @@ import argparse
 import glob
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,16 +172,11 @@ def _is_own_output(path: str | Path, out_dir: Path | None) -> bool:
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace: never half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write `data` to `path` via a temporary file in the same folder and os.replace: never half a file, and no
+    temporary file left behind, even by a signal (`user_files.replace_atomically`)."""
+    from hrpose.user_files import replace_atomically
+
+    replace_atomically(path, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def strict_json(obj: Any) -> str:
