@@ -683,7 +683,9 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monke
         os.close(fd)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(predict_cmd.os, "fdopen", full_disk)
+    from hrpose import user_files
+
+    monkeypatch.setattr(user_files.os, "fdopen", full_disk)  # the one temp-file writer predict uses
     with pytest.raises(OSError, match="No space left"):
         predict_cmd.write_atomic(target, '["new"]')
     assert target.read_text() == '["previous"]' and [p.name for p in tmp_path.iterdir()] == ["results.json"]
