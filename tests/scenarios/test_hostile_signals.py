@@ -44,7 +44,7 @@ def image_folder(tmp_path: Path, n: int) -> Path:
 
 
 def test_sigterm_during_an_image_run_keeps_results_and_exits_143(tiny_files, tmp_path):
-    folder = image_folder(tmp_path, 300)
+    folder = image_folder(tmp_path, 1000)
     out = tmp_path / "out"
     proc = start_predict(tiny_files, folder, "--out", out)
     try:
@@ -59,7 +59,7 @@ def test_sigterm_during_an_image_run_keeps_results_and_exits_143(tiny_files, tmp
     assert "terminated (SIGTERM): kept" in err and "Traceback" not in err
     results = json.loads((out / "results.json").read_text())
     done = {p.stem for p in out.glob("[0-9][0-9][0-9].json")}
-    assert 4 <= len(done) < 300
+    assert 4 <= len(done) < 1000
     assert {f"{r['image_id']:03d}" for r in results} == done  # every image with its own JSON, and only those
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".hrpose-predict.lock"]
     assert not (out / ".hrpose-predict.lock").exists()
@@ -100,11 +100,13 @@ def test_sigterm_during_a_video_keeps_the_frames_done_and_no_hidden_files(tiny_f
 
 
 def test_sigint_still_exits_130_with_results(tiny_files, tmp_path):
-    folder = image_folder(tmp_path, 300)
+    # 3,000 hard links: with --no-draw a fast CPU (AVX-512 Zen 4) finished 300 before the signal could land
+    folder = image_folder(tmp_path, 3000)
     out = tmp_path / "out"
     proc = start_predict(tiny_files, folder, "--out", out, "--no-draw")
     try:
         wait_for(lambda: (out / "003.json").exists() or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -112,7 +114,7 @@ def test_sigint_still_exits_130_with_results(tiny_files, tmp_path):
             proc.kill()
     assert proc.returncode == 130, err[-3000:]
     assert "interrupted: kept" in err
-    assert len(json.loads((out / "results.json").read_text())) >= 4
+    assert 4 <= len(json.loads((out / "results.json").read_text())) < 3000
 
 
 def test_sigterm_before_any_image_is_done_exits_143_with_a_message(tiny_files, tmp_path):

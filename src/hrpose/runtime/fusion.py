@@ -29,7 +29,7 @@ from torch import fx, nn
 
 from hrpose.errors import BackendUnavailableError
 
-from .capabilities import probe
+from . import capabilities  # capabilities.probe() looked up per call: one probe, patchable in tests
 
 _RELU_FUNCTIONS = (torch.relu, torch.nn.functional.relu, torch.relu_)
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
@@ -40,7 +40,7 @@ def pointwise_fusion_available(dtype: torch.dtype = torch.float32) -> bool:
     fused operators and a tiny packed conv+ReLU gives the right result (tried once per process, see
     `hrpose.runtime.capabilities`); for bf16 also only where the CPU has bf16 arithmetic within the
     ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY caps (elsewhere oneDNN refuses or emulates it, ~10x slower)."""
-    caps = probe()
+    caps = capabilities.probe()
     if dtype == torch.bfloat16:
         return caps.bf16_fast
     if dtype == torch.float32:
@@ -65,7 +65,7 @@ def fuse_pointwise(
     """
     dtype = example.dtype
     if not pointwise_fusion_available(dtype):
-        caps = probe()
+        caps = capabilities.probe()
         why = caps.missing("bf16") if dtype == torch.bfloat16 else caps.missing("fusion") or f"not for {dtype}"
         raise BackendUnavailableError(f"fuse_pointwise: oneDNN fusion cannot run here in {dtype}: {why}")
     gm = fx.symbolic_trace(copy.deepcopy(model).eval())

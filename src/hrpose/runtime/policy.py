@@ -14,7 +14,8 @@ import torch
 
 from hrpose.errors import BackendUnavailableError
 
-from .capabilities import Capabilities, probe
+from . import capabilities
+from .capabilities import Capabilities
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
@@ -53,7 +54,7 @@ def auto_backend(
     A precision this machine cannot run fast raises `BackendUnavailableError` naming what is missing
     (raise_missing=False: returns the message prefixed by "unavailable: " instead, for `hrpose info`).
     """
-    caps = caps or probe()
+    caps = caps or capabilities.probe()
     device = torch.device(device)
     onnx_weights = weights is not None and Path(weights).suffix.lower() == ".onnx"
     why = ""
