@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 GOLDEN = SHARED / "golden"
 DATA = SHARED / "data"
+
+
+def python_with_sigint(*args: str) -> list[str]:
+    """argv for `python ARGS...` whose SIGINT is the default (so Python turns Ctrl-C into KeyboardInterrupt).
+
+    A shell that starts the suite as a background job (`bash .ci/run &`) hands it SIGINT ignored, every child
+    inherits that, and Python leaves an inherited SIG_IGN alone (nohup's contract): a Ctrl-C test would then
+    test nothing. The `-c` step puts the default back and execs the real command."""
+    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+    return [sys.executable, "-c", reset, *args]
 
 
 def golden_json(name: str):

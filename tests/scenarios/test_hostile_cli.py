@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import DATA, ROOT, mini_coco
+from conftest import DATA, ROOT, mini_coco, python_with_sigint
 from helpers import DRIVER, free_port, resnet_exp_dir, tiny_resnet_config
 from hrpose.cli import main
 from hrpose.config import ConfigError, load_config
@@ -723,7 +723,7 @@ def _start_hanging_train(cfg: Path, hang: str) -> tuple[subprocess.Popen, Path]:
     (tmp / "driver.py").write_text(DRIVER)
     marker = tmp / "marker"
     env = dict(os.environ, RB_MARKER=str(marker), RB_HANG=hang, RB_PERF="0.5,0.3,0.4,0.2", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, str(tmp / "driver.py"), "train", "--cfg", str(cfg)], env=env, cwd=ROOT,
+    proc = subprocess.Popen(python_with_sigint(str(tmp / "driver.py"), "train", "--cfg", str(cfg)), env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 150
     while not marker.exists():

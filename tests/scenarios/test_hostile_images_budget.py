@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, python_with_sigint
 from hrpose.images import ImageReadError, decode_image, load_image, read_image, to_bgr8
 
 SAMPLES = DATA / "samples" / "coco"
@@ -382,9 +382,9 @@ def test_ctrl_c_during_a_long_decode_ends_cleanly_not_with_sigabrt(tmp_path, tin
         (folder / f"big{i}.png").write_bytes(png_zeros(4000, 4000, 16, 6))
     cfg, weights, _ = tiny_files
     out_dir = tmp_path / "o"
-    argv = [sys.executable, "-c", "import sys; from hrpose.cli import main; sys.exit(main(sys.argv[1:]))",
-            "predict", "--cfg", str(cfg), "--weights", str(weights), "--device", "cpu", "--detector", "whole",
-            "--no-draw", "--out", str(out_dir), str(folder)]  # fmt: skip
+    argv = python_with_sigint("-c", "import sys; from hrpose.cli import main; sys.exit(main(sys.argv[1:]))",
+                              "predict", "--cfg", str(cfg), "--weights", str(weights), "--device", "cpu",
+                              "--detector", "whole", "--no-draw", "--out", str(out_dir), str(folder))  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     deadline = time.monotonic() + 240
