@@ -184,6 +184,23 @@ def test_train_writes_official_outputs_and_resume_is_exact(tmp_path):
     assert res_b2["history"][0]["train_loss"] == res_a["history"][1]["train_loss"]
 
 
+def test_resume_follows_an_edited_lr_step_as_the_official_resume_does(tmp_path):
+    """1 epoch with LR_STEP [5]; then END_EPOCH 3 with LR_STEP [1]: the resumed epochs run at LR x 0.1 (the
+    checkpoint's stored milestones [5] would have kept LR), and the log says so."""
+    cfg = _write_cfg(tmp_path / "run.yaml", _tiny_cfg_dict(mini_coco(tmp_path, 3)))
+    opts = ["OUTPUT_DIR", str(tmp_path / "out"), "LOG_DIR", str(tmp_path / "log")]
+    train(load_config(cfg, [*opts, "TRAIN.END_EPOCH", "1", "TRAIN.LR_STEP", "[5]"]), cfg)
+    exp = tmp_path / "out" / "coco" / "pose_hrnet" / "run"
+    lr = load_checkpoint(exp / "checkpoint.pth")["optimizer"]["param_groups"][0]["lr"]
+    res = train(load_config(cfg, [*opts, "TRAIN.END_EPOCH", "3", "TRAIN.LR_STEP", "[1]"]), cfg)
+    assert res["epochs"] == 2
+    ckpt = load_checkpoint(exp / "checkpoint.pth")
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr * 0.1)
+    assert dict(ckpt["scheduler"]["milestones"]) == {1: 1}
+    log = "".join(p.read_text() for p in exp.glob("run_*_train.log"))
+    assert "=> resume: TRAIN.LR_STEP [1] / LR_FACTOR 0.1 from the config (the checkpoint had [5])" in log
+
+
 def test_tensorboard_scalars_and_skeleton_images(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

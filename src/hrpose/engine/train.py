@@ -26,6 +26,7 @@ import math
 import os
 import time
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -914,6 +915,8 @@ def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: TrainPa
     ckpt = load_checkpoint(checkpoint_file, map_location=info.device)
     check_resume_fields(ckpt, checkpoint_file, int(cfg.TRAIN.END_EPOCH))
     fix = f"; move {checkpoint_file} away (or set AUTO_RESUME False) to start this training over"
+    sched = parts.scheduler
+    configured = (sorted(sched.milestones.elements()), sched.gamma) if sched is not None else None
     for field, target in (("state_dict", "model"), ("optimizer", "optimizer"), ("scheduler", "scheduler"),
                           ("scaler", "scaler")):  # fmt: skip
         obj = getattr(parts, target)
@@ -935,9 +938,20 @@ def _resume_from(checkpoint_file: Path, cfg: Any, info: DistInfo, parts: TrainPa
                 f"checkpoint {checkpoint_file}: field '{field}' does not fit this {target} (written by another "
                 f"config or model? {first[:300]}){fix}"
             ) from None
-    if parts.scheduler is not None and ckpt.get("scheduler") is None:
+    if sched is not None and ckpt.get("scheduler") is None:
         # an official checkpoint.pth (or one from a run without a scheduler): continue the schedule at 'epoch'
-        schedule_at(parts.scheduler, int(ckpt["epoch"]))
+        schedule_at(sched, int(ckpt["epoch"]))
+    elif sched is not None and configured and (sorted(sched.milestones.elements()), sched.gamma) != configured:
+        # TRAIN.LR_STEP / LR_FACTOR edited since the checkpoint (e.g. a schedule lengthened with END_EPOCH): the
+        # config decides, as in the official resume, which builds its scheduler from the config at 'epoch'
+        stored = sorted(sched.milestones.elements())
+        sched.milestones = Counter(configured[0])
+        sched.gamma = configured[1]
+        schedule_at(sched, int(ckpt["epoch"]))
+        if info.rank == 0:
+            lr = sched.optimizer.param_groups[0]["lr"]
+            get_logger().info(f"=> resume: TRAIN.LR_STEP {configured[0]} / LR_FACTOR {configured[1]} from the "
+                              f"config (the checkpoint had {stored}); lr now {lr:g}")
     rng = ckpt.get("rng")
     try:
         if isinstance(rng, (list, tuple)) and info.rank < len(rng):
