@@ -20,6 +20,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from hrpose.errors import UserError
@@ -113,14 +114,18 @@ def create_exclusive(folder: str | os.PathLike[str], prefix: str, suffix: str, m
     """A new file `folder/prefix<random>suffix`, created with O_CREAT | O_EXCL | O_NOFOLLOW: (fd, path).
 
     The name did not exist before (nothing, link or file, is reused), so nothing outside `folder` can be written."""
-    d = Path(folder)
-    for _ in range(100):
-        p = d / f"{prefix}{secrets.token_hex(4)}{suffix}"
+    for p in _fresh_names(folder, prefix, suffix):
         try:
             return open_nofollow(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), p
         except FileExistsError:
             continue
-    raise FileExistsError(errno.EEXIST, "could not find a free temporary name", str(d))
+    raise FileExistsError(errno.EEXIST, "could not find a free temporary name", str(folder))
+
+
+def _fresh_names(folder: str | os.PathLike[str], prefix: str, suffix: str) -> Iterator[Path]:
+    """100 candidate names `folder/prefix<random>suffix` for an O_EXCL create to try in turn."""
+    d = Path(folder)
+    return (d / f"{prefix}{secrets.token_hex(4)}{suffix}" for _ in range(100))
 
 
 def replace_atomically(path: str | os.PathLike[str], data: bytes, mode: int = 0o666) -> Path:
@@ -129,8 +134,7 @@ def replace_atomically(path: str | os.PathLike[str], data: bytes, mode: int = 0o
     one, never a part. The temporary file is removed on any failure, including a Ctrl-C or SIGTERM that lands
     right after it was created: its name is chosen before it exists, so the cleanup knows it."""
     path = Path(path)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    for tmp in _fresh_names(path.parent, f".{path.name}.", ".tmp"):
         taken = False  # the name was already someone else's: never remove that file
         try:
             try:

@@ -721,50 +721,39 @@ def fit(
                 f"=> epoch {epoch} done: loss {tm['loss']:.6f}, acc {tm['acc']:.3f}, "
                 f"{tm['samples_per_s']:.1f} samples/s, {tm['seconds']:.1f}s"
             )
-            if not should_validate(epoch, end_epoch, int(hp.VALIDATE_FROM), int(hp.VALIDATE_EVERY)):
-                # HRPOSE.VALIDATE_FROM / VALIDATE_EVERY: no validation now (model_best is chosen among the
-                # validated epochs); checkpoint.pth is still written, with the last validated perf
-                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                history.append({"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tm.items()}, "perf": None})
-                rng_all = _gather_rng()
-                if info.is_main:
-                    kept = last_perf if math.isfinite(last_perf) else 0.0
-                    ckpt_obj = _checkpoint(cfg, parts, progress, epoch, state, kept, rng_all, weights_meta)
-                    logger.info(f"=> saving checkpoint to {final_output_dir}")
-                    save_checkpoint_atomic(ckpt_obj, checkpoint_file)
-                    progress.saved_epoch = epoch + 1
-                    logger.info(f"=> epoch {epoch}: not validated (HRPOSE.VALIDATE_FROM {int(hp.VALIDATE_FROM)}, "
-                                f"VALIDATE_EVERY {int(hp.VALIDATE_EVERY)}), best {progress.best_perf:.4f}")  # fmt: skip
-                barrier()
-                continue
-            name_values, perf = validate(
-                model,
-                valid_loader,
-                valid_dataset,
-                device,
-                codec=codec,
-                output_dir=final_output_dir,
-                settings=settings,
-                amp_dtype=amp_dtype,
-                channels_last=bool(hp.CHANNELS_LAST),
-                criterion=criterion,
-                arch=str(cfg.MODEL.NAME),
-                progress=info.is_main,
-                writer=writer,
-                step=epoch,
-            )
-            perf = _perf_indicator(name_values, perf, str(cfg.DATASET.DATASET))
-            last_perf = perf
-            is_best = perf >= progress.best_perf
+            perf: float | None = None  # HRPOSE.VALIDATE_FROM / VALIDATE_EVERY: not every epoch is validated
+            is_best = False
+            if should_validate(epoch, end_epoch, int(hp.VALIDATE_FROM), int(hp.VALIDATE_EVERY)):
+                name_values, raw_perf = validate(
+                    model,
+                    valid_loader,
+                    valid_dataset,
+                    device,
+                    codec=codec,
+                    output_dir=final_output_dir,
+                    settings=settings,
+                    amp_dtype=amp_dtype,
+                    channels_last=bool(hp.CHANNELS_LAST),
+                    criterion=criterion,
+                    arch=str(cfg.MODEL.NAME),
+                    progress=info.is_main,
+                    writer=writer,
+                    step=epoch,
+                )
+                perf = last_perf = _perf_indicator(name_values, raw_perf, str(cfg.DATASET.DATASET))
+                is_best = perf >= progress.best_perf
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if is_best:
+            if is_best and perf is not None:
                 progress.best_perf = perf
                 progress.best_state = {k: v.cpu() for k, v in state.items()}
             history.append({"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tm.items()}, "perf": perf})
-            writer.scalar("valid_perf", perf, epoch)
+            if perf is not None:
+                writer.scalar("valid_perf", perf, epoch)
             rng_all = _gather_rng()
             if info.is_main:
-                ckpt_obj = _checkpoint(cfg, parts, progress, epoch, state, perf, rng_all, weights_meta)
+                # an epoch not validated keeps the last validated perf (model_best is chosen among validated ones)
+                kept = perf if perf is not None else (last_perf if math.isfinite(last_perf) else 0.0)
+                ckpt_obj = _checkpoint(cfg, parts, progress, epoch, state, kept, rng_all, weights_meta)
                 logger.info(f"=> saving checkpoint to {final_output_dir}")
                 save_checkpoint_atomic(ckpt_obj, checkpoint_file)
                 progress.saved_epoch = epoch + 1
@@ -772,7 +761,11 @@ def fit(
                 # resume then rewrites a missing model_best.pth from it (see _start_or_resume).
                 if is_best and progress.best_state is not None:
                     save_checkpoint_atomic(with_meta(progress.best_state, weights_meta), best_file)
-                logger.info(f"=> epoch {epoch}: perf {perf:.4f}, best {progress.best_perf:.4f}")
+                if perf is None:
+                    logger.info(f"=> epoch {epoch}: not validated (HRPOSE.VALIDATE_FROM {int(hp.VALIDATE_FROM)}, "
+                                f"VALIDATE_EVERY {int(hp.VALIDATE_EVERY)}), best {progress.best_perf:.4f}")  # fmt: skip
+                else:
+                    logger.info(f"=> epoch {epoch}: perf {perf:.4f}, best {progress.best_perf:.4f}")
             barrier()
         final_state = Path(final_output_dir) / "final_state.pth"
         if info.is_main:
