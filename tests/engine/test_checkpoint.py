@@ -20,6 +20,7 @@ from hrpose.engine.checkpoint import (
     save_checkpoint_atomic,
     to_safe,
 )
+from hrpose.errors import UserError
 
 
 def _ckpt(value: float) -> dict:
@@ -121,3 +122,29 @@ def test_rng_state_roundtrip_through_file(tmp_path):
     assert got[2] == expected[2]
     assert torch.equal(got[3], expected[3])
 
+
+
+def test_unreadable_checkpoint_is_one_line_that_never_advises_unsafe_loading(tmp_path):
+    """torch's own refusal text says re-running with weights_only=False "will likely succeed": that advice must
+    not reach the user (never unpickle untrusted files); the error is one line naming the file and the fix."""
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"epoch": 1, "state_dict": {}, "x": random.Random(0)}, pickled)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    for path in (pickled, garbage):
+        with pytest.raises(RuntimeError) as e:
+            load_checkpoint(path)
+        msg = str(e.value)
+        assert "\n" not in msg and path.name in msg and "move it away" in msg
+        assert "weights_only=False" not in msg and "set to False" not in msg and "will likely succeed" not in msg
+
+
+def test_training_checkpoint_over_the_size_limit_is_refused_before_loading(tmp_path, monkeypatch):
+    """checkpoint.pth (AUTO_RESUME reads it) gets the same declared-size limit as weights files."""
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"epoch": 1, "state_dict": {"w": torch.zeros(4096)}}, path)
+    monkeypatch.setenv("HRPOSE_MAX_CHECKPOINT_BYTES", "1000")
+    with pytest.raises(UserError, match=r"checkpoint\.pth declares .* over the limit .*HRPOSE_MAX_CHECKPOINT_BYTES"):
+        load_checkpoint(path)
+    monkeypatch.delenv("HRPOSE_MAX_CHECKPOINT_BYTES")
+    assert load_checkpoint(path)["epoch"] == 1

@@ -21,6 +21,7 @@ import math
 import os
 import random
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import torch
 
 from hrpose.diskfull import disk_full_error, is_disk_full
 from hrpose.errors import MissingFileError, UserError
+from hrpose.models.untrusted import check_zip_limits, load_refusal_reason
 
 __all__ = [
     "MODULE_PREFIX",
@@ -204,12 +206,20 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise MissingFileError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise CheckpointReadError(f"checkpoint {path} is not a regular file; move it away to start over")
+    if zipfile.is_zipfile(path):
+        check_zip_limits(path)  # declared sizes against HRPOSE_MAX_CHECKPOINT_BYTES and a zip-bomb ratio
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
+
+        text = str(e).strip()  # torch's own text may advise weights_only=False: never passed on
+        reason = load_refusal_reason(e) or (
+            type(e).__name__ if not text or "weights_only" in text else text.splitlines()[0][:300]
+        )
         raise CheckpointReadError(
-            f"could not read checkpoint {path} with torch.load(weights_only=True): {e}. "
-            "It may be truncated or written by other code that stores arbitrary Python objects."
+            f"could not read checkpoint {path} with torch.load(weights_only=True), the safe loading ({reason}): it "
+            "is damaged, truncated or holds Python objects besides tensors; move it away (or set AUTO_RESUME "
+            "False) to start the training over"
         ) from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__

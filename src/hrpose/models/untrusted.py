@@ -73,7 +73,7 @@ def max_checkpoint_bytes() -> int:
     return value
 
 
-def _check_zip_limits(path: Path) -> None:
+def check_zip_limits(path: Path) -> None:
     """Refuse a zip checkpoint whose central directory declares more than the limits (nothing is inflated)."""
     try:
         with zipfile.ZipFile(path) as zf:
@@ -160,10 +160,15 @@ def check_tensors(sd: Mapping[str, torch.Tensor], source: str) -> None:
             )
 
 
-def _unsafe_message(path: Path, err: Exception) -> str:
-    # torch's message is long; keep the line that names the offending global, if any.
+def load_refusal_reason(err: Exception) -> str:
+    """The one line of a failed ``torch.load(weights_only=True)`` message that says what was refused (the offending
+    global or opcode), or "" — never torch's advice to retry with weights_only=False."""
     reason = next((ln.strip() for ln in str(err).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
-    reason = re.sub(r"\x1b\[[0-9;]*m", "", reason).split(". Please")[0].removeprefix("WeightsUnpickler error: ")
+    return re.sub(r"\x1b\[[0-9;]*m", "", reason).split(". Please")[0].removeprefix("WeightsUnpickler error: ")
+
+
+def _unsafe_message(path: Path, err: Exception) -> str:
+    reason = load_refusal_reason(err)
     return (
         f"{path} contains pickled Python objects or code, not only tensors, so for safety hrpose does not load it "
         f"(safe loading with torch.load(weights_only=True) refused it{': ' + reason if reason else ''}). "
@@ -177,7 +182,7 @@ def _read(path: Path) -> object:
         _check_safetensors_header(path)
         return _read_safetensors(path)
     if zipfile.is_zipfile(path):
-        _check_zip_limits(path)
+        check_zip_limits(path)
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
