@@ -135,8 +135,9 @@ def accuracy(args: argparse.Namespace) -> int:
     real, labeled = _crops(cfg, 86, labeled=True)
     codec = build_codec(cfg)
     ref = keypoints_input_px(torch_fp32(real), size, codec, TestSettings.from_config(cfg, flip_test=False))
-    print("| run | AP (val) | deviation, input px | heatmap px | joints <= 1 px | <= 2 px |", flush=True)
-    print("|---|---|---|---|---|---|", flush=True)
+    print("| run | AP (val) | deviation, input px | heatmap px | median, input px | joints <= 1 px | <= 2 px |",
+          flush=True)  # fmt: skip
+    print("|---|---|---|---|---|---|---|", flush=True)
 
     def row(name: str, fn: Any) -> None:
         ap = 100.0 * Q.coco_ap(val, Q.predict_people(fn, val, settings))
@@ -144,7 +145,8 @@ def accuracy(args: argparse.Namespace) -> int:
                                 TestSettings.from_config(cfg, flip_test=False))  # fmt: skip
         dev = np.linalg.norm(kp - ref, axis=-1)[labeled]
         print(
-            f"| {name} | {ap:.2f} | {dev.mean():.3f} | {dev.mean() / stride:.3f} | {100 * (dev <= 1).mean():.1f}% "
+            f"| {name} | {ap:.2f} | {dev.mean():.3f} | {dev.mean() / stride:.3f} | {np.median(dev):.3f} "
+            f"| {100 * (dev <= 1).mean():.1f}% "
             f"| {100 * (dev <= 2).mean():.1f}% |",
             flush=True,
         )
