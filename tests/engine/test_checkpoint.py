@@ -123,7 +123,6 @@ def test_rng_state_roundtrip_through_file(tmp_path):
     assert torch.equal(got[3], expected[3])
 
 
-
 def test_unreadable_checkpoint_is_one_line_that_never_advises_unsafe_loading(tmp_path):
     """torch's own refusal text says re-running with weights_only=False "will likely succeed": that advice must
     not reach the user (never unpickle untrusted files); the error is one line naming the file and the fix."""

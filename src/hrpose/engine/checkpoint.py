@@ -211,7 +211,6 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-
         text = str(e).strip()  # torch's own text may advise weights_only=False: never passed on
         reason = load_refusal_reason(e) or (
             type(e).__name__ if not text or "weights_only" in text else text.splitlines()[0][:300]
