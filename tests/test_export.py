@@ -472,6 +472,9 @@ def test_pose_estimator_torch_compile_backend(tmp_path, hrnet, monkeypatch):
     from hrpose.inference.detectors import WholeImageDetector
     from hrpose.models.weights import save_weights
 
+    # a private inductor cache: kernels cached by a run under another ATEN_CPU_CAPABILITY (e.g. the AVX2 portability
+    # run after a native one on an AVX-512 machine) were reused and gave wrong heatmaps (torch 2.13)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     weights = save_weights(hrnet, tmp_path / "w.pth")
     cfg = load_config(W32, REDUCED)
     image = (np.random.default_rng(1).random((100, 80, 3)) * 255).astype(np.uint8)
