@@ -128,3 +128,24 @@ def test_sigterm_before_any_image_is_done_exits_143_with_a_message(tiny_files, t
             proc.kill()
     assert proc.returncode == 143, err[-3000:]
     assert "SIGTERM" in err and "Traceback" not in err
+
+
+def test_the_sigterm_handler_is_in_place_before_the_lock_file_appears(tmp_path, monkeypatch):
+    """The test above waits for the lock file, then sends SIGTERM: a handler installed only after the lock was
+    taken left a window in which the process died by the signal (status -15, no message; seen once in CI).
+    In-process and deterministic: record which SIGTERM handler is installed at the moment the lock is taken."""
+    import hrpose.outdir
+    from hrpose.cli import main
+
+    seen = []
+
+    def record_then_refuse(out_dir, name=hrpose.outdir.PREDICT_LOCK_NAME):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        raise hrpose.outdir.OutDirError(f"{out_dir}: stop here (test)")
+
+    monkeypatch.setattr(hrpose.outdir, "acquire_out_lock", record_then_refuse)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = main(["predict", str(GOOD), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert rc == 2 and len(seen) == 1
+    assert seen[0] is not before and callable(seen[0])  # ours, not the default that kills the process
+    assert signal.getsignal(signal.SIGTERM) is before  # and given back afterwards

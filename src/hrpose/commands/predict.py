@@ -470,28 +470,30 @@ def run(args: argparse.Namespace) -> int:
         print("error: no INPUT given; name image files, folders, videos, a webcam index, a stream URL or -",
               file=sys.stderr)  # fmt: skip
         return 2
-    try:
-        out_dir = check_out_dir(args.out)  # a file in the way, a read-only folder: refused before the model loads
-        # one predict per --out (a second one would mix results.json); each share of a sharded run has its own
-        lock = acquire_out_lock(out_dir) if shard is None else \
-            acquire_out_lock(out_dir, name=f".hrpose-predict.shard{shard.index}.lock")  # fmt: skip
-    except UserError as e:
-        print(f"error: {error_text(e)}", file=sys.stderr)
-        return 2
-    try:
-        with sigterm_as_interrupt() as stop:
+    # the SIGTERM handler goes in before anything touches --out: a SIGTERM that lands once the lock file exists
+    # (while the model loads) ends the run with a message and status 143, never death by signal
+    with sigterm_as_interrupt() as stop:
+        try:
+            try:
+                out_dir = check_out_dir(args.out)  # a file in the way, read-only: refused before the model loads
+                # one predict per --out (a second one would mix results.json); each share of a sharded run has its own
+                lock = acquire_out_lock(out_dir) if shard is None else \
+                    acquire_out_lock(out_dir, name=f".hrpose-predict.shard{shard.index}.lock")  # fmt: skip
+            except UserError as e:
+                print(f"error: {error_text(e)}", file=sys.stderr)
+                return 2
             try:
                 return _run(args, formats, shard, out_dir, stop)
             except _DiskFull as e:
                 print(f"error: {error_text(e)}", file=sys.stderr)
                 return 1
-            except KeyboardInterrupt:  # before the first image (loading the model): nothing was written
-                if not stop.signum:
-                    raise
-                print("terminated (SIGTERM) before any result was written", file=sys.stderr)
-                return int(exit_status(stop))
-    finally:
-        lock.release()
+            finally:
+                lock.release()
+        except KeyboardInterrupt:  # before the first image (loading the model): nothing was written
+            if not stop.signum:
+                raise
+            print("terminated (SIGTERM) before any result was written", file=sys.stderr)
+            return int(exit_status(stop))
 
 
 def _check_run_options(args: argparse.Namespace) -> tuple[tuple[str, ...], Any]:
