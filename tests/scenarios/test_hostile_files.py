@@ -471,3 +471,16 @@ def test_error_text_escapes_and_indents():
     from hrpose.user_files import error_text
 
     assert error_text("a\nerror: x\x07") == "a\n  error: x\\x07"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_predict_input_that_is_a_fifo_or_a_device_is_named_as_such_without_blocking(tiny_files, tmp_path, capsys,
+                                                                                       kind):  # fmt: skip
+    spec = "/dev/zero" if kind == "device" else tmp_path / "cam.jpg"
+    if kind == "fifo":
+        os.mkfifo(spec)
+    t0 = time.monotonic()
+    assert predict(tiny_files, spec, "--detector", "whole", "--out", tmp_path / "o") == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert str(spec) in line and "not a regular file" in line
+    assert time.monotonic() - t0 < 30

@@ -229,6 +229,8 @@ def expand_inputs(specs: list[str], out_dir: str | Path | None = None) -> tuple[
             if not matches:
                 errors.append(f"{spec}: the pattern matches no file")
             items.extend(("video" if is_video_path(m) else "image", m) for m in matches)
+        elif p.exists():  # a FIFO, a device, a socket: never opened (a read could block or never end)
+            errors.append(f"{spec}: not a regular file (a FIFO, device or socket); give an image or video file")
         else:
             errors.append(f"{spec}: no such file, folder or webcam")
     return items, errors
